@@ -1,0 +1,74 @@
+"""The payload seam: how payloads become Python values and back.
+
+The engine parses frames itself but never interprets a payload: it hands the
+payload's raw JSON to a :class:`PayloadCodec` once the action is known (for a
+CALLRESULT, the action comes from the CALL it answers).  The default
+:class:`JsonObjectCodec` produces ``dict``; the typed-message layer plugs in a
+codec that decodes into msgspec Structs and enforces the official schemas.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol
+
+import msgspec
+
+from ._errors import PayloadError
+from ._rules import ErrorCode
+
+__all__ = ["JsonObjectCodec", "PayloadCodec", "PayloadKind"]
+
+
+class PayloadKind(enum.Enum):
+    """Which kind of payload a codec is asked about."""
+
+    #: The payload of a CALL (or of a 2.1 SEND).
+    REQUEST = "request"
+    #: The payload of a CALLRESULT.
+    RESPONSE = "response"
+
+
+class PayloadCodec(Protocol):
+    """Decodes and encodes payloads for one connection.
+
+    Both methods raise :class:`~ocpprpc.PayloadError` for a payload they refuse;
+    the engine maps that to the protocol's answer.  ``data`` is the payload's
+    JSON text, already known to be a JSON object.
+    """
+
+    def decode(self, action: str, kind: PayloadKind, data: bytes | memoryview) -> Any:
+        """Turn a received payload into the value handed to the application."""
+        ...
+
+    def encode(self, action: str, kind: PayloadKind, payload: Any) -> bytes:
+        """Turn an outgoing payload into JSON text (a JSON object)."""
+        ...
+
+
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+
+
+class JsonObjectCodec:
+    """Payloads are plain JSON objects: ``dict`` in, ``dict`` out, no schema.
+
+    A msgspec Struct is also accepted on send (it encodes as an object).
+    """
+
+    def decode(self, action: str, kind: PayloadKind, data: bytes | memoryview) -> Any:
+        try:
+            return _dict_decoder.decode(data)
+        except msgspec.MsgspecError as exc:  # e.g. {"a": 1e400}: valid JSON, out of range
+            raise PayloadError(ErrorCode.FORMAT_VIOLATION, str(exc)) from exc
+
+    def encode(self, action: str, kind: PayloadKind, payload: Any) -> bytes:
+        if not isinstance(payload, dict | msgspec.Struct):
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION,
+                f"payload must be a JSON object (a dict or a msgspec Struct), not {type(payload).__name__}",
+            )
+        try:
+            return _encoder.encode(payload)
+        except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+            raise PayloadError(ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}") from exc

@@ -1,0 +1,639 @@
+"""The sans-IO OCPP-J connection.
+
+Theory of operation
+-------------------
+One :class:`Connection` is one end (a charging station or a CSMS) of one
+OCPP-J WebSocket connection speaking one subprotocol.  It does no I/O and keeps
+no time: the code that owns the socket feeds it each received text message with
+:meth:`Connection.receive_message`, drains :meth:`Connection.events`, and writes
+what :meth:`Connection.send` returns.  Timeouts belong to that code too; when one
+fires it tells the engine with :meth:`Connection.abandon_call`.
+
+The engine keeps three tables:
+
+* ``_outstanding``: our CALLs waiting for an answer (id -> action).  The action
+  tells the payload codec how to read the answer.
+* ``_inbound``: the peer's CALLs we have not answered yet (id -> action).  Only
+  these may be answered, and a second CALL with one of these ids is refused.
+* ``_finished`` / ``_answered``: bounded memories of calls that are over, so a
+  late answer is reported as late (not as nonsense) and a CALLRESULTERROR can
+  name the action it concerns.
+
+Everything the peer can get wrong becomes an event; where the protocol defines
+an answer, the event carries it serialised (``reply``).  The decisions come
+from :mod:`ocpprpc._rules`; this module only applies them.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+
+from ._codec import JsonObjectCodec, PayloadCodec, PayloadKind
+from ._errors import LocalProtocolError, OCPPError, OutboundPayloadError, PayloadError, TooManyOutstandingCalls
+from ._events import (
+    BadMessage,
+    Call,
+    CallError,
+    CallResult,
+    CallResultError,
+    ConnectionClosed,
+    Event,
+    InvalidResponse,
+    Send,
+    TooManyBadMessages,
+    UnmatchedResponse,
+    Violation,
+)
+from ._frames import (
+    CallErrorFrame,
+    CallFrame,
+    CallResultErrorFrame,
+    CallResultFrame,
+    Defect,
+    SendFrame,
+    decoder_for,
+    salvage,
+)
+from ._rules import (
+    ErrorCode,
+    MessageType,
+    ProtocolRules,
+    Role,
+    UnknownMessageTypePolicy,
+    parse_error_code,
+    rules_for,
+)
+
+__all__ = ["Connection", "ConnectionState", "uuid4_message_id"]
+
+_encode = msgspec.json.Encoder().encode
+_OPEN_BRACE = ord("{")
+
+
+def uuid4_message_id() -> str:
+    """The default message id: a random UUID4, 36 characters ([P4-201] 4.1.4)."""
+    return str(uuid.uuid4())
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    #: The transport closed (``receive_message(None)``); nothing can be sent.
+    CLOSED = "closed"
+
+
+# Which codec failures count as which protocol violation is the codec's call;
+# which *frames* get answered is the rules table's.  These are the only texts
+# the engine writes into CALLERROR descriptions itself.
+_DESCRIPTIONS: Mapping[Violation, str] = MappingProxyType(
+    {
+        Violation.ID_TOO_LONG: "message id is longer than {limit} characters",
+        Violation.PAYLOAD_NOT_OBJECT: "payload must be a JSON object",
+        Violation.DUPLICATE_CALL: "a CALL with this message id is already being handled",
+    }
+)
+
+
+class Connection:
+    """One end of one OCPP-J connection, with no I/O.
+
+    :param role: which end this is.
+    :param protocol: the negotiated subprotocol (``"ocpp1.6"``, ``"ocpp2.0.1"``,
+        ``"ocpp2.1"``, a custom name) or explicit :class:`ProtocolRules`.
+    :param codec: reads and writes payloads; :class:`JsonObjectCodec` (plain
+        dicts) by default.
+    :param id_factory: makes message ids for :meth:`new_call` and
+        :meth:`new_send`; UUID4 strings by default.  Inject a counter in tests.
+    :param max_outstanding_calls: how many of our CALLs may await an answer at
+        once; the version's default (1) if ``None``.
+    :param max_bad_messages: after this many consecutive bad messages the engine
+        emits :class:`TooManyBadMessages`; ``None`` never.
+    :param detailed_errors: put the exception text into the CALLERROR that
+        :meth:`error_for` builds for an unexpected handler exception.  Off by
+        default: exception text can leak internals.  Stack traces never go out.
+    :param finished_memory: how many finished call ids to remember for
+        telling late answers from unknown ones.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        protocol: str | ProtocolRules = "ocpp1.6",
+        *,
+        codec: PayloadCodec | None = None,
+        id_factory: Callable[[], str] = uuid4_message_id,
+        max_outstanding_calls: int | None = None,
+        max_bad_messages: int | None = None,
+        detailed_errors: bool = False,
+        finished_memory: int = 256,
+    ) -> None:
+        self.role = role
+        self.rules = rules_for(protocol)
+        self.codec: PayloadCodec = codec if codec is not None else JsonObjectCodec()
+        self._id_factory = id_factory
+        limit = self.rules.default_max_outstanding_calls if max_outstanding_calls is None else max_outstanding_calls
+        if limit < 1:
+            raise ValueError("max_outstanding_calls must be at least 1")
+        self.max_outstanding_calls = limit
+        if max_bad_messages is not None and max_bad_messages < 1:
+            raise ValueError("max_bad_messages must be at least 1 (or None)")
+        self.max_bad_messages = max_bad_messages
+        self.detailed_errors = detailed_errors
+        self._finished_memory = finished_memory
+        self._decoder = decoder_for(self.rules.message_types)
+        self._state = ConnectionState.OPEN
+        self._events: deque[Event] = deque()
+        self._outstanding: dict[str, str] = {}
+        self._inbound: dict[str, str] = {}
+        self._finished: dict[str, str] = {}
+        self._answered: dict[str, str] = {}
+        self._bad_in_a_row = 0
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def protocol(self) -> str:
+        """The subprotocol name."""
+        return self.rules.protocol
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def outstanding_calls(self) -> Mapping[str, str]:
+        """Our CALLs awaiting an answer: message id -> action (read-only view)."""
+        return MappingProxyType(self._outstanding)
+
+    @property
+    def inbound_calls(self) -> Mapping[str, str]:
+        """The peer's CALLs we have not answered yet: message id -> action (read-only view)."""
+        return MappingProxyType(self._inbound)
+
+    @property
+    def consecutive_bad_messages(self) -> int:
+        """Bad messages received in a row; a good message resets it to 0."""
+        return self._bad_in_a_row
+
+    def __repr__(self) -> str:
+        return (
+            f"<Connection {self.role.value} {self.protocol} {self._state.value}"
+            f" outstanding={len(self._outstanding)} inbound={len(self._inbound)}>"
+        )
+
+    # -- receiving -------------------------------------------------------------------
+
+    def receive_message(self, data: str | bytes | bytearray | memoryview | None) -> None:
+        """Feed one received WebSocket text message; ``None`` when the transport closed.
+
+        Never raises for anything the peer sent: every outcome is an event.
+        Raises :class:`LocalProtocolError` if called with data after ``None``.
+        """
+        if data is None:
+            self._close()
+            return
+        if self._state is ConnectionState.CLOSED:
+            raise LocalProtocolError("receive_message() called after the connection closed")
+        try:
+            frame = self._decoder.decode(data)
+        except msgspec.MsgspecError as exc:
+            if not (data if isinstance(data, str) else bytes(data)).strip():
+                # An empty text frame: ignored, as ocpp-rpc does "for compatibility with some
+                # particular charge point vendors".  Not counted as a bad message.
+                self._events.append(
+                    BadMessage(
+                        violation=Violation.EMPTY,
+                        message_type=None,
+                        message_id=None,
+                        action=None,
+                        code=ErrorCode.GENERIC_ERROR,
+                        description=Violation.EMPTY.value,
+                    )
+                )
+                return
+            self._on_defect(salvage(data, self.rules.message_types, str(exc)))
+            return
+        if type(frame) is CallFrame:
+            self._on_call(frame)
+        elif type(frame) is CallResultFrame:
+            self._on_call_result(frame)
+        elif type(frame) is CallErrorFrame:
+            self._on_call_error(frame)
+        elif type(frame) is SendFrame:
+            self._on_send(frame)
+        else:
+            assert type(frame) is CallResultErrorFrame
+            self._on_call_result_error(frame)
+
+    def events(self) -> Iterator[Event]:
+        """Yield (and remove) the events produced so far, oldest first."""
+        queue = self._events
+        while queue:
+            yield queue.popleft()
+
+    def _on_call(self, frame: CallFrame) -> None:
+        message_id = frame.message_id
+        if not message_id:
+            self._on_defect(
+                Defect(Violation.UNREADABLE_ID, Violation.UNREADABLE_ID.value, MessageType.CALL, None, frame.action)
+            )
+            return
+        if len(message_id) > self.rules.max_message_id_length:
+            self._bad_call(frame, Violation.ID_TOO_LONG, self.rules.frame_error)
+            return
+        if message_id in self._inbound:
+            self._bad_call(frame, Violation.DUPLICATE_CALL, self.rules.duplicate_call)
+            return
+        if memoryview(frame.payload)[:1] != b"{":
+            self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
+            return
+        try:
+            payload = self.codec.decode(frame.action, PayloadKind.REQUEST, memoryview(frame.payload))
+        except PayloadError as exc:
+            self._bad_call(frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details))
+            return
+        self._inbound[message_id] = frame.action
+        self._good(Call(message_id=message_id, action=frame.action, payload=payload))
+
+    def _bad_call(
+        self,
+        frame: CallFrame,
+        violation: Violation,
+        code: ErrorCode,
+        description: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        if description is None:
+            description = _DESCRIPTIONS[violation].format(limit=self.rules.max_message_id_length)
+        details = details if details is not None else {}
+        reply = self._error_frame(MessageType.CALL_ERROR, frame.message_id, code, description, details)
+        self._bad(
+            BadMessage(
+                violation=violation,
+                message_type=MessageType.CALL,
+                message_id=frame.message_id,
+                action=frame.action,
+                code=code,
+                description=description,
+                details=details,
+                reply=reply,
+            )
+        )
+
+    def _on_send(self, frame: SendFrame) -> None:
+        # A SEND is never answered ([P4-21] 4.2.5), so a bad one is only reported.
+        message_id = frame.message_id
+        violation: Violation | None = None
+        code = self.rules.frame_error
+        description = ""
+        details: dict[str, Any] = {}
+        if not message_id:
+            violation, description = Violation.UNREADABLE_ID, Violation.UNREADABLE_ID.value
+        elif len(message_id) > self.rules.max_message_id_length:
+            violation = Violation.ID_TOO_LONG
+            description = _DESCRIPTIONS[violation].format(limit=self.rules.max_message_id_length)
+        elif memoryview(frame.payload)[:1] != b"{":
+            violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
+            description = _DESCRIPTIONS[violation]
+        else:
+            try:
+                payload = self.codec.decode(frame.action, PayloadKind.REQUEST, memoryview(frame.payload))
+            except PayloadError as exc:
+                violation, code, description = Violation.INVALID_PAYLOAD, exc.code, exc.description
+                details = dict(exc.details)
+        if violation is not None:
+            self._bad(
+                BadMessage(
+                    violation=violation,
+                    message_type=MessageType.SEND,
+                    message_id=message_id or None,
+                    action=frame.action,
+                    code=code,
+                    description=description,
+                    details=details,
+                )
+            )
+            return
+        self._good(Send(message_id=message_id, action=frame.action, payload=payload))
+
+    def _on_call_result(self, frame: CallResultFrame) -> None:
+        message_id = frame.message_id
+        action = self._outstanding.pop(message_id, None)
+        if action is None:
+            self._unmatched(MessageType.CALL_RESULT, message_id)
+            return
+        self._remember(self._finished, message_id, action)
+        if memoryview(frame.payload)[:1] != b"{":
+            self._invalid_result(message_id, action, self.rules.payload_not_object, _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT], {})
+            return
+        try:
+            payload = self.codec.decode(action, PayloadKind.RESPONSE, memoryview(frame.payload))
+        except PayloadError as exc:
+            self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
+            return
+        self._good(CallResult(message_id=message_id, payload=payload, action=action))
+
+    def _invalid_result(
+        self, message_id: str, action: str, code: ErrorCode, description: str, details: dict[str, Any]
+    ) -> None:
+        reply = None
+        if self.rules.answer_invalid_result:
+            reply = self._error_frame(MessageType.CALL_RESULT_ERROR, message_id, code, description, details)
+        self._bad(
+            InvalidResponse(
+                message_id=message_id,
+                action=action,
+                message_type=MessageType.CALL_RESULT,
+                code=code,
+                description=description,
+                details=details,
+                reply=reply,
+            )
+        )
+
+    def _on_call_error(self, frame: CallErrorFrame) -> None:
+        message_id = frame.message_id
+        action = self._outstanding.pop(message_id, None)
+        if action is None:
+            self._unmatched(MessageType.CALL_ERROR, message_id)
+            return
+        self._remember(self._finished, message_id, action)
+        code = parse_error_code(frame.code)
+        self._good(
+            CallError(
+                message_id=message_id,
+                code=code if code is not None else ErrorCode.GENERIC_ERROR,
+                description=frame.description,
+                details=frame.details,
+                action=action,
+                wire_code=frame.code,
+            )
+        )
+
+    def _on_call_result_error(self, frame: CallResultErrorFrame) -> None:
+        code = parse_error_code(frame.code)
+        self._good(
+            CallResultError(
+                message_id=frame.message_id,
+                code=code if code is not None else ErrorCode.GENERIC_ERROR,
+                description=frame.description,
+                details=frame.details,
+                action=self._answered.get(frame.message_id),
+                wire_code=frame.code,
+            )
+        )
+
+    def _unmatched(self, message_type: MessageType, message_id: str) -> None:
+        action = self._finished.get(message_id)
+        self._good(
+            UnmatchedResponse(
+                message_type=message_type, message_id=message_id, late=action is not None, action=action
+            )
+        )
+
+    def _on_defect(self, defect: Defect) -> None:
+        """Answer (or not) a frame the parser could not read, as the rules say."""
+        rules = self.rules
+        message_type = defect.message_type
+        message_id = defect.message_id
+        code = rules.frame_error
+        reply: str | None = None
+        reply_type = MessageType.CALL_ERROR
+
+        if defect.violation is Violation.UNKNOWN_MESSAGE_TYPE:
+            # [J16] 4.1.3 / [P4-21] 4.4: ignore; [P4-201] 4.4: MessageTypeNotSupported.
+            code = ErrorCode.MESSAGE_TYPE_NOT_SUPPORTED
+            if rules.unknown_message_type is UnknownMessageTypePolicy.REPLY_MESSAGE_TYPE_NOT_SUPPORTED:
+                reply_id = message_id if message_id is not None else rules.unreadable_id_reply
+                if reply_id is not None:
+                    reply = self._error_frame(reply_type, reply_id, code, defect.description, {})
+        elif message_type is None or message_type == MessageType.CALL:
+            # A corrupt message that may be (or is) a CALL gets a CALLERROR; "-1" when
+            # its id cannot be read ([P4-201] 4.2.3), silence where the version has no such rule.
+            reply_id = message_id if message_id is not None else rules.unreadable_id_reply
+            if reply_id is not None:
+                reply = self._error_frame(reply_type, reply_id, code, defect.description, {})
+        elif message_type == MessageType.CALL_RESULT:
+            action = self._outstanding.pop(message_id, None) if message_id is not None else None
+            if action is not None and message_id is not None:
+                self._remember(self._finished, message_id, action)
+                self._invalid_result(message_id, action, code, defect.description, {})
+                return
+            if rules.answer_invalid_result:
+                reply_id = message_id if message_id is not None else rules.unreadable_id_reply
+                if reply_id is not None:
+                    reply = self._error_frame(
+                        MessageType.CALL_RESULT_ERROR, reply_id, code, defect.description, {}
+                    )
+        elif message_type == MessageType.CALL_ERROR and message_id in self._outstanding:
+            # A defective CALLERROR is never answered, but it does end the CALL it names.
+            assert message_id is not None
+            action = self._outstanding.pop(message_id)
+            self._remember(self._finished, message_id, action)
+            self._bad(
+                InvalidResponse(
+                    message_id=message_id,
+                    action=action,
+                    message_type=MessageType.CALL_ERROR,
+                    code=code,
+                    description=defect.description,
+                )
+            )
+            return
+        # Anything else (a defective CALLERROR, CALLRESULTERROR or SEND) is never answered.
+        self._bad(
+            BadMessage(
+                violation=defect.violation,
+                message_type=message_type,
+                message_id=message_id,
+                action=defect.action,
+                code=code,
+                description=defect.description,
+                reply=reply,
+            )
+        )
+
+    def _good(self, event: Event) -> None:
+        self._bad_in_a_row = 0
+        self._events.append(event)
+
+    def _bad(self, event: Event) -> None:
+        self._events.append(event)
+        self._bad_in_a_row += 1
+        if self.max_bad_messages is not None and self._bad_in_a_row == self.max_bad_messages:
+            self._events.append(TooManyBadMessages(count=self._bad_in_a_row, limit=self.max_bad_messages))
+
+    def _close(self) -> None:
+        if self._state is ConnectionState.CLOSED:
+            return
+        self._state = ConnectionState.CLOSED
+        for message_id, action in self._outstanding.items():
+            self._remember(self._finished, message_id, action)
+        self._events.append(
+            ConnectionClosed(unanswered_calls=tuple(self._outstanding), unanswered_inbound=tuple(self._inbound))
+        )
+        self._outstanding.clear()
+        self._inbound.clear()
+
+    def _remember(self, memory: dict[str, str], message_id: str, action: str) -> None:
+        memory[message_id] = action
+        if len(memory) > self._finished_memory:
+            del memory[next(iter(memory))]
+
+    # -- sending ---------------------------------------------------------------------
+
+    def new_call(self, action: str, payload: Any, *, message_id: str | None = None) -> Call:
+        """A :class:`Call` with a fresh message id (nothing is sent or recorded yet)."""
+        return Call(message_id=message_id or self._id_factory(), action=action, payload=payload)
+
+    def new_send(self, action: str, payload: Any, *, message_id: str | None = None) -> Send:
+        """A :class:`Send` with a fresh message id (nothing is sent or recorded yet)."""
+        return Send(message_id=message_id or self._id_factory(), action=action, payload=payload)
+
+    def send(self, event: Event) -> str:
+        """Record *event* as sent and return the text message to write."""
+        return self.send_bytes(event).decode()
+
+    def send_bytes(self, event: Event) -> bytes:
+        """Like :meth:`send`, but the UTF-8 encoded text message."""
+        if self._state is ConnectionState.CLOSED:
+            raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
+        if isinstance(event, Call):
+            return self._send_call(event)
+        if isinstance(event, CallResult):
+            return self._send_result(event)
+        if isinstance(event, CallError):
+            return self._send_error(event)
+        if isinstance(event, Send):
+            return self._send_send(event)
+        if isinstance(event, CallResultError):
+            return self._send_result_error(event)
+        raise LocalProtocolError(f"{type(event).__name__} is not a message that can be sent")
+
+    def _check_outbound_id(self, message_id: str) -> None:
+        if not message_id or len(message_id) > self.rules.max_message_id_length:
+            raise LocalProtocolError(
+                f"message id must be 1 to {self.rules.max_message_id_length} characters, got {message_id!r}"
+            )
+
+    def _encode_payload(self, action: str, kind: PayloadKind, payload: Any) -> msgspec.Raw:
+        try:
+            return msgspec.Raw(self.codec.encode(action, kind, payload))
+        except PayloadError as exc:
+            raise OutboundPayloadError(action, exc) from exc
+
+    def _send_call(self, event: Call) -> bytes:
+        message_id = event.message_id
+        self._check_outbound_id(message_id)
+        if message_id in self._outstanding:
+            raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
+        if len(self._outstanding) >= self.max_outstanding_calls:
+            raise TooManyOutstandingCalls(
+                f"{len(self._outstanding)} CALL(s) already await an answer (limit {self.max_outstanding_calls})"
+            )
+        payload = self._encode_payload(event.action, PayloadKind.REQUEST, event.payload)
+        self._outstanding[message_id] = event.action
+        return _encode((MessageType.CALL.value, message_id, event.action, payload))
+
+    def _send_send(self, event: Send) -> bytes:
+        self._check_supported(MessageType.SEND)
+        self._check_outbound_id(event.message_id)
+        payload = self._encode_payload(event.action, PayloadKind.REQUEST, event.payload)
+        return _encode((MessageType.SEND.value, event.message_id, event.action, payload))
+
+    def _send_result(self, event: CallResult) -> bytes:
+        message_id = event.message_id
+        action = self._inbound.get(message_id)
+        if action is None:
+            raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
+        # On a bad payload the CALL stays open, so the caller can still answer it with an error.
+        payload = self._encode_payload(action, PayloadKind.RESPONSE, event.payload)
+        del self._inbound[message_id]
+        self._remember(self._answered, message_id, action)
+        return _encode((MessageType.CALL_RESULT.value, message_id, payload))
+
+    def _send_error(self, event: CallError) -> bytes:
+        # A CALLERROR only ever answers a CALL ([J16] 4.2.3; EVerest/libocpp#995).
+        message_id = event.message_id
+        if message_id not in self._inbound:
+            raise LocalProtocolError(
+                f"a CALLERROR answers a CALL, and no CALL with message id {message_id!r} is awaiting an answer"
+            )
+        frame = self._error_frame(MessageType.CALL_ERROR, message_id, event.code, event.description, event.details)
+        del self._inbound[message_id]
+        return frame.encode()
+
+    def _send_result_error(self, event: CallResultError) -> bytes:
+        self._check_supported(MessageType.CALL_RESULT_ERROR)
+        if event.message_id not in self._finished:
+            raise LocalProtocolError(
+                f"a CALLRESULTERROR answers a CALLRESULT, and none with message id {event.message_id!r} was received"
+            )
+        return self._error_frame(
+            MessageType.CALL_RESULT_ERROR, event.message_id, event.code, event.description, event.details
+        ).encode()
+
+    def _check_supported(self, message_type: MessageType) -> None:
+        if not self.rules.supports(message_type):
+            raise LocalProtocolError(f"{message_type.name} is not defined in {self.protocol}")
+
+    def _error_frame(
+        self,
+        message_type: MessageType,
+        message_id: str,
+        code: ErrorCode,
+        description: str,
+        details: Mapping[str, Any],
+    ) -> str:
+        limit = self.rules.max_error_description_length
+        try:
+            encoded = _encode(
+                (message_type.value, message_id, self.rules.spell(code), description[:limit], details)
+            )
+        except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+            raise LocalProtocolError(f"error details are not JSON-serialisable: {exc}") from exc
+        return encoded.decode()
+
+    # -- answering on behalf of a handler ---------------------------------------------
+
+    def error_for(self, message_id: str, exc: BaseException) -> CallError:
+        """The CALLERROR that answers the CALL *message_id* whose handler raised *exc*.
+
+        An :class:`OCPPError` is answered as it says.  Anything else is an
+        ``InternalError``; its text is included only with ``detailed_errors``.
+        """
+        if isinstance(exc, OCPPError):
+            return CallError(
+                message_id=message_id, code=exc.code, description=exc.description, details=dict(exc.details)
+            )
+        if isinstance(exc, OutboundPayloadError):
+            description = "the handler's response failed validation"
+            if self.detailed_errors:
+                description = f"{description}: {exc.description}"
+            return CallError(message_id=message_id, code=ErrorCode.INTERNAL_ERROR, description=description)
+        description = f"{type(exc).__name__}: {exc}" if self.detailed_errors else ""
+        return CallError(message_id=message_id, code=ErrorCode.INTERNAL_ERROR, description=description)
+
+    def no_reply(self, message_id: str) -> None:
+        """Forget the peer's CALL *message_id* without answering it (a handler's "no reply")."""
+        if self._inbound.pop(message_id, None) is None:
+            raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
+
+    def abandon_call(self, message_id: str) -> bool:
+        """Stop waiting for an answer to our CALL *message_id* (timeout, cancellation).
+
+        Frees its outstanding-call slot; an answer that still arrives is reported
+        as a late :class:`UnmatchedResponse`.  Returns whether the call was
+        still outstanding, so it is safe to call from a ``finally`` block.
+        """
+        action = self._outstanding.pop(message_id, None)
+        if action is None:
+            return False
+        self._remember(self._finished, message_id, action)
+        return True
