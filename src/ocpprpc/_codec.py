@@ -71,4 +71,6 @@ class JsonObjectCodec:
         try:
             return _encoder.encode(payload)
         except (TypeError, ValueError, msgspec.MsgspecError) as exc:
-            raise PayloadError(ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}") from exc
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}"
+            ) from exc

@@ -36,7 +36,13 @@ from typing import Any
 import msgspec
 
 from ._codec import JsonObjectCodec, PayloadCodec, PayloadKind
-from ._errors import LocalProtocolError, OCPPError, OutboundPayloadError, PayloadError, TooManyOutstandingCalls
+from ._errors import (
+    LocalProtocolError,
+    OCPPError,
+    OutboundPayloadError,
+    PayloadError,
+    TooManyOutstandingCalls,
+)
 from ._events import (
     BadMessage,
     Call,
@@ -52,6 +58,7 @@ from ._events import (
     Violation,
 )
 from ._frames import (
+    UNREADABLE_ID_DESCRIPTION,
     CallErrorFrame,
     CallFrame,
     CallResultErrorFrame,
@@ -74,7 +81,7 @@ from ._rules import (
 __all__ = ["Connection", "ConnectionState", "uuid4_message_id"]
 
 _encode = msgspec.json.Encoder().encode
-_OPEN_BRACE = ord("{")
+_OPEN_BRACE = ord("{")  # a Raw value starts at its first byte, never at whitespace
 
 
 def uuid4_message_id() -> str:
@@ -83,6 +90,8 @@ def uuid4_message_id() -> str:
 
 
 class ConnectionState(enum.Enum):
+    """Whether the connection can still carry messages."""
+
     OPEN = "open"
     #: The transport closed (``receive_message(None)``); nothing can be sent.
     CLOSED = "closed"
@@ -137,7 +146,11 @@ class Connection:
         self.rules = rules_for(protocol)
         self.codec: PayloadCodec = codec if codec is not None else JsonObjectCodec()
         self._id_factory = id_factory
-        limit = self.rules.default_max_outstanding_calls if max_outstanding_calls is None else max_outstanding_calls
+        limit = (
+            self.rules.default_max_outstanding_calls
+            if max_outstanding_calls is None
+            else max_outstanding_calls
+        )
         if limit < 1:
             raise ValueError("max_outstanding_calls must be at least 1")
         self.max_outstanding_calls = limit
@@ -217,7 +230,8 @@ class Connection:
                     )
                 )
                 return
-            self._on_defect(salvage(data, self.rules.message_types, str(exc)))
+            rules = self.rules
+            self._on_defect(salvage(data, rules.message_types, str(exc), rules.max_message_id_length))
             return
         if type(frame) is CallFrame:
             self._on_call(frame)
@@ -241,7 +255,9 @@ class Connection:
         message_id = frame.message_id
         if not message_id:
             self._on_defect(
-                Defect(Violation.UNREADABLE_ID, Violation.UNREADABLE_ID.value, MessageType.CALL, None, frame.action)
+                Defect(
+                    Violation.UNREADABLE_ID, UNREADABLE_ID_DESCRIPTION, MessageType.CALL, None, frame.action
+                )
             )
             return
         if len(message_id) > self.rules.max_message_id_length:
@@ -250,7 +266,7 @@ class Connection:
         if message_id in self._inbound:
             self._bad_call(frame, Violation.DUPLICATE_CALL, self.rules.duplicate_call)
             return
-        if memoryview(frame.payload)[:1] != b"{":
+        if memoryview(frame.payload)[0] != _OPEN_BRACE:
             self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
             return
         try:
@@ -294,11 +310,11 @@ class Connection:
         description = ""
         details: dict[str, Any] = {}
         if not message_id:
-            violation, description = Violation.UNREADABLE_ID, Violation.UNREADABLE_ID.value
+            violation, description = Violation.UNREADABLE_ID, UNREADABLE_ID_DESCRIPTION
         elif len(message_id) > self.rules.max_message_id_length:
             violation = Violation.ID_TOO_LONG
             description = _DESCRIPTIONS[violation].format(limit=self.rules.max_message_id_length)
-        elif memoryview(frame.payload)[:1] != b"{":
+        elif memoryview(frame.payload)[0] != _OPEN_BRACE:
             violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
             description = _DESCRIPTIONS[violation]
         else:
@@ -329,8 +345,14 @@ class Connection:
             self._unmatched(MessageType.CALL_RESULT, message_id)
             return
         self._remember(self._finished, message_id, action)
-        if memoryview(frame.payload)[:1] != b"{":
-            self._invalid_result(message_id, action, self.rules.payload_not_object, _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT], {})
+        if memoryview(frame.payload)[0] != _OPEN_BRACE:
+            self._invalid_result(
+                message_id,
+                action,
+                self.rules.payload_not_object,
+                _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT],
+                {},
+            )
             return
         try:
             payload = self.codec.decode(action, PayloadKind.RESPONSE, memoryview(frame.payload))
@@ -476,7 +498,9 @@ class Connection:
         for message_id, action in self._outstanding.items():
             self._remember(self._finished, message_id, action)
         self._events.append(
-            ConnectionClosed(unanswered_calls=tuple(self._outstanding), unanswered_inbound=tuple(self._inbound))
+            ConnectionClosed(
+                unanswered_calls=tuple(self._outstanding), unanswered_inbound=tuple(self._inbound)
+            )
         )
         self._outstanding.clear()
         self._inbound.clear()
@@ -535,7 +559,8 @@ class Connection:
             raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
         if len(self._outstanding) >= self.max_outstanding_calls:
             raise TooManyOutstandingCalls(
-                f"{len(self._outstanding)} CALL(s) already await an answer (limit {self.max_outstanding_calls})"
+                f"{len(self._outstanding)} CALL(s) already await an answer"
+                f" (limit {self.max_outstanding_calls})"
             )
         payload = self._encode_payload(event.action, PayloadKind.REQUEST, event.payload)
         self._outstanding[message_id] = event.action
@@ -563,9 +588,12 @@ class Connection:
         message_id = event.message_id
         if message_id not in self._inbound:
             raise LocalProtocolError(
-                f"a CALLERROR answers a CALL, and no CALL with message id {message_id!r} is awaiting an answer"
+                "a CALLERROR answers a CALL, and no CALL with message id"
+                f" {message_id!r} is awaiting an answer"
             )
-        frame = self._error_frame(MessageType.CALL_ERROR, message_id, event.code, event.description, event.details)
+        frame = self._error_frame(
+            MessageType.CALL_ERROR, message_id, event.code, event.description, event.details
+        )
         del self._inbound[message_id]
         return frame.encode()
 
@@ -573,7 +601,8 @@ class Connection:
         self._check_supported(MessageType.CALL_RESULT_ERROR)
         if event.message_id not in self._finished:
             raise LocalProtocolError(
-                f"a CALLRESULTERROR answers a CALLRESULT, and none with message id {event.message_id!r} was received"
+                "a CALLRESULTERROR answers a CALLRESULT, and none with message id"
+                f" {event.message_id!r} was received"
             )
         return self._error_frame(
             MessageType.CALL_RESULT_ERROR, event.message_id, event.code, event.description, event.details

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._rules import ErrorCode
+from ._rules import ErrorCode, parse_error_code
 
 __all__ = [
     "LocalProtocolError",
@@ -65,7 +65,10 @@ class OCPPError(Exception):
     """An OCPP-J CALLERROR: an error code, a description and details.
 
     Raise it from a handler to answer the CALL with exactly this error; callers
-    receive it when the peer answered their CALL with a CALLERROR.
+    receive it when the peer answered their CALL with a CALLERROR.  *code* is an
+    :class:`ErrorCode` or any version's spelling of one (``"FormationViolation"``
+    and ``"FormatViolation"`` are the same code; the wire spelling is chosen per
+    version when it is sent).
     """
 
     def __init__(
@@ -74,7 +77,10 @@ class OCPPError(Exception):
         description: str = "",
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        self.code = ErrorCode(code)
+        parsed = code if isinstance(code, ErrorCode) else parse_error_code(code)
+        if parsed is None:
+            raise ValueError(f"{code!r} is not an OCPP-J error code")
+        self.code = parsed
         self.description = description
         self.details: Mapping[str, Any] = details if details is not None else _EMPTY
         super().__init__(f"{self.code.value}: {description}" if description else self.code.value)

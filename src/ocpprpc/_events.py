@@ -99,7 +99,7 @@ class Violation(enum.Enum):
     NOT_AN_ARRAY = "not a JSON array"
     BAD_MESSAGE_TYPE = "message type is not an integer"
     UNKNOWN_MESSAGE_TYPE = "message type not defined for this protocol version"
-    UNREADABLE_ID = "message id is missing or not a non-empty string"
+    UNREADABLE_ID = "message id is missing, not a string, empty, or (in a broken frame) over-long"
     ID_TOO_LONG = "message id is longer than allowed"
     MALFORMED_FRAME = "frame does not have the structure of its message type"
     PAYLOAD_NOT_OBJECT = "payload is not a JSON object"
@@ -118,7 +118,8 @@ class BadMessage(Event, frozen=True, kw_only=True):
     violation: Violation
     #: The frame's message type, when it could be read.
     message_type: int | None
-    #: The message id, when it could be read (kept verbatim, even if over-long).
+    #: The message id, when it could be read.  From a well-formed frame it is kept
+    #: verbatim, even over-long; from a broken frame only an id within the limit is trusted.
     message_id: str | None
     #: The action of a CALL or SEND, when it could be read.
     action: str | None

@@ -23,6 +23,7 @@ from ._events import Violation
 from ._rules import MessageType
 
 __all__ = [
+    "UNREADABLE_ID_DESCRIPTION",
     "CallErrorFrame",
     "CallFrame",
     "CallResultErrorFrame",
@@ -114,11 +115,13 @@ class Defect:
     description: str
     #: The message type number, when element 0 was an integer.
     message_type: int | None = None
-    #: The message id, when element 1 was a non-empty string (kept verbatim).
+    #: The message id, when element 1 was a string of 1 to max_id_length characters.
     message_id: str | None = None
     #: The action, for a CALL or SEND whose element 2 was a string.
     action: str | None = None
 
+
+UNREADABLE_ID_DESCRIPTION = "message id could not be read"
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _any = msgspec.json.Decoder()
@@ -135,25 +138,28 @@ def salvage(
     data: str | bytes | bytearray | memoryview,
     message_types: frozenset[MessageType],
     fast_error: str,
+    max_id_length: int,
 ) -> Defect:
     """Explain why *data* is not a frame of *message_types*, recovering what we can.
 
     *fast_error* is the fast pass's message; it describes a structural fault
     precisely (e.g. ``Expected `str`, got `int` - at `$[2]```) and is reused.
+    An id recovered from a broken frame is trusted only within *max_id_length*:
+    a salvaged id is never longer than the spec allows.
     """
     try:
         items = _raw_list.decode(data)
+    except msgspec.ValidationError:  # (a subclass of DecodeError: test it first)
+        return Defect(Violation.NOT_AN_ARRAY, "an OCPP-J message is a JSON array")
     except msgspec.DecodeError as exc:
         return Defect(Violation.NOT_JSON, str(exc))
-    except msgspec.ValidationError:
-        return Defect(Violation.NOT_AN_ARRAY, "an OCPP-J message is a JSON array")
 
     message_type = _element(items[0]) if items else None
     if type(message_type) is not int:
         return Defect(Violation.BAD_MESSAGE_TYPE, "element 0 must be the message type number")
 
     message_id = _element(items[1]) if len(items) > 1 else None
-    readable_id = message_id if type(message_id) is str and message_id else None
+    readable_id = message_id if type(message_id) is str and 0 < len(message_id) <= max_id_length else None
     action = None
     if message_type in (MessageType.CALL, MessageType.SEND) and len(items) > 2:
         candidate = _element(items[2])
@@ -167,5 +173,5 @@ def salvage(
             readable_id,
         )
     if readable_id is None:
-        return Defect(Violation.UNREADABLE_ID, "message id must be a non-empty string", message_type)
+        return Defect(Violation.UNREADABLE_ID, UNREADABLE_ID_DESCRIPTION, message_type)
     return Defect(Violation.MALFORMED_FRAME, fast_error, message_type, readable_id, action)

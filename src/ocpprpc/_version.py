@@ -1,8 +1,3 @@
-"""The installed version of ocpprpc."""
+"""The version of ocpprpc (read by the build backend; no importlib.metadata at import time)."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("ocpprpc")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,405 @@
+"""Normal traffic between two engines, from both ends and on every version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from ocpprpc import (
+    Call,
+    CallError,
+    CallResult,
+    CallResultError,
+    Connection,
+    ConnectionClosed,
+    ConnectionState,
+    ErrorCode,
+    LocalProtocolError,
+    MessageType,
+    OCPPError,
+    OutboundPayloadError,
+    PayloadError,
+    PayloadKind,
+    Role,
+    TooManyOutstandingCalls,
+    UnmatchedResponse,
+)
+
+from .helpers import ROLES, VERSIONS, ConnectionPair, counter_ids, other
+
+pytestmark = [pytest.mark.parametrize("version", VERSIONS), pytest.mark.parametrize("initiator", ROLES)]
+
+
+def test_call_and_result_round_trip(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    assert call.message_id == f"{initiator.value}-1"
+
+    events = pair.send(initiator, call)
+    assert events == [Call(message_id=call.message_id, action="Heartbeat", payload={})]
+    assert dict(pair.conn[initiator].outstanding_calls) == {call.message_id: "Heartbeat"}
+    assert dict(pair.conn[responder].inbound_calls) == {call.message_id: "Heartbeat"}
+
+    events = pair.send(responder, CallResult(message_id=call.message_id, payload={"currentTime": "t"}))
+    assert events == [
+        CallResult(message_id=call.message_id, payload={"currentTime": "t"}, action="Heartbeat")
+    ]
+    assert not pair.conn[initiator].outstanding_calls
+    assert not pair.conn[responder].inbound_calls
+
+
+def test_call_answered_with_error(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Reset", {"type": "Hard"})
+    pair.send(initiator, call)
+    error = CallError(
+        message_id=call.message_id,
+        code=ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION,
+        description="missing field",
+        details={"path": "$.type"},
+    )
+    wire = pair.conn[responder].send(error)
+    expected_spelling = (
+        "OccurenceConstraintViolation" if version == "ocpp1.6" else "OccurrenceConstraintViolation"
+    )
+    assert msgspec.json.decode(wire) == [
+        4,
+        call.message_id,
+        expected_spelling,
+        "missing field",
+        {"path": "$.type"},
+    ]
+    events = pair.deliver(initiator, wire)
+    assert events == [
+        CallError(
+            message_id=call.message_id,
+            code=ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION,
+            description="missing field",
+            details={"path": "$.type"},
+            action="Reset",
+            wire_code=expected_spelling,
+        )
+    ]
+    assert not pair.conn[initiator].outstanding_calls
+
+
+def test_outstanding_call_limit_defaults_to_one(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    engine = pair.conn[initiator]
+    first = engine.new_call("Heartbeat", {})
+    engine.send(first)
+    with pytest.raises(TooManyOutstandingCalls):
+        engine.send(engine.new_call("Heartbeat", {}))
+    # The refused CALL left no trace; answering the first frees the slot.
+    assert list(engine.outstanding_calls) == [first.message_id]
+    engine.receive_message(f'[3,"{first.message_id}",{{}}]')
+    assert [type(e) for e in engine.events()] == [CallResult]
+    engine.send(engine.new_call("Heartbeat", {}))
+
+
+def test_outstanding_call_limit_is_configurable(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version, max_outstanding_calls=3)
+    for _ in range(3):
+        engine.send(engine.new_call("Heartbeat", {}))
+    with pytest.raises(TooManyOutstandingCalls):
+        engine.send(engine.new_call("Heartbeat", {}))
+    with pytest.raises(ValueError, match="at least 1"):
+        Connection(initiator, version, max_outstanding_calls=0)
+    with pytest.raises(ValueError, match="max_bad_messages"):
+        Connection(initiator, version, max_bad_messages=0)
+
+
+def test_results_may_arrive_out_of_order(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version, max_outstanding_calls=2)
+    responder = other(initiator)
+    a = pair.conn[initiator].new_call("A", {"n": 1})
+    b = pair.conn[initiator].new_call("B", {"n": 2})
+    pair.send(initiator, a)
+    pair.send(initiator, b)
+    assert pair.send(responder, CallResult(message_id=b.message_id, payload={})) == [
+        CallResult(message_id=b.message_id, payload={}, action="B")
+    ]
+    assert pair.send(responder, CallResult(message_id=a.message_id, payload={})) == [
+        CallResult(message_id=a.message_id, payload={}, action="A")
+    ]
+
+
+def test_abandoned_call_frees_its_slot_and_its_answer_is_late(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    engine = pair.conn[initiator]
+    call = engine.new_call("GetConfiguration", {})
+    pair.send(initiator, call)
+    assert engine.abandon_call(call.message_id) is True
+    assert engine.abandon_call(call.message_id) is False  # idempotent, safe in `finally`
+    assert not engine.outstanding_calls
+    engine.send(engine.new_call("Heartbeat", {}))  # the slot is free
+
+    late = pair.send(responder, CallResult(message_id=call.message_id, payload={}))
+    assert late == [
+        UnmatchedResponse(
+            message_type=MessageType.CALL_RESULT,
+            message_id=call.message_id,
+            late=True,
+            action="GetConfiguration",
+        )
+    ]
+    assert engine.consecutive_bad_messages == 0
+
+
+def test_answer_to_an_unknown_id_is_unmatched_not_late(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    assert pair.deliver(initiator, '[3,"never-sent",{}]') == [
+        UnmatchedResponse(message_type=MessageType.CALL_RESULT, message_id="never-sent", late=False)
+    ]
+    assert pair.deliver(initiator, '[4,"never-sent","GenericError","",{}]') == [
+        UnmatchedResponse(message_type=MessageType.CALL_ERROR, message_id="never-sent", late=False)
+    ]
+
+
+def test_a_second_answer_is_late(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    answer = f'[3,"{call.message_id}",{{}}]'
+    assert [type(e) for e in pair.deliver(initiator, answer)] == [CallResult]
+    assert pair.deliver(initiator, answer) == [
+        UnmatchedResponse(
+            message_type=MessageType.CALL_RESULT, message_id=call.message_id, late=True, action="Heartbeat"
+        )
+    ]
+
+
+def test_finished_memory_is_bounded(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version, finished_memory=2)
+    ids = []
+    for _ in range(3):
+        call = engine.new_call("Heartbeat", {})
+        engine.send(call)
+        engine.abandon_call(call.message_id)
+        ids.append(call.message_id)
+    engine.receive_message(f'[3,"{ids[0]}",{{}}]')  # forgotten: unknown, not late
+    engine.receive_message(f'[3,"{ids[2]}",{{}}]')
+    assert [e.late for e in engine.events() if isinstance(e, UnmatchedResponse)] == [False, True]
+
+
+def test_caller_chosen_message_id(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    call = pair.conn[initiator].new_call("Heartbeat", {}, message_id="idempotency-key-7")
+    assert pair.send(initiator, call)[0] == Call(
+        message_id="idempotency-key-7", action="Heartbeat", payload={}
+    )
+
+
+def test_outbound_message_ids_are_checked(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    with pytest.raises(LocalProtocolError, match="1 to 36"):
+        engine.send(Call(message_id="x" * 37, action="Heartbeat", payload={}))
+    with pytest.raises(LocalProtocolError, match="1 to 36"):
+        engine.send(Call(message_id="", action="Heartbeat", payload={}))
+    engine.send(Call(message_id="x" * 36, action="Heartbeat", payload={}))
+    engine2 = Connection(initiator, version, max_outstanding_calls=2)
+    engine2.send(Call(message_id="same", action="A", payload={}))
+    with pytest.raises(LocalProtocolError, match="already awaiting"):
+        engine2.send(Call(message_id="same", action="B", payload={}))
+
+
+def test_default_ids_are_uuid4(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    ids = {engine.new_call("Heartbeat", {}).message_id for _ in range(50)}
+    assert len(ids) == 50
+    assert all(len(i) == 36 and i[14] == "4" for i in ids)
+
+
+def test_callerror_only_answers_a_call(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    with pytest.raises(LocalProtocolError, match="answers a CALL"):
+        engine.send(CallError(message_id="nobody-asked", code=ErrorCode.GENERIC_ERROR))
+    with pytest.raises(LocalProtocolError, match="awaiting an answer"):
+        engine.send(CallResult(message_id="nobody-asked", payload={}))
+
+
+def test_each_call_is_answered_once(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    pair.conn[responder].send(CallResult(message_id=call.message_id, payload={}))
+    with pytest.raises(LocalProtocolError):
+        pair.conn[responder].send(CallResult(message_id=call.message_id, payload={}))
+    with pytest.raises(LocalProtocolError):
+        pair.conn[responder].send(CallError(message_id=call.message_id, code=ErrorCode.GENERIC_ERROR))
+
+
+def test_no_reply_releases_the_call(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("DataTransfer", {"vendorId": "x"})
+    pair.send(initiator, call)
+    pair.conn[responder].no_reply(call.message_id)
+    assert not pair.conn[responder].inbound_calls
+    with pytest.raises(LocalProtocolError):
+        pair.conn[responder].no_reply(call.message_id)
+    # The id is free again: a retry under the same id (2.x allows it) is a new CALL, not a duplicate.
+    assert pair.deliver(responder, f'[2,"{call.message_id}","DataTransfer",{{"vendorId":"x"}}]') == [call]
+
+
+def test_error_descriptions_are_capped_at_255(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    wire = pair.conn[responder].send(
+        CallError(message_id=call.message_id, code=ErrorCode.INTERNAL_ERROR, description="é" * 1000)
+    )
+    assert msgspec.json.decode(wire)[3] == "é" * 255
+
+
+def test_unserialisable_error_details_are_a_local_error(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    with pytest.raises(LocalProtocolError, match="not JSON-serialisable"):
+        pair.conn[responder].send(
+            CallError(message_id=call.message_id, code=ErrorCode.INTERNAL_ERROR, details={"x": object()})
+        )
+    # Nothing was sent, so the CALL can still be answered.
+    assert call.message_id in pair.conn[responder].inbound_calls
+
+
+def test_outbound_payload_must_be_an_object(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    with pytest.raises(OutboundPayloadError) as info:
+        engine.send(engine.new_call("Heartbeat", [1, 2]))
+    assert info.value.code is ErrorCode.FORMAT_VIOLATION
+    assert info.value.action == "Heartbeat"
+    assert not engine.outstanding_calls
+    with pytest.raises(OutboundPayloadError, match="not JSON-serialisable"):
+        engine.send(engine.new_call("Heartbeat", {"when": object()}))
+
+
+def test_structs_are_accepted_as_payloads(version: str, initiator: Role) -> None:
+    class Boot(msgspec.Struct, rename="camel"):
+        charge_point_vendor: str
+
+    pair = ConnectionPair(version)
+    events = pair.send(initiator, pair.conn[initiator].new_call("BootNotification", Boot("ACME")))
+    assert events[0] == Call(
+        message_id=f"{initiator.value}-1", action="BootNotification", payload={"chargePointVendor": "ACME"}
+    )
+
+
+def test_invalid_handler_response_keeps_the_call_answerable(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    with pytest.raises(OutboundPayloadError) as info:
+        pair.conn[responder].send(CallResult(message_id=call.message_id, payload="not an object"))
+    error = pair.conn[responder].error_for(call.message_id, info.value)
+    assert error.code is ErrorCode.INTERNAL_ERROR
+    assert "validation" in error.description
+    events = pair.send(responder, error)
+    assert isinstance(events[0], CallError) and events[0].code is ErrorCode.INTERNAL_ERROR
+
+
+def test_error_for_maps_exceptions(version: str, initiator: Role) -> None:
+    quiet = Connection(initiator, version)
+    loud = Connection(initiator, version, detailed_errors=True)
+    ocpp = OCPPError(ErrorCode.NOT_SUPPORTED, "no", {"why": "config"})
+    for engine in (quiet, loud):
+        assert engine.error_for("m", ocpp) == CallError(
+            message_id="m", code=ErrorCode.NOT_SUPPORTED, description="no", details={"why": "config"}
+        )
+    boom = KeyError("secret-internal-key")
+    assert quiet.error_for("m", boom) == CallError(
+        message_id="m", code=ErrorCode.INTERNAL_ERROR, description=""
+    )
+    assert loud.error_for("m", boom).description == "KeyError: 'secret-internal-key'"
+    invalid = OutboundPayloadError("Heartbeat", PayloadError(ErrorCode.TYPE_CONSTRAINT_VIOLATION, "bad time"))
+    assert "bad time" not in quiet.error_for("m", invalid).description
+    assert "bad time" in loud.error_for("m", invalid).description
+
+
+def test_close_fails_outstanding_and_forgets_inbound(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    assert pair.deliver(initiator, None) == [
+        ConnectionClosed(unanswered_calls=(call.message_id,), unanswered_inbound=())
+    ]
+    assert pair.deliver(responder, None) == [
+        ConnectionClosed(unanswered_calls=(), unanswered_inbound=(call.message_id,))
+    ]
+    assert pair.conn[initiator].state is ConnectionState.CLOSED
+    assert pair.deliver(initiator, None) == []  # closing twice is harmless
+    with pytest.raises(LocalProtocolError, match="after the connection closed"):
+        pair.conn[initiator].receive_message('[3,"x",{}]')
+    with pytest.raises(LocalProtocolError, match="closed"):
+        pair.conn[initiator].send(pair.conn[initiator].new_call("Heartbeat", {}))
+    with pytest.raises(LocalProtocolError, match="closed"):
+        pair.conn[responder].send(CallResult(message_id=call.message_id, payload={}))
+
+
+def test_only_messages_can_be_sent(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    with pytest.raises(LocalProtocolError, match="not a message"):
+        engine.send(ConnectionClosed(unanswered_calls=(), unanswered_inbound=()))
+
+
+def test_send_bytes_matches_send(version: str, initiator: Role) -> None:
+    a = Connection(initiator, version, id_factory=counter_ids("x"))
+    b = Connection(initiator, version, id_factory=counter_ids("x"))
+    assert (
+        a.send_bytes(a.new_call("Heartbeat", {"é": 1})) == b.send(b.new_call("Heartbeat", {"é": 1})).encode()
+    )
+
+
+def test_repr_names_the_state(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    assert repr(engine) == f"<Connection {initiator.value} {version} open outstanding=0 inbound=0>"
+    assert engine.protocol == version
+
+
+def test_custom_codec_sees_action_and_kind(version: str, initiator: Role) -> None:
+    seen: list[tuple[str, PayloadKind, bytes]] = []
+
+    class Recorder:
+        def decode(self, action: str, kind: PayloadKind, data: bytes | memoryview) -> Any:
+            seen.append((action, kind, bytes(data)))
+            return msgspec.json.decode(data)
+
+        def encode(self, action: str, kind: PayloadKind, payload: Any) -> bytes:
+            seen.append((action, kind, b"<encode>"))
+            return msgspec.json.encode(payload)
+
+    station = Connection(initiator, version, codec=Recorder())
+    csms = Connection(other(initiator), version, codec=Recorder())
+    call = station.new_call("Authorize", {"idTag": "A"})
+    csms.receive_message(station.send(call))
+    station.receive_message(csms.send(CallResult(message_id=call.message_id, payload={"ok": True})))
+    assert seen == [
+        ("Authorize", PayloadKind.REQUEST, b"<encode>"),
+        ("Authorize", PayloadKind.REQUEST, b'{"idTag":"A"}'),
+        ("Authorize", PayloadKind.RESPONSE, b"<encode>"),
+        ("Authorize", PayloadKind.RESPONSE, b'{"ok":true}'),
+    ]
+
+
+def test_send_and_callresulterror_only_where_defined(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    send = engine.new_send("NotifyPeriodicEventStream", {"id": 1, "pending": 0, "basetime": "t", "data": []})
+    error = CallResultError(message_id="m", code=ErrorCode.FORMAT_VIOLATION)
+    if version == "ocpp2.1":
+        assert engine.send(send).startswith(f'[6,"{send.message_id}","NotifyPeriodicEventStream",')
+    else:
+        with pytest.raises(LocalProtocolError, match="SEND is not defined"):
+            engine.send(send)
+        with pytest.raises(LocalProtocolError, match="CALL_RESULT_ERROR is not defined"):
+            engine.send(error)
