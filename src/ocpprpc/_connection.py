@@ -27,9 +27,8 @@ from :mod:`ocpprpc._rules`; this module only applies them.
 from __future__ import annotations
 
 import enum
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+import os
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -81,12 +80,40 @@ from ._rules import (
 __all__ = ["Connection", "ConnectionState", "uuid4_message_id"]
 
 _encode = msgspec.json.Encoder().encode
+_REQUEST = PayloadKind.REQUEST
+_RESPONSE = PayloadKind.RESPONSE
 _OPEN_BRACE = ord("{")  # a Raw value starts at its first byte, never at whitespace
 
 
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT_RFC4122 = bytes((b & 0x3F) | 0x80 for b in range(256))
+_id_pool: list[str] = []
+# A forked child must not hand out the ids its parent still holds.
+os.register_at_fork(after_in_child=_id_pool.clear)
+
+
+def _refill_id_pool(count: int = 256) -> None:
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)  # version 4 (RFC 4122 4.4)
+    raw[8::16] = raw[8::16].translate(_VARIANT_RFC4122)
+    h = raw.hex()
+    _id_pool.extend(
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    )
+
+
 def uuid4_message_id() -> str:
-    """The default message id: a random UUID4, 36 characters ([P4-201] 4.1.4)."""
-    return str(uuid.uuid4())
+    """The default message id: a random UUID4 string, 36 characters ([P4-201] 4.1.4).
+
+    The same randomness as :func:`uuid.uuid4` (``os.urandom``), drawn 256 ids at
+    a time and formatted in bulk: about 4x cheaper per id.
+    """
+    try:
+        return _id_pool.pop()
+    except IndexError:
+        _refill_id_pool()
+        return _id_pool.pop()
 
 
 class ConnectionState(enum.Enum):
@@ -161,7 +188,7 @@ class Connection:
         self._finished_memory = finished_memory
         self._decoder = decoder_for(self.rules.message_types)
         self._state = ConnectionState.OPEN
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []
         self._outstanding: dict[str, str] = {}
         self._inbound: dict[str, str] = {}
         self._finished: dict[str, str] = {}
@@ -233,23 +260,25 @@ class Connection:
             rules = self.rules
             self._on_defect(salvage(data, rules.message_types, str(exc), rules.max_message_id_length))
             return
-        if type(frame) is CallFrame:
-            self._on_call(frame)
-        elif type(frame) is CallResultFrame:
+        kind = type(frame)
+        if kind is CallResultFrame:
             self._on_call_result(frame)
-        elif type(frame) is CallErrorFrame:
+        elif kind is CallFrame:
+            self._on_call(frame)
+        elif kind is CallErrorFrame:
             self._on_call_error(frame)
-        elif type(frame) is SendFrame:
+        elif kind is SendFrame:
             self._on_send(frame)
         else:
-            assert type(frame) is CallResultErrorFrame
             self._on_call_result_error(frame)
 
-    def events(self) -> Iterator[Event]:
-        """Yield (and remove) the events produced so far, oldest first."""
-        queue = self._events
-        while queue:
-            yield queue.popleft()
+    def events(self) -> list[Event]:
+        """Take the events produced so far, oldest first (the engine forgets them)."""
+        events = self._events
+        if not events:
+            return []
+        self._events = []
+        return events
 
     def _on_call(self, frame: CallFrame) -> None:
         message_id = frame.message_id
@@ -266,16 +295,19 @@ class Connection:
         if message_id in self._inbound:
             self._bad_call(frame, Violation.DUPLICATE_CALL, self.rules.duplicate_call)
             return
-        if memoryview(frame.payload)[0] != _OPEN_BRACE:
+        view = memoryview(frame.payload)
+        if view[0] != _OPEN_BRACE:
             self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
             return
+        action = frame.action
         try:
-            payload = self.codec.decode(frame.action, PayloadKind.REQUEST, memoryview(frame.payload))
+            payload = self.codec.decode(action, _REQUEST, view)
         except PayloadError as exc:
             self._bad_call(frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details))
             return
-        self._inbound[message_id] = frame.action
-        self._good(Call(message_id=message_id, action=frame.action, payload=payload))
+        self._inbound[message_id] = action
+        self._bad_in_a_row = 0
+        self._events.append(Call(message_id=message_id, action=action, payload=payload))
 
     def _bad_call(
         self,
@@ -344,8 +376,12 @@ class Connection:
         if action is None:
             self._unmatched(MessageType.CALL_RESULT, message_id)
             return
-        self._remember(self._finished, message_id, action)
-        if memoryview(frame.payload)[0] != _OPEN_BRACE:
+        finished = self._finished
+        finished[message_id] = action
+        if len(finished) > self._finished_memory:
+            del finished[next(iter(finished))]
+        view = memoryview(frame.payload)
+        if view[0] != _OPEN_BRACE:
             self._invalid_result(
                 message_id,
                 action,
@@ -355,11 +391,12 @@ class Connection:
             )
             return
         try:
-            payload = self.codec.decode(action, PayloadKind.RESPONSE, memoryview(frame.payload))
+            payload = self.codec.decode(action, _RESPONSE, view)
         except PayloadError as exc:
             self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
             return
-        self._good(CallResult(message_id=message_id, payload=payload, action=action))
+        self._bad_in_a_row = 0
+        self._events.append(CallResult(message_id=message_id, payload=payload, action=action))
 
     def _invalid_result(
         self, message_id: str, action: str, code: ErrorCode, description: str, details: dict[str, Any]
@@ -528,15 +565,16 @@ class Connection:
         """Like :meth:`send`, but the UTF-8 encoded text message."""
         if self._state is ConnectionState.CLOSED:
             raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
-        if isinstance(event, Call):
-            return self._send_call(event)
-        if isinstance(event, CallResult):
+        # Exact types, not isinstance: events are final (subclasses would not round-trip).
+        if type(event) is CallResult:
             return self._send_result(event)
-        if isinstance(event, CallError):
+        if type(event) is Call:
+            return self._send_call(event)
+        if type(event) is CallError:
             return self._send_error(event)
-        if isinstance(event, Send):
+        if type(event) is Send:
             return self._send_send(event)
-        if isinstance(event, CallResultError):
+        if type(event) is CallResultError:
             return self._send_result_error(event)
         raise LocalProtocolError(f"{type(event).__name__} is not a message that can be sent")
 
@@ -554,7 +592,8 @@ class Connection:
 
     def _send_call(self, event: Call) -> bytes:
         message_id = event.message_id
-        self._check_outbound_id(message_id)
+        if not message_id or len(message_id) > self.rules.max_message_id_length:
+            self._check_outbound_id(message_id)
         if message_id in self._outstanding:
             raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
         if len(self._outstanding) >= self.max_outstanding_calls:
@@ -562,9 +601,10 @@ class Connection:
                 f"{len(self._outstanding)} CALL(s) already await an answer"
                 f" (limit {self.max_outstanding_calls})"
             )
-        payload = self._encode_payload(event.action, PayloadKind.REQUEST, event.payload)
-        self._outstanding[message_id] = event.action
-        return _encode((MessageType.CALL.value, message_id, event.action, payload))
+        action = event.action
+        payload = self._encode_payload(action, _REQUEST, event.payload)
+        self._outstanding[message_id] = action
+        return _encode((2, message_id, action, payload))
 
     def _send_send(self, event: Send) -> bytes:
         self._check_supported(MessageType.SEND)
@@ -578,10 +618,13 @@ class Connection:
         if action is None:
             raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
         # On a bad payload the CALL stays open, so the caller can still answer it with an error.
-        payload = self._encode_payload(action, PayloadKind.RESPONSE, event.payload)
+        payload = self._encode_payload(action, _RESPONSE, event.payload)
         del self._inbound[message_id]
-        self._remember(self._answered, message_id, action)
-        return _encode((MessageType.CALL_RESULT.value, message_id, payload))
+        answered = self._answered
+        answered[message_id] = action
+        if len(answered) > self._finished_memory:
+            del answered[next(iter(answered))]
+        return _encode((3, message_id, payload))
 
     def _send_error(self, event: CallError) -> bytes:
         # A CALLERROR only ever answers a CALL ([J16] 4.2.3; EVerest/libocpp#995).
