@@ -1,0 +1,57 @@
+"""Automation: `nox -s tests lint typecheck docs bench` (the CI runs the first four)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+# The sans-IO engine: held to 100% branch coverage.
+ENGINE = ["_codec", "_connection", "_errors", "_events", "_frames", "_rules"]
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The full test suite (every async test on asyncio and trio), with coverage gates."""
+    _install(session, "test")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "report")
+    engine = ",".join(f"src/ocpprpc/{module}.py" for module in ENGINE)
+    session.run("coverage", "report", f"--include={engine}", "--fail-under=100")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src, tests, docs examples and bench."""
+    _install(session, "typecheck")
+    session.run("mypy", "--strict")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs with warnings as errors."""
+    _install(session, "docs")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """In-process engine benchmark against the `ocpp` package (pass --rounds N, --json FILE)."""
+    _install(session, "bench")
+    session.run("python", "bench/bench_engine.py", *session.posargs)
