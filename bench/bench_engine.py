@@ -19,6 +19,7 @@ cancels.  Run: ``python bench/bench_engine.py [--rounds 3] [--json out.json]``.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
 import statistics
@@ -171,14 +172,12 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
-    import ocpp
-
     summary = run(args.rounds, args.seconds)
     env = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "ocpprpc": ocpprpc_version,
-        "ocpp": getattr(ocpp, "__version__", "?"),
+        "ocpp": importlib.metadata.version("ocpp"),
         "msgspec": msgspec.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -32,17 +32,25 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reply_id(reply_id: str | None) -> str:
+    return f"``{reply_id}``" if reply_id else "no answer"
+
+
+def _bad_result(answered: bool) -> str:
+    return "CALLRESULTERROR" if answered else "no answer; the caller fails"
+
+
 def _write_rules_table() -> None:
     versions = list(BUILTIN_RULES.values())
     header = ["rule", *[f"``{r.protocol}``" for r in versions]]
     rows = [
         ["message types", *[", ".join(t.name for t in sorted(r.message_types)) for r in versions]],
         ["unknown message type", *[r.unknown_message_type.name for r in versions]],
-        ["id of the answer to an unreadable message", *[f"``{r.unreadable_id_reply}``" if r.unreadable_id_reply else "no answer" for r in versions]],
+        ["id of the answer to an unreadable message", *[_reply_id(r.unreadable_id_reply) for r in versions]],
         ["malformed CALL frame", *[f"``{r.spell(r.frame_error)}``" for r in versions]],
         ["CALL payload not an object", *[f"``{r.spell(r.payload_not_object)}``" for r in versions]],
         ["duplicate CALL id in progress", *[f"``{r.spell(r.duplicate_call)}``" for r in versions]],
-        ["unprocessable CALLRESULT", *["CALLRESULTERROR" if r.answer_invalid_result else "no answer; the caller fails" for r in versions]],
+        ["unprocessable CALLRESULT", *[_bad_result(r.answer_invalid_result) for r in versions]],
         ["max message id length", *[str(r.max_message_id_length) for r in versions]],
         ["max errorDescription length", *[str(r.max_error_description_length) for r in versions]],
         ["our CALLs in flight (default)", *[str(r.default_max_outstanding_calls) for r in versions]],

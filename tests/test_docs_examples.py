@@ -33,3 +33,11 @@ def test_unit_testing_example_tests_pass_and_can_fail() -> None:
     module["HANDLERS"]["BootNotification"] = lambda payload: {"status": "Accepted"}
     with pytest.raises(AssertionError):
         module["test_rejects_blocked_vendors"]()
+
+
+def test_readme_python_snippets_run() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    snippets = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
+    assert snippets, "the README shows the engine in Python"
+    for snippet in snippets:
+        exec(compile(snippet, "README.md", "exec"), {})

@@ -376,10 +376,7 @@ class Connection:
         if action is None:
             self._unmatched(MessageType.CALL_RESULT, message_id)
             return
-        finished = self._finished
-        finished[message_id] = action
-        if len(finished) > self._finished_memory:
-            del finished[next(iter(finished))]
+        self._remember(self._finished, message_id, action)
         view = memoryview(frame.payload)
         if view[0] != _OPEN_BRACE:
             self._invalid_result(
@@ -620,10 +617,7 @@ class Connection:
         # On a bad payload the CALL stays open, so the caller can still answer it with an error.
         payload = self._encode_payload(action, _RESPONSE, event.payload)
         del self._inbound[message_id]
-        answered = self._answered
-        answered[message_id] = action
-        if len(answered) > self._finished_memory:
-            del answered[next(iter(answered))]
+        self._remember(self._answered, message_id, action)
         return _encode((3, message_id, payload))
 
     def _send_error(self, event: CallError) -> bytes:

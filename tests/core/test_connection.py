@@ -403,3 +403,19 @@ def test_send_and_callresulterror_only_where_defined(version: str, initiator: Ro
             engine.send(send)
         with pytest.raises(LocalProtocolError, match="CALL_RESULT_ERROR is not defined"):
             engine.send(error)
+
+
+def test_memories_of_answered_calls_are_bounded(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version, finished_memory=2)
+    responder = other(initiator)
+    ids = []
+    for _ in range(3):
+        call = pair.conn[initiator].new_call("Heartbeat", {})
+        pair.send(initiator, call)
+        pair.send(responder, CallResult(message_id=call.message_id, payload={}))
+        ids.append(call.message_id)
+    # The initiator remembers the last two answered CALLs, and has forgotten the first.
+    assert list(pair.conn[initiator]._finished) == ids[1:]
+    assert list(pair.conn[responder]._answered) == ids[1:]
+    late = pair.deliver(initiator, f'[3,"{ids[0]}",{{}}]') + pair.deliver(initiator, f'[3,"{ids[2]}",{{}}]')
+    assert [e.late for e in late if isinstance(e, UnmatchedResponse)] == [False, True]
