@@ -19,7 +19,7 @@ intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 nitpicky = False
-exclude_patterns = ["_build", "examples"]
+exclude_patterns = ["_build", "examples", "_generated"]
 html_theme = "alabaster"
 default_role = "literal"
 

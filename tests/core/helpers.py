@@ -41,3 +41,15 @@ class ConnectionPair:
         """Hand raw *data* to *receiver*; return its events."""
         self.conn[receiver].receive_message(data)
         return list(self.conn[receiver].events())
+
+
+def answer_own_call(version: str, answer: str, **options: Any) -> tuple[str, list[Event]]:
+    """A station engine sends one Heartbeat CALL; feed it *answer* (``{id}`` is replaced).
+
+    Returns the CALL's message id and the events the answer produced.
+    """
+    engine = Connection(Role.CHARGING_STATION, version, **options)
+    call = engine.new_call("Heartbeat", {})
+    engine.send(call)
+    engine.receive_message(answer.replace("{id}", call.message_id))
+    return call.message_id, engine.events()

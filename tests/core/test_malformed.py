@@ -23,7 +23,7 @@ from ocpprpc import (
     Violation,
 )
 
-from .helpers import ROLES, VERSIONS
+from .helpers import ROLES, VERSIONS, answer_own_call
 
 LONG_ID = "i" * 37
 
@@ -266,11 +266,7 @@ def test_malformed_answer_to_our_call_fails_it(version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_result_payload_not_an_object_fails_the_call(version: str) -> None:
-    engine = Connection(Role.CHARGING_STATION, version)
-    call = engine.new_call("Heartbeat", {})
-    engine.send(call)
-    engine.receive_message(f'[3,"{call.message_id}",[1]]')
-    (event,) = engine.events()
+    message_id, (event,) = answer_own_call(version, '[3,"{id}",[1]]')
     assert isinstance(event, InvalidResponse)
     assert event.message_type is MessageType.CALL_RESULT
     assert event.code is ErrorCode.FORMAT_VIOLATION
@@ -278,7 +274,7 @@ def test_result_payload_not_an_object_fails_the_call(version: str) -> None:
         assert event.reply is not None
         assert msgspec.json.decode(event.reply) == [
             5,
-            call.message_id,
+            message_id,
             "FormatViolation",
             "payload must be a JSON object",
             {},
@@ -289,11 +285,7 @@ def test_result_payload_not_an_object_fails_the_call(version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_unknown_error_codes_are_read_as_generic(version: str) -> None:
-    engine = Connection(Role.CHARGING_STATION, version)
-    call = engine.new_call("Heartbeat", {})
-    engine.send(call)
-    engine.receive_message(f'[4,"{call.message_id}","VendorSpecificFault","boom",{{"k":1}}]')
-    (event,) = engine.events()
+    _, (event,) = answer_own_call(version, '[4,"{id}","VendorSpecificFault","boom",{"k":1}]')
     assert event.code is ErrorCode.GENERIC_ERROR  # type: ignore[attr-defined]
     assert event.wire_code == "VendorSpecificFault"  # type: ignore[attr-defined]
 
@@ -309,11 +301,7 @@ def test_unknown_error_codes_are_read_as_generic(version: str) -> None:
     ],
 )
 def test_every_spelling_is_accepted_on_receive(version: str, spelling: str) -> None:
-    engine = Connection(Role.CHARGING_STATION, version)
-    call = engine.new_call("Heartbeat", {})
-    engine.send(call)
-    engine.receive_message(f'[4,"{call.message_id}","{spelling}","",{{}}]')
-    (event,) = engine.events()
+    _, (event,) = answer_own_call(version, f'[4,"{{id}}","{spelling}","",{{}}]')
     expected = (
         ErrorCode.FORMAT_VIOLATION if "Format" in spelling else ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
     )

@@ -21,7 +21,7 @@ from ocpprpc import (
     Violation,
 )
 
-from .helpers import ROLES, ConnectionPair, other
+from .helpers import ROLES, ConnectionPair, answer_own_call, other
 
 PERIODIC = {"id": 1, "pending": 0, "basetime": "2025-01-01T00:00:00Z", "data": []}
 
@@ -114,11 +114,9 @@ class RejectingResponses:
 
 @pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"])
 def test_invalid_result_payload(version: str) -> None:
-    engine = Connection(Role.CHARGING_STATION, version, codec=RejectingResponses())
-    call = engine.new_call("Heartbeat", {})
-    engine.send(call)
-    engine.receive_message(f'[3,"{call.message_id}",{{"currentTime":5}}]')
-    (event,) = engine.events()
+    message_id, (event,) = answer_own_call(
+        version, '[3,"{id}",{"currentTime":5}]', codec=RejectingResponses()
+    )
     assert isinstance(event, InvalidResponse)
     assert event.code is ErrorCode.TYPE_CONSTRAINT_VIOLATION
     assert event.details == {"path": "$.currentTime"}
@@ -126,7 +124,7 @@ def test_invalid_result_payload(version: str) -> None:
         assert event.reply is not None
         assert msgspec.json.decode(event.reply) == [
             5,
-            call.message_id,
+            message_id,
             "TypeConstraintViolation",
             "bad",
             {"path": "$.currentTime"},
