@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from ocpprpc import CallResult, Connection, Role
+from ocpprpc import Call, CallResult, Connection, Role
 from ocpprpc import __version__ as ocpprpc_version
 
 HEARTBEAT: tuple[str, dict[str, Any], dict[str, Any]] = (
@@ -81,9 +81,10 @@ def ocpprpc_round_trip(action: str, payload: Any, result: Any) -> Callable[[], N
     def once() -> None:
         csms.receive_message(station.send(station.new_call(action, payload)))
         for call in csms.events():
-            station.receive_message(csms.send(CallResult(message_id=call.message_id, payload=result)))  # type: ignore[attr-defined]
+            assert type(call) is Call
+            station.receive_message(csms.send(CallResult(message_id=call.message_id, payload=result)))
         for answer in station.events():
-            assert answer.action == action  # type: ignore[attr-defined]
+            assert type(answer) is CallResult and answer.action == action
 
     return once
 

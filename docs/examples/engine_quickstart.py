@@ -5,7 +5,7 @@ Run it:  python3 docs/examples/engine_quickstart.py
 
 from __future__ import annotations
 
-from ocpprpc import Call, CallResult, Connection, Role
+from ocpprpc import BadMessage, Call, CallResult, Connection, Role
 
 for version in ("ocpp1.6", "ocpp2.0.1", "ocpp2.1"):
     station = Connection(Role.CHARGING_STATION, version)
@@ -36,4 +36,5 @@ for version in ("ocpp1.6", "ocpp2.0.1", "ocpp2.1"):
     # Garbage gets the answer the version's rules demand.
     csms.receive_message("this is not OCPP")
     (bad,) = csms.events()
-    print(f"{version} garbage -> {bad.violation.name}, reply: {bad.reply}")  # type: ignore[attr-defined]
+    assert isinstance(bad, BadMessage)
+    print(f"{version} garbage -> {bad.violation.name}, reply: {bad.reply}")

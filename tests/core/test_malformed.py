@@ -7,6 +7,7 @@ Each case is fed as ``str`` and as ``bytes`` to a CSMS and to a charging station
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from ocpprpc import (
     BadMessage,
     Call,
+    CallError,
     Connection,
     ErrorCode,
     InvalidResponse,
@@ -136,7 +138,7 @@ ROWS = [
 # fmt: on
 
 
-def _replies_for(row: Row) -> list[pytest.param]:  # type: ignore[valid-type]
+def _replies_for(row: Row) -> list[Any]:
     return [pytest.param(row, version, id=f"{version}-{row.name}") for version in VERSIONS]
 
 
@@ -219,7 +221,7 @@ def test_memoryview_input(version: str) -> None:
     engine.receive_message(memoryview(b'[2,"m","Heartbeat",{}]'))
     engine.receive_message(bytearray(b"garbage"))
     call, bad = engine.events()
-    assert call.message_id == "m"  # type: ignore[attr-defined]
+    assert isinstance(call, Call) and call.message_id == "m"
     assert isinstance(bad, BadMessage) and bad.violation is Violation.NOT_JSON
 
 
@@ -286,8 +288,9 @@ def test_result_payload_not_an_object_fails_the_call(version: str) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_unknown_error_codes_are_read_as_generic(version: str) -> None:
     _, (event,) = answer_own_call(version, '[4,"{id}","VendorSpecificFault","boom",{"k":1}]')
-    assert event.code is ErrorCode.GENERIC_ERROR  # type: ignore[attr-defined]
-    assert event.wire_code == "VendorSpecificFault"  # type: ignore[attr-defined]
+    assert isinstance(event, CallError)
+    assert event.code is ErrorCode.GENERIC_ERROR
+    assert event.wire_code == "VendorSpecificFault"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -305,4 +308,4 @@ def test_every_spelling_is_accepted_on_receive(version: str, spelling: str) -> N
     expected = (
         ErrorCode.FORMAT_VIOLATION if "Format" in spelling else ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
     )
-    assert event.code is expected  # type: ignore[attr-defined]
+    assert isinstance(event, CallError) and event.code is expected
