@@ -346,12 +346,12 @@ class Connection:
         elif len(message_id) > self.rules.max_message_id_length:
             violation = Violation.ID_TOO_LONG
             description = _DESCRIPTIONS[violation].format(limit=self.rules.max_message_id_length)
-        elif memoryview(frame.payload)[0] != _OPEN_BRACE:
+        elif (view := memoryview(frame.payload))[0] != _OPEN_BRACE:
             violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
             description = _DESCRIPTIONS[violation]
         else:
             try:
-                payload = self.codec.decode(frame.action, PayloadKind.REQUEST, memoryview(frame.payload))
+                payload = self.codec.decode(frame.action, _REQUEST, view)
             except PayloadError as exc:
                 violation, code, description = Violation.INVALID_PAYLOAD, exc.code, exc.description
                 details = dict(exc.details)
@@ -589,8 +589,7 @@ class Connection:
 
     def _send_call(self, event: Call) -> bytes:
         message_id = event.message_id
-        if not message_id or len(message_id) > self.rules.max_message_id_length:
-            self._check_outbound_id(message_id)
+        self._check_outbound_id(message_id)
         if message_id in self._outstanding:
             raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
         if len(self._outstanding) >= self.max_outstanding_calls:
