@@ -34,14 +34,19 @@ class PayloadCodec(Protocol):
 
     Both methods raise :class:`~ocpprpc.PayloadError` for a payload they refuse;
     the engine maps that to the protocol's answer.  ``data`` is the payload's
-    JSON text, already known to be a JSON object.
+    JSON text, already known to be a JSON object.  ``validate=False`` means the
+    application opted this one message out of schema validation (a per-call or
+    per-response opt-out); a codec may still apply its own policy when it is
+    ``True``.
     """
 
-    def decode(self, action: str, kind: PayloadKind, data: bytes | memoryview) -> Any:
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+    ) -> Any:
         """Turn a received payload into the value handed to the application."""
         ...
 
-    def encode(self, action: str, kind: PayloadKind, payload: Any) -> bytes:
+    def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
         """Turn an outgoing payload into JSON text (a JSON object)."""
         ...
 
@@ -56,13 +61,15 @@ class JsonObjectCodec:
     A msgspec Struct is also accepted on send (it encodes as an object).
     """
 
-    def decode(self, action: str, kind: PayloadKind, data: bytes | memoryview) -> Any:
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+    ) -> Any:
         try:
             return _dict_decoder.decode(data)
         except msgspec.MsgspecError as exc:  # e.g. {"a": 1e400}: valid JSON, out of range
             raise PayloadError(ErrorCode.FORMAT_VIOLATION, str(exc)) from exc
 
-    def encode(self, action: str, kind: PayloadKind, payload: Any) -> bytes:
+    def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
         if not isinstance(payload, dict | msgspec.Struct):
             raise PayloadError(
                 ErrorCode.FORMAT_VIOLATION,

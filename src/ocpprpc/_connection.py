@@ -190,6 +190,8 @@ class Connection:
         self._state = ConnectionState.OPEN
         self._events: list[Event] = []
         self._outstanding: dict[str, str] = {}
+        # Ids of our outstanding CALLs sent with validate=False: their answer is not validated either.
+        self._unvalidated: set[str] = set()
         self._inbound: dict[str, str] = {}
         self._finished: dict[str, str] = {}
         self._answered: dict[str, str] = {}
@@ -376,7 +378,8 @@ class Connection:
         if action is None:
             self._unmatched(MessageType.CALL_RESULT, message_id)
             return
-        self._remember(self._finished, message_id, action)
+        validate = not (self._unvalidated and message_id in self._unvalidated)
+        self._finish(message_id, action)
         view = memoryview(frame.payload)
         if view[0] != _OPEN_BRACE:
             self._invalid_result(
@@ -388,7 +391,10 @@ class Connection:
             )
             return
         try:
-            payload = self.codec.decode(action, _RESPONSE, view)
+            if validate:
+                payload = self.codec.decode(action, _RESPONSE, view)
+            else:
+                payload = self.codec.decode(action, _RESPONSE, view, validate=False)
         except PayloadError as exc:
             self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
             return
@@ -419,7 +425,7 @@ class Connection:
         if action is None:
             self._unmatched(MessageType.CALL_ERROR, message_id)
             return
-        self._remember(self._finished, message_id, action)
+        self._finish(message_id, action)
         code = parse_error_code(frame.code)
         self._good(
             CallError(
@@ -478,7 +484,7 @@ class Connection:
         elif message_type == MessageType.CALL_RESULT:
             action = self._outstanding.pop(message_id, None) if message_id is not None else None
             if action is not None and message_id is not None:
-                self._remember(self._finished, message_id, action)
+                self._finish(message_id, action)
                 self._invalid_result(message_id, action, code, defect.description, {})
                 return
             if rules.answer_invalid_result:
@@ -491,7 +497,7 @@ class Connection:
             # A defective CALLERROR is never answered, but it does end the CALL it names.
             assert message_id is not None
             action = self._outstanding.pop(message_id)
-            self._remember(self._finished, message_id, action)
+            self._finish(message_id, action)
             self._bad(
                 InvalidResponse(
                     message_id=message_id,
@@ -531,6 +537,7 @@ class Connection:
         self._state = ConnectionState.CLOSED
         for message_id, action in self._outstanding.items():
             self._remember(self._finished, message_id, action)
+        self._unvalidated.clear()
         self._events.append(
             ConnectionClosed(
                 unanswered_calls=tuple(self._outstanding), unanswered_inbound=tuple(self._inbound)
@@ -538,6 +545,12 @@ class Connection:
         )
         self._outstanding.clear()
         self._inbound.clear()
+
+    def _finish(self, message_id: str, action: str) -> None:
+        """Our CALL *message_id* is over: remember it (to spot late answers), forget its options."""
+        self._remember(self._finished, message_id, action)
+        if self._unvalidated:
+            self._unvalidated.discard(message_id)
 
     def _remember(self, memory: dict[str, str], message_id: str, action: str) -> None:
         memory[message_id] = action
@@ -554,23 +567,27 @@ class Connection:
         """A :class:`Send` with a fresh message id (nothing is sent or recorded yet)."""
         return Send(message_id=message_id or self._id_factory(), action=action, payload=payload)
 
-    def send(self, event: Event) -> str:
-        """Record *event* as sent and return the text message to write."""
-        return self.send_bytes(event).decode()
+    def send(self, event: Event, *, validate: bool = True) -> str:
+        """Record *event* as sent and return the text message to write.
 
-    def send_bytes(self, event: Event) -> bytes:
+        ``validate=False`` opts this message out of the codec's schema
+        validation; for a :class:`Call`, its answer is not validated either.
+        """
+        return self.send_bytes(event, validate=validate).decode()
+
+    def send_bytes(self, event: Event, *, validate: bool = True) -> bytes:
         """Like :meth:`send`, but the UTF-8 encoded text message."""
         if self._state is ConnectionState.CLOSED:
             raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
         # Exact types, not isinstance: events are final (subclasses would not round-trip).
         if type(event) is CallResult:
-            return self._send_result(event)
+            return self._send_result(event, validate)
         if type(event) is Call:
-            return self._send_call(event)
+            return self._send_call(event, validate)
         if type(event) is CallError:
             return self._send_error(event)
         if type(event) is Send:
-            return self._send_send(event)
+            return self._send_send(event, validate)
         if type(event) is CallResultError:
             return self._send_result_error(event)
         raise LocalProtocolError(f"{type(event).__name__} is not a message that can be sent")
@@ -581,13 +598,15 @@ class Connection:
                 f"message id must be 1 to {self.rules.max_message_id_length} characters, got {message_id!r}"
             )
 
-    def _encode_payload(self, action: str, kind: PayloadKind, payload: Any) -> msgspec.Raw:
+    def _encode_payload(self, action: str, kind: PayloadKind, payload: Any, validate: bool) -> msgspec.Raw:
         try:
-            return msgspec.Raw(self.codec.encode(action, kind, payload))
+            if validate:
+                return msgspec.Raw(self.codec.encode(action, kind, payload))
+            return msgspec.Raw(self.codec.encode(action, kind, payload, validate=False))
         except PayloadError as exc:
             raise OutboundPayloadError(action, exc) from exc
 
-    def _send_call(self, event: Call) -> bytes:
+    def _send_call(self, event: Call, validate: bool) -> bytes:
         message_id = event.message_id
         self._check_outbound_id(message_id)
         if message_id in self._outstanding:
@@ -598,23 +617,25 @@ class Connection:
                 f" (limit {self.max_outstanding_calls})"
             )
         action = event.action
-        payload = self._encode_payload(action, _REQUEST, event.payload)
+        payload = self._encode_payload(action, _REQUEST, event.payload, validate)
         self._outstanding[message_id] = action
+        if not validate:
+            self._unvalidated.add(message_id)
         return _encode((2, message_id, action, payload))
 
-    def _send_send(self, event: Send) -> bytes:
+    def _send_send(self, event: Send, validate: bool) -> bytes:
         self._check_supported(MessageType.SEND)
         self._check_outbound_id(event.message_id)
-        payload = self._encode_payload(event.action, PayloadKind.REQUEST, event.payload)
+        payload = self._encode_payload(event.action, PayloadKind.REQUEST, event.payload, validate)
         return _encode((MessageType.SEND.value, event.message_id, event.action, payload))
 
-    def _send_result(self, event: CallResult) -> bytes:
+    def _send_result(self, event: CallResult, validate: bool) -> bytes:
         message_id = event.message_id
         action = self._inbound.get(message_id)
         if action is None:
             raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
         # On a bad payload the CALL stays open, so the caller can still answer it with an error.
-        payload = self._encode_payload(action, _RESPONSE, event.payload)
+        payload = self._encode_payload(action, _RESPONSE, event.payload, validate)
         del self._inbound[message_id]
         self._remember(self._answered, message_id, action)
         return _encode((3, message_id, payload))
@@ -700,5 +721,5 @@ class Connection:
         action = self._outstanding.pop(message_id, None)
         if action is None:
             return False
-        self._remember(self._finished, message_id, action)
+        self._finish(message_id, action)
         return True

@@ -367,29 +367,69 @@ def test_repr_names_the_state(version: str, initiator: Role) -> None:
     assert engine.protocol == version
 
 
+class _Recorder:
+    """A codec that records what the engine asks of it, including the validate hint."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, PayloadKind, bytes, bool]] = []
+
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+    ) -> Any:
+        self.seen.append((action, kind, bytes(data), validate))
+        return msgspec.json.decode(data)
+
+    def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
+        self.seen.append((action, kind, b"<encode>", validate))
+        return msgspec.json.encode(payload)
+
+
 def test_custom_codec_sees_action_and_kind(version: str, initiator: Role) -> None:
-    seen: list[tuple[str, PayloadKind, bytes]] = []
-
-    class Recorder:
-        def decode(self, action: str, kind: PayloadKind, data: bytes | memoryview) -> Any:
-            seen.append((action, kind, bytes(data)))
-            return msgspec.json.decode(data)
-
-        def encode(self, action: str, kind: PayloadKind, payload: Any) -> bytes:
-            seen.append((action, kind, b"<encode>"))
-            return msgspec.json.encode(payload)
-
-    station = Connection(initiator, version, codec=Recorder())
-    csms = Connection(other(initiator), version, codec=Recorder())
-    call = station.new_call("Authorize", {"idTag": "A"})
-    csms.receive_message(station.send(call))
-    station.receive_message(csms.send(CallResult(message_id=call.message_id, payload={"ok": True})))
-    assert seen == [
-        ("Authorize", PayloadKind.REQUEST, b"<encode>"),
-        ("Authorize", PayloadKind.REQUEST, b'{"idTag":"A"}'),
-        ("Authorize", PayloadKind.RESPONSE, b"<encode>"),
-        ("Authorize", PayloadKind.RESPONSE, b'{"ok":true}'),
+    station, csms = _Recorder(), _Recorder()
+    caller = Connection(initiator, version, codec=station)
+    callee = Connection(other(initiator), version, codec=csms)
+    call = caller.new_call("Authorize", {"idTag": "A"})
+    callee.receive_message(caller.send(call))
+    caller.receive_message(callee.send(CallResult(message_id=call.message_id, payload={"ok": True})))
+    assert station.seen + csms.seen == [
+        ("Authorize", PayloadKind.REQUEST, b"<encode>", True),
+        ("Authorize", PayloadKind.RESPONSE, b'{"ok":true}', True),
+        ("Authorize", PayloadKind.REQUEST, b'{"idTag":"A"}', True),
+        ("Authorize", PayloadKind.RESPONSE, b"<encode>", True),
     ]
+
+
+def test_validation_opt_out_covers_the_message_and_its_answer(version: str, initiator: Role) -> None:
+    codec = _Recorder()
+    caller = Connection(initiator, version, codec=codec, max_outstanding_calls=3)
+    callee = Connection(other(initiator), version, codec=_Recorder())
+    lenient = caller.new_call("DataTransfer", {"vendorId": "X"})
+    strict = caller.new_call("Heartbeat", {})
+    callee.receive_message(caller.send(lenient, validate=False))
+    callee.receive_message(caller.send(strict))
+    (first, second) = callee.events()
+    assert isinstance(first, Call)
+    assert isinstance(second, Call)
+    # The callee answers; its own opt-out applies to the response it sends.
+    answer_lenient = callee.send(CallResult(message_id=lenient.message_id, payload={}), validate=False)
+    answer_strict = callee.send(CallResult(message_id=strict.message_id, payload={"currentTime": "t"}))
+    caller.receive_message(answer_strict)
+    caller.receive_message(answer_lenient)
+    assert [(a, k.value, v) for a, k, _, v in codec.seen] == [
+        ("DataTransfer", "request", False),
+        ("Heartbeat", "request", True),
+        ("Heartbeat", "response", True),
+        ("DataTransfer", "response", False),
+    ]
+    # A call that ends any other way forgets its opt-out too (no memory kept per id).
+    dropped = caller.new_call("DataTransfer", {})
+    caller.send(dropped, validate=False)
+    assert caller.abandon_call(dropped.message_id)
+    assert not caller._unvalidated
+    closing = caller.new_call("DataTransfer", {})
+    caller.send(closing, validate=False)
+    caller.receive_message(None)
+    assert not caller._unvalidated
 
 
 def test_send_and_callresulterror_only_where_defined(version: str, initiator: Role) -> None:
