@@ -1,0 +1,64 @@
+"""Base classes of typed OCPP messages, and the per-version action registry shape.
+
+Generated modules (``ocpprpc.v16``, ``ocpprpc.v201``, ``ocpprpc.v21``) and
+protocols registered at runtime derive every payload type from these.  A
+request type names its action and its response type as class variables, so
+``call(request)`` can be typed end to end: ``call(Request[R]) -> R``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import msgspec
+
+__all__ = ["ActionSpec", "Direction", "Message", "Request", "Response", "SendMessage"]
+
+
+class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Any typed OCPP payload (a JSON object with camelCase keys on the wire)."""
+
+
+class Response(Message):
+    """The payload of a CALLRESULT."""
+
+
+ResponseT = TypeVar("ResponseT", bound=Response)
+
+
+class Request(Message, Generic[ResponseT]):
+    """The payload of a CALL whose answer is a ``ResponseT``."""
+
+    #: The OCPP action this payload is sent with.
+    __ocpp_action__: ClassVar[str]
+    #: The payload type of the CALLRESULT that answers it.
+    __ocpp_response__: ClassVar[type[Any]]
+
+
+class SendMessage(Message):
+    """The payload of a 2.1 SEND: never answered, so it cannot be awaited."""
+
+    __ocpp_action__: ClassVar[str]
+
+
+class Direction(enum.Flag):
+    """Which side may initiate an action."""
+
+    #: Charging station to CSMS.
+    FROM_STATION = enum.auto()
+    #: CSMS to charging station.
+    FROM_CSMS = enum.auto()
+    BOTH = FROM_STATION | FROM_CSMS
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """One action of one protocol version: its payload types and who sends it."""
+
+    action: str
+    request: type[Message]
+    #: ``None`` for a SEND-only action (2.1 ``NotifyPeriodicEventStream``).
+    response: type[Response] | None
+    direction: Direction
