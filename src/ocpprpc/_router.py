@@ -264,7 +264,7 @@ class Router:
         return frozenset(generic)
 
     def __contains__(self, key: object) -> bool:
-        """Whether *key* (an action or a Request subclass, generic registration) is registered."""
+        """Whether *key* is registered (key rules of :meth:`on`, without an explicit protocol)."""
         if not isinstance(key, str | type):
             return False
         try:
