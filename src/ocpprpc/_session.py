@@ -216,6 +216,7 @@ class Session:
         self._active_handlers = 0
         self._active_calls = 0
         self._drained: anyio.Event | None = None
+        self._tasks_done = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -261,16 +262,28 @@ class Session:
         return suppress
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as inner:
-            self._inner = inner
-            inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
-            if self.ordered_handlers:
-                inner.start_soon(self._ordered_worker, name=f"ocpprpc ordered handlers {self}")
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as inner:
+                self._inner = inner
+                inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
+                if self.ordered_handlers:
+                    inner.start_soon(self._ordered_worker, name=f"ocpprpc ordered handlers {self}")
+                task_status.started()
+        finally:
+            self._tasks_done = True
+            self._check_closed()
+
+    def _check_closed(self) -> None:
+        # "Closed" means both: the connection is over and no task of ours still runs.
+        if self._tasks_done and self._close_reason is not None:
+            self._closed.set()
 
     @property
     def closed(self) -> anyio.Event:
-        """Set once the session has ended (``await session.closed.wait()``)."""
+        """Set once the session has ended: connection closed, handlers finished.
+
+        ``await session.closed.wait()``; then :attr:`close_reason` says how it ended.
+        """
         return self._closed
 
     @property
@@ -323,11 +336,14 @@ class Session:
             self._drained.set()
 
     async def _shutdown(self, reason: CloseReason, *, peer_ended: bool = False) -> None:
-        """Stop everything and close the stream (once; later callers wait for the end)."""
-        if self._shutting_down:
-            await self._closed.wait()
-            return
-        self._shutting_down = self._closing = True
+        """Stop everything and close the stream (once); return when the session has ended."""
+        if not self._shutting_down:
+            self._shutting_down = self._closing = True
+            await self._stop(reason, peer_ended)
+        # From inside (the reader, a handler) this raises the cancellation at once.
+        await self._closed.wait()
+
+    async def _stop(self, reason: CloseReason, peer_ended: bool) -> None:
         if self._drained is not None:
             self._drained.set()
         # Synchronous first, so it all happens even if this task is the reader,
@@ -355,7 +371,7 @@ class Session:
         self._ordered_send.close()
         self._ordered_receive.close()
         log.info("%s: closed, %s", self, reason)
-        self._closed.set()
+        self._check_closed()
 
     # -- writing ---------------------------------------------------------------------------
 
