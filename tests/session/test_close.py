@@ -221,3 +221,35 @@ async def test_close_before_start_and_double_entry() -> None:
     await session.close()  # already closed: returns at once
     theirs.abort()
     assert repr(session) == "<Session ? csms ocpp1.6>"
+
+
+async def test_a_handler_finishing_after_the_connection_ended_is_harmless() -> None:
+    release = anyio.Event()
+    finished: list[str] = []
+    router = Router()
+
+    @router.on("Heartbeat")
+    async def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        with anyio.CancelScope(shield=True):  # a handler that insists on finishing its work
+            await release.wait()
+        finished.append("done")
+        return {}
+
+    async with session_with_raw_peer(router=router) as (session, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        await anyio.wait_all_tasks_blocked()
+        peer.stream.abort()
+        await anyio.wait_all_tasks_blocked()
+        assert session.close_reason is not None and not session.closed.is_set()
+        release.set()
+        await session.closed.wait()
+    assert finished == ["done"]
+
+
+async def test_call_on_a_vanished_peer_raises_connection_lost() -> None:
+    async with session_with_raw_peer() as (session, peer):
+        peer.stream.abort()
+        with pytest.raises(ConnectionLost):
+            await session.call("Heartbeat")
+        with pytest.raises(ConnectionLost):
+            await session.send("Heartbeat")
