@@ -42,6 +42,47 @@ from ._rules import (
 )
 from ._version import __version__
 
+# isort: split
+# -- area S: the RPC session (anyio) ------------------------------------------------------
+# The session and transport modules import anyio.  They load on first use (PEP 562), so
+# ``import ocpprpc`` stays free of I/O libraries for users of the sans-IO engine alone.
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+from ._messages import ActionSpec, Direction, Message, Request, Response, SendMessage
+from ._router import NO_REPLY, CallContext, NoReply, Router
+
+if _TYPE_CHECKING:
+    from ._session import CallTimeout, InvalidResponseError, Session
+    from ._transport import CloseReason, ConnectionLost, MessageStream, memory_message_stream_pair
+
+_LAZY = {
+    "CallTimeout": "._session",
+    "InvalidResponseError": "._session",
+    "Session": "._session",
+    "CloseReason": "._transport",
+    "ConnectionLost": "._transport",
+    "MessageStream": "._transport",
+    "memory_message_stream_pair": "._transport",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+# -- end of area S -------------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -77,4 +118,22 @@ __all__ = (
     "parse_error_code",
     "rules_for",
     "uuid4_message_id",
+    # -- area S: the RPC session --
+    "ActionSpec",
+    "CallContext",
+    "CallTimeout",
+    "CloseReason",
+    "ConnectionLost",
+    "Direction",
+    "InvalidResponseError",
+    "Message",
+    "MessageStream",
+    "NO_REPLY",
+    "NoReply",
+    "Request",
+    "Response",
+    "Router",
+    "SendMessage",
+    "Session",
+    "memory_message_stream_pair",
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
@@ -35,6 +35,12 @@ class Request(Message, Generic[ResponseT]):
     __ocpp_action__: ClassVar[str]
     #: The payload type of the CALLRESULT that answers it.
     __ocpp_response__: ClassVar[type[Any]]
+
+    if TYPE_CHECKING:
+        # Typing only (never defined at runtime): exposes ``ResponseT`` on the class
+        # object, so ``Router.on(SomeRequest)`` can infer both the request class and
+        # its response type from that one argument.
+        def __ocpp_answer__(self) -> ResponseT: ...
 
 
 class SendMessage(Message):

@@ -1,0 +1,733 @@
+"""The RPC session: one sans-IO engine driven over one :class:`MessageStream`.
+
+Theory of operation
+-------------------
+A :class:`Session` owns one task group for its whole life (``async with
+session:``); nothing it starts runs outside it, and leaving the block leaves no
+task behind.  Inside it a single *runner* task holds an inner task group with:
+
+* exactly one **reader** task: it receives text messages, feeds them to the
+  engine and acts on the events: results and errors wake the ``call()`` waiting
+  for them, inbound CALLs start handler tasks, bad messages get the reply the
+  engine prepared;
+* the **handler** tasks, concurrent up to a :class:`anyio.CapacityLimiter`
+  (queued beyond it, never refused: refusing busy calls made CitrineOS' peers
+  retry in storms), or one ordered worker with ``ordered_handlers=True``.
+
+The inner group exists so the session can stop its own tasks (the peer closed,
+:meth:`Session.close`) without cancelling the user's code in the ``async with``
+body; an *error* in the session's tasks still cancels the body, as structured
+concurrency requires.
+
+``call()`` runs in the caller's task.  It queues in FIFO order for one of the
+engine's outstanding-call slots (OCPP-J allows one CALL in flight per side),
+writes the CALL and waits for the reader to hand it the answer.  Writes from
+every task are serialised by one lock.  All timeouts are cancel scopes; every
+exit path of ``call()`` (answer, timeout, cancellation, connection loss) ends in
+``Connection.abandon_call`` so the engine never keeps a stale slot.
+
+Exception groups: inside, nothing is unwrapped.  The public ``async with``
+unwraps a group holding exactly one non-cancellation exception and raises that
+exception itself; anything else propagates as the group (DECISIONS.md).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Callable, Container, MutableSet
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._connection import Connection, ConnectionState
+from ._errors import OCPPError, OutboundPayloadError
+from ._events import (
+    BadMessage,
+    Call,
+    CallError,
+    CallResult,
+    CallResultError,
+    ConnectionClosed,
+    Event,
+    InvalidResponse,
+    Send,
+    TooManyBadMessages,
+    UnmatchedResponse,
+    Violation,
+)
+from ._messages import Request, Response, SendMessage
+from ._router import NO_REPLY, CallContext, Route, Router
+from ._rules import ErrorCode
+from ._transport import CloseReason, ConnectionLost, MessageStream
+
+__all__ = ["CallTimeout", "InvalidResponseError", "MessageHook", "Session"]
+
+log = logging.getLogger("ocpprpc.session")
+
+_R = TypeVar("_R", bound=Response)
+
+#: ``on_message(direction, text)``: called with every text message received
+#: (``"in"``) or about to be written (``"out"``).
+MessageHook: TypeAlias = Callable[[Literal["in", "out"], str], None]
+
+# WebSocket close codes (RFC 6455 7.4.1) the session chooses itself.
+_GOING_AWAY = 1001
+_PROTOCOL_ERROR = 1002
+_INTERNAL_ERROR = 1011
+
+
+class _Default(enum.Enum):
+    TOKEN = enum.auto()
+
+
+_DEFAULT = _Default.TOKEN
+
+
+class CallTimeout(TimeoutError):
+    """The peer did not answer our CALL in time.
+
+    The CALL's slot is freed; an answer that still arrives is logged and dropped.
+    """
+
+    def __init__(self, action: str, message_id: str, timeout: float) -> None:
+        self.action = action
+        self.message_id = message_id
+        self.timeout = timeout
+        super().__init__(f"no answer to {action} ({message_id}) within {timeout:g} s")
+
+
+class InvalidResponseError(Exception):
+    """The peer answered our CALL, but the answer could not be processed.
+
+    Raised in ``call()`` when the CALLRESULT failed validation (on OCPP 2.1 the
+    session has already told the peer with a CALLRESULTERROR), a CALLERROR was
+    malformed, or a dict answer did not convert to the request's response type.
+    """
+
+    def __init__(
+        self,
+        action: str,
+        message_id: str,
+        code: ErrorCode,
+        description: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self.action = action
+        self.message_id = message_id
+        self.code = code
+        self.description = description
+        self.details: dict[str, Any] = details if details is not None else {}
+        super().__init__(f"invalid answer to {action} ({message_id}): {code.value}: {description}")
+
+
+class _Pending:
+    """One of our CALLs waiting for its answer (the reader fills ``outcome``)."""
+
+    __slots__ = ("action", "done", "outcome")
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.done = anyio.Event()
+        self.outcome: CallResult | CallError | InvalidResponse | ConnectionLost | None = None
+
+    def resolve(self, outcome: CallResult | CallError | InvalidResponse | ConnectionLost) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.done.set()
+
+
+class Session:
+    """One OCPP-J connection at work: calls out, handlers in, one task group.
+
+    :param stream: the transport (a WebSocket, or a memory stream in tests).
+    :param connection: the sans-IO engine for this connection (role, protocol,
+        codec and limits are its options).
+    :param router: handlers for inbound CALLs; without one every CALL is answered
+        ``NotImplemented`` (or ``NotSupported``, see *known_actions*).
+    :param identity: the charging station identity (for logs and handlers).
+    :param data: initial user data (``session.data``); a new dict if omitted.
+    :param call_timeout: default seconds to wait for the answer to our CALL,
+        counted from when it is written (queueing for a slot is not counted);
+        ``None`` waits forever.  30 s is the common default (the ``ocpp`` package,
+        ocpp-rpc, OCPP 2.x MessageTimeout examples).
+    :param max_concurrent_handlers: how many inbound CALLs are handled at once;
+        more are queued, never refused.  Pass a :class:`anyio.CapacityLimiter` to
+        share one bound among many sessions.
+    :param ordered_handlers: handle inbound CALLs one at a time, in arrival order.
+    :param known_actions: actions this protocol version defines; one of these
+        without a handler is answered ``NotSupported``, any other unhandled action
+        ``NotImplemented``.  Default: none known.
+    :param unvalidated_actions: a set the session fills with the actions whose
+        handlers opted out of validation (``validate=False``), for the payload
+        codec to consult; a new set if omitted.
+    :param close_timeout: seconds allowed for the close handshake (and, by
+        default, for a graceful close to drain).
+    :param on_message: hook called with each message in and out (a readable
+        exchange log); must be fast and must not raise.
+    :param raise_handler_errors: re-raise an unexpected handler exception after
+        answering ``InternalError``, failing the session (for tests).
+    """
+
+    def __init__(
+        self,
+        stream: MessageStream,
+        connection: Connection,
+        *,
+        router: Router | None = None,
+        identity: str | None = None,
+        data: dict[str, Any] | None = None,
+        call_timeout: float | None = 30,
+        max_concurrent_handlers: int | anyio.CapacityLimiter = 16,
+        ordered_handlers: bool = False,
+        known_actions: Container[str] = frozenset(),
+        unvalidated_actions: MutableSet[str] | None = None,
+        close_timeout: float = 5,
+        on_message: MessageHook | None = None,
+        raise_handler_errors: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.connection = connection
+        self.router = router
+        self.identity = identity
+        self.data: dict[str, Any] = data if data is not None else {}
+        self.call_timeout = call_timeout
+        self.ordered_handlers = ordered_handlers
+        self.known_actions = known_actions
+        self.close_timeout = close_timeout
+        self.on_message = on_message
+        self.raise_handler_errors = raise_handler_errors
+        self.unvalidated_actions: MutableSet[str] = (
+            unvalidated_actions if unvalidated_actions is not None else set()
+        )
+        if router is not None:
+            self.unvalidated_actions |= router.unvalidated_actions(connection.protocol)
+        self._max_handlers = max_concurrent_handlers
+        self._pending: dict[str, _Pending] = {}
+        self._close_reason: CloseReason | None = None
+        self._entered = False
+        # No new work once closing; queued callers fail once shutting down.
+        self._closing = False
+        self._shutting_down = False
+        self._active_handlers = 0
+        self._active_calls = 0
+        self._drained: anyio.Event | None = None
+        self._tasks_done = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a Session can be entered only once")
+        self._entered = True
+        # anyio primitives are made here, inside the event loop that will use them.
+        self._closed = anyio.Event()
+        self._write_lock = anyio.Lock()
+        self._slots = anyio.Semaphore(self.connection.max_outstanding_calls)
+        limiter = self._max_handlers
+        self._limiter = (
+            limiter if isinstance(limiter, anyio.CapacityLimiter) else anyio.CapacityLimiter(limiter)
+        )
+        self._ordered_send, self._ordered_receive = anyio.create_memory_object_stream[Call | Send](math.inf)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        try:
+            await self._task_group.start(self._run, name=f"ocpprpc session {self}")
+        except BaseException as exc:
+            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        try:
+            with anyio.CancelScope(shield=True):
+                if exc is None:
+                    await self.close(graceful=True)
+                elif isinstance(exc, anyio.get_cancelled_exc_class()):
+                    await self.close(_GOING_AWAY, graceful=False)
+                else:
+                    await self.close(_INTERNAL_ERROR, graceful=False)
+        finally:
+            try:
+                suppress = await self._task_group.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                _raise_single(group)
+                raise
+        return suppress
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as inner:
+                self._inner = inner
+                inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
+                if self.ordered_handlers:
+                    inner.start_soon(self._ordered_worker, name=f"ocpprpc ordered handlers {self}")
+                task_status.started()
+        finally:
+            self._tasks_done = True
+            self._check_closed()
+
+    def _check_closed(self) -> None:
+        # "Closed" means both: the connection is over and no task of ours still runs.
+        if self._tasks_done and self._close_reason is not None:
+            self._closed.set()
+
+    @property
+    def closed(self) -> anyio.Event:
+        """Set once the session has ended: connection closed, handlers finished.
+
+        ``await session.closed.wait()``; then :attr:`close_reason` says how it ended.
+        """
+        return self._closed
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """How the connection ended; ``None`` while it is open."""
+        return self._close_reason
+
+    @property
+    def protocol(self) -> str:
+        """The OCPP subprotocol spoken on this session."""
+        return self.connection.protocol
+
+    def __repr__(self) -> str:
+        return f"<Session {self.identity or '?'} {self.connection.role.value} {self.protocol}>"
+
+    async def close(
+        self,
+        code: int = 1000,
+        reason: str = "",
+        *,
+        graceful: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds the drain, not the close)
+    ) -> None:
+        """Close the session and the connection with WebSocket close *code*.
+
+        Graceful (the default): stop dispatching new inbound CALLs (they are left
+        unanswered: the connection is about to end, and the peer retries on its
+        next connection) and refuse new ``call()``\\ s, then wait up to *timeout*
+        (``close_timeout`` by default) for running handlers and our pending or
+        already-queued calls to finish; then close.  The reader keeps running
+        meanwhile, so answers to our calls still arrive.
+
+        Forced (``graceful=False``): cancel handlers, fail waiting calls with
+        :class:`ConnectionLost`, close at once.  A forced close during a graceful
+        one cuts the wait short.  Returns when the session has ended.
+        """
+        if not self._entered:
+            raise RuntimeError("the session was never started (use 'async with session:')")
+        self._closing = True
+        if graceful and not self._shutting_down:
+            if self._drained is None:
+                self._drained = anyio.Event()
+            self._check_drained()
+            with anyio.move_on_after(self.close_timeout if timeout is None else timeout):
+                await self._drained.wait()
+        await self._shutdown(CloseReason(code, reason, by_peer=False))
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and self._active_handlers == 0 and self._active_calls == 0:
+            self._drained.set()
+
+    async def _shutdown(self, reason: CloseReason, *, peer_ended: bool = False) -> None:
+        """Stop everything and close the stream (once); return when the session has ended."""
+        if not self._shutting_down:
+            self._shutting_down = self._closing = True
+            await self._stop(reason, peer_ended)
+        # From inside (the reader, a handler) this raises the cancellation at once.
+        await self._closed.wait()
+
+    async def _stop(self, reason: CloseReason, peer_ended: bool) -> None:
+        if self._drained is not None:
+            self._drained.set()
+        # Synchronous first, so it all happens even if this task is the reader,
+        # whose own scope is being cancelled here.
+        self._inner.cancel_scope.cancel()
+        self._fail_pending(reason)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
+            if peer_ended:
+                await self.stream.aclose()
+            else:
+                await self.stream.close(reason.code, reason.reason)
+        self._end(self.stream.close_reason or reason)
+
+    def _fail_pending(self, reason: CloseReason) -> None:
+        for pending in self._pending.values():
+            pending.resolve(ConnectionLost(reason))
+
+    def _end(self, reason: CloseReason) -> None:
+        self._close_reason = reason
+        if self.connection.state is ConnectionState.OPEN:
+            self.connection.receive_message(None)
+            for event in self.connection.events():
+                if isinstance(event, ConnectionClosed) and event.unanswered_inbound:
+                    log.info("%s: closed with %d CALL(s) unanswered", self, len(event.unanswered_inbound))
+        self._ordered_send.close()
+        self._ordered_receive.close()
+        log.info("%s: closed, %s", self, reason)
+        self._check_closed()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _write(self, text: str) -> None:
+        """Write one message; :class:`ConnectionLost` if the stream is gone."""
+        if self.on_message is not None:
+            self._hook("out", text)
+        log.debug("%s > %s", self, text)
+        try:
+            async with self._write_lock:
+                await self.stream.send(text)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionLost(self.stream.close_reason or self._close_reason) from exc
+
+    async def _write_reply(self, text: str) -> None:
+        """Write an answer to the peer; if the connection is gone, there is nobody to tell."""
+        try:
+            await self._write(text)
+        except ConnectionLost:
+            log.debug("%s: connection gone, reply not written", self)
+
+    def _hook(self, direction: Literal["in", "out"], text: str) -> None:
+        assert self.on_message is not None
+        try:
+            self.on_message(direction, text)
+        except Exception:
+            log.exception("%s: on_message hook failed", self)
+
+    # -- calling out -----------------------------------------------------------------------
+
+    @overload
+    async def call(
+        self,
+        request: Request[_R],
+        /,
+        *,
+        timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer, see docstring)
+        validate: bool = True,
+    ) -> _R: ...
+
+    @overload
+    async def call(
+        self,
+        action: str,
+        payload: Any = None,
+        /,
+        *,
+        timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer, see docstring)
+        validate: bool = True,
+    ) -> Any: ...
+
+    async def call(
+        self,
+        request: Request[Any] | str,
+        payload: Any = None,
+        /,
+        *,
+        timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer, see docstring)
+        validate: bool = True,
+    ) -> Any:
+        """Send a CALL and return the answer's payload.
+
+        Typed: ``await session.call(BootNotificationRequest(...))`` returns a
+        ``BootNotificationResponse`` (a ``dict`` answer is converted).  Untyped:
+        ``await session.call("DataTransfer", {...})`` returns what the codec
+        decoded (a ``dict`` by default).
+
+        :param timeout: seconds to wait for the answer once the CALL is written;
+            the session's ``call_timeout`` by default, ``None`` for no limit.
+            Wrap the call in your own cancel scope to bound the queueing too.
+        :param validate: ``False`` skips schema validation of this CALL and of its answer.
+        :raises OCPPError: the peer answered with a CALLERROR.
+        :raises CallTimeout: no answer in time.
+        :raises InvalidResponseError: the answer could not be processed.
+        :raises ConnectionLost: the connection ended first (raised at once, not at the timeout).
+        :raises OutboundPayloadError: the payload failed validation; nothing was sent.
+        """
+        response_type: type[Any] | None
+        if isinstance(request, str):
+            action = request
+            response_type = None
+            if payload is None:
+                payload = {}
+        else:
+            action = type(request).__ocpp_action__
+            response_type = type(request).__ocpp_response__
+            payload = request
+        if self._closing:
+            raise ConnectionLost(self._close_reason, "the session is closing")
+        limit = self.call_timeout if timeout is _DEFAULT else timeout
+        self._active_calls += 1
+        try:
+            async with self._slots:
+                outcome = await self._call_in_slot(action, payload, limit, validate)
+        finally:
+            self._active_calls -= 1
+            self._check_drained()
+        return self._unpack(outcome, response_type)
+
+    async def _call_in_slot(
+        self, action: str, payload: Any, answer_timeout: float | None, validate: bool
+    ) -> CallResult | CallError | InvalidResponse:
+        if self._shutting_down:
+            raise ConnectionLost(self._close_reason)
+        conn = self.connection
+        event = conn.new_call(action, payload)
+        message_id = event.message_id
+        text = conn.send(event, validate=validate)
+        pending = self._pending[message_id] = _Pending(action)
+        try:
+            with anyio.move_on_after(math.inf if answer_timeout is None else answer_timeout) as scope:
+                await self._write(text)
+                await pending.done.wait()
+        finally:
+            del self._pending[message_id]
+            if conn.abandon_call(message_id):
+                log.debug("%s: abandoned %s %s", self, action, message_id)
+        outcome = pending.outcome
+        if outcome is None:
+            assert scope.cancelled_caught and answer_timeout is not None
+            log.warning("%s: no answer to %s (%s) within %g s", self, action, message_id, answer_timeout)
+            raise CallTimeout(action, message_id, answer_timeout)
+        if isinstance(outcome, ConnectionLost):
+            raise outcome
+        return outcome
+
+    def _unpack(
+        self, outcome: CallResult | CallError | InvalidResponse, response_type: type[Any] | None
+    ) -> Any:
+        if isinstance(outcome, CallResult):
+            result = outcome.payload
+            if response_type is None or isinstance(result, response_type):
+                return result
+            try:
+                if isinstance(result, msgspec.Struct):
+                    result = msgspec.to_builtins(result)
+                return msgspec.convert(result, response_type)
+            except msgspec.ValidationError as exc:
+                raise InvalidResponseError(
+                    outcome.action or "", outcome.message_id, ErrorCode.FORMAT_VIOLATION, str(exc)
+                ) from None
+        if isinstance(outcome, CallError):
+            raise OCPPError(outcome.code, outcome.description, outcome.details)
+        raise InvalidResponseError(
+            outcome.action, outcome.message_id, outcome.code, outcome.description, outcome.details
+        )
+
+    async def send(
+        self, message: SendMessage | str, payload: Any = None, /, *, validate: bool = True
+    ) -> None:
+        """Send an OCPP 2.1 SEND: an unconfirmed message, never answered.
+
+        ``send(SomeSendMessage(...))`` or ``send("Action", {...})``.
+
+        :raises LocalProtocolError: the protocol has no SEND (1.6, 2.0.1).
+        :raises ConnectionLost: the session is closed or closing.
+        """
+        if isinstance(message, str):
+            action = message
+            if payload is None:
+                payload = {}
+        else:
+            action = type(message).__ocpp_action__
+            payload = message
+        if self._closing:
+            raise ConnectionLost(self._close_reason, "the session is closing")
+        conn = self.connection
+        text = conn.send(conn.new_send(action, payload), validate=validate)
+        await self._write(text)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        stream = self.stream
+        conn = self.connection
+        try:
+            while True:
+                text = await stream.receive()
+                if self.on_message is not None:
+                    self._hook("in", text)
+                log.debug("%s < %s", self, text)
+                conn.receive_message(text)
+                for event in conn.events():
+                    await self._on_event(event)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        reason = stream.close_reason or CloseReason(1006, "connection lost")
+        if not self._shutting_down:
+            log.info("%s: connection ended by the peer: %s", self, reason)
+        await self._shutdown(reason, peer_ended=True)
+
+    async def _on_event(self, event: Event) -> None:
+        match event:
+            case CallResult(message_id=message_id) | CallError(message_id=message_id):
+                pending = self._pending.get(message_id)
+                if pending is not None:
+                    pending.resolve(event)
+            case Call() | Send():
+                self._dispatch(event)
+            case InvalidResponse(message_id=message_id):
+                log.warning(
+                    "%s: invalid answer to %s (%s): %s", self, event.action, message_id, event.description
+                )
+                pending = self._pending.get(message_id)
+                if pending is not None:
+                    pending.resolve(event)
+                if event.reply is not None:
+                    await self._write_reply(event.reply)
+            case BadMessage(violation=Violation.EMPTY):
+                log.debug("%s: ignored an empty message", self)
+            case BadMessage():
+                log.warning(
+                    "%s: bad message from the peer (%s): %s", self, event.violation.value, event.description
+                )
+                if event.reply is not None:
+                    await self._write_reply(event.reply)
+            case UnmatchedResponse(late=True):
+                log.info("%s: dropped a late answer to %s (%s)", self, event.action, event.message_id)
+            case UnmatchedResponse():
+                log.warning("%s: dropped an answer to an unknown message id %s", self, event.message_id)
+            case CallResultError():
+                log.warning(
+                    "%s: the peer could not process our answer to %s (%s): %s %s",
+                    self,
+                    event.action,
+                    event.message_id,
+                    event.wire_code,
+                    event.description,
+                )
+            case TooManyBadMessages():
+                log.warning("%s: %d bad messages in a row; closing", self, event.count)
+                await self._shutdown(CloseReason(_PROTOCOL_ERROR, "too many bad messages", by_peer=False))
+            case _:  # pragma: no cover - the engine emits no other event here
+                log.debug("%s: ignored %r", self, event)
+
+    # -- handling inbound calls ------------------------------------------------------------
+
+    def _dispatch(self, message: Call | Send) -> None:
+        if self._closing:
+            log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
+            return
+        self._active_handlers += 1
+        if self.ordered_handlers:
+            self._ordered_send.send_nowait(message)
+        else:
+            self._inner.start_soon(self._handle_concurrently, message)
+
+    async def _handle_concurrently(self, message: Call | Send) -> None:
+        try:
+            async with self._limiter:
+                await self._handle(message)
+        finally:
+            self._active_handlers -= 1
+            self._check_drained()
+
+    async def _ordered_worker(self) -> None:
+        async with self._ordered_receive:
+            async for message in self._ordered_receive:
+                try:
+                    await self._handle(message)
+                finally:
+                    self._active_handlers -= 1
+                    self._check_drained()
+
+    async def _handle(self, message: Call | Send) -> None:
+        conn = self.connection
+        action = message.action
+        message_id = message.message_id
+        is_send = isinstance(message, Send)
+        route = self.router.resolve(action, conn.protocol) if self.router is not None else None
+        if route is None:
+            if is_send:
+                log.info("%s: no handler for SEND %s (%s), dropped", self, action, message_id)
+                return
+            code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
+            log.info("%s: no handler for %s, answering %s", self, action, code.value)
+            await self._answer(
+                CallError(message_id=message_id, code=code, description=f"no handler for {action}")
+            )
+            return
+        ctx = CallContext(message_id, action, conn.protocol, self, is_send)
+        failure: Exception | None = None
+        try:
+            result = await route.handler(self._prepare(route, message.payload), ctx)
+        except OCPPError as exc:
+            log.info("%s: handler for %s (%s) raised %s", self, action, message_id, exc)
+            answer: CallResult | CallError = conn.error_for(message_id, exc)
+        except Exception as exc:
+            log.exception("%s: handler for %s (%s) failed", self, action, message_id)
+            answer = conn.error_for(message_id, exc)
+            failure = exc
+        else:
+            if is_send:
+                return
+            if result is NO_REPLY:
+                if conn.state is ConnectionState.OPEN:
+                    conn.no_reply(message_id)
+                return
+            answer = CallResult(message_id=message_id, payload=result)
+        if not is_send:
+            await self._answer(answer, route.validate)
+        if failure is not None and self.raise_handler_errors:
+            raise failure
+
+    @staticmethod
+    def _prepare(route: Route, payload: Any) -> Any:
+        try:
+            return route.prepare(payload)
+        except msgspec.ValidationError as exc:
+            raise OCPPError(ErrorCode.FORMAT_VIOLATION, str(exc)) from None
+
+    async def _answer(self, answer: CallResult | CallError, validate: bool = True) -> None:
+        conn = self.connection
+        if conn.state is not ConnectionState.OPEN:
+            return  # the connection ended while the handler ran
+        try:
+            text = conn.send(answer, validate=validate)
+        except OutboundPayloadError as exc:
+            log.error(
+                "%s: the response to %s (%s) is invalid, answering InternalError: %s",
+                self,
+                exc.action,
+                answer.message_id,
+                exc.description,
+            )
+            text = conn.send(conn.error_for(answer.message_id, exc))
+        await self._write_reply(text)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(_leaves(exc))
+        else:
+            leaves.append(exc)
+    return leaves
+
+
+def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the one non-cancellation exception in *group*, if there is exactly one.
+
+    The policy of the public ``async with`` entry points (DECISIONS.md): a
+    group that only wraps one real error (the usual case: the body raised, the
+    session's tasks were cancelled) is confusing, so that error is raised
+    plainly, its own cause and context intact.  Returns if the policy does not
+    apply; the caller re-raises the group.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    errors = [exc for exc in _leaves(group) if not isinstance(exc, cancelled)]
+    if len(errors) != 1:
+        return
+    error = errors[0]
+    cause, context = error.__cause__, error.__context__
+    try:
+        raise error
+    finally:
+        error.__cause__, error.__context__ = cause, context
+        del error, errors, group
