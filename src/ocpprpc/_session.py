@@ -60,6 +60,7 @@ from ._events import (
     UnmatchedResponse,
     Violation,
 )
+from ._groups import raise_single
 from ._messages import Request, Response, SendMessage
 from ._router import NO_REPLY, CallContext, Route, Router
 from ._rules import ErrorCode
@@ -257,7 +258,7 @@ class Session:
             try:
                 suppress = await self._task_group.__aexit__(exc_type, exc, tb)
             except BaseExceptionGroup as group:
-                _raise_single(group)
+                raise_single(group)
                 raise
         return suppress
 
@@ -700,34 +701,3 @@ class Session:
             text = conn.send(conn.error_for(answer.message_id, exc))
         await self._write_reply(text)
 
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            leaves.extend(_leaves(exc))
-        else:
-            leaves.append(exc)
-    return leaves
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """Raise the one non-cancellation exception in *group*, if there is exactly one.
-
-    The policy of the public ``async with`` entry points (DECISIONS.md): a
-    group that only wraps one real error (the usual case: the body raised, the
-    session's tasks were cancelled) is confusing, so that error is raised
-    plainly, its own cause and context intact.  Returns if the policy does not
-    apply; the caller re-raises the group.
-    """
-    cancelled = anyio.get_cancelled_exc_class()
-    errors = [exc for exc in _leaves(group) if not isinstance(exc, cancelled)]
-    if len(errors) != 1:
-        return
-    error = errors[0]
-    cause, context = error.__cause__, error.__context__
-    try:
-        raise error
-    finally:
-        error.__cause__, error.__context__ = cause, context
-        del error, errors, group

@@ -1,0 +1,56 @@
+"""ocpprpc as a benchmark peer: the CSMS side (see ../../README.md and the shared harness).
+
+Handlers return plain dicts; with ``--strict 1`` every CALL and CALLRESULT is
+validated against the official schemas (decoded into typed messages).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This checkout's ocpprpc, whatever the harness interpreter has installed.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "src"))
+import argparse
+from typing import Any
+
+import anyio
+from pyharness import emit, server_args  # type: ignore[import-not-found]
+
+import ocpprpc
+from ocpprpc._scenario import now_iso
+
+
+def build_router() -> ocpprpc.Router:
+    router = ocpprpc.Router()
+
+    @router.on("Heartbeat")
+    async def heartbeat(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+        return {"currentTime": now_iso()}
+
+    @router.on("MeterValues")
+    async def meter_values(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+        return {}
+
+    @router.on("BootNotification")
+    async def boot(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+        return {"status": "Accepted", "currentTime": now_iso(), "interval": 300}
+
+    return router
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with ocpprpc.serve(
+        args.host,
+        args.port,
+        router=build_router(),
+        protocols=["ocpp1.6"],
+        validation=bool(args.strict),
+    ):
+        emit({"event": "ready", "port": args.port})
+        await anyio.sleep_forever()
+
+
+if __name__ == "__main__":
+    arguments = server_args()
+    anyio.run(main, arguments, backend=arguments.backend)

@@ -1,0 +1,112 @@
+"""The charging-station side: open a WebSocket to a CSMS and run a session on it."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from ._handshake import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HeadersArg,
+    open_websocket,
+)
+from ._protocols import ValidationArg, session_parts
+from ._router import Router
+from ._rules import Role
+from ._session import Session
+
+__all__ = ["connect"]
+
+log = logging.getLogger("ocpprpc.client")
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    identity: str,
+    *,
+    protocols: Sequence[str] = ("ocpp1.6",),
+    password: str | bytes | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: HeadersArg = None,
+    query: HeadersArg = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    compression: bool = False,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    router: Router | None = None,
+    validation: ValidationArg = False,
+    max_outstanding_calls: int | None = None,
+    detailed_errors: bool = False,
+    **session_options: Any,
+) -> AsyncIterator[Session]:
+    """Connect as charging station *identity* and run a session until the block ends.
+
+    ::
+
+        async with ocpprpc.connect("ws://csms.example/ocpp", "CP001", protocols=["ocpp1.6"]) as station:
+            answer = await station.call("Heartbeat", {})
+
+    :param url: the CSMS endpoint without the identity (``ws://`` or ``wss://``).
+    :param identity: the station identity, appended to the path percent-encoded.
+    :param protocols: OCPP versions to offer, most preferred first; the one the
+        CSMS picked is :attr:`Session.protocol`.
+    :param password: Basic-auth password (security profiles 1 and 2).
+    :param ssl_context: TLS settings for ``wss://`` (profile 3: load the client
+        certificate into it; :func:`client_ssl_context` makes one).
+    :param headers: extra HTTP headers for the upgrade request.
+    :param query: extra query parameters.
+    :param connect_timeout: bound on TCP connect, TLS and the upgrade.
+    :param compression: ask for permessage-deflate.
+    :param max_message_size: largest message accepted from the CSMS.
+    :param close_timeout: bound on the WebSocket close handshake.
+    :param router: handlers for the CALLs the CSMS sends.
+    :param validation: strict schema validation (see :class:`ValidationPolicy`):
+        ``False`` (default), ``True``, or a policy.
+    :param max_outstanding_calls: our CALLs awaiting an answer at once (OCPP: 1).
+    :param detailed_errors: put handler exception text into ``InternalError``
+        descriptions (off: it may leak internals to the peer).
+    :param session_options: further :class:`Session` options (``call_timeout``,
+        ``max_concurrent_handlers``, ``ordered_handlers``, ``on_message``, ...).
+
+    Leaving the block closes the connection gracefully (1000); an exception
+    leaving it closes with 1011 and is re-raised (a lone exception unwrapped
+    from its group, as everywhere in ocpprpc).
+    """
+    stream = await open_websocket(
+        url,
+        identity,
+        protocols=protocols,
+        password=password,
+        ssl_context=ssl_context,
+        headers=headers,
+        query=query,
+        connect_timeout=connect_timeout,
+        compression=compression,
+        max_message_size=max_message_size,
+        close_timeout=close_timeout,
+    )
+    try:
+        protocol = stream.subprotocol
+        assert protocol is not None  # open_websocket refuses a server that picks none
+        connection, options = session_parts(
+            Role.CHARGING_STATION,
+            protocol,
+            validation,
+            max_outstanding_calls=max_outstanding_calls,
+            detailed_errors=detailed_errors,
+        )
+        session = Session(stream, connection, router=router, identity=identity, **options, **session_options)
+    except BaseException:
+        await anyio.aclose_forcefully(stream)
+        raise
+    log.info("connected to %s as %s, speaking %s", url, identity, protocol)
+    async with session:
+        yield session

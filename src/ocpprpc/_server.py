@@ -1,0 +1,344 @@
+"""The CSMS side: accept charging stations, authenticate them, run one session each.
+
+:class:`Server` owns no sockets of its own until :meth:`Server.serve` opens a
+listener; :meth:`Server.handle` takes any accepted byte stream, so an
+application that already runs an anyio listener (or a test) hands connections
+over one at a time.  Every station connection lives in its own task, inside
+the server's task group; nothing it does can take the server or another
+station down.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._groups import raise_single
+from ._handshake import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HandshakeError,
+    StationRequest,
+    accept_websocket,
+)
+from ._protocols import ValidationArg, session_parts
+from ._router import Router
+from ._rules import Role
+from ._session import Session
+
+__all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
+
+log = logging.getLogger("ocpprpc.server")
+
+ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
+
+# RFC 6455 7.4.1: 1001 "going away" (server shutdown); 1008 policy (replaced).
+_GOING_AWAY = 1001
+_REPLACED = 1008
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """An auth callback's "yes": optionally pick the protocol and attach session data."""
+
+    #: The subprotocol to speak (one the station offered); default: the server's choice.
+    protocol: str | None = None
+    #: Initial ``session.data`` for this station.
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An auth callback's "no": the HTTP status (and body) the station gets."""
+
+    status: int = 401
+    body: str = ""
+
+
+AuthCallback = Callable[[StationRequest], Awaitable["Accept | Reject | None"]]
+ConnectCallback = Callable[[Session], Awaitable[None]]
+
+
+class DuplicatePolicy(enum.Enum):
+    """What happens when an identity that is already connected connects again."""
+
+    #: Close the old connection (1008) and take the new one: a rebooted station
+    #: usually reconnects before the CSMS noticed the old link died.
+    EVICT = "evict"
+    #: Refuse the new connection with HTTP 409 while the old one lives.
+    REFUSE = "refuse"
+
+
+class Server:
+    """A CSMS: the options every station connection shares, and the live sessions.
+
+    :param router: handlers for the CALLs stations send.
+    :param protocols: OCPP versions accepted, most preferred first.
+    :param auth: ``async def auth(request) -> Accept | Reject | None`` decides on
+        each upgrade request (identity, password, client certificate, headers);
+        ``None`` accepts.  Without a callback every station is accepted, unless
+        the request carries no identity.
+    :param on_connect: ``async def on_connect(session)`` runs once per accepted
+        station, inside its session (e.g. to call it); the session keeps running
+        after it returns, until the station leaves.
+    :param ssl_context: TLS for ``wss://`` (profiles 2 and 3; see
+        :func:`server_ssl_context`).
+    :param validation: strict schema validation, as for :func:`connect`.
+    :param duplicate: :class:`DuplicatePolicy` for an identity already connected.
+    :param handshake_timeout: bound on TLS + the upgrade request (slowloris guard).
+    :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
+    :param max_message_size: largest message accepted from a station.
+    :param session_options: further :class:`Session` options for every station.
+    """
+
+    def __init__(
+        self,
+        *,
+        router: Router | None = None,
+        protocols: Sequence[str] = ALL_PROTOCOLS,
+        auth: AuthCallback | None = None,
+        on_connect: ConnectCallback | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        validation: ValidationArg = False,
+        duplicate: DuplicatePolicy | str = DuplicatePolicy.EVICT,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        compression: bool = True,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        max_outstanding_calls: int | None = None,
+        detailed_errors: bool = False,
+        **session_options: Any,
+    ) -> None:
+        if not protocols:
+            raise ValueError("a server must accept at least one protocol")
+        self.router = router if router is not None else Router()
+        self.protocols = tuple(protocols)
+        self.auth = auth
+        self.on_connect = on_connect
+        self.ssl_context = ssl_context
+        self.validation = validation
+        self.duplicate = DuplicatePolicy(duplicate)
+        self.handshake_timeout = handshake_timeout
+        self.compression = compression
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self.max_outstanding_calls = max_outstanding_calls
+        self.detailed_errors = detailed_errors
+        self.session_options = session_options
+        self._clients: dict[str, Session] = {}
+        self._listeners: list[anyio.abc.SocketListener] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._accept_scopes: list[anyio.CancelScope] = []
+        self._accepting = True
+
+    @property
+    def clients(self) -> Mapping[str, Session]:
+        """The connected stations' sessions, by identity (a live read-only view)."""
+        return _ReadOnly(self._clients)
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listener (useful after binding port 0)."""
+        if not self._listeners:
+            raise RuntimeError("the server is not listening")
+        port: int = self._listeners[0].extra(anyio.abc.SocketAttribute.local_port)
+        return port
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on *host*:*port* and serve stations until :meth:`shutdown` or cancellation.
+
+        Reports itself through ``task_status`` once listening, so
+        ``server = await task_group.start(server.serve, "127.0.0.1", 0)`` then
+        ``server.port`` works.  Returns once shut down and every station task
+        has ended.
+        """
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        self._listeners.append(listener)
+        try:
+            async with anyio.create_task_group() as stations:
+                self._task_group = stations
+                with anyio.CancelScope() as accepting:
+                    self._accept_scopes.append(accepting)
+                    task_status.started(self)
+                    log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
+                    await listener.serve(self.handle, stations)
+        finally:
+            self._listeners.remove(listener)
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
+    async def handle(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one station on an accepted byte stream until it leaves.
+
+        The embedding entry point: call it from your own listener's handler.
+        Never raises for anything the station does; every failure is logged.
+        """
+        try:
+            await self._handle(stream)
+        finally:
+            # Normally the WebSocket (or a refusal) already closed it; this is the backstop.
+            await anyio.aclose_forcefully(stream)
+
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                max_message_size=self.max_message_size,
+                compression=self.compression,
+                close_timeout=self.close_timeout,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            return
+        try:
+            await self._admit(request)
+        except HandshakeError as exc:
+            log.info("station %r not admitted: %s", request.identity, exc)
+        except Exception:
+            log.exception("station %r: unexpected error", request.identity)
+
+    async def _admit(self, request: StationRequest) -> None:
+        if not self._accepting:
+            await request.reject(503, "the CSMS is shutting down")
+            return
+        decision: Accept | Reject | None = Accept()
+        if self.auth is not None:
+            try:
+                decision = await self.auth(request)
+            except Exception:
+                log.exception("auth callback failed for %r; refusing with 500", request.identity)
+                await request.reject(500)
+                return
+        if isinstance(decision, Reject):
+            log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
+            await request.reject(decision.status, decision.body)
+            return
+        accept = decision if decision is not None else Accept()
+        identity = request.identity
+        previous = self._clients.get(identity)
+        if previous is not None and self.duplicate is DuplicatePolicy.REFUSE:
+            log.info("station %r is already connected; refusing the new connection", identity)
+            await request.reject(409, "this identity is already connected")
+            return
+        protocol = accept.protocol if accept.protocol is not None else request.subprotocol
+        websocket = await request.accept(protocol)
+        try:
+            assert websocket.subprotocol is not None  # accept() refuses a handshake with none
+            connection, options = session_parts(
+                Role.CSMS,
+                websocket.subprotocol,
+                self.validation,
+                max_outstanding_calls=self.max_outstanding_calls,
+                detailed_errors=self.detailed_errors,
+            )
+            session = Session(
+                websocket,
+                connection,
+                router=self.router,
+                identity=identity,
+                data=dict(accept.data),
+                close_timeout=self.close_timeout,
+                **options,
+                **self.session_options,
+            )
+        except BaseException:
+            await anyio.aclose_forcefully(websocket)
+            raise
+        if previous is not None:
+            log.info("station %r reconnected; closing its previous connection", identity)
+            await previous.close(_REPLACED, "replaced by a new connection", graceful=False)
+        async with session:
+            self._clients[identity] = session
+            log.info("station %r connected (%s)", identity, session.protocol)
+            try:
+                if self.on_connect is not None:
+                    await self.on_connect(session)
+                await session.closed.wait()
+            finally:
+                if self._clients.get(identity) is session:
+                    del self._clients[identity]
+                log.info("station %r disconnected: %s", identity, session.close_reason)
+
+    async def shutdown(self, *, timeout: float | None = None) -> None:
+        """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
+
+        Pending handlers and calls get *timeout* seconds (default: the close
+        timeout) to finish; whatever is still running after that, and the close
+        handshakes, is cancelled.  :meth:`serve` then returns.
+        """
+        self._accepting = False
+        for scope in self._accept_scopes:
+            scope.cancel()
+        grace = self.close_timeout if timeout is None else timeout
+        with anyio.move_on_after(grace + self.close_timeout):
+            async with anyio.create_task_group() as closing:
+                for session in list(self._clients.values()):
+                    closing.start_soon(_close_session, session, grace)
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+
+async def _close_session(session: Session, timeout: float) -> None:
+    await session.close(_GOING_AWAY, "the CSMS is shutting down", graceful=True, timeout=timeout)
+
+
+class _ReadOnly(Mapping[str, Session]):
+    """A read-only live view of the server's sessions."""
+
+    def __init__(self, data: dict[str, Session]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Session:
+        return self._data[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@asynccontextmanager
+async def serve(host: str | None = "127.0.0.1", port: int = 0, **options: Any) -> AsyncIterator[Server]:
+    """Run a :class:`Server` on *host*:*port* for the duration of the block.
+
+    ::
+
+        async with ocpprpc.serve("0.0.0.0", 9000, router=router) as server:
+            await anyio.sleep_forever()
+
+    Port 0 picks a free port (``server.port``).  Leaving the block shuts the
+    server down gracefully (:meth:`Server.shutdown`).
+    """
+    server = Server(**options)
+    try:
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(server.serve, host, port)
+            try:
+                yield server
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await server.shutdown()
+    except BaseExceptionGroup as group:
+        raise_single(group)
+        raise
