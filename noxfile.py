@@ -1,4 +1,4 @@
-"""Automation: `nox -s tests lint typecheck docs bench` (the CI runs the first four)."""
+"""Automation: `nox -s tests lint typecheck docs bench generate` (the CI runs the first four)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,13 @@ def docs(session: nox.Session) -> None:
     """Build the docs with warnings as errors."""
     _install(session, "docs")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def generate(session: nox.Session) -> None:
+    """Regenerate ocpprpc.v16/v201/v21 from schemas/ (pass --check to only compare)."""
+    session.install("-e", ".")
+    session.run("python", "tools/generate.py", *session.posargs)
 
 
 @nox.session

@@ -1,5 +1,8 @@
 """ocpprpc: OCPP-J RPC for Python.
 
+Typed messages live in ``ocpprpc.v16``, ``ocpprpc.v201`` and ``ocpprpc.v21``;
+they are imported on first use, never by ``import ocpprpc``.
+
 The engine (:class:`Connection` and its events) is sans-IO: it contains no
 networking, no clock and no randomness beyond the injectable message-id
 factory, so protocol logic can be unit-tested with plain function calls.
@@ -43,6 +46,21 @@ from ._rules import (
 from ._version import __version__
 
 # isort: split
+# -- typed messages and strict validation (area T, issue 3) --
+from ._messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
+from ._schema import schema_path
+from ._validation import (
+    VALIDATION_ERROR_CODES,
+    ProtocolTypes,
+    SchemaCodec,
+    ValidationPolicy,
+    codec_for,
+    convert,
+    protocol_types,
+    register_protocol,
+)
+
+# isort: split
 # -- area S: the RPC session (anyio) ------------------------------------------------------
 # The session and transport modules import anyio.  They load on first use (PEP 562), so
 # ``import ocpprpc`` stays free of I/O libraries for users of the sans-IO engine alone.
@@ -50,7 +68,6 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._messages import ActionSpec, Direction, Message, Request, Response, SendMessage
 from ._router import NO_REPLY, CallContext, NoReply, Router
 
 if _TYPE_CHECKING:
@@ -118,22 +135,33 @@ __all__ = (
     "parse_error_code",
     "rules_for",
     "uuid4_message_id",
-    # -- area S: the RPC session --
+    # -- typed messages and strict validation (area T, issue 3) --
+    "VALIDATION_ERROR_CODES",
     "ActionSpec",
+    "Direction",
+    "Message",
+    "OpenObject",
+    "ProtocolTypes",
+    "Request",
+    "Response",
+    "SchemaCodec",
+    "SendMessage",
+    "ValidationPolicy",
+    "codec_for",
+    "convert",
+    "protocol_types",
+    "register_protocol",
+    "schema_path",
+    # -- area S: the RPC session --
     "CallContext",
     "CallTimeout",
     "CloseReason",
     "ConnectionLost",
-    "Direction",
     "InvalidResponseError",
-    "Message",
     "MessageStream",
     "NO_REPLY",
     "NoReply",
-    "Request",
-    "Response",
     "Router",
-    "SendMessage",
     "Session",
     "memory_message_stream_pair",
 )

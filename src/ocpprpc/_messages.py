@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-__all__ = ["ActionSpec", "Direction", "Message", "Request", "Response", "SendMessage"]
+__all__ = ["ActionSpec", "Direction", "Message", "OpenObject", "Request", "Response", "SendMessage"]
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -47,6 +47,21 @@ class SendMessage(Message):
     """The payload of a 2.1 SEND: never answered, so it cannot be awaited."""
 
     __ocpp_action__: ClassVar[str]
+
+
+class OpenObject(dict[str, Any]):
+    """A JSON object that may carry keys no schema names (OCPP 2.x ``customData``).
+
+    A Struct would silently drop unknown vendor keys, so an open object stays a
+    ``dict``; only the properties the schema does name are checked, against
+    the Struct in ``__ocpp_known__``.  Decoding needs the hook that
+    :func:`ocpprpc.convert` and the schema codec pass to msgspec; without it
+    msgspec reports ``Expected `CustomData`, got `dict```.
+    """
+
+    __slots__ = ()
+    #: The Struct of the properties the schema names (extra keys are ignored by it).
+    __ocpp_known__: ClassVar[type[Message]]
 
 
 class Direction(enum.Flag):

@@ -1,0 +1,508 @@
+"""Strict validation: a payload codec that types and checks payloads against the schemas.
+
+Theory of operation
+-------------------
+:class:`SchemaCodec` is the :class:`~ocpprpc.PayloadCodec` the engine calls for
+every payload.  When validation applies to a message (the
+:class:`ValidationPolicy` says so, the application did not opt the message
+out, and the action has a schema), a payload is decoded straight from bytes
+into the action's msgspec Struct: parsing, validation and object construction
+are one C pass, cheaper than ``json.loads`` alone.  Otherwise the payload is a
+plain ``dict``, exactly as with :class:`~ocpprpc.JsonObjectCodec`.  Outgoing
+payloads (a Struct or a dict) are encoded, then validated by decoding the
+bytes with the same typed decoder, so both are checked by one mechanism.
+
+A failure becomes a :class:`~ocpprpc.PayloadError` whose code comes from one
+table, :data:`VALIDATION_ERROR_CODES` (msgspec's error text -> OCPP error
+code), with the JSON path of the fault in ``details["path"]``.  The engine
+spells the code for the version (``FormationViolation`` on 1.6).
+
+Protocols load lazily: the generated module of a version (``ocpprpc.v16``
+...) is imported, and a message type's decoder built, the first time a
+message of that version and action is validated.  A 1.6-only deployment never
+imports the 2.x types.  :func:`register_protocol` adds a protocol from a folder
+of JSON schemas at runtime (types made with :func:`msgspec.defstruct`).
+
+Two schema rules need more than a msgspec type, and both cost nothing unless
+they are hit:
+
+* draft-06 ``integer`` accepts ``7.0``: only when msgspec reports ``Expected
+  `int`, got `float``` on a message whose schema file is draft 6 does the codec
+  re-read the payload, turn that integral float into an int and convert again;
+* 2.x date-times go out with at most 3 fractional digits: only when the
+  encoded bytes contain a date-time with more digits is the payload re-encoded
+  with each ``datetime`` truncated to milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from ._codec import PayloadKind
+from ._errors import PayloadError
+from ._messages import ActionSpec, Direction
+from ._rules import ErrorCode
+from ._schema import build_model, build_types, load_schemas, open_object_hook
+
+__all__ = [
+    "VALIDATION_ERROR_CODES",
+    "ProtocolTypes",
+    "SchemaCodec",
+    "ValidationPolicy",
+    "codec_for",
+    "convert",
+    "protocol_types",
+    "register_protocol",
+]
+
+T = TypeVar("T")
+
+# -- the policy -----------------------------------------------------------------------------
+
+
+class ValidationPolicy:
+    """When payloads are validated against the schemas.
+
+    :param enabled: the master switch.
+    :param protocols: validate only on these subprotocols (``None``: all).
+    :param actions: validate only these actions (``None``: all).
+
+    :attr:`handler_opt_outs` is a mutable set of actions whose *handlers*
+    opted out: their inbound CALL payloads and the responses their handlers
+    return are not validated (our own CALLs of the same action still are).
+    A single message opts out with the engine's ``validate=False``.
+    """
+
+    __slots__ = ("actions", "enabled", "handler_opt_outs", "protocols")
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        *,
+        protocols: Iterable[str] | None = None,
+        actions: Iterable[str] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.protocols: frozenset[str] | None = None if protocols is None else frozenset(protocols)
+        self.actions: frozenset[str] | None = None if actions is None else frozenset(actions)
+        self.handler_opt_outs: set[str] = set()
+
+    @classmethod
+    def off(cls) -> ValidationPolicy:
+        """Never validate: payloads are plain dicts."""
+        return cls(False)
+
+    @classmethod
+    def on(cls) -> ValidationPolicy:
+        """Validate every message of every protocol that has schemas."""
+        return cls(True)
+
+    @classmethod
+    def for_protocols(cls, *protocols: str) -> ValidationPolicy:
+        """Validate only on the listed subprotocols (e.g. ``"ocpp2.0.1"``)."""
+        return cls(True, protocols=protocols)
+
+    @classmethod
+    def for_actions(cls, *actions: str) -> ValidationPolicy:
+        """Validate only the listed actions (on every protocol)."""
+        return cls(True, actions=actions)
+
+    def covers(self, protocol: str) -> bool:
+        """Whether any message of *protocol* may be validated."""
+        return self.enabled and (self.protocols is None or protocol in self.protocols)
+
+    def applies(self, protocol: str, action: str) -> bool:
+        """Whether *action* on *protocol* is validated (handler opt-outs aside)."""
+        return self.covers(protocol) and (self.actions is None or action in self.actions)
+
+    def __repr__(self) -> str:
+        return (
+            f"ValidationPolicy(enabled={self.enabled}, protocols={self.protocols},"
+            f" actions={self.actions}, handler_opt_outs={self.handler_opt_outs})"
+        )
+
+
+# -- validation failures -> OCPP error codes ---------------------------------------------------
+
+#: How a validation failure maps to an OCPP error code: (what failed, the start of
+#: msgspec's message, the code).  The first matching row wins; the engine writes the
+#: version's spelling (1.6: ``OccurenceConstraintViolation``, ``FormationViolation``).
+#: The spec gives no normative mapping; this follows the meanings in [J16] Table 7 and
+#: [P4-201] Table 8 (see docs/typed.rst, "How errors map").
+VALIDATION_ERROR_CODES: Final[tuple[tuple[str, str, ErrorCode], ...]] = (
+    ("required property missing", "Object missing required field", ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION),
+    (
+        "too few / too many array items",
+        "Expected `array` of length",
+        ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION,
+    ),
+    ("unknown property", "Object contains unknown field", ErrorCode.FORMAT_VIOLATION),
+    ("string too long", "Expected `str` of length", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number below minimum", "Expected `int` >=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number above maximum", "Expected `int` <=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number below minimum", "Expected `float` >=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number above maximum", "Expected `float` <=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    (
+        "not a multiple of multipleOf",
+        "Expected `float` that's a multiple of",
+        ErrorCode.PROPERTY_CONSTRAINT_VIOLATION,
+    ),
+    ("value not in the enum", "Invalid enum value", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("date-time not RFC 3339", "Invalid RFC3339 encoded datetime", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+    ("date-time without offset", "Expected `datetime` with a timezone", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+    ("number too large to represent", "Number out of range", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+    ("wrong JSON type (or null)", "Expected `", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+)
+
+_AT = " - at `"
+_IN_FIELD = re.compile(r" in `([^`]+)`$")
+
+
+def _split(message: str) -> tuple[str, str]:
+    """msgspec's message -> (text, JSON path), joining the paths of nested errors."""
+    parts = message.split(_AT)
+    text = parts[0]
+    paths = [p.rstrip("`") for p in parts[1:]]
+    path = paths[-1] if paths else "$"
+    for inner in reversed(paths[:-1]):
+        path += inner[1:]
+    field = _IN_FIELD.search(text)
+    if field is not None:  # a __post_init__ check names its field
+        text = text[: field.start()]
+        path += f".{field.group(1)}"
+    return text, path
+
+
+def payload_error(exc: msgspec.MsgspecError) -> PayloadError:
+    """The :class:`PayloadError` for a msgspec failure (see :data:`VALIDATION_ERROR_CODES`)."""
+    text, path = _split(str(exc))
+    if not isinstance(exc, msgspec.ValidationError):  # not JSON at all
+        return PayloadError(ErrorCode.FORMAT_VIOLATION, text, {"path": path})
+    code = next(
+        (row[2] for row in VALIDATION_ERROR_CODES if text.startswith(row[1])), ErrorCode.GENERIC_ERROR
+    )
+    return PayloadError(code, f"{text} at {path}", {"path": path})
+
+
+# -- protocols: types and decoders, loaded lazily ------------------------------------------------
+
+_BUILTIN: Mapping[str, tuple[str, int | None]] = MappingProxyType(
+    {
+        "ocpp1.6": ("ocpprpc.v16", None),
+        # OCPP 2.x Part 2, "Primitive datatypes", dateTime: at most 3 fractional digits.
+        "ocpp2.0.1": ("ocpprpc.v201", 3),
+        "ocpp2.1": ("ocpprpc.v21", 3),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    type: type[Any]
+    decoder: msgspec.json.Decoder[Any]
+    #: Draft 6+: an integer may be written 7.0.
+    integral_floats: bool
+
+
+class ProtocolTypes:
+    """The typed messages of one protocol: its action registry and per-message decoders."""
+
+    def __init__(
+        self,
+        protocol: str,
+        actions: Mapping[str, ActionSpec],
+        drafts: Mapping[str, int],
+        *,
+        datetime_fraction_digits: int | None = None,
+        namespace: Mapping[str, type] | None = None,
+    ) -> None:
+        self.protocol = protocol
+        #: action -> :class:`ActionSpec` (payload types, direction).
+        self.actions = actions
+        self.datetime_fraction_digits = datetime_fraction_digits
+        #: Every generated or built type by name (enums, Structs).
+        self.namespace: Mapping[str, type] = namespace if namespace is not None else MappingProxyType({})
+        self._drafts = drafts
+        self._entries: dict[tuple[str, PayloadKind], _Entry | None] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ProtocolTypes {self.protocol} actions={len(self.actions)}>"
+
+    def payload_type(self, action: str, kind: PayloadKind) -> type[Any] | None:
+        """The Struct of *action*'s request or response, ``None`` if there is none."""
+        spec = self.actions.get(action)
+        if spec is None:
+            return None
+        return spec.request if kind is PayloadKind.REQUEST else spec.response
+
+    def entry(self, action: str, kind: PayloadKind) -> _Entry | None:
+        key = (action, kind)
+        try:
+            return self._entries[key]
+        except KeyError:
+            pass
+        typ = self.payload_type(action, kind)
+        entry = None
+        if typ is not None:
+            decoder = msgspec.json.Decoder(typ, dec_hook=open_object_hook)
+            entry = _Entry(typ, decoder, self._drafts.get(typ.__name__, 6) >= 6)
+        with self._lock:
+            return self._entries.setdefault(key, entry)
+
+
+_protocols: dict[str, ProtocolTypes] = {}
+_registry_lock = threading.Lock()
+
+
+def protocol_types(protocol: str) -> ProtocolTypes:
+    """The typed messages of a built-in or registered protocol (imported on first use)."""
+    try:
+        return _protocols[protocol]
+    except KeyError:
+        pass
+    if protocol not in _BUILTIN:
+        raise LookupError(f"no schemas for protocol {protocol!r}; add them with register_protocol()")
+    module_name, digits = _BUILTIN[protocol]
+    module = importlib.import_module(module_name)
+    namespace = MappingProxyType({name: getattr(module, name) for name in module.__all__})
+    types = ProtocolTypes(
+        protocol,
+        module.ACTIONS,
+        module.SCHEMA_DRAFTS,
+        datetime_fraction_digits=digits,
+        namespace=namespace,
+    )
+    with _registry_lock:
+        return _protocols.setdefault(protocol, types)
+
+
+def register_protocol(
+    protocol: str,
+    schema_dir: str | Path,
+    *,
+    directions: Mapping[str, Direction] | None = None,
+    default_direction: Direction = Direction.BOTH,
+    datetime_fraction_digits: int | None = None,
+    replace: bool = False,
+) -> ProtocolTypes:
+    """Register a (vendor) protocol from a folder of JSON schemas.
+
+    The folder holds one schema per message, named like the OCA files:
+    ``<Action>Request.json`` (or ``<Action>.json``) and ``<Action>Response.json``;
+    an action with no response schema is SEND-only.  The types are made at once
+    with :func:`msgspec.defstruct` by the same machinery that generated
+    :mod:`ocpprpc.v201`, and validate and type like the built-in ones.
+
+    :param directions: who may send each action (default: *default_direction*).
+    :param datetime_fraction_digits: cap on fractional second digits of outgoing
+        date-times (3 for a 2.x-based protocol), ``None`` for no cap.
+    :param replace: allow replacing a protocol registered before (never a built-in one).
+    """
+    if protocol in _BUILTIN:
+        raise ValueError(f"{protocol!r} is built in and cannot be replaced")
+    model = build_model(protocol, load_schemas(schema_dir), directions, default_direction=default_direction)
+    built = build_types(model)
+    types = ProtocolTypes(
+        protocol,
+        built.actions,
+        built.drafts,
+        datetime_fraction_digits=datetime_fraction_digits,
+        namespace=built.namespace,
+    )
+    with _registry_lock:
+        if protocol in _protocols and not replace:
+            raise ValueError(f"protocol {protocol!r} is already registered (pass replace=True)")
+        _protocols[protocol] = types
+    return types
+
+
+def convert(obj: Any, type: type[T]) -> T:
+    """:func:`msgspec.convert` for typed OCPP messages (knows open objects such as ``customData``).
+
+    For example ``convert(payload_dict, v201.BootNotificationResponse)``.
+    """
+    return msgspec.convert(obj, type, dec_hook=open_object_hook)
+
+
+# -- the codec ------------------------------------------------------------------------------------
+
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+_any_decoder = msgspec.json.Decoder()
+_REQUEST = PayloadKind.REQUEST
+_RESPONSE = PayloadKind.RESPONSE
+_INT_GOT_FLOAT = "Expected `int`, got `float`"
+#: A date-time with more than 3 fractional digits somewhere in the encoded payload.
+_PRECISE_DATETIME = re.compile(rb'"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d\.\d{4}')
+
+
+class SchemaCodec:
+    """A :class:`~ocpprpc.PayloadCodec` that types and validates payloads of one protocol.
+
+    * decode, validation on, action with a schema: an instance of the action's
+      Struct (e.g. :class:`ocpprpc.v16.BootNotificationRequest`);
+    * validation off (policy or ``validate=False``), or an action without a
+      schema (vendor actions): a plain ``dict``;
+    * encode: a Struct or a dict; with validation on it is checked against the
+      schema before the bytes are returned, otherwise a :class:`PayloadError`.
+
+    The protocol's types load on first use, so a codec whose policy never
+    validates never imports them.
+    """
+
+    def __init__(self, protocol: str, policy: ValidationPolicy | None = None) -> None:
+        self.protocol = protocol
+        self.policy = policy if policy is not None else ValidationPolicy.on()
+        self._types: ProtocolTypes | None = None
+        self._encoder = msgspec.json.Encoder()
+
+    def __repr__(self) -> str:
+        return f"<SchemaCodec {self.protocol} {self.policy!r}>"
+
+    @property
+    def types(self) -> ProtocolTypes:
+        """The protocol's typed messages (loaded now if they were not yet)."""
+        if self._types is None:
+            self._types = protocol_types(self.protocol)
+        return self._types
+
+    @property
+    def known_actions(self) -> Collection[str]:
+        """Every action of the protocol (for telling NotSupported from NotImplemented)."""
+        return self.types.actions.keys()
+
+    def _entry(
+        self, action: str, kind: PayloadKind, validate: bool, handler_kind: PayloadKind
+    ) -> _Entry | None:
+        """The decoder that validates this payload, or ``None`` if it is not validated.
+
+        *handler_kind* is the kind of payload a handler's opt-out covers in this
+        direction: the CALL it receives (decode) and the response it returns (encode).
+        """
+        policy = self.policy
+        if not (validate and policy.enabled):
+            return None
+        if policy.protocols is not None and self.protocol not in policy.protocols:
+            return None
+        if policy.actions is not None and action not in policy.actions:
+            return None
+        if kind is handler_kind and action in policy.handler_opt_outs:
+            return None
+        types = self._types
+        if types is None:
+            types = self.types
+        return types.entry(action, kind)
+
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+    ) -> Any:
+        entry = self._entry(action, kind, validate, _REQUEST)
+        if entry is None:
+            try:
+                return _dict_decoder.decode(data)
+            except msgspec.MsgspecError as exc:
+                raise payload_error(exc) from exc
+        try:
+            return entry.decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            return self._retry(entry, data, exc)
+        except msgspec.DecodeError as exc:
+            raise payload_error(exc) from exc
+
+    def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
+        if not isinstance(payload, dict | msgspec.Struct):
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION,
+                f"payload must be a JSON object (a dict or a msgspec Struct), not {type(payload).__name__}",
+            )
+        try:
+            out = self._encoder.encode(payload)
+        except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}"
+            ) from exc
+        entry = self._entry(action, kind, validate, _RESPONSE)
+        if entry is None:
+            return out
+        try:
+            obj = entry.decoder.decode(out)
+        except msgspec.ValidationError as exc:
+            obj = self._retry(entry, out, exc)
+        digits = self.types.datetime_fraction_digits
+        if digits is not None and _PRECISE_DATETIME.search(out):
+            builtins = msgspec.to_builtins(obj, builtin_types=(datetime,))
+            out = self._encoder.encode(_cap_fractions(builtins, digits))
+        return out
+
+    def _retry(self, entry: _Entry, data: bytes | memoryview, exc: msgspec.ValidationError) -> Any:
+        """Draft 6 reads ``7.0`` as an integer: fix each such value the error names, convert again."""
+        if not entry.integral_floats or not str(exc).startswith(_INT_GOT_FLOAT):
+            raise payload_error(exc) from exc
+        tree = _any_decoder.decode(data)
+        while True:
+            _, path = _split(str(exc))
+            if not _make_integral(tree, path):
+                raise payload_error(exc) from exc
+            try:
+                return msgspec.convert(tree, entry.type, dec_hook=open_object_hook)
+            except msgspec.ValidationError as again:
+                exc = again
+                if not str(exc).startswith(_INT_GOT_FLOAT):
+                    raise payload_error(exc) from exc
+
+
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _make_integral(tree: Any, path: str) -> bool:
+    """Replace the integral float at *path* (``$.a[0].b``) in *tree* by an int."""
+    steps: list[str | int] = [
+        name if name else int(index) for name, index in _STEP.findall(path.removeprefix("$"))
+    ]
+    if not steps:
+        return False
+    parent = tree
+    for step in steps[:-1]:
+        parent = parent[step]
+    value = parent[steps[-1]]
+    if isinstance(value, float) and value.is_integer():
+        parent[steps[-1]] = int(value)
+        return True
+    return False
+
+
+def _cap_fractions(value: Any, digits: int) -> Any:
+    """*value* (from ``to_builtins``) with every datetime as RFC 3339 text, at most *digits* decimals."""
+    if isinstance(value, dict):
+        return {k: _cap_fractions(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap_fractions(v, digits) for v in value]
+    if isinstance(value, datetime):
+        micro = value.microsecond
+        kept = f"{micro:06d}"[:digits]
+        text = value.replace(microsecond=0).isoformat()
+        if kept.strip("0"):
+            text = text[:19] + "." + kept + text[19:]
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value
+
+
+def codec_for(protocol: str, policy: ValidationPolicy | None = None) -> SchemaCodec:
+    """The validating codec for *protocol* (``"ocpp1.6"``, ``"ocpp2.0.1"``, ``"ocpp2.1"``, registered).
+
+    *policy* defaults to :meth:`ValidationPolicy.on`.  Nothing is imported until a
+    message needs the types.
+    """
+    if protocol not in _BUILTIN and protocol not in _protocols:
+        raise LookupError(f"no schemas for protocol {protocol!r}; add them with register_protocol()")
+    return SchemaCodec(protocol, policy)
