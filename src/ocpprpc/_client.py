@@ -17,7 +17,7 @@ from ._handshake import (
     HeadersArg,
     open_websocket,
 )
-from ._protocols import ValidationArg, session_parts
+from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
@@ -80,6 +80,7 @@ async def connect(
     leaving it closes with 1011 and is re-raised (a lone exception unwrapped
     from its group, as everywhere in ocpprpc).
     """
+    check_protocols(protocols, validation)
     stream = await open_websocket(
         url,
         identity,

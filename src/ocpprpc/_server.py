@@ -30,7 +30,7 @@ from ._handshake import (
     StationRequest,
     accept_websocket,
 )
-from ._protocols import ValidationArg, session_parts
+from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
@@ -120,6 +120,7 @@ class Server:
     ) -> None:
         if not protocols:
             raise ValueError("a server must accept at least one protocol")
+        check_protocols(protocols, validation)
         self.router = router if router is not None else Router()
         self.protocols = tuple(protocols)
         self.auth = auth
