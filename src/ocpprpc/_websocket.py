@@ -1,0 +1,317 @@
+"""A WebSocket connection as a :class:`~ocpprpc._transport.MessageStream` over any anyio byte stream.
+
+Theory of operation
+-------------------
+There is no background task.  Like httpcore, the task that needs data reads it:
+:meth:`WebSocketStream.receive` reads bytes, feeds the codec
+(:mod:`ocpprpc._wsproto_codec`), queues the text messages it completes and
+returns the first.  The session above calls ``receive()`` from exactly one
+reader task, so pings are answered as long as that task keeps reading, whether
+or not anybody sends.  ``close()`` may need to read too (to see the peer's
+close frame); a read lock makes it wait its turn behind the reader, and the
+reader's progress is shared through the codec state.
+
+Writes come from many tasks (handler replies, calls, pongs, the close frame):
+each takes the write lock, asks the codec for the bytes *and* writes them while
+holding it, because frame order on the wire must equal the order the codec
+produced them (permessage-deflate compresses against the previous message).
+Automatic replies the codec queued (pong, close echo) ride along with the next
+write or are flushed by the reader.
+
+How a stream ends (the :class:`MessageStream` contract):
+
+* the peer sends a close frame: we echo it; ``receive()`` raises
+  ``anyio.EndOfStream``; ``close_reason`` is the peer's code, ``by_peer=True``;
+* we call :meth:`close`: close frame, wait (bounded) for the peer's, then
+  ``receive()`` raises ``anyio.EndOfStream`` and ``send()``
+  ``anyio.ClosedResourceError``; ``by_peer=False``;
+* the peer breaks the protocol or our policy (binary frame 1003, invalid UTF-8
+  1007, message too big 1009, bad framing 1002): we send that close code and
+  ``receive()`` raises ``anyio.BrokenResourceError``; ``close_reason`` is the
+  code we sent, ``by_peer=False``;
+* the link dies (EOF or reset without a close frame): ``receive()`` raises
+  ``anyio.BrokenResourceError``, ``close_reason`` is 1006, ``by_peer=True``.
+
+After any of these ``send()`` raises ``anyio.BrokenResourceError`` (or
+``ClosedResourceError`` if we closed).  The byte stream itself is released by
+:meth:`close` / :meth:`aclose`, which the owner must call in any case; it is
+shielded from cancellation and bounded by ``close_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._transport import CloseReason, MessageStream
+from ._wsproto_codec import CloseReceived, ProtocolFailure, WebSocketCodec
+
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "WebSocketStream"]
+
+log = logging.getLogger(__name__)
+
+#: How long a close handshake may take before the connection is dropped: the
+#: default of Python's websockets (trio-websocket waits 60 s, which keeps dead
+#: peers around for a minute).
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+_RECEIVE_SIZE = 65536
+
+
+class WebSocketStream(MessageStream):
+    """An open WebSocket carrying OCPP-J text messages over an ``anyio.abc.ByteStream``.
+
+    Built by :func:`ocpprpc._handshake.open_websocket` (client) or
+    ``StationRequest.accept()`` (server); the byte stream can be plain TCP,
+    ``anyio.streams.tls.TLSStream`` or any faster stream with the same interface.
+
+    :param stream: the byte stream, already past the HTTP upgrade.
+    :param codec: the sans-IO WebSocket codec driving the frames.
+    :param client: ``True`` on the client side (the side that waits for the server
+        to close TCP first, RFC 6455 7.1.1).
+    :param subprotocol: the negotiated subprotocol.
+    :param compression: whether permessage-deflate was negotiated (informational).
+    :param close_timeout: bound on the close handshake, in seconds.
+    """
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        codec: WebSocketCodec,
+        *,
+        client: bool,
+        subprotocol: str | None,
+        compression: bool = False,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
+        self._stream = stream
+        self._codec = codec
+        self._client = client
+        self._subprotocol = subprotocol
+        self._compression = compression
+        self._close_timeout = close_timeout
+        self._messages: deque[str] = deque()
+        self._close_reason: CloseReason | None = None
+        # What receive() raises once nothing more will come; None while open.
+        self._end: type[Exception] | None = None
+        self._closed_by_us = False
+        self._failed = False
+        self._transport_closed = False
+        self._read_lock = anyio.Lock(fast_acquire=True)
+        self._write_lock = anyio.Lock(fast_acquire=True)
+
+    # -- MessageStream --------------------------------------------------------
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self._subprotocol
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        return self._close_reason
+
+    @property
+    def compression(self) -> bool:
+        """Whether permessage-deflate is in use on this connection."""
+        return self._compression
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        # Peer address, TLS certificate, ... of the underlying stream.
+        return self._stream.extra_attributes
+
+    async def receive(self) -> str:
+        """Return the next text message.
+
+        :raises anyio.EndOfStream: the connection was closed with a close handshake.
+        :raises anyio.BrokenResourceError: the link died or the peer broke the protocol.
+        """
+        if self._messages:
+            return self._messages.popleft()
+        async with self._read_lock:
+            while True:
+                if self._messages:
+                    return self._messages.popleft()
+                if self._end is not None:
+                    raise self._end
+                await self._read_once()
+
+    async def send(self, item: str) -> None:
+        """Send one text message.
+
+        A ``send()`` cancelled while its bytes are being written fails the
+        connection (1006): part of a frame may be on the wire and there is no
+        taking it back.
+        """
+        async with self._write_lock:
+            if not self._codec.open or self._end is not None:
+                raise self._send_error()
+            pending = self._codec.data_to_send()
+            frame = self._codec.send_text(item)
+            await self._write(pending + frame if pending else frame)
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (the hook for keepalives; pongs are currently not tracked)."""
+        async with self._write_lock:
+            if not self._codec.open:
+                raise self._send_error()
+            await self._write(self._codec.data_to_send() + self._codec.send_ping(payload))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code`` and wait for the peer's close frame, at most ``close_timeout``.
+
+        Idempotent, shielded from cancellation (it is called from cleanup code),
+        and always releases the byte stream.  If the connection already ended it
+        only finishes the teardown.
+        """
+        if self._close_reason is None:
+            self._close_reason = CloseReason(code, reason, by_peer=False)
+            self._closed_by_us = True
+        with anyio.move_on_after(self._close_timeout, shield=True):
+            try:
+                await self._close_handshake(code, reason)
+                await self._linger()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the link died meanwhile: nothing left to say
+        with anyio.CancelScope(shield=True):
+            await self._close_transport()
+        self._finish(anyio.EndOfStream)
+
+    # -- reading --------------------------------------------------------------
+
+    async def _read_once(self) -> None:
+        """Read once from the byte stream and apply what the codec makes of it (read lock held)."""
+        try:
+            data = await self._stream.receive(_RECEIVE_SIZE)
+        except anyio.EndOfStream:
+            await self._lost("connection closed without a close frame")
+            return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            await self._lost(f"connection lost ({exc!r})")
+            return
+        control = False
+        ended = False
+        for event in self._codec.receive_data(data):
+            if type(event) is str:
+                if not self._closed_by_us:
+                    # After our close frame the peer's data is no longer wanted (RFC 6455 1.4).
+                    self._messages.append(event)
+                continue
+            control = True
+            if isinstance(event, CloseReceived):
+                ended = True
+                if self._close_reason is None:
+                    self._close_reason = CloseReason(event.code, event.reason, by_peer=True)
+                self._finish(anyio.EndOfStream)
+                log.debug("close frame received: %s %r", event.code, event.reason)
+            elif isinstance(event, ProtocolFailure):
+                ended = True
+                self._failed = True
+                if self._close_reason is None:
+                    self._close_reason = CloseReason(event.code, event.reason, by_peer=False)
+                self._finish(anyio.BrokenResourceError)
+                log.info("failing the WebSocket connection: %s %s", event.code, event.reason)
+            # PingReceived: the pong is queued in the codec.  PongReceived: keepalive hook (later).
+        if ended:
+            # The echo of a close, or the close frame failing the peer, must go out
+            # even if our caller is being cancelled.
+            with anyio.move_on_after(self._close_timeout, shield=True):
+                await self._flush()
+            if not self._client and not self._failed:
+                # The server closes TCP first once the close handshake is done (RFC 6455 7.1.1).
+                with anyio.CancelScope(shield=True):
+                    await self._close_transport()
+        elif control:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Write the codec's automatic replies, if any (pongs, close frames)."""
+        async with self._write_lock:
+            data = self._codec.data_to_send()
+            if data:
+                # On failure _write recorded the loss; the reader reports it next.
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._write(data)
+
+    # -- writing --------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        """Write under the write lock; any failure ends the connection."""
+        if self._transport_closed:
+            raise self._send_error()
+        try:
+            await self._stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            await self._lost(f"connection lost while writing ({exc!r})")
+            raise anyio.BrokenResourceError from exc
+        except BaseException:
+            # Cancelled mid-write: a partial frame may be on the wire.
+            await self._lost("a write was interrupted")
+            raise
+
+    def _send_error(self) -> Exception:
+        if self._closed_by_us:
+            return anyio.ClosedResourceError()
+        return anyio.BrokenResourceError()
+
+    # -- ending ---------------------------------------------------------------
+
+    async def _lost(self, why: str) -> None:
+        """The link is gone (or unusable): record 1006 and release the byte stream."""
+        if self._close_reason is None:
+            self._close_reason = CloseReason(1006, why, by_peer=True)
+            log.debug("WebSocket connection lost: %s", why)
+        self._finish(anyio.BrokenResourceError)
+        with anyio.CancelScope(shield=True):
+            await self._close_transport()
+
+    def _finish(self, exc: type[Exception]) -> None:
+        """Nothing more will be read: decide what ``receive()`` raises from now on."""
+        if self._end is None:
+            self._end = anyio.EndOfStream if self._closed_by_us else exc
+
+    async def _close_handshake(self, code: int, reason: str) -> None:
+        """Send our close frame (if still due) and wait for the peer's."""
+        async with self._write_lock:
+            data = self._codec.data_to_send() + self._codec.send_close(code, reason)
+            if data:
+                await self._write(data)
+        while not self._codec.closed and not self._transport_closed:
+            async with self._read_lock:
+                if not self._codec.closed and not self._transport_closed:
+                    await self._read_once()
+
+    async def _linger(self) -> None:
+        """Before closing TCP, let the peer close first where the RFC says it should.
+
+        A client waits for the server's EOF (RFC 6455 7.1.1: the server closes TCP
+        first).  After failing the peer we half-close and discard its input until
+        EOF: closing a socket with unread data sends a reset, which can destroy
+        our close frame before the peer reads it.
+        """
+        if self._transport_closed:
+            return
+        if self._failed:
+            try:
+                await self._stream.send_eof()
+            except (NotImplementedError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                return  # TLS has no half-close: close now
+        elif not self._client:
+            return
+        async with self._read_lock:
+            while not self._transport_closed:
+                try:
+                    await self._stream.receive(_RECEIVE_SIZE)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    return
+
+    async def _close_transport(self) -> None:
+        if not self._transport_closed:
+            self._transport_closed = True
+            await anyio.aclose_forcefully(self._stream)
