@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeAlias, 
 
 import msgspec
 
+from ._validation import convert
+
 if TYPE_CHECKING:
     from ._session import Session
 
@@ -117,11 +119,14 @@ class Route:
     def prepare(self, payload: Any) -> Any:
         """The payload as the handler expects it (raises ``msgspec.ValidationError``)."""
         request_type = self.request_type
-        if request_type is None or isinstance(payload, request_type):
+        if request_type is None:
+            # Registered by action name: the handler gets plain JSON values, validated or not.
+            return msgspec.to_builtins(payload) if isinstance(payload, msgspec.Struct) else payload
+        if isinstance(payload, request_type):
             return payload
         if isinstance(payload, msgspec.Struct):
             payload = msgspec.to_builtins(payload)
-        return msgspec.convert(payload, request_type)
+        return convert(payload, request_type)
 
 
 @dataclass(eq=False)

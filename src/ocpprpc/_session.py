@@ -65,6 +65,7 @@ from ._messages import Request, Response, SendMessage
 from ._router import NO_REPLY, CallContext, Route, Router
 from ._rules import ErrorCode
 from ._transport import CloseReason, ConnectionLost, MessageStream
+from ._validation import convert
 
 __all__ = ["CallTimeout", "InvalidResponseError", "MessageHook", "Session"]
 
@@ -437,8 +438,8 @@ class Session:
 
         Typed: ``await session.call(BootNotificationRequest(...))`` returns a
         ``BootNotificationResponse`` (a ``dict`` answer is converted).  Untyped:
-        ``await session.call("DataTransfer", {...})`` returns what the codec
-        decoded (a ``dict`` by default).
+        ``await session.call("DataTransfer", {...})`` returns plain JSON values
+        (a ``dict``), whether or not the answer was validated.
 
         :param timeout: seconds to wait for the answer once the CALL is written;
             the session's ``call_timeout`` by default, ``None`` for no limit.
@@ -504,12 +505,15 @@ class Session:
     ) -> Any:
         if isinstance(outcome, CallResult):
             result = outcome.payload
-            if response_type is None or isinstance(result, response_type):
+            if response_type is None:
+                # An untyped call gets plain JSON values back, validated or not.
+                return msgspec.to_builtins(result) if isinstance(result, msgspec.Struct) else result
+            if isinstance(result, response_type):
                 return result
             try:
                 if isinstance(result, msgspec.Struct):
                     result = msgspec.to_builtins(result)
-                return msgspec.convert(result, response_type)
+                return convert(result, response_type)
             except msgspec.ValidationError as exc:
                 raise InvalidResponseError(
                     outcome.action or "", outcome.message_id, ErrorCode.FORMAT_VIOLATION, str(exc)
