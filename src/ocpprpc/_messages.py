@@ -8,6 +8,7 @@ request type names its action and its response type as class variables, so
 
 from __future__ import annotations
 
+import builtins
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -15,6 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import msgspec
 
 __all__ = ["ActionSpec", "Direction", "Message", "OpenObject", "Request", "Response", "SendMessage"]
+
+
+# Annotations below say ``builtins.type``: msgspec resolves inherited annotations in the
+# subclass's namespace, where a payload field called ``type`` (2.x SecurityEventNotification,
+# 2.1 Reset) would shadow the builtin.
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -34,7 +40,7 @@ class Request(Message, Generic[ResponseT]):
     #: The OCPP action this payload is sent with.
     __ocpp_action__: ClassVar[str]
     #: The payload type of the CALLRESULT that answers it.
-    __ocpp_response__: ClassVar[type[Any]]
+    __ocpp_response__: ClassVar[builtins.type[Any]]
 
     if TYPE_CHECKING:
         # Typing only (never defined at runtime): exposes ``ResponseT`` on the class
@@ -61,7 +67,7 @@ class OpenObject(dict[str, Any]):
 
     __slots__ = ()
     #: The Struct of the properties the schema names (extra keys are ignored by it).
-    __ocpp_known__: ClassVar[type[Message]]
+    __ocpp_known__: ClassVar[builtins.type[Message]]
 
 
 class Direction(enum.Flag):
