@@ -71,8 +71,14 @@ from typing import Any as _Any
 from ._router import NO_REPLY, CallContext, NoReply, Router
 
 if _TYPE_CHECKING:
+    from ._client import connect
+    from ._handshake import StationRequest
+    from ._server import Accept, DuplicatePolicy, Reject, Server, serve
     from ._session import CallTimeout, InvalidResponseError, Session
+    from ._tls import client_ssl_context, server_ssl_context
     from ._transport import CloseReason, ConnectionLost, MessageStream, memory_message_stream_pair
+    from ._websocket import WebSocketStream
+    from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
 
 _LAZY = {
     "CallTimeout": "._session",
@@ -82,6 +88,20 @@ _LAZY = {
     "ConnectionLost": "._transport",
     "MessageStream": "._transport",
     "memory_message_stream_pair": "._transport",
+    # the WebSocket transport, the station client and the CSMS server
+    "connect": "._client",
+    "StationRequest": "._handshake",
+    "Accept": "._server",
+    "DuplicatePolicy": "._server",
+    "Reject": "._server",
+    "Server": "._server",
+    "serve": "._server",
+    "client_ssl_context": "._tls",
+    "server_ssl_context": "._tls",
+    "WebSocketStream": "._websocket",
+    "HandshakeError": "._ws_errors",
+    "HandshakeRejected": "._ws_errors",
+    "HandshakeTimeout": "._ws_errors",
 }
 
 
@@ -164,4 +184,18 @@ __all__ = (
     "Router",
     "Session",
     "memory_message_stream_pair",
+    # -- WebSocket transport, client, server --
+    "Accept",
+    "DuplicatePolicy",
+    "HandshakeError",
+    "HandshakeRejected",
+    "HandshakeTimeout",
+    "Reject",
+    "Server",
+    "StationRequest",
+    "WebSocketStream",
+    "client_ssl_context",
+    "connect",
+    "serve",
+    "server_ssl_context",
 )

@@ -11,9 +11,7 @@ from typing import Any
 import anyio
 
 from ._handshake import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
     HeadersArg,
     open_websocket,
 )
@@ -21,6 +19,8 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
+from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["connect"]
 

@@ -26,7 +26,9 @@ ValidationArg = bool | ValidationPolicy
 def _policy(validation: ValidationArg) -> ValidationPolicy:
     """A fresh policy for one connection (its handler opt-outs are that session's own)."""
     if isinstance(validation, ValidationPolicy):
-        return ValidationPolicy(validation.enabled, protocols=validation.protocols, actions=validation.actions)
+        return ValidationPolicy(
+            validation.enabled, protocols=validation.protocols, actions=validation.actions
+        )
     return ValidationPolicy(bool(validation))
 
 
@@ -69,6 +71,10 @@ def session_parts(
     else:
         codec, known, unvalidated = schema_codec, schema_codec.known_actions, policy.handler_opt_outs
     connection = Connection(
-        role, protocol, codec=codec, max_outstanding_calls=max_outstanding_calls, detailed_errors=detailed_errors
+        role,
+        protocol,
+        codec=codec,
+        max_outstanding_calls=max_outstanding_calls,
+        detailed_errors=detailed_errors,
     )
     return connection, {"known_actions": known, "unvalidated_actions": unvalidated}

@@ -11,22 +11,20 @@ station down.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
 
 from ._groups import raise_single
 from ._handshake import (
-    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    HandshakeError,
     StationRequest,
     accept_websocket,
 )
@@ -34,6 +32,9 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
+from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from ._ws_errors import HandshakeError
+from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 
@@ -66,6 +67,7 @@ class Reject:
 
 AuthCallback = Callable[[StationRequest], Awaitable["Accept | Reject | None"]]
 ConnectCallback = Callable[[Session], Awaitable[None]]
+ServerMessageHook = Callable[[str, Literal["in", "out"], str], None]
 
 
 class DuplicatePolicy(enum.Enum):
@@ -97,6 +99,9 @@ class Server:
     :param handshake_timeout: bound on TLS + the upgrade request (slowloris guard).
     :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
     :param max_message_size: largest message accepted from a station.
+    :param on_message: ``on_message(identity, direction, text)`` sees every
+        message in (``"in"``) and out (``"out"``) of every station, for an
+        exchange log; it must be fast and must not raise.
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -116,6 +121,7 @@ class Server:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
+        on_message: ServerMessageHook | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -134,9 +140,10 @@ class Server:
         self.close_timeout = close_timeout
         self.max_outstanding_calls = max_outstanding_calls
         self.detailed_errors = detailed_errors
+        self.on_message = on_message
         self.session_options = session_options
         self._clients: dict[str, Session] = {}
-        self._listeners: list[anyio.abc.SocketListener] = []
+        self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         self._accept_scopes: list[anyio.CancelScope] = []
         self._accepting = True
@@ -259,6 +266,7 @@ class Server:
                 identity=identity,
                 data=dict(accept.data),
                 close_timeout=self.close_timeout,
+                on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
                 **options,
                 **self.session_options,
             )
@@ -280,7 +288,7 @@ class Server:
                     del self._clients[identity]
                 log.info("station %r disconnected: %s", identity, session.close_reason)
 
-    async def shutdown(self, *, timeout: float | None = None) -> None:
+    async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
 
         Pending handlers and calls get *timeout* seconds (default: the close
@@ -299,8 +307,8 @@ class Server:
             self._task_group.cancel_scope.cancel()
 
 
-async def _close_session(session: Session, timeout: float) -> None:
-    await session.close(_GOING_AWAY, "the CSMS is shutting down", graceful=True, timeout=timeout)
+async def _close_session(session: Session, grace: float) -> None:
+    await session.close(_GOING_AWAY, "the CSMS is shutting down", graceful=True, timeout=grace)
 
 
 class _ReadOnly(Mapping[str, Session]):

@@ -704,4 +704,3 @@ class Session:
             )
             text = conn.send(conn.error_for(answer.message_id, exc))
         await self._write_reply(text)
-
