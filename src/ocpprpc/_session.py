@@ -228,11 +228,14 @@ class Session:
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
         self._closed = anyio.Event()
-        self._write_lock = anyio.Lock()
-        self._slots = anyio.Semaphore(self.connection.max_outstanding_calls)
+        # fast_acquire: no trip through the event loop when uncontended (the common case).
+        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
         limiter = self._max_handlers
         self._limiter = (
-            limiter if isinstance(limiter, anyio.CapacityLimiter) else anyio.CapacityLimiter(limiter)
+            limiter
+            if isinstance(limiter, anyio.CapacityLimiter)
+            else anyio.Semaphore(limiter, fast_acquire=True)
         )
         self._ordered_send, self._ordered_receive = anyio.create_memory_object_stream[Call | Send](math.inf)
         self._task_group = anyio.create_task_group()

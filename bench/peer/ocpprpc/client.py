@@ -8,11 +8,11 @@ import sys
 # This checkout's ocpprpc, whatever the harness interpreter has installed.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "src"))
 import argparse
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 from pyharness import action_and_payload, client_args, drive  # type: ignore[import-not-found]
 
 import ocpprpc
@@ -21,30 +21,33 @@ import ocpprpc
 async def main(args: argparse.Namespace) -> None:
     action, payload = action_and_payload(args.msg)
     _, boot_payload = action_and_payload("boot")
-    async with contextlib.AsyncExitStack() as stack:
+    done = anyio.Event()
+    async with anyio.create_task_group() as stations:
+
+        async def hold(i: int, *, task_status: anyio.abc.TaskStatus[ocpprpc.Session]) -> None:
+            # Each station lives in its own task: a session is entered and left in one task.
+            async with ocpprpc.connect(
+                f"ws://{args.host}:{args.port}",
+                f"CP-{i}",
+                protocols=["ocpp1.6"],
+                validation=bool(args.strict),
+                max_outstanding_calls=args.inflight,
+            ) as station:
+                task_status.started(station)
+                await done.wait()
 
         async def connect(i: int) -> ocpprpc.Session:
-            station: ocpprpc.Session = await stack.enter_async_context(
-                ocpprpc.connect(
-                    f"ws://{args.host}:{args.port}",
-                    f"CP-{i}",
-                    protocols=["ocpp1.6"],
-                    validation=bool(args.strict),
-                    max_outstanding_calls=args.inflight,
-                )
-            )
+            station: ocpprpc.Session = await stations.start(hold, i)
             return station
 
         def make_call(station: ocpprpc.Session) -> Callable[[], Awaitable[Any]]:
             return lambda: station.call(action, payload)
 
-        async def close(station: ocpprpc.Session) -> None:
-            return None  # the exit stack closes every station when the run ends
-
         async def boot(station: ocpprpc.Session) -> Any:
             return await station.call("BootNotification", boot_payload)
 
-        await drive(args, connect=connect, make_call=make_call, close=close, boot=boot, concurrency="anyio")
+        await drive(args, connect=connect, make_call=make_call, boot=boot, concurrency="anyio")
+        done.set()
 
 
 if __name__ == "__main__":
