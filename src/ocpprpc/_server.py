@@ -32,6 +32,7 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
+from ._transport import ConnectionLost
 from ._websocket import DEFAULT_CLOSE_TIMEOUT
 from ._ws_errors import HandshakeError
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
@@ -91,7 +92,8 @@ class Server:
         the request carries no identity.
     :param on_connect: ``async def on_connect(session)`` runs once per accepted
         station, inside its session (e.g. to call it); the session keeps running
-        after it returns, until the station leaves.
+        after it returns, until the station leaves.  An exception from it is
+        logged and does not end the station's connection.
     :param ssl_context: TLS for ``wss://`` (profiles 2 and 3; see
         :func:`server_ssl_context`).
     :param validation: strict schema validation, as for :func:`connect`.
@@ -281,7 +283,13 @@ class Server:
             log.info("station %r connected (%s)", identity, session.protocol)
             try:
                 if self.on_connect is not None:
-                    await self.on_connect(session)
+                    try:
+                        await self.on_connect(session)
+                    except ConnectionLost as exc:
+                        log.info("station %r left during on_connect: %s", identity, exc)
+                    except Exception:
+                        # Application code failing is not the station's fault: log, keep serving it.
+                        log.exception("on_connect failed for station %r", identity)
                 await session.closed.wait()
             finally:
                 if self._clients.get(identity) is session:
