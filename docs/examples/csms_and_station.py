@@ -66,7 +66,8 @@ async def main() -> None:
                 v16.BootNotificationRequest(charge_point_vendor="ocpprpc", charge_point_model="Demo")
             )
             beat = await station.call(v16.HeartbeatRequest())
-            await called_back.wait()
+            with anyio.fail_after(10):
+                await called_back.wait()
             print(f"station: boot {booted.status.value}, interval {booted.interval} s")
             print(f"station: CSMS time is {beat.current_time:%Y-%m-%d %H:%M}")
             print(f"CSMS sees {list(server.clients)} with data {server.clients['CP001'].data}")
