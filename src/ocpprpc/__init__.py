@@ -42,6 +42,10 @@ from ._rules import (
 )
 from ._version import __version__
 
+# -- WebSocket transport (area W): handshake errors; the transport itself loads anyio
+# and is imported from ocpprpc._handshake / ocpprpc._websocket by the layers above.
+from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -74,6 +78,10 @@ __all__ = (
     "UnmatchedResponse",
     "Violation",
     "__version__",
+    # WebSocket transport (area W)
+    "HandshakeError",
+    "HandshakeRejected",
+    "HandshakeTimeout",
     "parse_error_code",
     "rules_for",
     "uuid4_message_id",

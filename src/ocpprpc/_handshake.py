@@ -573,7 +573,9 @@ async def _read_response(stream: anyio.abc.ByteStream, handshake: H11Handshake) 
         try:
             data: bytes | None = await stream.receive()
         except anyio.EndOfStream:
-            data = None
+            if rejection is None:
+                raise HandshakeError("the server closed the connection during the handshake") from None
+            data = None  # a rejection body delimited by the end of the connection
         try:
             handshake.receive_data(data)
             for event in handshake.events():
@@ -591,9 +593,8 @@ async def _read_response(stream: anyio.abc.ByteStream, handshake: H11Handshake) 
         except RemoteProtocolError as exc:
             raise HandshakeError(f"invalid WebSocket upgrade response: {exc}") from exc
         if data is None:
-            if rejection is not None:
-                raise _rejected(rejection, bytes(body))
-            raise HandshakeError("the server closed the connection during the handshake")
+            assert rejection is not None
+            raise _rejected(rejection, bytes(body))
 
 
 def _rejected(event: RejectConnection, body: bytes) -> HandshakeRejected:

@@ -29,12 +29,18 @@ async def tcp_server(handler: Handler) -> AsyncIterator[int]:
     """Serve ``handler`` on 127.0.0.1, port chosen by the OS; yields the port.
 
     An exception in a handler fails the test (it propagates out of the task group).
+    Each connection is closed when its handler returns or is cancelled.
     """
+
+    async def guarded(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await handler(stream)
+
     async with (
         await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as listener,
         anyio.create_task_group() as tg,
     ):
-        tg.start_soon(listener.serve, handler, tg)
+        tg.start_soon(listener.serve, guarded, tg)
         yield listener.extra(SocketAttribute.local_port)
         tg.cancel_scope.cancel()
 
@@ -92,6 +98,10 @@ class RawWebSocket:
         self.stream = stream
         self.ws = ws
         self._pending: list[Event] = []
+
+    @staticmethod
+    def client_connection() -> WSConnection:
+        return WSConnection(ConnectionType.CLIENT)
 
     @classmethod
     async def connect(
