@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -112,9 +113,20 @@ class RawWebSocket:
         subprotocols: Sequence[str] = ("ocpp1.6",),
         extensions: Sequence[Extension] = (),
         headers: Sequence[tuple[bytes, bytes]] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> RawWebSocket:
         """Connect as a client and finish the upgrade (raises if the server refuses)."""
-        stream = await anyio.connect_tcp("127.0.0.1", port)
+        stream: anyio.abc.ByteStream
+        if ssl_context is None:
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+        else:
+            stream = await anyio.connect_tcp(
+                "127.0.0.1",
+                port,
+                ssl_context=ssl_context,
+                tls_hostname="localhost",
+                tls_standard_compatible=False,
+            )
         peer = cls(stream, WSConnection(ConnectionType.CLIENT))
         await peer.send(
             Request(

@@ -155,6 +155,44 @@ async def test_ping_is_answered_while_nobody_sends() -> None:
         await server.ended["CP001"].wait()
 
 
+async def test_our_ping_gets_a_pong() -> None:
+    got: list[object] = []
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        raw = await RawWebSocket.accept(stream)
+        got.append(await raw.next_event())
+        await raw.send(Pong(payload=b"tick"))
+        await raw.send(TextMessage(data="after the pong"))
+        got.append(await raw.next_event())
+
+    async with tcp_server(handler) as port:
+        client = await open_websocket(f"ws://127.0.0.1:{port}/", "CP001", protocols=["ocpp1.6"])
+        await client.ping(b"tick")
+        assert await client.receive() == "after the pong"  # the pong was consumed on the way
+        await client.close()
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.ping()
+    assert got[0] == Ping(payload=b"tick")
+    assert isinstance(got[1], CloseConnection)
+
+
+async def test_writing_to_a_reset_peer_breaks_the_stream() -> None:
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        raw = await RawWebSocket.accept(stream)
+        reset(stream)
+        await raw.aclose()
+
+    async with tcp_server(handler) as port:
+        client = await open_websocket(f"ws://127.0.0.1:{port}/", "CP001", protocols=["ocpp1.6"])
+        with pytest.raises(anyio.BrokenResourceError), anyio.fail_after(5):
+            while True:  # the first writes may still land in the kernel buffer
+                await client.send("into the void")
+        assert client.close_reason is not None and client.close_reason.code == 1006
+        with pytest.raises(anyio.BrokenResourceError):
+            await client.receive()
+        await client.close()
+
+
 async def test_client_closes_with_a_code() -> None:
     async with ws_pair() as (client, server):
         async with anyio.create_task_group() as tg:
