@@ -268,6 +268,7 @@ async def test_basic_auth_credentials_reach_the_server(
     (request,) = gate.requests
     assert request.password == expected
     assert request.username == identity
+    assert "password" not in repr(request) and "authorization" not in repr(request).lower()
 
 
 async def test_no_credentials_means_no_password() -> None:
