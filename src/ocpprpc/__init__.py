@@ -45,6 +45,9 @@ from ._rules import (
 )
 from ._version import __version__
 
+# The handshake errors import nothing but the stdlib, so they load eagerly.
+from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
+
 # isort: split
 # -- typed messages and strict validation (area T, issue 3) --
 from ._messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
@@ -78,7 +81,6 @@ if _TYPE_CHECKING:
     from ._tls import client_ssl_context, server_ssl_context
     from ._transport import CloseReason, ConnectionLost, MessageStream, memory_message_stream_pair
     from ._websocket import WebSocketStream
-    from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
 
 _LAZY = {
     "CallTimeout": "._session",
@@ -99,9 +101,6 @@ _LAZY = {
     "client_ssl_context": "._tls",
     "server_ssl_context": "._tls",
     "WebSocketStream": "._websocket",
-    "HandshakeError": "._ws_errors",
-    "HandshakeRejected": "._ws_errors",
-    "HandshakeTimeout": "._ws_errors",
 }
 
 
@@ -152,6 +151,10 @@ __all__ = (
     "UnmatchedResponse",
     "Violation",
     "__version__",
+    # WebSocket transport (area W)
+    "HandshakeError",
+    "HandshakeRejected",
+    "HandshakeTimeout",
     "parse_error_code",
     "rules_for",
     "uuid4_message_id",
@@ -187,9 +190,6 @@ __all__ = (
     # -- WebSocket transport, client, server --
     "Accept",
     "DuplicatePolicy",
-    "HandshakeError",
-    "HandshakeRejected",
-    "HandshakeTimeout",
     "Reject",
     "Server",
     "StationRequest",

@@ -152,8 +152,9 @@ class StationRequest:
     #: The raw query string (without ``?``).
     query_string: str
     #: Request headers with lower-case names, as received (Sec-WebSocket-Protocol,
-    #: -Extensions and Host are consumed by wsproto and not repeated here).
-    headers: list[tuple[bytes, bytes]]
+    #: -Extensions and Host are consumed by wsproto and not repeated here).  Not in
+    #: the repr: the Authorization header carries the password.
+    headers: list[tuple[bytes, bytes]] = field(repr=False)
     #: Host header value.
     host: str
     #: The subprotocols the station offered, in its order.
@@ -162,8 +163,8 @@ class StationRequest:
     subprotocol: str | None
     #: The Basic-auth password (bytes: OCPP 1.6 passwords may be binary), or
     #: ``None`` without credentials.  The username was already checked to equal the
-    #: identity (OCPP A00.FR.204/.303); a mismatch was answered with 401.
-    password: bytes | None
+    #: identity (OCPP A00.FR.204/.303); a mismatch was answered with 401.  Never in the repr.
+    password: bytes | None = field(repr=False)
     #: The verified client certificate (``ssl.SSLSocket.getpeercert()`` form), profile 3.
     client_certificate: dict[str, Any] | None
     #: The same certificate in DER form.
@@ -431,7 +432,7 @@ def _refusal_for(exc: RemoteProtocolError) -> _Refused:
     if message == "Bad HTTP message":
         # h11 refused the request head itself (garbage, or a head over 16 KiB).
         status = getattr(exc.__context__, "error_status_hint", 400)
-        message = f"malformed HTTP request ({exc.__context__})"
+        message = f"malformed HTTP request ({str(exc.__context__)[:200]})"
         return _Refused(status, message)
     if "'Connection: Upgrade'" in message or "'Upgrade: websocket'" in message:
         return _Refused(
@@ -573,7 +574,9 @@ async def _read_response(stream: anyio.abc.ByteStream, handshake: H11Handshake) 
         try:
             data: bytes | None = await stream.receive()
         except anyio.EndOfStream:
-            data = None
+            if rejection is None:
+                raise HandshakeError("the server closed the connection during the handshake") from None
+            data = None  # a rejection body delimited by the end of the connection
         try:
             handshake.receive_data(data)
             for event in handshake.events():
@@ -591,9 +594,8 @@ async def _read_response(stream: anyio.abc.ByteStream, handshake: H11Handshake) 
         except RemoteProtocolError as exc:
             raise HandshakeError(f"invalid WebSocket upgrade response: {exc}") from exc
         if data is None:
-            if rejection is not None:
-                raise _rejected(rejection, bytes(body))
-            raise HandshakeError("the server closed the connection during the handshake")
+            assert rejection is not None
+            raise _rejected(rejection, bytes(body))
 
 
 def _rejected(event: RejectConnection, body: bytes) -> HandshakeRejected:

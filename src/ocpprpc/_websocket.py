@@ -105,6 +105,9 @@ class WebSocketStream(MessageStream):
         self._transport_closed = False
         self._read_lock = anyio.Lock(fast_acquire=True)
         self._write_lock = anyio.Lock(fast_acquire=True)
+        # Frames may have arrived in the same read as the end of the HTTP upgrade;
+        # the codec holds them until fed, so the first read starts by feeding nothing.
+        self._unprimed = True
 
     # -- MessageStream --------------------------------------------------------
 
@@ -187,6 +190,10 @@ class WebSocketStream(MessageStream):
 
     async def _read_once(self) -> None:
         """Read once from the byte stream and apply what the codec makes of it (read lock held)."""
+        if self._unprimed:
+            self._unprimed = False
+            await self._process(b"")
+            return
         try:
             data = await self._stream.receive(_RECEIVE_SIZE)
         except anyio.EndOfStream:
@@ -195,6 +202,10 @@ class WebSocketStream(MessageStream):
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             await self._lost(f"connection lost ({exc!r})")
             return
+        await self._process(data)
+
+    async def _process(self, data: bytes) -> None:
+        """Feed bytes to the codec and act on the result (read lock held)."""
         control = False
         ended = False
         for event in self._codec.receive_data(data):

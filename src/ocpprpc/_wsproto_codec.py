@@ -259,7 +259,7 @@ class WsprotoCodec:
                 # str.isascii() is O(1) in CPython; only non-ASCII text pays for an encode.
                 self._size += len(chunk) if chunk.isascii() else len(chunk.encode())
                 if self._size > self._max:
-                    return self._fail_into(out, 1009, f"message bigger than {self._max} bytes")
+                    return self._fail_into(out, 1009, "")
                 if not event.message_finished:
                     self._parts.append(chunk)
                     continue
@@ -294,6 +294,9 @@ class WsprotoCodec:
 
     def _fail_into(self, out: list[CodecEvent], code: int, reason: str) -> list[CodecEvent]:
         """Fail the connection (RFC 6455 7.1.7): queue our close frame, stop reading."""
+        if code == 1009:
+            # Also when the bounded inflater refused (wsproto then says "error in extension").
+            reason = f"message bigger than {self._max} bytes"
         if self._conn.state is ConnectionState.OPEN:
             self._outbox += self._conn.send(CloseConnection(code=code, reason=reason))
         self._failed = True
