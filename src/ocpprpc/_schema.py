@@ -530,8 +530,13 @@ def build_model(
     return ProtocolModel(protocol, enums, structs, open_objects, action_models, drafts)
 
 
-#: Attribute names a Struct field must not take (they would shadow the base classes' API).
-_RESERVED_ATTRS = frozenset({"_", "__ocpp_action__", "__ocpp_response__", "__ocpp_known__"})
+#: Attribute names a Struct field must not take: the base classes' class variables, and
+#: the names the generated annotations use (msgspec evaluates them in the class namespace,
+#: where a field of that name would shadow them).
+_RESERVED_ATTRS = frozenset(
+    {"_", "__ocpp_action__", "__ocpp_response__", "__ocpp_known__"}
+    | {"int", "str", "float", "bool", "list", "datetime", "Annotated", "Meta", "Any", "UnsetType", "DateTime"}
+)
 
 
 # -- runtime helpers used by generated and built types ---------------------------------------
@@ -786,7 +791,7 @@ def render_module(model: ProtocolModel, *, title: str, source: str) -> str:
         "from collections.abc import Mapping",
         "from datetime import datetime",
         "from types import MappingProxyType",
-        f"from typing import {'Annotated, Any, ClassVar' if has_any else 'Annotated, ClassVar'}",
+        f"from typing import {'Annotated, Any' if has_any else 'Annotated'}",
         "",
         "import msgspec",
         "from msgspec import UNSET, Meta, UnsetType",
@@ -822,11 +827,11 @@ def render_module(model: ProtocolModel, *, title: str, source: str) -> str:
         out += _docstring(s.doc or _default_doc(s), "    ")
         out.append("")
         if s.kind is StructKind.REQUEST:
-            out.append(f"    __ocpp_action__: ClassVar[str] = {_q(s.action or '')}")
-            out.append(f"    __ocpp_response__: ClassVar[type[{s.response}]] = {s.response}")
+            out.append(f"    __ocpp_action__ = {_q(s.action or '')}")
+            out.append(f"    __ocpp_response__ = {s.response}")
             out.append("")
         elif s.kind is StructKind.SEND:
-            out.append(f"    __ocpp_action__: ClassVar[str] = {_q(s.action or '')}")
+            out.append(f"    __ocpp_action__ = {_q(s.action or '')}")
             out.append("")
         for f in s.fields:
             typ = _source_type(f.type)
