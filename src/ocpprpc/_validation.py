@@ -410,8 +410,8 @@ class SchemaCodec:
         if entry is None:
             try:
                 return _dict_decoder.decode(data)
-            except msgspec.MsgspecError as exc:
-                raise payload_error(exc) from exc
+            except msgspec.MsgspecError as exc:  # e.g. {"a": 1e400}: valid JSON, out of range
+                raise PayloadError(ErrorCode.FORMAT_VIOLATION, str(exc)) from exc
         try:
             return entry.decoder.decode(data)
         except msgspec.ValidationError as exc:
