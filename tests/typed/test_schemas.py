@@ -104,3 +104,10 @@ def test_wire_names_are_exact() -> None:
         )
     )
     assert limits["limit_l2"] == "limit_L2"
+
+
+def test_the_typing_checks_import() -> None:
+    """tests/typed/typed_calls.py is checked by mypy; here it must at least import cleanly."""
+    from . import typed_calls
+
+    assert typed_calls.call.__doc__
