@@ -59,6 +59,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """In-process engine benchmark against the `ocpp` package (pass --rounds N, --json FILE)."""
+    """Engine round trips and schema validation against the `ocpp` package (posargs go to bench_engine)."""
     _install(session, "bench")
     session.run("python", "bench/bench_engine.py", *session.posargs)
+    session.run("python", "bench/bench_validation.py")

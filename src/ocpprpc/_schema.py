@@ -563,13 +563,45 @@ def check_multiple_of(value: Any, step: decimal.Decimal, wire: str) -> None:
                 raise ValueError(f"Expected `float` that's a multiple of {step} in `{wire}`")
 
 
+_STRING_FIELDS: dict[type, tuple[tuple[str, int | None], ...] | None] = {}
+
+
+def _string_fields(known: type) -> tuple[tuple[str, int | None], ...] | None:
+    """(wire name, max length) of every field if all are required strings, else ``None``.
+
+    That is the shape of OCPP's ``CustomDataType`` (a required ``vendorId``),
+    which the hook then checks without building a Struct.
+    """
+    try:
+        return _STRING_FIELDS[known]
+    except KeyError:
+        pass
+    info = msgspec.inspect.type_info(known)
+    fields: tuple[tuple[str, int | None], ...] | None = None
+    if isinstance(info, msgspec.inspect.StructType) and all(
+        f.required and isinstance(f.type, msgspec.inspect.StrType) for f in info.fields
+    ):
+        fields = tuple((f.encode_name, f.type.max_length) for f in info.fields)  # type: ignore[attr-defined]
+    _STRING_FIELDS[known] = fields
+    return fields
+
+
 def open_object_hook(kind: type, obj: Any) -> Any:
     """msgspec ``dec_hook``: build an :class:`OpenObject`, checking the properties it names."""
-    if isinstance(kind, type) and issubclass(kind, OpenObject):
-        if not isinstance(obj, dict):
+    if issubclass(kind, OpenObject):
+        if type(obj) is not dict:
             raise TypeError(f"Expected `object`, got `{_json_type(obj)}`")
-        try:
-            msgspec.convert(obj, kind.__ocpp_known__, dec_hook=open_object_hook)
+        known = kind.__ocpp_known__
+        fast = _STRING_FIELDS[known] if known in _STRING_FIELDS else _string_fields(known)
+        if fast is not None:
+            for name, limit in fast:
+                value = obj.get(name)
+                if type(value) is not str or (limit is not None and len(value) > limit):
+                    break
+            else:
+                return kind(obj)
+        try:  # the general check, which also words the error
+            msgspec.convert(obj, known, dec_hook=open_object_hook)
         except msgspec.ValidationError as exc:
             raise ValueError(str(exc)) from None
         return kind(obj)
