@@ -14,7 +14,9 @@ bench_engine.py) with ``JsonObjectCodec`` (dicts, no schema) against
 ``SchemaCodec`` (typed Structs, validated in all four directions).
 
 Each measurement is the fastest of 5 timed batches; rounds interleave the
-methods and ratios are taken within a round (the VM is shared and noisy).
+methods.  Reported: the fastest time over all rounds and the ratio of those
+(the least disturbed runs on a shared, noisy VM), with the range of the
+per-round ratios in brackets.
 Run: ``python bench/bench_validation.py [--rounds 3] [--json out.json]``.
 """
 
@@ -24,7 +26,6 @@ import argparse
 import importlib.metadata
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -217,8 +218,9 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
 
 
 def _ratio(samples: dict[str, list[float]], a: str, b: str) -> tuple[float, float, float]:
+    """The ratio of the fastest times (robust on a shared machine), and the per-round range."""
     ratios = [x / y for x, y in zip(samples[a], samples[b], strict=True)]
-    return statistics.median(ratios), min(ratios), max(ratios)
+    return min(samples[a]) / min(samples[b]), min(ratios), max(ratios)
 
 
 def main() -> None:
@@ -238,16 +240,14 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     print(f"validation per message (bytes in), {args.rounds} rounds, {env}")
-    print(
-        "| message | ocpprpc strict µs | ocpp (jsonschema) µs | speed-up | json.loads µs | strict/json.loads |"
-    )
+    print("| message | ocpprpc strict µs | ocpp (jsonschema) µs | speed-up | json.loads µs | strict/loads |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in MESSAGES:
         s = samples[name]
         up, up_lo, up_hi = _ratio(s, "ocpp (jsonschema)", "ocpprpc strict")
         rel, _, _ = _ratio(s, "ocpprpc strict", "json.loads")
-        ours_us, theirs_us = statistics.median(s["ocpprpc strict"]), statistics.median(s["ocpp (jsonschema)"])
-        loads_us = statistics.median(s["json.loads"])
+        ours_us, theirs_us = min(s["ocpprpc strict"]), min(s["ocpp (jsonschema)"])
+        loads_us = min(s["json.loads"])
         print(
             f"| {name} | {ours_us:.2f} | {theirs_us:.1f} | **{up:.0f}x** ({up_lo:.0f}-{up_hi:.0f})"
             f" | {loads_us:.2f} | {rel:.2f} |"
@@ -260,8 +260,8 @@ def main() -> None:
         s = samples[name]
         med, lo, hi = _ratio(s, "strict (SchemaCodec)", "dict (JsonObjectCodec)")
         print(
-            f"| {name} | {statistics.median(s['dict (JsonObjectCodec)']):.2f}"
-            f" | {statistics.median(s['strict (SchemaCodec)']):.2f}"
+            f"| {name} | {min(s['dict (JsonObjectCodec)']):.2f}"
+            f" | {min(s['strict (SchemaCodec)']):.2f}"
             f" | **{(med - 1) * 100:+.0f}%** ({(lo - 1) * 100:+.0f}% to {(hi - 1) * 100:+.0f}%) |"
         )
     if args.json:

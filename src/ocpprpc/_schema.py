@@ -85,7 +85,7 @@ def schema_path(protocol: str) -> Path:
     """
     packaged = Path(str(resources.files("ocpprpc"))) / "_schemas" / protocol
     if packaged.is_dir():
-        return packaged
+        return packaged  # pragma: no cover - only in an installed wheel
     checkout = _REPO_SCHEMAS / protocol
     if checkout.is_dir():
         return checkout
