@@ -50,7 +50,7 @@ def test_different_shapes_with_one_name_are_qualified() -> None:
     source = render_module(model, title="t", source="s")
     compile(source, "generated", "exec")
     types = build_types(model)
-    assert types.namespace["FooRequest"](list=[1, "x"]).list == [1, "x"]  # type: ignore[call-arg]
+    assert types.namespace["FooRequest"](list_=[1, "x"]).list_ == [1, "x"]
 
 
 def test_when_every_candidate_name_is_taken_a_number_is_added() -> None:
@@ -119,7 +119,9 @@ def test_open_objects_in_general() -> None:
     assert model.open_objects == {"Extra": "ExtraFields"}
     assert "The properties the schema names in a Extra object." in render_module(model, title="t", source="s")
     types = build_types(model)
-    decoder = msgspec.json.Decoder(types.namespace["FooRequest"], dec_hook=open_object_hook)
+    decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+        types.namespace["FooRequest"], dec_hook=open_object_hook
+    )
     value = decoder.decode(b'{"extra":{"tag":"t","n":1,"vendor":[1]}}')
     assert value.extra == {"tag": "t", "n": 1, "vendor": [1]}
     with pytest.raises(msgspec.ValidationError, match="Expected `int`"):
