@@ -56,11 +56,12 @@ def test_different_shapes_with_one_name_are_qualified() -> None:
 def test_when_every_candidate_name_is_taken_a_number_is_added() -> None:
     shape = [
         {"type": "object", "additionalProperties": False, "properties": {k: {"type": "integer"}}}
-        for k in "ab"
+        for k in "abc"
     ]
-    schemas = {"FooRequest": closed({"thing": shape[0], "Thing": shape[1]}), "FooResponse": closed({})}
+    things = {"thing": shape[0], "Thing": shape[1], "thing_": shape[2]}
+    schemas = {"FooRequest": closed(things), "FooResponse": closed({})}
     model = build_model("p", schemas)
-    assert {"FooRequestThing", "FooRequestThing2"} <= set(model.structs)
+    assert {"FooRequestThing", "FooRequestThing2", "FooRequestThing3"} <= set(model.structs)
 
 
 def test_renames_must_name_existing_types_and_stay_unique() -> None:
