@@ -85,7 +85,7 @@ def schema_path(protocol: str) -> Path:
     """
     packaged = Path(str(resources.files("ocpprpc"))) / "_schemas" / protocol
     if packaged.is_dir():
-        return packaged
+        return packaged  # pragma: no cover - only in an installed wheel
     checkout = _REPO_SCHEMAS / protocol
     if checkout.is_dir():
         return checkout
@@ -530,8 +530,13 @@ def build_model(
     return ProtocolModel(protocol, enums, structs, open_objects, action_models, drafts)
 
 
-#: Attribute names a Struct field must not take (they would shadow the base classes' API).
-_RESERVED_ATTRS = frozenset({"_", "__ocpp_action__", "__ocpp_response__", "__ocpp_known__"})
+#: Attribute names a Struct field must not take: the base classes' class variables, and
+#: the names the generated annotations use (msgspec evaluates them in the class namespace,
+#: where a field of that name would shadow them).
+_RESERVED_ATTRS = frozenset(
+    {"_", "__ocpp_action__", "__ocpp_response__", "__ocpp_known__"}
+    | {"int", "str", "float", "bool", "list", "datetime", "Annotated", "Meta", "Any", "UnsetType", "DateTime"}
+)
 
 
 # -- runtime helpers used by generated and built types ---------------------------------------
@@ -558,13 +563,45 @@ def check_multiple_of(value: Any, step: decimal.Decimal, wire: str) -> None:
                 raise ValueError(f"Expected `float` that's a multiple of {step} in `{wire}`")
 
 
+_STRING_FIELDS: dict[type, tuple[tuple[str, int | None], ...] | None] = {}
+
+
+def _string_fields(known: type) -> tuple[tuple[str, int | None], ...] | None:
+    """(wire name, max length) of every field if all are required strings, else ``None``.
+
+    That is the shape of OCPP's ``CustomDataType`` (a required ``vendorId``),
+    which the hook then checks without building a Struct.
+    """
+    try:
+        return _STRING_FIELDS[known]
+    except KeyError:
+        pass
+    info = msgspec.inspect.type_info(known)
+    fields: tuple[tuple[str, int | None], ...] | None = None
+    if isinstance(info, msgspec.inspect.StructType) and all(
+        f.required and isinstance(f.type, msgspec.inspect.StrType) for f in info.fields
+    ):
+        fields = tuple((f.encode_name, f.type.max_length) for f in info.fields)  # type: ignore[attr-defined]
+    _STRING_FIELDS[known] = fields
+    return fields
+
+
 def open_object_hook(kind: type, obj: Any) -> Any:
     """msgspec ``dec_hook``: build an :class:`OpenObject`, checking the properties it names."""
-    if isinstance(kind, type) and issubclass(kind, OpenObject):
-        if not isinstance(obj, dict):
+    if issubclass(kind, OpenObject):
+        if type(obj) is not dict:
             raise TypeError(f"Expected `object`, got `{_json_type(obj)}`")
-        try:
-            msgspec.convert(obj, kind.__ocpp_known__, dec_hook=open_object_hook)
+        known = kind.__ocpp_known__
+        fast = _STRING_FIELDS[known] if known in _STRING_FIELDS else _string_fields(known)
+        if fast is not None:
+            for name, limit in fast:
+                value = obj.get(name)
+                if type(value) is not str or (limit is not None and len(value) > limit):
+                    break
+            else:
+                return kind(obj)
+        try:  # the general check, which also words the error
+            msgspec.convert(obj, known, dec_hook=open_object_hook)
         except msgspec.ValidationError as exc:
             raise ValueError(str(exc)) from None
         return kind(obj)
@@ -786,7 +823,7 @@ def render_module(model: ProtocolModel, *, title: str, source: str) -> str:
         "from collections.abc import Mapping",
         "from datetime import datetime",
         "from types import MappingProxyType",
-        f"from typing import {'Annotated, Any, ClassVar' if has_any else 'Annotated, ClassVar'}",
+        f"from typing import {'Annotated, Any' if has_any else 'Annotated'}",
         "",
         "import msgspec",
         "from msgspec import UNSET, Meta, UnsetType",
@@ -822,11 +859,11 @@ def render_module(model: ProtocolModel, *, title: str, source: str) -> str:
         out += _docstring(s.doc or _default_doc(s), "    ")
         out.append("")
         if s.kind is StructKind.REQUEST:
-            out.append(f"    __ocpp_action__: ClassVar[str] = {_q(s.action or '')}")
-            out.append(f"    __ocpp_response__: ClassVar[type[{s.response}]] = {s.response}")
+            out.append(f"    __ocpp_action__ = {_q(s.action or '')}")
+            out.append(f"    __ocpp_response__ = {s.response}")
             out.append("")
         elif s.kind is StructKind.SEND:
-            out.append(f"    __ocpp_action__: ClassVar[str] = {_q(s.action or '')}")
+            out.append(f"    __ocpp_action__ = {_q(s.action or '')}")
             out.append("")
         for f in s.fields:
             typ = _source_type(f.type)

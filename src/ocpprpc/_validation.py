@@ -39,7 +39,7 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -77,13 +77,14 @@ class ValidationPolicy:
     :param protocols: validate only on these subprotocols (``None``: all).
     :param actions: validate only these actions (``None``: all).
 
-    :attr:`handler_opt_outs` is a mutable set of actions whose *handlers*
-    opted out: their inbound CALL payloads and the responses their handlers
-    return are not validated (our own CALLs of the same action still are).
-    A single message opts out with the engine's ``validate=False``.
+    The three settings are fixed once the policy exists (codecs cache what they
+    imply).  :attr:`handler_opt_outs` is the mutable part: a set of actions
+    whose *handlers* opted out; their inbound CALL payloads and the responses
+    their handlers return are not validated (our own CALLs of the same action
+    still are).  A single message opts out with the engine's ``validate=False``.
     """
 
-    __slots__ = ("actions", "enabled", "handler_opt_outs", "protocols")
+    __slots__ = ("_actions", "_enabled", "_protocols", "handler_opt_outs")
 
     def __init__(
         self,
@@ -92,10 +93,25 @@ class ValidationPolicy:
         protocols: Iterable[str] | None = None,
         actions: Iterable[str] | None = None,
     ) -> None:
-        self.enabled = enabled
-        self.protocols: frozenset[str] | None = None if protocols is None else frozenset(protocols)
-        self.actions: frozenset[str] | None = None if actions is None else frozenset(actions)
+        self._enabled = enabled
+        self._protocols = None if protocols is None else frozenset(protocols)
+        self._actions = None if actions is None else frozenset(actions)
         self.handler_opt_outs: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """The master switch."""
+        return self._enabled
+
+    @property
+    def protocols(self) -> frozenset[str] | None:
+        """The subprotocols validated (``None``: all)."""
+        return self._protocols
+
+    @property
+    def actions(self) -> frozenset[str] | None:
+        """The actions validated (``None``: all)."""
+        return self._actions
 
     @classmethod
     def off(cls) -> ValidationPolicy:
@@ -342,6 +358,7 @@ _any_decoder = msgspec.json.Decoder()
 _REQUEST = PayloadKind.REQUEST
 _RESPONSE = PayloadKind.RESPONSE
 _INT_GOT_FLOAT = "Expected `int`, got `float`"
+_OPEN_BRACE = ord("{")
 #: A date-time with more than 3 fractional digits somewhere in the encoded payload.
 _PRECISE_DATETIME = re.compile(rb'"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d\.\d{4}')
 
@@ -357,14 +374,22 @@ class SchemaCodec:
       schema before the bytes are returned, otherwise a :class:`PayloadError`.
 
     The protocol's types load on first use, so a codec whose policy never
-    validates never imports them.
+    validates never imports them.  Per action and kind, the decoder the policy
+    calls for is looked up once and cached: the hot path is a dict lookup and
+    msgspec's C decoder.
     """
 
     def __init__(self, protocol: str, policy: ValidationPolicy | None = None) -> None:
         self.protocol = protocol
         self.policy = policy if policy is not None else ValidationPolicy.on()
         self._types: ProtocolTypes | None = None
-        self._encoder = msgspec.json.Encoder()
+        self._encode = msgspec.json.Encoder().encode
+        # action -> the validating decoder's decode method, or None when the policy does not
+        # validate it (the hot path is one dict lookup and one C call).
+        self._requests: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
+        self._responses: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
+        self._opt_outs = self.policy.handler_opt_outs  # the same (mutable) set
+        self._digits: int | None = None
 
     def __repr__(self) -> str:
         return f"<SchemaCodec {self.protocol} {self.policy!r}>"
@@ -374,6 +399,7 @@ class SchemaCodec:
         """The protocol's typed messages (loaded now if they were not yet)."""
         if self._types is None:
             self._types = protocol_types(self.protocol)
+            self._digits = self._types.datetime_fraction_digits
         return self._types
 
     @property
@@ -381,71 +407,77 @@ class SchemaCodec:
         """Every action of the protocol (for telling NotSupported from NotImplemented)."""
         return self.types.actions.keys()
 
-    def _entry(
-        self, action: str, kind: PayloadKind, validate: bool, handler_kind: PayloadKind
-    ) -> _Entry | None:
-        """The decoder that validates this payload, or ``None`` if it is not validated.
+    def _lookup(self, action: str, kind: PayloadKind) -> Callable[[bytes | memoryview], Any] | None:
+        """What the policy says for *action* (handler opt-outs aside), cached."""
+        entry = self._entry(action, kind)
+        decode = None if entry is None else entry.decoder.decode
+        (self._requests if kind is _REQUEST else self._responses)[action] = decode
+        return decode
 
-        *handler_kind* is the kind of payload a handler's opt-out covers in this
-        direction: the CALL it receives (decode) and the response it returns (encode).
-        """
-        policy = self.policy
-        if not (validate and policy.enabled):
+    def _entry(self, action: str, kind: PayloadKind) -> _Entry | None:
+        if not self.policy.applies(self.protocol, action):
             return None
-        if policy.protocols is not None and self.protocol not in policy.protocols:
-            return None
-        if policy.actions is not None and action not in policy.actions:
-            return None
-        if kind is handler_kind and action in policy.handler_opt_outs:
-            return None
-        types = self._types
-        if types is None:
-            types = self.types
-        return types.entry(action, kind)
+        return self.types.entry(action, kind)
 
     def decode(
         self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
     ) -> Any:
-        entry = self._entry(action, kind, validate, _REQUEST)
-        if entry is None:
+        if validate:
             try:
-                return _dict_decoder.decode(data)
-            except msgspec.MsgspecError as exc:
-                raise payload_error(exc) from exc
+                typed = (self._requests if kind is _REQUEST else self._responses)[action]
+            except KeyError:
+                typed = self._lookup(action, kind)
+            # A handler's opt-out covers the CALL it receives.
+            if typed is not None and not (self._opt_outs and kind is _REQUEST and action in self._opt_outs):
+                try:
+                    return typed(data)
+                except msgspec.ValidationError as exc:
+                    return self._retry(action, kind, data, exc)
+                except msgspec.DecodeError as exc:
+                    raise payload_error(exc) from exc
         try:
-            return entry.decoder.decode(data)
-        except msgspec.ValidationError as exc:
-            return self._retry(entry, data, exc)
-        except msgspec.DecodeError as exc:
-            raise payload_error(exc) from exc
+            return _dict_decoder.decode(data)
+        except msgspec.MsgspecError as exc:  # e.g. {"a": 1e400}: valid JSON, out of range
+            raise PayloadError(ErrorCode.FORMAT_VIOLATION, str(exc)) from exc
 
     def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
-        if not isinstance(payload, dict | msgspec.Struct):
-            raise PayloadError(
-                ErrorCode.FORMAT_VIOLATION,
-                f"payload must be a JSON object (a dict or a msgspec Struct), not {type(payload).__name__}",
-            )
         try:
-            out = self._encoder.encode(payload)
+            out = self._encode(payload)
         except (TypeError, ValueError, msgspec.MsgspecError) as exc:
             raise PayloadError(
                 ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}"
             ) from exc
-        entry = self._entry(action, kind, validate, _RESPONSE)
-        if entry is None:
+        if out[0] != _OPEN_BRACE:  # cheaper than isinstance() up front: the output says it
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION,
+                f"payload must be a JSON object (a dict or a msgspec Struct), not {type(payload).__name__}",
+            )
+        if not validate:
             return out
         try:
-            obj = entry.decoder.decode(out)
+            typed = (self._requests if kind is _REQUEST else self._responses)[action]
+        except KeyError:
+            typed = self._lookup(action, kind)
+        # A handler's opt-out covers the response it returns.
+        if typed is None or (self._opt_outs and kind is _RESPONSE and action in self._opt_outs):
+            return out
+        # Validate what goes on the wire by reading it back with the typed decoder.
+        try:
+            obj = typed(out)
         except msgspec.ValidationError as exc:
-            obj = self._retry(entry, out, exc)
-        digits = self.types.datetime_fraction_digits
+            obj = self._retry(action, kind, out, exc)
+        digits = self._digits
         if digits is not None and _PRECISE_DATETIME.search(out):
             builtins = msgspec.to_builtins(obj, builtin_types=(datetime,))
-            out = self._encoder.encode(_cap_fractions(builtins, digits))
+            out = self._encode(_cap_fractions(builtins, digits))
         return out
 
-    def _retry(self, entry: _Entry, data: bytes | memoryview, exc: msgspec.ValidationError) -> Any:
+    def _retry(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview, exc: msgspec.ValidationError
+    ) -> Any:
         """Draft 6 reads ``7.0`` as an integer: fix each such value the error names, convert again."""
+        entry = self._entry(action, kind)
+        assert entry is not None  # a decoder failed, so there is one
         if not entry.integral_floats or not str(exc).startswith(_INT_GOT_FLOAT):
             raise payload_error(exc) from exc
         tree = _any_decoder.decode(data)

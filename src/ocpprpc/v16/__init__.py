@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Annotated, ClassVar
+from typing import Annotated
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -499,8 +499,8 @@ class AuthorizeResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class AuthorizeRequest(Request[AuthorizeResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Authorize CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Authorize"
-    __ocpp_response__: ClassVar[type[AuthorizeResponse]] = AuthorizeResponse
+    __ocpp_action__ = "Authorize"
+    __ocpp_response__ = AuthorizeResponse
 
     id_tag: Annotated[str, Meta(max_length=20)] = msgspec.field(name="idTag")
 
@@ -516,8 +516,8 @@ class BootNotificationResponse(Response, kw_only=True, forbid_unknown_fields=Tru
 class BootNotificationRequest(Request[BootNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a BootNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "BootNotification"
-    __ocpp_response__: ClassVar[type[BootNotificationResponse]] = BootNotificationResponse
+    __ocpp_action__ = "BootNotification"
+    __ocpp_response__ = BootNotificationResponse
 
     charge_point_vendor: Annotated[str, Meta(max_length=20)] = msgspec.field(name="chargePointVendor")
     charge_point_model: Annotated[str, Meta(max_length=20)] = msgspec.field(name="chargePointModel")
@@ -539,8 +539,8 @@ class CancelReservationResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class CancelReservationRequest(Request[CancelReservationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CancelReservation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CancelReservation"
-    __ocpp_response__: ClassVar[type[CancelReservationResponse]] = CancelReservationResponse
+    __ocpp_action__ = "CancelReservation"
+    __ocpp_response__ = CancelReservationResponse
 
     reservation_id: int = msgspec.field(name="reservationId")
 
@@ -554,8 +554,8 @@ class CertificateSignedResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class CertificateSignedRequest(Request[CertificateSignedResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CertificateSigned CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CertificateSigned"
-    __ocpp_response__: ClassVar[type[CertificateSignedResponse]] = CertificateSignedResponse
+    __ocpp_action__ = "CertificateSigned"
+    __ocpp_response__ = CertificateSignedResponse
 
     certificate_chain: Annotated[str, Meta(max_length=10000)] = msgspec.field(name="certificateChain")
 
@@ -569,8 +569,8 @@ class ChangeAvailabilityResponse(Response, kw_only=True, forbid_unknown_fields=T
 class ChangeAvailabilityRequest(Request[ChangeAvailabilityResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ChangeAvailability CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ChangeAvailability"
-    __ocpp_response__: ClassVar[type[ChangeAvailabilityResponse]] = ChangeAvailabilityResponse
+    __ocpp_action__ = "ChangeAvailability"
+    __ocpp_response__ = ChangeAvailabilityResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     type: AvailabilityType
@@ -585,8 +585,8 @@ class ChangeConfigurationResponse(Response, kw_only=True, forbid_unknown_fields=
 class ChangeConfigurationRequest(Request[ChangeConfigurationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ChangeConfiguration CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ChangeConfiguration"
-    __ocpp_response__: ClassVar[type[ChangeConfigurationResponse]] = ChangeConfigurationResponse
+    __ocpp_action__ = "ChangeConfiguration"
+    __ocpp_response__ = ChangeConfigurationResponse
 
     key: Annotated[str, Meta(max_length=50)]
     value: Annotated[str, Meta(max_length=500)]
@@ -601,8 +601,8 @@ class ClearCacheResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ClearCacheRequest(Request[ClearCacheResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearCache CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearCache"
-    __ocpp_response__: ClassVar[type[ClearCacheResponse]] = ClearCacheResponse
+    __ocpp_action__ = "ClearCache"
+    __ocpp_response__ = ClearCacheResponse
 
 
 
@@ -615,8 +615,8 @@ class ClearChargingProfileResponse(Response, kw_only=True, forbid_unknown_fields
 class ClearChargingProfileRequest(Request[ClearChargingProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearChargingProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearChargingProfile"
-    __ocpp_response__: ClassVar[type[ClearChargingProfileResponse]] = ClearChargingProfileResponse
+    __ocpp_action__ = "ClearChargingProfile"
+    __ocpp_response__ = ClearChargingProfileResponse
 
     id: int | UnsetType = UNSET
     connector_id: int | UnsetType = msgspec.field(name="connectorId", default=UNSET)
@@ -634,8 +634,8 @@ class DataTransferResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class DataTransferRequest(Request[DataTransferResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DataTransfer CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DataTransfer"
-    __ocpp_response__: ClassVar[type[DataTransferResponse]] = DataTransferResponse
+    __ocpp_action__ = "DataTransfer"
+    __ocpp_response__ = DataTransferResponse
 
     vendor_id: Annotated[str, Meta(max_length=255)] = msgspec.field(name="vendorId")
     message_id: Annotated[str, Meta(max_length=50)] | UnsetType = msgspec.field(name="messageId", default=UNSET)
@@ -660,8 +660,8 @@ class CertificateHashData(Message, kw_only=True, forbid_unknown_fields=True):
 class DeleteCertificateRequest(Request[DeleteCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DeleteCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DeleteCertificate"
-    __ocpp_response__: ClassVar[type[DeleteCertificateResponse]] = DeleteCertificateResponse
+    __ocpp_action__ = "DeleteCertificate"
+    __ocpp_response__ = DeleteCertificateResponse
 
     certificate_hash_data: CertificateHashData = msgspec.field(name="certificateHashData")
 
@@ -674,8 +674,8 @@ class DiagnosticsStatusNotificationResponse(Response, kw_only=True, forbid_unkno
 class DiagnosticsStatusNotificationRequest(Request[DiagnosticsStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DiagnosticsStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DiagnosticsStatusNotification"
-    __ocpp_response__: ClassVar[type[DiagnosticsStatusNotificationResponse]] = DiagnosticsStatusNotificationResponse
+    __ocpp_action__ = "DiagnosticsStatusNotification"
+    __ocpp_response__ = DiagnosticsStatusNotificationResponse
 
     status: DiagnosticsStatus
 
@@ -689,8 +689,8 @@ class ExtendedTriggerMessageResponse(Response, kw_only=True, forbid_unknown_fiel
 class ExtendedTriggerMessageRequest(Request[ExtendedTriggerMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ExtendedTriggerMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ExtendedTriggerMessage"
-    __ocpp_response__: ClassVar[type[ExtendedTriggerMessageResponse]] = ExtendedTriggerMessageResponse
+    __ocpp_action__ = "ExtendedTriggerMessage"
+    __ocpp_response__ = ExtendedTriggerMessageResponse
 
     requested_message: MessageTriggerEnum = msgspec.field(name="requestedMessage")
     connector_id: int | UnsetType = msgspec.field(name="connectorId", default=UNSET)
@@ -704,8 +704,8 @@ class FirmwareStatusNotificationResponse(Response, kw_only=True, forbid_unknown_
 class FirmwareStatusNotificationRequest(Request[FirmwareStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a FirmwareStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "FirmwareStatusNotification"
-    __ocpp_response__: ClassVar[type[FirmwareStatusNotificationResponse]] = FirmwareStatusNotificationResponse
+    __ocpp_action__ = "FirmwareStatusNotification"
+    __ocpp_response__ = FirmwareStatusNotificationResponse
 
     status: FirmwareStatus
 
@@ -746,8 +746,8 @@ class GetCompositeScheduleResponse(Response, kw_only=True, forbid_unknown_fields
 class GetCompositeScheduleRequest(Request[GetCompositeScheduleResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetCompositeSchedule CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetCompositeSchedule"
-    __ocpp_response__: ClassVar[type[GetCompositeScheduleResponse]] = GetCompositeScheduleResponse
+    __ocpp_action__ = "GetCompositeSchedule"
+    __ocpp_response__ = GetCompositeScheduleResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     duration: int
@@ -772,8 +772,8 @@ class GetConfigurationResponse(Response, kw_only=True, forbid_unknown_fields=Tru
 class GetConfigurationRequest(Request[GetConfigurationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetConfiguration CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetConfiguration"
-    __ocpp_response__: ClassVar[type[GetConfigurationResponse]] = GetConfigurationResponse
+    __ocpp_action__ = "GetConfiguration"
+    __ocpp_response__ = GetConfigurationResponse
 
     key: list[Annotated[str, Meta(max_length=50)]] | UnsetType = UNSET
 
@@ -787,8 +787,8 @@ class GetDiagnosticsResponse(Response, kw_only=True, forbid_unknown_fields=True)
 class GetDiagnosticsRequest(Request[GetDiagnosticsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetDiagnostics CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetDiagnostics"
-    __ocpp_response__: ClassVar[type[GetDiagnosticsResponse]] = GetDiagnosticsResponse
+    __ocpp_action__ = "GetDiagnostics"
+    __ocpp_response__ = GetDiagnosticsResponse
 
     location: str
     retries: int | UnsetType = UNSET
@@ -807,8 +807,8 @@ class GetInstalledCertificateIdsResponse(Response, kw_only=True, forbid_unknown_
 class GetInstalledCertificateIdsRequest(Request[GetInstalledCertificateIdsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetInstalledCertificateIds CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetInstalledCertificateIds"
-    __ocpp_response__: ClassVar[type[GetInstalledCertificateIdsResponse]] = GetInstalledCertificateIdsResponse
+    __ocpp_action__ = "GetInstalledCertificateIds"
+    __ocpp_response__ = GetInstalledCertificateIdsResponse
 
     certificate_type: CertificateUseEnum = msgspec.field(name="certificateType")
 
@@ -822,8 +822,8 @@ class GetLocalListVersionResponse(Response, kw_only=True, forbid_unknown_fields=
 class GetLocalListVersionRequest(Request[GetLocalListVersionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetLocalListVersion CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetLocalListVersion"
-    __ocpp_response__: ClassVar[type[GetLocalListVersionResponse]] = GetLocalListVersionResponse
+    __ocpp_action__ = "GetLocalListVersion"
+    __ocpp_response__ = GetLocalListVersionResponse
 
 
 
@@ -845,8 +845,8 @@ class LogParameters(Message, kw_only=True, forbid_unknown_fields=True):
 class GetLogRequest(Request[GetLogResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetLog CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetLog"
-    __ocpp_response__: ClassVar[type[GetLogResponse]] = GetLogResponse
+    __ocpp_action__ = "GetLog"
+    __ocpp_response__ = GetLogResponse
 
     log: LogParameters
     log_type: LogEnum = msgspec.field(name="logType")
@@ -864,8 +864,8 @@ class HeartbeatResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class HeartbeatRequest(Request[HeartbeatResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Heartbeat CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Heartbeat"
-    __ocpp_response__: ClassVar[type[HeartbeatResponse]] = HeartbeatResponse
+    __ocpp_action__ = "Heartbeat"
+    __ocpp_response__ = HeartbeatResponse
 
 
 
@@ -878,8 +878,8 @@ class InstallCertificateResponse(Response, kw_only=True, forbid_unknown_fields=T
 class InstallCertificateRequest(Request[InstallCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a InstallCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "InstallCertificate"
-    __ocpp_response__: ClassVar[type[InstallCertificateResponse]] = InstallCertificateResponse
+    __ocpp_action__ = "InstallCertificate"
+    __ocpp_response__ = InstallCertificateResponse
 
     certificate_type: CertificateUseEnum = msgspec.field(name="certificateType")
     certificate: Annotated[str, Meta(max_length=5500)]
@@ -893,8 +893,8 @@ class LogStatusNotificationResponse(Response, kw_only=True, forbid_unknown_field
 class LogStatusNotificationRequest(Request[LogStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a LogStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "LogStatusNotification"
-    __ocpp_response__: ClassVar[type[LogStatusNotificationResponse]] = LogStatusNotificationResponse
+    __ocpp_action__ = "LogStatusNotification"
+    __ocpp_response__ = LogStatusNotificationResponse
 
     status: UploadLogStatusEnum
     request_id: int | UnsetType = msgspec.field(name="requestId", default=UNSET)
@@ -927,8 +927,8 @@ class MeterValue(Message, kw_only=True, forbid_unknown_fields=True):
 class MeterValuesRequest(Request[MeterValuesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a MeterValues CALL."""
 
-    __ocpp_action__: ClassVar[str] = "MeterValues"
-    __ocpp_response__: ClassVar[type[MeterValuesResponse]] = MeterValuesResponse
+    __ocpp_action__ = "MeterValues"
+    __ocpp_response__ = MeterValuesResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     transaction_id: int | UnsetType = msgspec.field(name="transactionId", default=UNSET)
@@ -958,8 +958,8 @@ class ChargingProfile(Message, kw_only=True, forbid_unknown_fields=True):
 class RemoteStartTransactionRequest(Request[RemoteStartTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RemoteStartTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RemoteStartTransaction"
-    __ocpp_response__: ClassVar[type[RemoteStartTransactionResponse]] = RemoteStartTransactionResponse
+    __ocpp_action__ = "RemoteStartTransaction"
+    __ocpp_response__ = RemoteStartTransactionResponse
 
     connector_id: int | UnsetType = msgspec.field(name="connectorId", default=UNSET)
     id_tag: Annotated[str, Meta(max_length=20)] = msgspec.field(name="idTag")
@@ -975,8 +975,8 @@ class RemoteStopTransactionResponse(Response, kw_only=True, forbid_unknown_field
 class RemoteStopTransactionRequest(Request[RemoteStopTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RemoteStopTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RemoteStopTransaction"
-    __ocpp_response__: ClassVar[type[RemoteStopTransactionResponse]] = RemoteStopTransactionResponse
+    __ocpp_action__ = "RemoteStopTransaction"
+    __ocpp_response__ = RemoteStopTransactionResponse
 
     transaction_id: int = msgspec.field(name="transactionId")
 
@@ -990,8 +990,8 @@ class ReserveNowResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ReserveNowRequest(Request[ReserveNowResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReserveNow CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReserveNow"
-    __ocpp_response__: ClassVar[type[ReserveNowResponse]] = ReserveNowResponse
+    __ocpp_action__ = "ReserveNow"
+    __ocpp_response__ = ReserveNowResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     expiry_date: DateTime = msgspec.field(name="expiryDate")
@@ -1009,8 +1009,8 @@ class ResetResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ResetRequest(Request[ResetResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Reset CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Reset"
-    __ocpp_response__: ClassVar[type[ResetResponse]] = ResetResponse
+    __ocpp_action__ = "Reset"
+    __ocpp_response__ = ResetResponse
 
     type: ResetType
 
@@ -1023,8 +1023,8 @@ class SecurityEventNotificationResponse(Response, kw_only=True, forbid_unknown_f
 class SecurityEventNotificationRequest(Request[SecurityEventNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SecurityEventNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SecurityEventNotification"
-    __ocpp_response__: ClassVar[type[SecurityEventNotificationResponse]] = SecurityEventNotificationResponse
+    __ocpp_action__ = "SecurityEventNotification"
+    __ocpp_response__ = SecurityEventNotificationResponse
 
     type: Annotated[str, Meta(max_length=50)]
     timestamp: DateTime
@@ -1047,8 +1047,8 @@ class AuthorizationData(Message, kw_only=True, forbid_unknown_fields=True):
 class SendLocalListRequest(Request[SendLocalListResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SendLocalList CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SendLocalList"
-    __ocpp_response__: ClassVar[type[SendLocalListResponse]] = SendLocalListResponse
+    __ocpp_action__ = "SendLocalList"
+    __ocpp_response__ = SendLocalListResponse
 
     list_version: int = msgspec.field(name="listVersion")
     local_authorization_list: list[AuthorizationData] | UnsetType = msgspec.field(name="localAuthorizationList", default=UNSET)
@@ -1064,8 +1064,8 @@ class SetChargingProfileResponse(Response, kw_only=True, forbid_unknown_fields=T
 class SetChargingProfileRequest(Request[SetChargingProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetChargingProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetChargingProfile"
-    __ocpp_response__: ClassVar[type[SetChargingProfileResponse]] = SetChargingProfileResponse
+    __ocpp_action__ = "SetChargingProfile"
+    __ocpp_response__ = SetChargingProfileResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     cs_charging_profiles: ChargingProfile = msgspec.field(name="csChargingProfiles")
@@ -1080,8 +1080,8 @@ class SignCertificateResponse(Response, kw_only=True, forbid_unknown_fields=True
 class SignCertificateRequest(Request[SignCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SignCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SignCertificate"
-    __ocpp_response__: ClassVar[type[SignCertificateResponse]] = SignCertificateResponse
+    __ocpp_action__ = "SignCertificate"
+    __ocpp_response__ = SignCertificateResponse
 
     csr: Annotated[str, Meta(max_length=5500)]
 
@@ -1094,8 +1094,8 @@ class SignedFirmwareStatusNotificationResponse(Response, kw_only=True, forbid_un
 class SignedFirmwareStatusNotificationRequest(Request[SignedFirmwareStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SignedFirmwareStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SignedFirmwareStatusNotification"
-    __ocpp_response__: ClassVar[type[SignedFirmwareStatusNotificationResponse]] = SignedFirmwareStatusNotificationResponse
+    __ocpp_action__ = "SignedFirmwareStatusNotification"
+    __ocpp_response__ = SignedFirmwareStatusNotificationResponse
 
     status: FirmwareStatusEnum
     request_id: int | UnsetType = msgspec.field(name="requestId", default=UNSET)
@@ -1120,8 +1120,8 @@ class Firmware(Message, kw_only=True, forbid_unknown_fields=True):
 class SignedUpdateFirmwareRequest(Request[SignedUpdateFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SignedUpdateFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SignedUpdateFirmware"
-    __ocpp_response__: ClassVar[type[SignedUpdateFirmwareResponse]] = SignedUpdateFirmwareResponse
+    __ocpp_action__ = "SignedUpdateFirmware"
+    __ocpp_response__ = SignedUpdateFirmwareResponse
 
     retries: int | UnsetType = UNSET
     retry_interval: int | UnsetType = msgspec.field(name="retryInterval", default=UNSET)
@@ -1139,8 +1139,8 @@ class StartTransactionResponse(Response, kw_only=True, forbid_unknown_fields=Tru
 class StartTransactionRequest(Request[StartTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a StartTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "StartTransaction"
-    __ocpp_response__: ClassVar[type[StartTransactionResponse]] = StartTransactionResponse
+    __ocpp_action__ = "StartTransaction"
+    __ocpp_response__ = StartTransactionResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     id_tag: Annotated[str, Meta(max_length=20)] = msgspec.field(name="idTag")
@@ -1157,8 +1157,8 @@ class StatusNotificationResponse(Response, kw_only=True, forbid_unknown_fields=T
 class StatusNotificationRequest(Request[StatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a StatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "StatusNotification"
-    __ocpp_response__: ClassVar[type[StatusNotificationResponse]] = StatusNotificationResponse
+    __ocpp_action__ = "StatusNotification"
+    __ocpp_response__ = StatusNotificationResponse
 
     connector_id: int = msgspec.field(name="connectorId")
     error_code: ChargePointErrorCode = msgspec.field(name="errorCode")
@@ -1197,8 +1197,8 @@ class TransactionData(Message, kw_only=True, forbid_unknown_fields=True):
 class StopTransactionRequest(Request[StopTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a StopTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "StopTransaction"
-    __ocpp_response__: ClassVar[type[StopTransactionResponse]] = StopTransactionResponse
+    __ocpp_action__ = "StopTransaction"
+    __ocpp_response__ = StopTransactionResponse
 
     id_tag: Annotated[str, Meta(max_length=20)] | UnsetType = msgspec.field(name="idTag", default=UNSET)
     meter_stop: int = msgspec.field(name="meterStop")
@@ -1217,8 +1217,8 @@ class TriggerMessageResponse(Response, kw_only=True, forbid_unknown_fields=True)
 class TriggerMessageRequest(Request[TriggerMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a TriggerMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "TriggerMessage"
-    __ocpp_response__: ClassVar[type[TriggerMessageResponse]] = TriggerMessageResponse
+    __ocpp_action__ = "TriggerMessage"
+    __ocpp_response__ = TriggerMessageResponse
 
     requested_message: MessageTrigger = msgspec.field(name="requestedMessage")
     connector_id: int | UnsetType = msgspec.field(name="connectorId", default=UNSET)
@@ -1233,8 +1233,8 @@ class UnlockConnectorResponse(Response, kw_only=True, forbid_unknown_fields=True
 class UnlockConnectorRequest(Request[UnlockConnectorResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UnlockConnector CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UnlockConnector"
-    __ocpp_response__: ClassVar[type[UnlockConnectorResponse]] = UnlockConnectorResponse
+    __ocpp_action__ = "UnlockConnector"
+    __ocpp_response__ = UnlockConnectorResponse
 
     connector_id: int = msgspec.field(name="connectorId")
 
@@ -1247,8 +1247,8 @@ class UpdateFirmwareResponse(Response, kw_only=True, forbid_unknown_fields=True)
 class UpdateFirmwareRequest(Request[UpdateFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UpdateFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UpdateFirmware"
-    __ocpp_response__: ClassVar[type[UpdateFirmwareResponse]] = UpdateFirmwareResponse
+    __ocpp_action__ = "UpdateFirmware"
+    __ocpp_response__ = UpdateFirmwareResponse
 
     location: str
     retries: int | UnsetType = UNSET

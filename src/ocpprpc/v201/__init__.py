@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -995,8 +995,8 @@ class OCSPRequestData(Message, kw_only=True, forbid_unknown_fields=True):
 class AuthorizeRequest(Request[AuthorizeResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Authorize CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Authorize"
-    __ocpp_response__: ClassVar[type[AuthorizeResponse]] = AuthorizeResponse
+    __ocpp_action__ = "Authorize"
+    __ocpp_response__ = AuthorizeResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     id_token: IdToken = msgspec.field(name="idToken")
@@ -1070,8 +1070,8 @@ class ChargingStation(Message, kw_only=True, forbid_unknown_fields=True):
 class BootNotificationRequest(Request[BootNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a BootNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "BootNotification"
-    __ocpp_response__: ClassVar[type[BootNotificationResponse]] = BootNotificationResponse
+    __ocpp_action__ = "BootNotification"
+    __ocpp_response__ = BootNotificationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     charging_station: ChargingStation = msgspec.field(name="chargingStation")
@@ -1089,8 +1089,8 @@ class CancelReservationResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class CancelReservationRequest(Request[CancelReservationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CancelReservation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CancelReservation"
-    __ocpp_response__: ClassVar[type[CancelReservationResponse]] = CancelReservationResponse
+    __ocpp_action__ = "CancelReservation"
+    __ocpp_response__ = CancelReservationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     reservation_id: int = msgspec.field(name="reservationId")
@@ -1108,8 +1108,8 @@ class CertificateSignedResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class CertificateSignedRequest(Request[CertificateSignedResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CertificateSigned CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CertificateSigned"
-    __ocpp_response__: ClassVar[type[CertificateSignedResponse]] = CertificateSignedResponse
+    __ocpp_action__ = "CertificateSigned"
+    __ocpp_response__ = CertificateSignedResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     certificate_chain: Annotated[str, Meta(max_length=10000)] = msgspec.field(name="certificateChain")
@@ -1145,8 +1145,8 @@ class EVSE(Message, kw_only=True, forbid_unknown_fields=True):
 class ChangeAvailabilityRequest(Request[ChangeAvailabilityResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ChangeAvailability CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ChangeAvailability"
-    __ocpp_response__: ClassVar[type[ChangeAvailabilityResponse]] = ChangeAvailabilityResponse
+    __ocpp_action__ = "ChangeAvailability"
+    __ocpp_response__ = ChangeAvailabilityResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     evse: EVSE | UnsetType = UNSET
@@ -1164,8 +1164,8 @@ class ClearCacheResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ClearCacheRequest(Request[ClearCacheResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearCache CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearCache"
-    __ocpp_response__: ClassVar[type[ClearCacheResponse]] = ClearCacheResponse
+    __ocpp_action__ = "ClearCache"
+    __ocpp_response__ = ClearCacheResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -1200,8 +1200,8 @@ class ClearChargingProfile(Message, kw_only=True, forbid_unknown_fields=True):
 class ClearChargingProfileRequest(Request[ClearChargingProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearChargingProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearChargingProfile"
-    __ocpp_response__: ClassVar[type[ClearChargingProfileResponse]] = ClearChargingProfileResponse
+    __ocpp_action__ = "ClearChargingProfile"
+    __ocpp_response__ = ClearChargingProfileResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     charging_profile_id: int | UnsetType = msgspec.field(name="chargingProfileId", default=UNSET)
@@ -1220,8 +1220,8 @@ class ClearDisplayMessageResponse(Response, kw_only=True, forbid_unknown_fields=
 class ClearDisplayMessageRequest(Request[ClearDisplayMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearDisplayMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearDisplayMessage"
-    __ocpp_response__: ClassVar[type[ClearDisplayMessageResponse]] = ClearDisplayMessageResponse
+    __ocpp_action__ = "ClearDisplayMessage"
+    __ocpp_response__ = ClearDisplayMessageResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     id: int
@@ -1248,8 +1248,8 @@ class ClearVariableMonitoringResponse(Response, kw_only=True, forbid_unknown_fie
 class ClearVariableMonitoringRequest(Request[ClearVariableMonitoringResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearVariableMonitoring CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearVariableMonitoring"
-    __ocpp_response__: ClassVar[type[ClearVariableMonitoringResponse]] = ClearVariableMonitoringResponse
+    __ocpp_action__ = "ClearVariableMonitoring"
+    __ocpp_response__ = ClearVariableMonitoringResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     id: Annotated[list[int], Meta(min_length=1)]
@@ -1265,8 +1265,8 @@ class ClearedChargingLimitResponse(Response, kw_only=True, forbid_unknown_fields
 class ClearedChargingLimitRequest(Request[ClearedChargingLimitResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearedChargingLimit CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearedChargingLimit"
-    __ocpp_response__: ClassVar[type[ClearedChargingLimitResponse]] = ClearedChargingLimitResponse
+    __ocpp_action__ = "ClearedChargingLimit"
+    __ocpp_response__ = ClearedChargingLimitResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     charging_limit_source: ChargingLimitSourceEnum = msgspec.field(name="chargingLimitSource")
@@ -1283,8 +1283,8 @@ class CostUpdatedResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class CostUpdatedRequest(Request[CostUpdatedResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CostUpdated CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CostUpdated"
-    __ocpp_response__: ClassVar[type[CostUpdatedResponse]] = CostUpdatedResponse
+    __ocpp_action__ = "CostUpdated"
+    __ocpp_response__ = CostUpdatedResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     total_cost: float = msgspec.field(name="totalCost")
@@ -1320,8 +1320,8 @@ class CertificateHashData(Message, kw_only=True, forbid_unknown_fields=True):
 class CustomerInformationRequest(Request[CustomerInformationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CustomerInformation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CustomerInformation"
-    __ocpp_response__: ClassVar[type[CustomerInformationResponse]] = CustomerInformationResponse
+    __ocpp_action__ = "CustomerInformation"
+    __ocpp_response__ = CustomerInformationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     customer_certificate: CertificateHashData | UnsetType = msgspec.field(name="customerCertificate", default=UNSET)
@@ -1356,8 +1356,8 @@ class DataTransferResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class DataTransferRequest(Request[DataTransferResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DataTransfer CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DataTransfer"
-    __ocpp_response__: ClassVar[type[DataTransferResponse]] = DataTransferResponse
+    __ocpp_action__ = "DataTransfer"
+    __ocpp_response__ = DataTransferResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     message_id: Annotated[str, Meta(max_length=50)] | UnsetType = msgspec.field(name="messageId", default=UNSET)
@@ -1381,8 +1381,8 @@ class DeleteCertificateResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class DeleteCertificateRequest(Request[DeleteCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DeleteCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DeleteCertificate"
-    __ocpp_response__: ClassVar[type[DeleteCertificateResponse]] = DeleteCertificateResponse
+    __ocpp_action__ = "DeleteCertificate"
+    __ocpp_response__ = DeleteCertificateResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     certificate_hash_data: CertificateHashData = msgspec.field(name="certificateHashData")
@@ -1397,8 +1397,8 @@ class FirmwareStatusNotificationResponse(Response, kw_only=True, forbid_unknown_
 class FirmwareStatusNotificationRequest(Request[FirmwareStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a FirmwareStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "FirmwareStatusNotification"
-    __ocpp_response__: ClassVar[type[FirmwareStatusNotificationResponse]] = FirmwareStatusNotificationResponse
+    __ocpp_action__ = "FirmwareStatusNotification"
+    __ocpp_response__ = FirmwareStatusNotificationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     status: FirmwareStatusEnum
@@ -1422,8 +1422,8 @@ class Get15118EVCertificateResponse(Response, kw_only=True, forbid_unknown_field
 class Get15118EVCertificateRequest(Request[Get15118EVCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Get15118EVCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Get15118EVCertificate"
-    __ocpp_response__: ClassVar[type[Get15118EVCertificateResponse]] = Get15118EVCertificateResponse
+    __ocpp_action__ = "Get15118EVCertificate"
+    __ocpp_response__ = Get15118EVCertificateResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     iso15118_schema_version: Annotated[str, Meta(max_length=50)] = msgspec.field(name="iso15118SchemaVersion")
@@ -1446,8 +1446,8 @@ class GetBaseReportResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class GetBaseReportRequest(Request[GetBaseReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetBaseReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetBaseReport"
-    __ocpp_response__: ClassVar[type[GetBaseReportResponse]] = GetBaseReportResponse
+    __ocpp_action__ = "GetBaseReport"
+    __ocpp_response__ = GetBaseReportResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -1471,8 +1471,8 @@ class GetCertificateStatusResponse(Response, kw_only=True, forbid_unknown_fields
 class GetCertificateStatusRequest(Request[GetCertificateStatusResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetCertificateStatus CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetCertificateStatus"
-    __ocpp_response__: ClassVar[type[GetCertificateStatusResponse]] = GetCertificateStatusResponse
+    __ocpp_action__ = "GetCertificateStatus"
+    __ocpp_response__ = GetCertificateStatusResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     ocsp_request_data: OCSPRequestData = msgspec.field(name="ocspRequestData")
@@ -1512,8 +1512,8 @@ class ChargingProfileCriterion(Message, kw_only=True, forbid_unknown_fields=True
 class GetChargingProfilesRequest(Request[GetChargingProfilesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetChargingProfiles CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetChargingProfiles"
-    __ocpp_response__: ClassVar[type[GetChargingProfilesResponse]] = GetChargingProfilesResponse
+    __ocpp_action__ = "GetChargingProfiles"
+    __ocpp_response__ = GetChargingProfilesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -1588,8 +1588,8 @@ class GetCompositeScheduleResponse(Response, kw_only=True, forbid_unknown_fields
 class GetCompositeScheduleRequest(Request[GetCompositeScheduleResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetCompositeSchedule CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetCompositeSchedule"
-    __ocpp_response__: ClassVar[type[GetCompositeScheduleResponse]] = GetCompositeScheduleResponse
+    __ocpp_action__ = "GetCompositeSchedule"
+    __ocpp_response__ = GetCompositeScheduleResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     duration: int
@@ -1612,8 +1612,8 @@ class GetDisplayMessagesResponse(Response, kw_only=True, forbid_unknown_fields=T
 class GetDisplayMessagesRequest(Request[GetDisplayMessagesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetDisplayMessages CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetDisplayMessages"
-    __ocpp_response__: ClassVar[type[GetDisplayMessagesResponse]] = GetDisplayMessagesResponse
+    __ocpp_action__ = "GetDisplayMessages"
+    __ocpp_response__ = GetDisplayMessagesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     id: Annotated[list[int], Meta(min_length=1)] | UnsetType = UNSET
@@ -1648,8 +1648,8 @@ class GetInstalledCertificateIdsResponse(Response, kw_only=True, forbid_unknown_
 class GetInstalledCertificateIdsRequest(Request[GetInstalledCertificateIdsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetInstalledCertificateIds CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetInstalledCertificateIds"
-    __ocpp_response__: ClassVar[type[GetInstalledCertificateIdsResponse]] = GetInstalledCertificateIdsResponse
+    __ocpp_action__ = "GetInstalledCertificateIds"
+    __ocpp_response__ = GetInstalledCertificateIdsResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     certificate_type: Annotated[list[GetCertificateIdUseEnum], Meta(min_length=1)] | UnsetType = msgspec.field(name="certificateType", default=UNSET)
@@ -1669,8 +1669,8 @@ class GetLocalListVersionResponse(Response, kw_only=True, forbid_unknown_fields=
 class GetLocalListVersionRequest(Request[GetLocalListVersionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetLocalListVersion CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetLocalListVersion"
-    __ocpp_response__: ClassVar[type[GetLocalListVersionResponse]] = GetLocalListVersionResponse
+    __ocpp_action__ = "GetLocalListVersion"
+    __ocpp_response__ = GetLocalListVersionResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -1708,8 +1708,8 @@ class LogParameters(Message, kw_only=True, forbid_unknown_fields=True):
 class GetLogRequest(Request[GetLogResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetLog CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetLog"
-    __ocpp_response__: ClassVar[type[GetLogResponse]] = GetLogResponse
+    __ocpp_action__ = "GetLog"
+    __ocpp_response__ = GetLogResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     log: LogParameters
@@ -1775,8 +1775,8 @@ class ComponentVariable(Message, kw_only=True, forbid_unknown_fields=True):
 class GetMonitoringReportRequest(Request[GetMonitoringReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetMonitoringReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetMonitoringReport"
-    __ocpp_response__: ClassVar[type[GetMonitoringReportResponse]] = GetMonitoringReportResponse
+    __ocpp_action__ = "GetMonitoringReport"
+    __ocpp_response__ = GetMonitoringReportResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     component_variable: Annotated[list[ComponentVariable], Meta(min_length=1)] | UnsetType = msgspec.field(name="componentVariable", default=UNSET)
@@ -1797,8 +1797,8 @@ class GetReportResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class GetReportRequest(Request[GetReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetReport"
-    __ocpp_response__: ClassVar[type[GetReportResponse]] = GetReportResponse
+    __ocpp_action__ = "GetReport"
+    __ocpp_response__ = GetReportResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     component_variable: Annotated[list[ComponentVariable], Meta(min_length=1)] | UnsetType = msgspec.field(name="componentVariable", default=UNSET)
@@ -1821,8 +1821,8 @@ class GetTransactionStatusResponse(Response, kw_only=True, forbid_unknown_fields
 class GetTransactionStatusRequest(Request[GetTransactionStatusResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetTransactionStatus CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetTransactionStatus"
-    __ocpp_response__: ClassVar[type[GetTransactionStatusResponse]] = GetTransactionStatusResponse
+    __ocpp_action__ = "GetTransactionStatus"
+    __ocpp_response__ = GetTransactionStatusResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     transaction_id: Annotated[str, Meta(max_length=36)] | UnsetType = msgspec.field(name="transactionId", default=UNSET)
@@ -1866,8 +1866,8 @@ class GetVariableData(Message, kw_only=True, forbid_unknown_fields=True):
 class GetVariablesRequest(Request[GetVariablesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetVariables CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetVariables"
-    __ocpp_response__: ClassVar[type[GetVariablesResponse]] = GetVariablesResponse
+    __ocpp_action__ = "GetVariables"
+    __ocpp_response__ = GetVariablesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     get_variable_data: Annotated[list[GetVariableData], Meta(min_length=1)] = msgspec.field(name="getVariableData")
@@ -1884,8 +1884,8 @@ class HeartbeatResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class HeartbeatRequest(Request[HeartbeatResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Heartbeat CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Heartbeat"
-    __ocpp_response__: ClassVar[type[HeartbeatResponse]] = HeartbeatResponse
+    __ocpp_action__ = "Heartbeat"
+    __ocpp_response__ = HeartbeatResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -1901,8 +1901,8 @@ class InstallCertificateResponse(Response, kw_only=True, forbid_unknown_fields=T
 class InstallCertificateRequest(Request[InstallCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a InstallCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "InstallCertificate"
-    __ocpp_response__: ClassVar[type[InstallCertificateResponse]] = InstallCertificateResponse
+    __ocpp_action__ = "InstallCertificate"
+    __ocpp_response__ = InstallCertificateResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     certificate_type: InstallCertificateUseEnum = msgspec.field(name="certificateType")
@@ -1919,8 +1919,8 @@ class LogStatusNotificationResponse(Response, kw_only=True, forbid_unknown_field
 class LogStatusNotificationRequest(Request[LogStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a LogStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "LogStatusNotification"
-    __ocpp_response__: ClassVar[type[LogStatusNotificationResponse]] = LogStatusNotificationResponse
+    __ocpp_action__ = "LogStatusNotification"
+    __ocpp_response__ = LogStatusNotificationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     status: UploadLogStatusEnum
@@ -2001,8 +2001,8 @@ class MeterValue(Message, kw_only=True, forbid_unknown_fields=True):
 class MeterValuesRequest(Request[MeterValuesResponse], kw_only=True, forbid_unknown_fields=True):
     """Request_ Body urn:x-enexis:ecdm:uid:2:234744"""
 
-    __ocpp_action__: ClassVar[str] = "MeterValues"
-    __ocpp_response__: ClassVar[type[MeterValuesResponse]] = MeterValuesResponse
+    __ocpp_action__ = "MeterValues"
+    __ocpp_response__ = MeterValuesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     evse_id: int = msgspec.field(name="evseId")
@@ -2138,8 +2138,8 @@ class ChargingLimit(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyChargingLimitRequest(Request[NotifyChargingLimitResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyChargingLimit CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyChargingLimit"
-    __ocpp_response__: ClassVar[type[NotifyChargingLimitResponse]] = NotifyChargingLimitResponse
+    __ocpp_action__ = "NotifyChargingLimit"
+    __ocpp_response__ = NotifyChargingLimitResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     charging_schedule: Annotated[list[ChargingSchedule], Meta(min_length=1)] | UnsetType = msgspec.field(name="chargingSchedule", default=UNSET)
@@ -2157,8 +2157,8 @@ class NotifyCustomerInformationResponse(Response, kw_only=True, forbid_unknown_f
 class NotifyCustomerInformationRequest(Request[NotifyCustomerInformationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyCustomerInformation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyCustomerInformation"
-    __ocpp_response__: ClassVar[type[NotifyCustomerInformationResponse]] = NotifyCustomerInformationResponse
+    __ocpp_action__ = "NotifyCustomerInformation"
+    __ocpp_response__ = NotifyCustomerInformationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     data: Annotated[str, Meta(max_length=512)]
@@ -2215,8 +2215,8 @@ class MessageInfo(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyDisplayMessagesRequest(Request[NotifyDisplayMessagesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyDisplayMessages CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyDisplayMessages"
-    __ocpp_response__: ClassVar[type[NotifyDisplayMessagesResponse]] = NotifyDisplayMessagesResponse
+    __ocpp_action__ = "NotifyDisplayMessages"
+    __ocpp_response__ = NotifyDisplayMessagesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     message_info: Annotated[list[MessageInfo], Meta(min_length=1)] | UnsetType = msgspec.field(name="messageInfo", default=UNSET)
@@ -2314,8 +2314,8 @@ class ChargingNeeds(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyEVChargingNeedsRequest(Request[NotifyEVChargingNeedsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyEVChargingNeeds CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyEVChargingNeeds"
-    __ocpp_response__: ClassVar[type[NotifyEVChargingNeedsResponse]] = NotifyEVChargingNeedsResponse
+    __ocpp_action__ = "NotifyEVChargingNeeds"
+    __ocpp_response__ = NotifyEVChargingNeedsResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     max_schedule_tuples: int | UnsetType = msgspec.field(name="maxScheduleTuples", default=UNSET)
@@ -2336,8 +2336,8 @@ class NotifyEVChargingScheduleResponse(Response, kw_only=True, forbid_unknown_fi
 class NotifyEVChargingScheduleRequest(Request[NotifyEVChargingScheduleResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyEVChargingSchedule CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyEVChargingSchedule"
-    __ocpp_response__: ClassVar[type[NotifyEVChargingScheduleResponse]] = NotifyEVChargingScheduleResponse
+    __ocpp_action__ = "NotifyEVChargingSchedule"
+    __ocpp_response__ = NotifyEVChargingScheduleResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     time_base: DateTime = msgspec.field(name="timeBase")
@@ -2392,8 +2392,8 @@ class EventData(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyEventRequest(Request[NotifyEventResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyEvent CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyEvent"
-    __ocpp_response__: ClassVar[type[NotifyEventResponse]] = NotifyEventResponse
+    __ocpp_action__ = "NotifyEvent"
+    __ocpp_response__ = NotifyEventResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     generated_at: DateTime = msgspec.field(name="generatedAt")
@@ -2456,8 +2456,8 @@ class MonitoringData(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyMonitoringReportRequest(Request[NotifyMonitoringReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyMonitoringReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyMonitoringReport"
-    __ocpp_response__: ClassVar[type[NotifyMonitoringReportResponse]] = NotifyMonitoringReportResponse
+    __ocpp_action__ = "NotifyMonitoringReport"
+    __ocpp_response__ = NotifyMonitoringReportResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     monitor: Annotated[list[MonitoringData], Meta(min_length=1)] | UnsetType = UNSET
@@ -2542,8 +2542,8 @@ class ReportData(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyReportRequest(Request[NotifyReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyReport"
-    __ocpp_response__: ClassVar[type[NotifyReportResponse]] = NotifyReportResponse
+    __ocpp_action__ = "NotifyReport"
+    __ocpp_response__ = NotifyReportResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -2570,8 +2570,8 @@ class PublishFirmwareResponse(Response, kw_only=True, forbid_unknown_fields=True
 class PublishFirmwareRequest(Request[PublishFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a PublishFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "PublishFirmware"
-    __ocpp_response__: ClassVar[type[PublishFirmwareResponse]] = PublishFirmwareResponse
+    __ocpp_action__ = "PublishFirmware"
+    __ocpp_response__ = PublishFirmwareResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     location: Annotated[str, Meta(max_length=512)]
@@ -2602,8 +2602,8 @@ class PublishFirmwareStatusNotificationResponse(Response, kw_only=True, forbid_u
 class PublishFirmwareStatusNotificationRequest(Request[PublishFirmwareStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a PublishFirmwareStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "PublishFirmwareStatusNotification"
-    __ocpp_response__: ClassVar[type[PublishFirmwareStatusNotificationResponse]] = PublishFirmwareStatusNotificationResponse
+    __ocpp_action__ = "PublishFirmwareStatusNotification"
+    __ocpp_response__ = PublishFirmwareStatusNotificationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     status: PublishFirmwareStatusEnum
@@ -2658,8 +2658,8 @@ class ChargingProfile(Message, kw_only=True, forbid_unknown_fields=True):
 class ReportChargingProfilesRequest(Request[ReportChargingProfilesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReportChargingProfiles CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReportChargingProfiles"
-    __ocpp_response__: ClassVar[type[ReportChargingProfilesResponse]] = ReportChargingProfilesResponse
+    __ocpp_action__ = "ReportChargingProfiles"
+    __ocpp_response__ = ReportChargingProfilesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -2696,8 +2696,8 @@ class RequestStartTransactionResponse(Response, kw_only=True, forbid_unknown_fie
 class RequestStartTransactionRequest(Request[RequestStartTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RequestStartTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RequestStartTransaction"
-    __ocpp_response__: ClassVar[type[RequestStartTransactionResponse]] = RequestStartTransactionResponse
+    __ocpp_action__ = "RequestStartTransaction"
+    __ocpp_response__ = RequestStartTransactionResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     evse_id: int | UnsetType = msgspec.field(name="evseId", default=UNSET)
@@ -2723,8 +2723,8 @@ class RequestStopTransactionResponse(Response, kw_only=True, forbid_unknown_fiel
 class RequestStopTransactionRequest(Request[RequestStopTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RequestStopTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RequestStopTransaction"
-    __ocpp_response__: ClassVar[type[RequestStopTransactionResponse]] = RequestStopTransactionResponse
+    __ocpp_action__ = "RequestStopTransaction"
+    __ocpp_response__ = RequestStopTransactionResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     transaction_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="transactionId")
@@ -2740,8 +2740,8 @@ class ReservationStatusUpdateResponse(Response, kw_only=True, forbid_unknown_fie
 class ReservationStatusUpdateRequest(Request[ReservationStatusUpdateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReservationStatusUpdate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReservationStatusUpdate"
-    __ocpp_response__: ClassVar[type[ReservationStatusUpdateResponse]] = ReservationStatusUpdateResponse
+    __ocpp_action__ = "ReservationStatusUpdate"
+    __ocpp_response__ = ReservationStatusUpdateResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     reservation_id: int = msgspec.field(name="reservationId")
@@ -2760,8 +2760,8 @@ class ReserveNowResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ReserveNowRequest(Request[ReserveNowResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReserveNow CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReserveNow"
-    __ocpp_response__: ClassVar[type[ReserveNowResponse]] = ReserveNowResponse
+    __ocpp_action__ = "ReserveNow"
+    __ocpp_response__ = ReserveNowResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     id: int
@@ -2786,8 +2786,8 @@ class ResetResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ResetRequest(Request[ResetResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Reset CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Reset"
-    __ocpp_response__: ClassVar[type[ResetResponse]] = ResetResponse
+    __ocpp_action__ = "Reset"
+    __ocpp_response__ = ResetResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     type: ResetEnum
@@ -2806,8 +2806,8 @@ class SecurityEventNotificationResponse(Response, kw_only=True, forbid_unknown_f
 class SecurityEventNotificationRequest(Request[SecurityEventNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SecurityEventNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SecurityEventNotification"
-    __ocpp_response__: ClassVar[type[SecurityEventNotificationResponse]] = SecurityEventNotificationResponse
+    __ocpp_action__ = "SecurityEventNotification"
+    __ocpp_response__ = SecurityEventNotificationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     type: Annotated[str, Meta(max_length=50)]
@@ -2837,8 +2837,8 @@ class AuthorizationData(Message, kw_only=True, forbid_unknown_fields=True):
 class SendLocalListRequest(Request[SendLocalListResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SendLocalList CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SendLocalList"
-    __ocpp_response__: ClassVar[type[SendLocalListResponse]] = SendLocalListResponse
+    __ocpp_action__ = "SendLocalList"
+    __ocpp_response__ = SendLocalListResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     local_authorization_list: Annotated[list[AuthorizationData], Meta(min_length=1)] | UnsetType = msgspec.field(name="localAuthorizationList", default=UNSET)
@@ -2860,8 +2860,8 @@ class SetChargingProfileResponse(Response, kw_only=True, forbid_unknown_fields=T
 class SetChargingProfileRequest(Request[SetChargingProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetChargingProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetChargingProfile"
-    __ocpp_response__: ClassVar[type[SetChargingProfileResponse]] = SetChargingProfileResponse
+    __ocpp_action__ = "SetChargingProfile"
+    __ocpp_response__ = SetChargingProfileResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     evse_id: int = msgspec.field(name="evseId")
@@ -2883,8 +2883,8 @@ class SetDisplayMessageResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class SetDisplayMessageRequest(Request[SetDisplayMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetDisplayMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetDisplayMessage"
-    __ocpp_response__: ClassVar[type[SetDisplayMessageResponse]] = SetDisplayMessageResponse
+    __ocpp_action__ = "SetDisplayMessage"
+    __ocpp_response__ = SetDisplayMessageResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     message: MessageInfo
@@ -2901,8 +2901,8 @@ class SetMonitoringBaseResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class SetMonitoringBaseRequest(Request[SetMonitoringBaseResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetMonitoringBase CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetMonitoringBase"
-    __ocpp_response__: ClassVar[type[SetMonitoringBaseResponse]] = SetMonitoringBaseResponse
+    __ocpp_action__ = "SetMonitoringBase"
+    __ocpp_response__ = SetMonitoringBaseResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     monitoring_base: MonitoringBaseEnum = msgspec.field(name="monitoringBase")
@@ -2919,8 +2919,8 @@ class SetMonitoringLevelResponse(Response, kw_only=True, forbid_unknown_fields=T
 class SetMonitoringLevelRequest(Request[SetMonitoringLevelResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetMonitoringLevel CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetMonitoringLevel"
-    __ocpp_response__: ClassVar[type[SetMonitoringLevelResponse]] = SetMonitoringLevelResponse
+    __ocpp_action__ = "SetMonitoringLevel"
+    __ocpp_response__ = SetMonitoringLevelResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     severity: int
@@ -3026,8 +3026,8 @@ class NetworkConnectionProfile(Message, kw_only=True, forbid_unknown_fields=True
 class SetNetworkProfileRequest(Request[SetNetworkProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetNetworkProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetNetworkProfile"
-    __ocpp_response__: ClassVar[type[SetNetworkProfileResponse]] = SetNetworkProfileResponse
+    __ocpp_action__ = "SetNetworkProfile"
+    __ocpp_response__ = SetNetworkProfileResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     configuration_slot: int = msgspec.field(name="configurationSlot")
@@ -3114,8 +3114,8 @@ class SetMonitoringData(Message, kw_only=True, forbid_unknown_fields=True):
 class SetVariableMonitoringRequest(Request[SetVariableMonitoringResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetVariableMonitoring CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetVariableMonitoring"
-    __ocpp_response__: ClassVar[type[SetVariableMonitoringResponse]] = SetVariableMonitoringResponse
+    __ocpp_action__ = "SetVariableMonitoring"
+    __ocpp_response__ = SetVariableMonitoringResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     set_monitoring_data: Annotated[list[SetMonitoringData], Meta(min_length=1)] = msgspec.field(name="setMonitoringData")
@@ -3157,8 +3157,8 @@ class SetVariableData(Message, kw_only=True, forbid_unknown_fields=True):
 class SetVariablesRequest(Request[SetVariablesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetVariables CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetVariables"
-    __ocpp_response__: ClassVar[type[SetVariablesResponse]] = SetVariablesResponse
+    __ocpp_action__ = "SetVariables"
+    __ocpp_response__ = SetVariablesResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     set_variable_data: Annotated[list[SetVariableData], Meta(min_length=1)] = msgspec.field(name="setVariableData")
@@ -3175,8 +3175,8 @@ class SignCertificateResponse(Response, kw_only=True, forbid_unknown_fields=True
 class SignCertificateRequest(Request[SignCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SignCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SignCertificate"
-    __ocpp_response__: ClassVar[type[SignCertificateResponse]] = SignCertificateResponse
+    __ocpp_action__ = "SignCertificate"
+    __ocpp_response__ = SignCertificateResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     csr: Annotated[str, Meta(max_length=5500)]
@@ -3196,8 +3196,8 @@ class StatusNotificationResponse(Response, kw_only=True, forbid_unknown_fields=T
 class StatusNotificationRequest(Request[StatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a StatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "StatusNotification"
-    __ocpp_response__: ClassVar[type[StatusNotificationResponse]] = StatusNotificationResponse
+    __ocpp_action__ = "StatusNotification"
+    __ocpp_response__ = StatusNotificationResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     timestamp: DateTime
@@ -3256,8 +3256,8 @@ class Transaction(Message, kw_only=True, forbid_unknown_fields=True):
 class TransactionEventRequest(Request[TransactionEventResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a TransactionEvent CALL."""
 
-    __ocpp_action__: ClassVar[str] = "TransactionEvent"
-    __ocpp_response__: ClassVar[type[TransactionEventResponse]] = TransactionEventResponse
+    __ocpp_action__ = "TransactionEvent"
+    __ocpp_response__ = TransactionEventResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     event_type: TransactionEventEnum = msgspec.field(name="eventType")
@@ -3297,8 +3297,8 @@ class TriggerMessageResponse(Response, kw_only=True, forbid_unknown_fields=True)
 class TriggerMessageRequest(Request[TriggerMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a TriggerMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "TriggerMessage"
-    __ocpp_response__: ClassVar[type[TriggerMessageResponse]] = TriggerMessageResponse
+    __ocpp_action__ = "TriggerMessage"
+    __ocpp_response__ = TriggerMessageResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     evse: EVSE | UnsetType = UNSET
@@ -3316,8 +3316,8 @@ class UnlockConnectorResponse(Response, kw_only=True, forbid_unknown_fields=True
 class UnlockConnectorRequest(Request[UnlockConnectorResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UnlockConnector CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UnlockConnector"
-    __ocpp_response__: ClassVar[type[UnlockConnectorResponse]] = UnlockConnectorResponse
+    __ocpp_action__ = "UnlockConnector"
+    __ocpp_response__ = UnlockConnectorResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     evse_id: int = msgspec.field(name="evseId")
@@ -3336,8 +3336,8 @@ class UnpublishFirmwareResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class UnpublishFirmwareRequest(Request[UnpublishFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UnpublishFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UnpublishFirmware"
-    __ocpp_response__: ClassVar[type[UnpublishFirmwareResponse]] = UnpublishFirmwareResponse
+    __ocpp_action__ = "UnpublishFirmware"
+    __ocpp_response__ = UnpublishFirmwareResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     checksum: Annotated[str, Meta(max_length=32)]
@@ -3377,8 +3377,8 @@ class Firmware(Message, kw_only=True, forbid_unknown_fields=True):
 class UpdateFirmwareRequest(Request[UpdateFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UpdateFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UpdateFirmware"
-    __ocpp_response__: ClassVar[type[UpdateFirmwareResponse]] = UpdateFirmwareResponse
+    __ocpp_action__ = "UpdateFirmware"
+    __ocpp_response__ = UpdateFirmwareResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
     retries: int | UnsetType = UNSET

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -1177,8 +1177,8 @@ class AFRRSignalResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class AFRRSignalRequest(Request[AFRRSignalResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a AFRRSignal CALL."""
 
-    __ocpp_action__: ClassVar[str] = "AFRRSignal"
-    __ocpp_response__: ClassVar[type[AFRRSignalResponse]] = AFRRSignalResponse
+    __ocpp_action__ = "AFRRSignal"
+    __ocpp_response__ = AFRRSignalResponse
 
     timestamp: DateTime
     """Time when signal becomes active."""
@@ -1208,8 +1208,8 @@ class PeriodicEventStreamParams(Message, kw_only=True, forbid_unknown_fields=Tru
 class AdjustPeriodicEventStreamRequest(Request[AdjustPeriodicEventStreamResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a AdjustPeriodicEventStream CALL."""
 
-    __ocpp_action__: ClassVar[str] = "AdjustPeriodicEventStream"
-    __ocpp_response__: ClassVar[type[AdjustPeriodicEventStreamResponse]] = AdjustPeriodicEventStreamResponse
+    __ocpp_action__ = "AdjustPeriodicEventStream"
+    __ocpp_response__ = AdjustPeriodicEventStreamResponse
 
     id: Annotated[int, Meta(ge=0)]
     params: PeriodicEventStreamParams
@@ -1574,8 +1574,8 @@ class OCSPRequestData(Message, kw_only=True, forbid_unknown_fields=True):
 class AuthorizeRequest(Request[AuthorizeResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Authorize CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Authorize"
-    __ocpp_response__: ClassVar[type[AuthorizeResponse]] = AuthorizeResponse
+    __ocpp_action__ = "Authorize"
+    __ocpp_response__ = AuthorizeResponse
 
     id_token: IdToken = msgspec.field(name="idToken")
     certificate: Annotated[str, Meta(max_length=10000)] | UnsetType = UNSET
@@ -1616,8 +1616,8 @@ class BatteryData(Message, kw_only=True, forbid_unknown_fields=True):
 class BatterySwapRequest(Request[BatterySwapResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a BatterySwap CALL."""
 
-    __ocpp_action__: ClassVar[str] = "BatterySwap"
-    __ocpp_response__: ClassVar[type[BatterySwapResponse]] = BatterySwapResponse
+    __ocpp_action__ = "BatterySwap"
+    __ocpp_response__ = BatterySwapResponse
 
     battery_data: Annotated[list[BatteryData], Meta(min_length=1)] = msgspec.field(name="batteryData")
     event_type: BatterySwapEventEnum = msgspec.field(name="eventType")
@@ -1672,8 +1672,8 @@ class ChargingStation(Message, kw_only=True, forbid_unknown_fields=True):
 class BootNotificationRequest(Request[BootNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a BootNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "BootNotification"
-    __ocpp_response__: ClassVar[type[BootNotificationResponse]] = BootNotificationResponse
+    __ocpp_action__ = "BootNotification"
+    __ocpp_response__ = BootNotificationResponse
 
     charging_station: ChargingStation = msgspec.field(name="chargingStation")
     reason: BootReasonEnum
@@ -1691,8 +1691,8 @@ class CancelReservationResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class CancelReservationRequest(Request[CancelReservationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CancelReservation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CancelReservation"
-    __ocpp_response__: ClassVar[type[CancelReservationResponse]] = CancelReservationResponse
+    __ocpp_action__ = "CancelReservation"
+    __ocpp_response__ = CancelReservationResponse
 
     reservation_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="reservationId")
     """Id of the reservation to cancel."""
@@ -1710,8 +1710,8 @@ class CertificateSignedResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class CertificateSignedRequest(Request[CertificateSignedResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CertificateSigned CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CertificateSigned"
-    __ocpp_response__: ClassVar[type[CertificateSignedResponse]] = CertificateSignedResponse
+    __ocpp_action__ = "CertificateSigned"
+    __ocpp_response__ = CertificateSignedResponse
 
     certificate_chain: Annotated[str, Meta(max_length=10000)] = msgspec.field(name="certificateChain")
     """The signed PEM encoded X.509 certificate. This SHALL also contain the necessary sub CA
@@ -1747,8 +1747,8 @@ class EVSE(Message, kw_only=True, forbid_unknown_fields=True):
 class ChangeAvailabilityRequest(Request[ChangeAvailabilityResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ChangeAvailability CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ChangeAvailability"
-    __ocpp_response__: ClassVar[type[ChangeAvailabilityResponse]] = ChangeAvailabilityResponse
+    __ocpp_action__ = "ChangeAvailability"
+    __ocpp_response__ = ChangeAvailabilityResponse
 
     evse: EVSE | UnsetType = UNSET
     operational_status: OperationalStatusEnum = msgspec.field(name="operationalStatus")
@@ -1766,8 +1766,8 @@ class ChangeTransactionTariffResponse(Response, kw_only=True, forbid_unknown_fie
 class ChangeTransactionTariffRequest(Request[ChangeTransactionTariffResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ChangeTransactionTariff CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ChangeTransactionTariff"
-    __ocpp_response__: ClassVar[type[ChangeTransactionTariffResponse]] = ChangeTransactionTariffResponse
+    __ocpp_action__ = "ChangeTransactionTariff"
+    __ocpp_response__ = ChangeTransactionTariffResponse
 
     tariff: Tariff
     transaction_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="transactionId")
@@ -1786,8 +1786,8 @@ class ClearCacheResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ClearCacheRequest(Request[ClearCacheResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearCache CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearCache"
-    __ocpp_response__: ClassVar[type[ClearCacheResponse]] = ClearCacheResponse
+    __ocpp_action__ = "ClearCache"
+    __ocpp_response__ = ClearCacheResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -1821,8 +1821,8 @@ class ClearChargingProfile(Message, kw_only=True, forbid_unknown_fields=True):
 class ClearChargingProfileRequest(Request[ClearChargingProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearChargingProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearChargingProfile"
-    __ocpp_response__: ClassVar[type[ClearChargingProfileResponse]] = ClearChargingProfileResponse
+    __ocpp_action__ = "ClearChargingProfile"
+    __ocpp_response__ = ClearChargingProfileResponse
 
     charging_profile_id: int | UnsetType = msgspec.field(name="chargingProfileId", default=UNSET)
     """The Id of the charging profile to clear."""
@@ -1841,8 +1841,8 @@ class ClearDERControlResponse(Response, kw_only=True, forbid_unknown_fields=True
 class ClearDERControlRequest(Request[ClearDERControlResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearDERControl CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearDERControl"
-    __ocpp_response__: ClassVar[type[ClearDERControlResponse]] = ClearDERControlResponse
+    __ocpp_action__ = "ClearDERControl"
+    __ocpp_response__ = ClearDERControlResponse
 
     is_default: bool = msgspec.field(name="isDefault")
     """True: clearing default DER controls. False: clearing scheduled controls."""
@@ -1863,8 +1863,8 @@ class ClearDisplayMessageResponse(Response, kw_only=True, forbid_unknown_fields=
 class ClearDisplayMessageRequest(Request[ClearDisplayMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearDisplayMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearDisplayMessage"
-    __ocpp_response__: ClassVar[type[ClearDisplayMessageResponse]] = ClearDisplayMessageResponse
+    __ocpp_action__ = "ClearDisplayMessage"
+    __ocpp_response__ = ClearDisplayMessageResponse
 
     id: Annotated[int, Meta(ge=0)]
     """Id of the message that SHALL be removed from the Charging Station."""
@@ -1893,8 +1893,8 @@ class ClearTariffsResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ClearTariffsRequest(Request[ClearTariffsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearTariffs CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearTariffs"
-    __ocpp_response__: ClassVar[type[ClearTariffsResponse]] = ClearTariffsResponse
+    __ocpp_action__ = "ClearTariffs"
+    __ocpp_response__ = ClearTariffsResponse
 
     tariff_ids: Annotated[list[Annotated[str, Meta(max_length=60)]], Meta(min_length=1)] | UnsetType = msgspec.field(name="tariffIds", default=UNSET)
     """List of tariff Ids to clear. When absent clears all tariffs at _evseId_."""
@@ -1923,8 +1923,8 @@ class ClearVariableMonitoringResponse(Response, kw_only=True, forbid_unknown_fie
 class ClearVariableMonitoringRequest(Request[ClearVariableMonitoringResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearVariableMonitoring CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearVariableMonitoring"
-    __ocpp_response__: ClassVar[type[ClearVariableMonitoringResponse]] = ClearVariableMonitoringResponse
+    __ocpp_action__ = "ClearVariableMonitoring"
+    __ocpp_response__ = ClearVariableMonitoringResponse
 
     id: Annotated[list[Annotated[int, Meta(ge=0)]], Meta(min_length=1)]
     """List of the monitors to be cleared, identified by there Id."""
@@ -1940,8 +1940,8 @@ class ClearedChargingLimitResponse(Response, kw_only=True, forbid_unknown_fields
 class ClearedChargingLimitRequest(Request[ClearedChargingLimitResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClearedChargingLimit CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClearedChargingLimit"
-    __ocpp_response__: ClassVar[type[ClearedChargingLimitResponse]] = ClearedChargingLimitResponse
+    __ocpp_action__ = "ClearedChargingLimit"
+    __ocpp_response__ = ClearedChargingLimitResponse
 
     charging_limit_source: Annotated[str, Meta(max_length=20)] = msgspec.field(name="chargingLimitSource")
     """Source of the charging limit. Allowed values defined in Appendix as
@@ -1961,8 +1961,8 @@ class ClosePeriodicEventStreamResponse(Response, kw_only=True, forbid_unknown_fi
 class ClosePeriodicEventStreamRequest(Request[ClosePeriodicEventStreamResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ClosePeriodicEventStream CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ClosePeriodicEventStream"
-    __ocpp_response__: ClassVar[type[ClosePeriodicEventStreamResponse]] = ClosePeriodicEventStreamResponse
+    __ocpp_action__ = "ClosePeriodicEventStream"
+    __ocpp_response__ = ClosePeriodicEventStreamResponse
 
     id: Annotated[int, Meta(ge=0)]
     """Id of stream to close."""
@@ -1978,8 +1978,8 @@ class CostUpdatedResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class CostUpdatedRequest(Request[CostUpdatedResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CostUpdated CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CostUpdated"
-    __ocpp_response__: ClassVar[type[CostUpdatedResponse]] = CostUpdatedResponse
+    __ocpp_action__ = "CostUpdated"
+    __ocpp_response__ = CostUpdatedResponse
 
     total_cost: float = msgspec.field(name="totalCost")
     """Current total cost, based on the information known by the CSMS, of the transaction including
@@ -2021,8 +2021,8 @@ class CertificateHashData(Message, kw_only=True, forbid_unknown_fields=True):
 class CustomerInformationRequest(Request[CustomerInformationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a CustomerInformation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "CustomerInformation"
-    __ocpp_response__: ClassVar[type[CustomerInformationResponse]] = CustomerInformationResponse
+    __ocpp_action__ = "CustomerInformation"
+    __ocpp_response__ = CustomerInformationResponse
 
     customer_certificate: CertificateHashData | UnsetType = msgspec.field(name="customerCertificate", default=UNSET)
     id_token: IdToken | UnsetType = msgspec.field(name="idToken", default=UNSET)
@@ -2057,8 +2057,8 @@ class DataTransferResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class DataTransferRequest(Request[DataTransferResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DataTransfer CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DataTransfer"
-    __ocpp_response__: ClassVar[type[DataTransferResponse]] = DataTransferResponse
+    __ocpp_action__ = "DataTransfer"
+    __ocpp_response__ = DataTransferResponse
 
     message_id: Annotated[str, Meta(max_length=50)] | UnsetType = msgspec.field(name="messageId", default=UNSET)
     """May be used to indicate a specific message or implementation."""
@@ -2082,8 +2082,8 @@ class DeleteCertificateResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class DeleteCertificateRequest(Request[DeleteCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a DeleteCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "DeleteCertificate"
-    __ocpp_response__: ClassVar[type[DeleteCertificateResponse]] = DeleteCertificateResponse
+    __ocpp_action__ = "DeleteCertificate"
+    __ocpp_response__ = DeleteCertificateResponse
 
     certificate_hash_data: CertificateHashData = msgspec.field(name="certificateHashData")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -2098,8 +2098,8 @@ class FirmwareStatusNotificationResponse(Response, kw_only=True, forbid_unknown_
 class FirmwareStatusNotificationRequest(Request[FirmwareStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a FirmwareStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "FirmwareStatusNotification"
-    __ocpp_response__: ClassVar[type[FirmwareStatusNotificationResponse]] = FirmwareStatusNotificationResponse
+    __ocpp_action__ = "FirmwareStatusNotification"
+    __ocpp_response__ = FirmwareStatusNotificationResponse
 
     status: FirmwareStatusEnum
     request_id: int | UnsetType = msgspec.field(name="requestId", default=UNSET)
@@ -2130,8 +2130,8 @@ class Get15118EVCertificateResponse(Response, kw_only=True, forbid_unknown_field
 class Get15118EVCertificateRequest(Request[Get15118EVCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Get15118EVCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Get15118EVCertificate"
-    __ocpp_response__: ClassVar[type[Get15118EVCertificateResponse]] = Get15118EVCertificateResponse
+    __ocpp_action__ = "Get15118EVCertificate"
+    __ocpp_response__ = Get15118EVCertificateResponse
 
     iso15118_schema_version: Annotated[str, Meta(max_length=50)] = msgspec.field(name="iso15118SchemaVersion")
     """Schema version currently used for the 15118 session between EV and Charging Station. Needed for
@@ -2167,8 +2167,8 @@ class GetBaseReportResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class GetBaseReportRequest(Request[GetBaseReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetBaseReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetBaseReport"
-    __ocpp_response__: ClassVar[type[GetBaseReportResponse]] = GetBaseReportResponse
+    __ocpp_action__ = "GetBaseReport"
+    __ocpp_response__ = GetBaseReportResponse
 
     request_id: int = msgspec.field(name="requestId")
     """The Id of the request."""
@@ -2206,8 +2206,8 @@ class CertificateStatusRequestInfo(Message, kw_only=True, forbid_unknown_fields=
 class GetCertificateChainStatusRequest(Request[GetCertificateChainStatusResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetCertificateChainStatus CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetCertificateChainStatus"
-    __ocpp_response__: ClassVar[type[GetCertificateChainStatusResponse]] = GetCertificateChainStatusResponse
+    __ocpp_action__ = "GetCertificateChainStatus"
+    __ocpp_response__ = GetCertificateChainStatusResponse
 
     certificate_status_requests: Annotated[list[CertificateStatusRequestInfo], Meta(min_length=1, max_length=4)] = msgspec.field(name="certificateStatusRequests")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -2231,8 +2231,8 @@ class GetCertificateStatusResponse(Response, kw_only=True, forbid_unknown_fields
 class GetCertificateStatusRequest(Request[GetCertificateStatusResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetCertificateStatus CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetCertificateStatus"
-    __ocpp_response__: ClassVar[type[GetCertificateStatusResponse]] = GetCertificateStatusResponse
+    __ocpp_action__ = "GetCertificateStatus"
+    __ocpp_response__ = GetCertificateStatusResponse
 
     ocsp_request_data: OCSPRequestData = msgspec.field(name="ocspRequestData")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -2273,8 +2273,8 @@ class ChargingProfileCriterion(Message, kw_only=True, forbid_unknown_fields=True
 class GetChargingProfilesRequest(Request[GetChargingProfilesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetChargingProfiles CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetChargingProfiles"
-    __ocpp_response__: ClassVar[type[GetChargingProfilesResponse]] = GetChargingProfilesResponse
+    __ocpp_action__ = "GetChargingProfiles"
+    __ocpp_response__ = GetChargingProfilesResponse
 
     request_id: int = msgspec.field(name="requestId")
     """Reference identification that is to be used by the Charging Station in the
@@ -2422,8 +2422,8 @@ class GetCompositeScheduleResponse(Response, kw_only=True, forbid_unknown_fields
 class GetCompositeScheduleRequest(Request[GetCompositeScheduleResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetCompositeSchedule CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetCompositeSchedule"
-    __ocpp_response__: ClassVar[type[GetCompositeScheduleResponse]] = GetCompositeScheduleResponse
+    __ocpp_action__ = "GetCompositeSchedule"
+    __ocpp_response__ = GetCompositeScheduleResponse
 
     duration: int
     """Length of the requested schedule in seconds."""
@@ -2446,8 +2446,8 @@ class GetDERControlResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class GetDERControlRequest(Request[GetDERControlResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetDERControl CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetDERControl"
-    __ocpp_response__: ClassVar[type[GetDERControlResponse]] = GetDERControlResponse
+    __ocpp_action__ = "GetDERControl"
+    __ocpp_response__ = GetDERControlResponse
 
     request_id: int = msgspec.field(name="requestId")
     """RequestId to be used in ReportDERControlRequest."""
@@ -2470,8 +2470,8 @@ class GetDisplayMessagesResponse(Response, kw_only=True, forbid_unknown_fields=T
 class GetDisplayMessagesRequest(Request[GetDisplayMessagesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetDisplayMessages CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetDisplayMessages"
-    __ocpp_response__: ClassVar[type[GetDisplayMessagesResponse]] = GetDisplayMessagesResponse
+    __ocpp_action__ = "GetDisplayMessages"
+    __ocpp_response__ = GetDisplayMessagesResponse
 
     id: Annotated[list[Annotated[int, Meta(ge=0)]], Meta(min_length=1)] | UnsetType = UNSET
     """If provided the Charging Station shall return Display Messages of the given ids. This field
@@ -2506,8 +2506,8 @@ class GetInstalledCertificateIdsResponse(Response, kw_only=True, forbid_unknown_
 class GetInstalledCertificateIdsRequest(Request[GetInstalledCertificateIdsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetInstalledCertificateIds CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetInstalledCertificateIds"
-    __ocpp_response__: ClassVar[type[GetInstalledCertificateIdsResponse]] = GetInstalledCertificateIdsResponse
+    __ocpp_action__ = "GetInstalledCertificateIds"
+    __ocpp_response__ = GetInstalledCertificateIdsResponse
 
     certificate_type: Annotated[list[GetCertificateIdUseEnum], Meta(min_length=1)] | UnsetType = msgspec.field(name="certificateType", default=UNSET)
     """Indicates the type of certificates requested. When omitted, all certificate types are requested."""
@@ -2527,8 +2527,8 @@ class GetLocalListVersionResponse(Response, kw_only=True, forbid_unknown_fields=
 class GetLocalListVersionRequest(Request[GetLocalListVersionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetLocalListVersion CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetLocalListVersion"
-    __ocpp_response__: ClassVar[type[GetLocalListVersionResponse]] = GetLocalListVersionResponse
+    __ocpp_action__ = "GetLocalListVersion"
+    __ocpp_response__ = GetLocalListVersionResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -2560,8 +2560,8 @@ class LogParameters(Message, kw_only=True, forbid_unknown_fields=True):
 class GetLogRequest(Request[GetLogResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetLog CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetLog"
-    __ocpp_response__: ClassVar[type[GetLogResponse]] = GetLogResponse
+    __ocpp_action__ = "GetLog"
+    __ocpp_response__ = GetLogResponse
 
     log: LogParameters
     log_type: LogEnum = msgspec.field(name="logType")
@@ -2627,8 +2627,8 @@ class ComponentVariable(Message, kw_only=True, forbid_unknown_fields=True):
 class GetMonitoringReportRequest(Request[GetMonitoringReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetMonitoringReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetMonitoringReport"
-    __ocpp_response__: ClassVar[type[GetMonitoringReportResponse]] = GetMonitoringReportResponse
+    __ocpp_action__ = "GetMonitoringReport"
+    __ocpp_response__ = GetMonitoringReportResponse
 
     component_variable: Annotated[list[ComponentVariable], Meta(min_length=1)] | UnsetType = msgspec.field(name="componentVariable", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -2659,8 +2659,8 @@ class GetPeriodicEventStreamResponse(Response, kw_only=True, forbid_unknown_fiel
 class GetPeriodicEventStreamRequest(Request[GetPeriodicEventStreamResponse], kw_only=True, forbid_unknown_fields=True):
     """This message is empty. It has no fields."""
 
-    __ocpp_action__: ClassVar[str] = "GetPeriodicEventStream"
-    __ocpp_response__: ClassVar[type[GetPeriodicEventStreamResponse]] = GetPeriodicEventStreamResponse
+    __ocpp_action__ = "GetPeriodicEventStream"
+    __ocpp_response__ = GetPeriodicEventStreamResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -2676,8 +2676,8 @@ class GetReportResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class GetReportRequest(Request[GetReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetReport"
-    __ocpp_response__: ClassVar[type[GetReportResponse]] = GetReportResponse
+    __ocpp_action__ = "GetReport"
+    __ocpp_response__ = GetReportResponse
 
     component_variable: Annotated[list[ComponentVariable], Meta(min_length=1)] | UnsetType = msgspec.field(name="componentVariable", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -2713,8 +2713,8 @@ class GetTariffsResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class GetTariffsRequest(Request[GetTariffsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetTariffs CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetTariffs"
-    __ocpp_response__: ClassVar[type[GetTariffsResponse]] = GetTariffsResponse
+    __ocpp_action__ = "GetTariffs"
+    __ocpp_response__ = GetTariffsResponse
 
     evse_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="evseId")
     """EVSE id to get tariff from. When _evseId_ = 0, this gets tariffs from all EVSEs."""
@@ -2734,8 +2734,8 @@ class GetTransactionStatusResponse(Response, kw_only=True, forbid_unknown_fields
 class GetTransactionStatusRequest(Request[GetTransactionStatusResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetTransactionStatus CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetTransactionStatus"
-    __ocpp_response__: ClassVar[type[GetTransactionStatusResponse]] = GetTransactionStatusResponse
+    __ocpp_action__ = "GetTransactionStatus"
+    __ocpp_response__ = GetTransactionStatusResponse
 
     transaction_id: Annotated[str, Meta(max_length=36)] | UnsetType = msgspec.field(name="transactionId", default=UNSET)
     """The Id of the transaction for which the status is requested."""
@@ -2779,8 +2779,8 @@ class GetVariableData(Message, kw_only=True, forbid_unknown_fields=True):
 class GetVariablesRequest(Request[GetVariablesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a GetVariables CALL."""
 
-    __ocpp_action__: ClassVar[str] = "GetVariables"
-    __ocpp_response__: ClassVar[type[GetVariablesResponse]] = GetVariablesResponse
+    __ocpp_action__ = "GetVariables"
+    __ocpp_response__ = GetVariablesResponse
 
     get_variable_data: Annotated[list[GetVariableData], Meta(min_length=1)] = msgspec.field(name="getVariableData")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -2797,8 +2797,8 @@ class HeartbeatResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class HeartbeatRequest(Request[HeartbeatResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Heartbeat CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Heartbeat"
-    __ocpp_response__: ClassVar[type[HeartbeatResponse]] = HeartbeatResponse
+    __ocpp_action__ = "Heartbeat"
+    __ocpp_response__ = HeartbeatResponse
 
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
 
@@ -2814,8 +2814,8 @@ class InstallCertificateResponse(Response, kw_only=True, forbid_unknown_fields=T
 class InstallCertificateRequest(Request[InstallCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a InstallCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "InstallCertificate"
-    __ocpp_response__: ClassVar[type[InstallCertificateResponse]] = InstallCertificateResponse
+    __ocpp_action__ = "InstallCertificate"
+    __ocpp_response__ = InstallCertificateResponse
 
     certificate_type: InstallCertificateUseEnum = msgspec.field(name="certificateType")
     certificate: Annotated[str, Meta(max_length=10000)]
@@ -2832,8 +2832,8 @@ class LogStatusNotificationResponse(Response, kw_only=True, forbid_unknown_field
 class LogStatusNotificationRequest(Request[LogStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a LogStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "LogStatusNotification"
-    __ocpp_response__: ClassVar[type[LogStatusNotificationResponse]] = LogStatusNotificationResponse
+    __ocpp_action__ = "LogStatusNotification"
+    __ocpp_response__ = LogStatusNotificationResponse
 
     status: UploadLogStatusEnum
     request_id: int | UnsetType = msgspec.field(name="requestId", default=UNSET)
@@ -2921,8 +2921,8 @@ class MeterValue(Message, kw_only=True, forbid_unknown_fields=True):
 class MeterValuesRequest(Request[MeterValuesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a MeterValues CALL."""
 
-    __ocpp_action__: ClassVar[str] = "MeterValues"
-    __ocpp_response__: ClassVar[type[MeterValuesResponse]] = MeterValuesResponse
+    __ocpp_action__ = "MeterValues"
+    __ocpp_response__ = MeterValuesResponse
 
     evse_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="evseId")
     """This contains a number (>0) designating an EVSE of the Charging Station. '0' (zero) is used to
@@ -2943,8 +2943,8 @@ class NotifyAllowedEnergyTransferResponse(Response, kw_only=True, forbid_unknown
 class NotifyAllowedEnergyTransferRequest(Request[NotifyAllowedEnergyTransferResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyAllowedEnergyTransfer CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyAllowedEnergyTransfer"
-    __ocpp_response__: ClassVar[type[NotifyAllowedEnergyTransferResponse]] = NotifyAllowedEnergyTransferResponse
+    __ocpp_action__ = "NotifyAllowedEnergyTransfer"
+    __ocpp_response__ = NotifyAllowedEnergyTransferResponse
 
     transaction_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="transactionId")
     """The transaction for which the allowed energy transfer is allowed."""
@@ -3263,8 +3263,8 @@ class ChargingLimit(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyChargingLimitRequest(Request[NotifyChargingLimitResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyChargingLimit CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyChargingLimit"
-    __ocpp_response__: ClassVar[type[NotifyChargingLimitResponse]] = NotifyChargingLimitResponse
+    __ocpp_action__ = "NotifyChargingLimit"
+    __ocpp_response__ = NotifyChargingLimitResponse
 
     charging_schedule: Annotated[list[ChargingSchedule], Meta(min_length=1)] | UnsetType = msgspec.field(name="chargingSchedule", default=UNSET)
     evse_id: Annotated[int, Meta(ge=0)] | UnsetType = msgspec.field(name="evseId", default=UNSET)
@@ -3284,8 +3284,8 @@ class NotifyCustomerInformationResponse(Response, kw_only=True, forbid_unknown_f
 class NotifyCustomerInformationRequest(Request[NotifyCustomerInformationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyCustomerInformation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyCustomerInformation"
-    __ocpp_response__: ClassVar[type[NotifyCustomerInformationResponse]] = NotifyCustomerInformationResponse
+    __ocpp_action__ = "NotifyCustomerInformation"
+    __ocpp_response__ = NotifyCustomerInformationResponse
 
     data: Annotated[str, Meta(max_length=512)]
     """(Part of) the requested data. No format specified in which the data is returned. Should be human
@@ -3313,8 +3313,8 @@ class NotifyDERAlarmResponse(Response, kw_only=True, forbid_unknown_fields=True)
 class NotifyDERAlarmRequest(Request[NotifyDERAlarmResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyDERAlarm CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyDERAlarm"
-    __ocpp_response__: ClassVar[type[NotifyDERAlarmResponse]] = NotifyDERAlarmResponse
+    __ocpp_action__ = "NotifyDERAlarm"
+    __ocpp_response__ = NotifyDERAlarmResponse
 
     control_type: DERControlEnum = msgspec.field(name="controlType")
     grid_event_fault: GridEventFaultEnum | UnsetType = msgspec.field(name="gridEventFault", default=UNSET)
@@ -3336,8 +3336,8 @@ class NotifyDERStartStopResponse(Response, kw_only=True, forbid_unknown_fields=T
 class NotifyDERStartStopRequest(Request[NotifyDERStartStopResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyDERStartStop CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyDERStartStop"
-    __ocpp_response__: ClassVar[type[NotifyDERStartStopResponse]] = NotifyDERStartStopResponse
+    __ocpp_action__ = "NotifyDERStartStop"
+    __ocpp_response__ = NotifyDERStartStopResponse
 
     control_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="controlId")
     """Id of the started or stopped DER control. Corresponds to the _controlId_ of the
@@ -3386,8 +3386,8 @@ class MessageInfo(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyDisplayMessagesRequest(Request[NotifyDisplayMessagesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyDisplayMessages CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyDisplayMessages"
-    __ocpp_response__: ClassVar[type[NotifyDisplayMessagesResponse]] = NotifyDisplayMessagesResponse
+    __ocpp_action__ = "NotifyDisplayMessages"
+    __ocpp_response__ = NotifyDisplayMessagesResponse
 
     message_info: Annotated[list[MessageInfo], Meta(min_length=1)] | UnsetType = msgspec.field(name="messageInfo", default=UNSET)
     request_id: int = msgspec.field(name="requestId")
@@ -3894,8 +3894,8 @@ class ChargingNeeds(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyEVChargingNeedsRequest(Request[NotifyEVChargingNeedsResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyEVChargingNeeds CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyEVChargingNeeds"
-    __ocpp_response__: ClassVar[type[NotifyEVChargingNeedsResponse]] = NotifyEVChargingNeedsResponse
+    __ocpp_action__ = "NotifyEVChargingNeeds"
+    __ocpp_response__ = NotifyEVChargingNeedsResponse
 
     evse_id: Annotated[int, Meta(ge=1)] = msgspec.field(name="evseId")
     """Defines the EVSE and connector to which the EV is connected. EvseId may not be 0."""
@@ -3923,8 +3923,8 @@ class NotifyEVChargingScheduleResponse(Response, kw_only=True, forbid_unknown_fi
 class NotifyEVChargingScheduleRequest(Request[NotifyEVChargingScheduleResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyEVChargingSchedule CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyEVChargingSchedule"
-    __ocpp_response__: ClassVar[type[NotifyEVChargingScheduleResponse]] = NotifyEVChargingScheduleResponse
+    __ocpp_action__ = "NotifyEVChargingSchedule"
+    __ocpp_response__ = NotifyEVChargingScheduleResponse
 
     time_base: DateTime = msgspec.field(name="timeBase")
     """Periods contained in the charging profile are relative to this point in time."""
@@ -3989,8 +3989,8 @@ class EventData(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyEventRequest(Request[NotifyEventResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyEvent CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyEvent"
-    __ocpp_response__: ClassVar[type[NotifyEventResponse]] = NotifyEventResponse
+    __ocpp_action__ = "NotifyEvent"
+    __ocpp_response__ = NotifyEventResponse
 
     generated_at: DateTime = msgspec.field(name="generatedAt")
     """Timestamp of the moment this message was generated at the Charging Station."""
@@ -4054,8 +4054,8 @@ class MonitoringData(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyMonitoringReportRequest(Request[NotifyMonitoringReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyMonitoringReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyMonitoringReport"
-    __ocpp_response__: ClassVar[type[NotifyMonitoringReportResponse]] = NotifyMonitoringReportResponse
+    __ocpp_action__ = "NotifyMonitoringReport"
+    __ocpp_response__ = NotifyMonitoringReportResponse
 
     monitor: Annotated[list[MonitoringData], Meta(min_length=1)] | UnsetType = UNSET
     request_id: int = msgspec.field(name="requestId")
@@ -4083,7 +4083,7 @@ class StreamDataElement(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyPeriodicEventStream(SendMessage, kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyPeriodicEventStream SEND (never answered)."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyPeriodicEventStream"
+    __ocpp_action__ = "NotifyPeriodicEventStream"
 
     data: Annotated[list[StreamDataElement], Meta(min_length=1)]
     id: Annotated[int, Meta(ge=0)]
@@ -4104,8 +4104,8 @@ class NotifyPriorityChargingResponse(Response, kw_only=True, forbid_unknown_fiel
 class NotifyPriorityChargingRequest(Request[NotifyPriorityChargingResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyPriorityCharging CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyPriorityCharging"
-    __ocpp_response__: ClassVar[type[NotifyPriorityChargingResponse]] = NotifyPriorityChargingResponse
+    __ocpp_action__ = "NotifyPriorityCharging"
+    __ocpp_response__ = NotifyPriorityChargingResponse
 
     transaction_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="transactionId")
     """The transaction for which priority charging is requested."""
@@ -4189,8 +4189,8 @@ class ReportData(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifyReportRequest(Request[NotifyReportResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyReport CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyReport"
-    __ocpp_response__: ClassVar[type[NotifyReportResponse]] = NotifyReportResponse
+    __ocpp_action__ = "NotifyReport"
+    __ocpp_response__ = NotifyReportResponse
 
     request_id: int = msgspec.field(name="requestId")
     """The id of the GetReportRequest or GetBaseReportRequest that requested this report"""
@@ -4239,8 +4239,8 @@ class Address(Message, kw_only=True, forbid_unknown_fields=True):
 class NotifySettlementRequest(Request[NotifySettlementResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifySettlement CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifySettlement"
-    __ocpp_response__: ClassVar[type[NotifySettlementResponse]] = NotifySettlementResponse
+    __ocpp_action__ = "NotifySettlement"
+    __ocpp_response__ = NotifySettlementResponse
 
     transaction_id: Annotated[str, Meta(max_length=36)] | UnsetType = msgspec.field(name="transactionId", default=UNSET)
     """The _transactionId_ that the settlement belongs to. Can be empty if the payment transaction is
@@ -4273,8 +4273,8 @@ class NotifyWebPaymentStartedResponse(Response, kw_only=True, forbid_unknown_fie
 class NotifyWebPaymentStartedRequest(Request[NotifyWebPaymentStartedResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a NotifyWebPaymentStarted CALL."""
 
-    __ocpp_action__: ClassVar[str] = "NotifyWebPaymentStarted"
-    __ocpp_response__: ClassVar[type[NotifyWebPaymentStartedResponse]] = NotifyWebPaymentStartedResponse
+    __ocpp_action__ = "NotifyWebPaymentStarted"
+    __ocpp_response__ = NotifyWebPaymentStartedResponse
 
     evse_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="evseId")
     """EVSE id for which transaction is requested."""
@@ -4296,8 +4296,8 @@ class OpenPeriodicEventStreamResponse(Response, kw_only=True, forbid_unknown_fie
 class OpenPeriodicEventStreamRequest(Request[OpenPeriodicEventStreamResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a OpenPeriodicEventStream CALL."""
 
-    __ocpp_action__: ClassVar[str] = "OpenPeriodicEventStream"
-    __ocpp_response__: ClassVar[type[OpenPeriodicEventStreamResponse]] = OpenPeriodicEventStreamResponse
+    __ocpp_action__ = "OpenPeriodicEventStream"
+    __ocpp_response__ = OpenPeriodicEventStreamResponse
 
     constant_stream_data: ConstantStreamData = msgspec.field(name="constantStreamData")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -4314,8 +4314,8 @@ class PublishFirmwareResponse(Response, kw_only=True, forbid_unknown_fields=True
 class PublishFirmwareRequest(Request[PublishFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a PublishFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "PublishFirmware"
-    __ocpp_response__: ClassVar[type[PublishFirmwareResponse]] = PublishFirmwareResponse
+    __ocpp_action__ = "PublishFirmware"
+    __ocpp_response__ = PublishFirmwareResponse
 
     location: Annotated[str, Meta(max_length=2000)]
     """This contains a string containing a URI pointing to a location from which to retrieve the
@@ -4346,8 +4346,8 @@ class PublishFirmwareStatusNotificationResponse(Response, kw_only=True, forbid_u
 class PublishFirmwareStatusNotificationRequest(Request[PublishFirmwareStatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a PublishFirmwareStatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "PublishFirmwareStatusNotification"
-    __ocpp_response__: ClassVar[type[PublishFirmwareStatusNotificationResponse]] = PublishFirmwareStatusNotificationResponse
+    __ocpp_action__ = "PublishFirmwareStatusNotification"
+    __ocpp_response__ = PublishFirmwareStatusNotificationResponse
 
     status: PublishFirmwareStatusEnum
     location: Annotated[list[Annotated[str, Meta(max_length=2000)]], Meta(min_length=1)] | UnsetType = UNSET
@@ -4428,8 +4428,8 @@ class PullDynamicScheduleUpdateResponse(Response, kw_only=True, forbid_unknown_f
 class PullDynamicScheduleUpdateRequest(Request[PullDynamicScheduleUpdateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a PullDynamicScheduleUpdate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "PullDynamicScheduleUpdate"
-    __ocpp_response__: ClassVar[type[PullDynamicScheduleUpdateResponse]] = PullDynamicScheduleUpdateResponse
+    __ocpp_action__ = "PullDynamicScheduleUpdate"
+    __ocpp_response__ = PullDynamicScheduleUpdateResponse
 
     charging_profile_id: int = msgspec.field(name="chargingProfileId")
     """Id of charging profile to update."""
@@ -4509,8 +4509,8 @@ class ChargingProfile(Message, kw_only=True, forbid_unknown_fields=True):
 class ReportChargingProfilesRequest(Request[ReportChargingProfilesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReportChargingProfiles CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReportChargingProfiles"
-    __ocpp_response__: ClassVar[type[ReportChargingProfilesResponse]] = ReportChargingProfilesResponse
+    __ocpp_action__ = "ReportChargingProfiles"
+    __ocpp_response__ = ReportChargingProfilesResponse
 
     request_id: int = msgspec.field(name="requestId")
     """Id used to match the <<getchargingprofilesrequest, GetChargingProfilesRequest>> message with the
@@ -4825,8 +4825,8 @@ class LimitMaxDischargeGet(Message, kw_only=True, forbid_unknown_fields=True):
 class ReportDERControlRequest(Request[ReportDERControlResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReportDERControl CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReportDERControl"
-    __ocpp_response__: ClassVar[type[ReportDERControlResponse]] = ReportDERControlResponse
+    __ocpp_action__ = "ReportDERControl"
+    __ocpp_response__ = ReportDERControlResponse
 
     curve: Annotated[list[DERCurveGet], Meta(min_length=1, max_length=24)] | UnsetType = UNSET
     enter_service: Annotated[list[EnterServiceGet], Meta(min_length=1, max_length=24)] | UnsetType = msgspec.field(name="enterService", default=UNSET)
@@ -4856,8 +4856,8 @@ class RequestBatterySwapResponse(Response, kw_only=True, forbid_unknown_fields=T
 class RequestBatterySwapRequest(Request[RequestBatterySwapResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RequestBatterySwap CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RequestBatterySwap"
-    __ocpp_response__: ClassVar[type[RequestBatterySwapResponse]] = RequestBatterySwapResponse
+    __ocpp_action__ = "RequestBatterySwap"
+    __ocpp_response__ = RequestBatterySwapResponse
 
     id_token: IdToken = msgspec.field(name="idToken")
     request_id: int = msgspec.field(name="requestId")
@@ -4881,8 +4881,8 @@ class RequestStartTransactionResponse(Response, kw_only=True, forbid_unknown_fie
 class RequestStartTransactionRequest(Request[RequestStartTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RequestStartTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RequestStartTransaction"
-    __ocpp_response__: ClassVar[type[RequestStartTransactionResponse]] = RequestStartTransactionResponse
+    __ocpp_action__ = "RequestStartTransaction"
+    __ocpp_response__ = RequestStartTransactionResponse
 
     evse_id: Annotated[int, Meta(ge=1)] | UnsetType = msgspec.field(name="evseId", default=UNSET)
     """Number of the EVSE on which to start the transaction. EvseId SHALL be > 0"""
@@ -4908,8 +4908,8 @@ class RequestStopTransactionResponse(Response, kw_only=True, forbid_unknown_fiel
 class RequestStopTransactionRequest(Request[RequestStopTransactionResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a RequestStopTransaction CALL."""
 
-    __ocpp_action__: ClassVar[str] = "RequestStopTransaction"
-    __ocpp_response__: ClassVar[type[RequestStopTransactionResponse]] = RequestStopTransactionResponse
+    __ocpp_action__ = "RequestStopTransaction"
+    __ocpp_response__ = RequestStopTransactionResponse
 
     transaction_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="transactionId")
     """The identifier of the transaction which the Charging Station is requested to stop."""
@@ -4925,8 +4925,8 @@ class ReservationStatusUpdateResponse(Response, kw_only=True, forbid_unknown_fie
 class ReservationStatusUpdateRequest(Request[ReservationStatusUpdateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReservationStatusUpdate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReservationStatusUpdate"
-    __ocpp_response__: ClassVar[type[ReservationStatusUpdateResponse]] = ReservationStatusUpdateResponse
+    __ocpp_action__ = "ReservationStatusUpdate"
+    __ocpp_response__ = ReservationStatusUpdateResponse
 
     reservation_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="reservationId")
     """The ID of the reservation."""
@@ -4945,8 +4945,8 @@ class ReserveNowResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ReserveNowRequest(Request[ReserveNowResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a ReserveNow CALL."""
 
-    __ocpp_action__: ClassVar[str] = "ReserveNow"
-    __ocpp_response__: ClassVar[type[ReserveNowResponse]] = ReserveNowResponse
+    __ocpp_action__ = "ReserveNow"
+    __ocpp_response__ = ReserveNowResponse
 
     id: Annotated[int, Meta(ge=0)]
     """Id of reservation."""
@@ -4972,8 +4972,8 @@ class ResetResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class ResetRequest(Request[ResetResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a Reset CALL."""
 
-    __ocpp_action__: ClassVar[str] = "Reset"
-    __ocpp_response__: ClassVar[type[ResetResponse]] = ResetResponse
+    __ocpp_action__ = "Reset"
+    __ocpp_response__ = ResetResponse
 
     type: ResetEnum
     evse_id: Annotated[int, Meta(ge=0)] | UnsetType = msgspec.field(name="evseId", default=UNSET)
@@ -4992,8 +4992,8 @@ class SecurityEventNotificationResponse(Response, kw_only=True, forbid_unknown_f
 class SecurityEventNotificationRequest(Request[SecurityEventNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SecurityEventNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SecurityEventNotification"
-    __ocpp_response__: ClassVar[type[SecurityEventNotificationResponse]] = SecurityEventNotificationResponse
+    __ocpp_action__ = "SecurityEventNotification"
+    __ocpp_response__ = SecurityEventNotificationResponse
 
     type: Annotated[str, Meta(max_length=50)]
     """Type of the security event. This value should be taken from the Security events list."""
@@ -5023,8 +5023,8 @@ class AuthorizationData(Message, kw_only=True, forbid_unknown_fields=True):
 class SendLocalListRequest(Request[SendLocalListResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SendLocalList CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SendLocalList"
-    __ocpp_response__: ClassVar[type[SendLocalListResponse]] = SendLocalListResponse
+    __ocpp_action__ = "SendLocalList"
+    __ocpp_response__ = SendLocalListResponse
 
     local_authorization_list: Annotated[list[AuthorizationData], Meta(min_length=1)] | UnsetType = msgspec.field(name="localAuthorizationList", default=UNSET)
     version_number: int = msgspec.field(name="versionNumber")
@@ -5046,8 +5046,8 @@ class SetChargingProfileResponse(Response, kw_only=True, forbid_unknown_fields=T
 class SetChargingProfileRequest(Request[SetChargingProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetChargingProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetChargingProfile"
-    __ocpp_response__: ClassVar[type[SetChargingProfileResponse]] = SetChargingProfileResponse
+    __ocpp_action__ = "SetChargingProfile"
+    __ocpp_response__ = SetChargingProfileResponse
 
     evse_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="evseId")
     """For TxDefaultProfile an evseId=0 applies the profile to each individual evse. For
@@ -5071,8 +5071,8 @@ class SetDERControlResponse(Response, kw_only=True, forbid_unknown_fields=True):
 class SetDERControlRequest(Request[SetDERControlResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetDERControl CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetDERControl"
-    __ocpp_response__: ClassVar[type[SetDERControlResponse]] = SetDERControlResponse
+    __ocpp_action__ = "SetDERControl"
+    __ocpp_response__ = SetDERControlResponse
 
     is_default: bool = msgspec.field(name="isDefault")
     """True if this is a default DER control"""
@@ -5101,8 +5101,8 @@ class SetDefaultTariffResponse(Response, kw_only=True, forbid_unknown_fields=Tru
 class SetDefaultTariffRequest(Request[SetDefaultTariffResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetDefaultTariff CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetDefaultTariff"
-    __ocpp_response__: ClassVar[type[SetDefaultTariffResponse]] = SetDefaultTariffResponse
+    __ocpp_action__ = "SetDefaultTariff"
+    __ocpp_response__ = SetDefaultTariffResponse
 
     evse_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="evseId")
     """EVSE that tariff applies to. When _evseId_ = 0, then tarriff applies to all EVSEs."""
@@ -5121,8 +5121,8 @@ class SetDisplayMessageResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class SetDisplayMessageRequest(Request[SetDisplayMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetDisplayMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetDisplayMessage"
-    __ocpp_response__: ClassVar[type[SetDisplayMessageResponse]] = SetDisplayMessageResponse
+    __ocpp_action__ = "SetDisplayMessage"
+    __ocpp_response__ = SetDisplayMessageResponse
 
     message: MessageInfo
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -5139,8 +5139,8 @@ class SetMonitoringBaseResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class SetMonitoringBaseRequest(Request[SetMonitoringBaseResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetMonitoringBase CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetMonitoringBase"
-    __ocpp_response__: ClassVar[type[SetMonitoringBaseResponse]] = SetMonitoringBaseResponse
+    __ocpp_action__ = "SetMonitoringBase"
+    __ocpp_response__ = SetMonitoringBaseResponse
 
     monitoring_base: MonitoringBaseEnum = msgspec.field(name="monitoringBase")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -5157,8 +5157,8 @@ class SetMonitoringLevelResponse(Response, kw_only=True, forbid_unknown_fields=T
 class SetMonitoringLevelRequest(Request[SetMonitoringLevelResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetMonitoringLevel CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetMonitoringLevel"
-    __ocpp_response__: ClassVar[type[SetMonitoringLevelResponse]] = SetMonitoringLevelResponse
+    __ocpp_action__ = "SetMonitoringLevel"
+    __ocpp_response__ = SetMonitoringLevelResponse
 
     severity: Annotated[int, Meta(ge=0)]
     """The Charging Station SHALL only report events with a severity number lower than or equal to this
@@ -5264,8 +5264,8 @@ class NetworkConnectionProfile(Message, kw_only=True, forbid_unknown_fields=True
 class SetNetworkProfileRequest(Request[SetNetworkProfileResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetNetworkProfile CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetNetworkProfile"
-    __ocpp_response__: ClassVar[type[SetNetworkProfileResponse]] = SetNetworkProfileResponse
+    __ocpp_action__ = "SetNetworkProfile"
+    __ocpp_response__ = SetNetworkProfileResponse
 
     configuration_slot: int = msgspec.field(name="configurationSlot")
     """Slot in which the configuration should be stored."""
@@ -5353,8 +5353,8 @@ class SetMonitoringData(Message, kw_only=True, forbid_unknown_fields=True):
 class SetVariableMonitoringRequest(Request[SetVariableMonitoringResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetVariableMonitoring CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetVariableMonitoring"
-    __ocpp_response__: ClassVar[type[SetVariableMonitoringResponse]] = SetVariableMonitoringResponse
+    __ocpp_action__ = "SetVariableMonitoring"
+    __ocpp_response__ = SetVariableMonitoringResponse
 
     set_monitoring_data: Annotated[list[SetMonitoringData], Meta(min_length=1)] = msgspec.field(name="setMonitoringData")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -5396,8 +5396,8 @@ class SetVariableData(Message, kw_only=True, forbid_unknown_fields=True):
 class SetVariablesRequest(Request[SetVariablesResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SetVariables CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SetVariables"
-    __ocpp_response__: ClassVar[type[SetVariablesResponse]] = SetVariablesResponse
+    __ocpp_action__ = "SetVariables"
+    __ocpp_response__ = SetVariablesResponse
 
     set_variable_data: Annotated[list[SetVariableData], Meta(min_length=1)] = msgspec.field(name="setVariableData")
     custom_data: CustomData | UnsetType = msgspec.field(name="customData", default=UNSET)
@@ -5414,8 +5414,8 @@ class SignCertificateResponse(Response, kw_only=True, forbid_unknown_fields=True
 class SignCertificateRequest(Request[SignCertificateResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a SignCertificate CALL."""
 
-    __ocpp_action__: ClassVar[str] = "SignCertificate"
-    __ocpp_response__: ClassVar[type[SignCertificateResponse]] = SignCertificateResponse
+    __ocpp_action__ = "SignCertificate"
+    __ocpp_response__ = SignCertificateResponse
 
     csr: Annotated[str, Meta(max_length=5500)]
     """The Charging Station SHALL send the public key in form of a Certificate Signing Request (CSR) as
@@ -5438,8 +5438,8 @@ class StatusNotificationResponse(Response, kw_only=True, forbid_unknown_fields=T
 class StatusNotificationRequest(Request[StatusNotificationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a StatusNotification CALL."""
 
-    __ocpp_action__: ClassVar[str] = "StatusNotification"
-    __ocpp_response__: ClassVar[type[StatusNotificationResponse]] = StatusNotificationResponse
+    __ocpp_action__ = "StatusNotification"
+    __ocpp_response__ = StatusNotificationResponse
 
     timestamp: DateTime
     """The time for which the status is reported."""
@@ -5606,8 +5606,8 @@ class Transaction(Message, kw_only=True, forbid_unknown_fields=True):
 class TransactionEventRequest(Request[TransactionEventResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a TransactionEvent CALL."""
 
-    __ocpp_action__: ClassVar[str] = "TransactionEvent"
-    __ocpp_response__: ClassVar[type[TransactionEventResponse]] = TransactionEventResponse
+    __ocpp_action__ = "TransactionEvent"
+    __ocpp_response__ = TransactionEventResponse
 
     cost_details: CostDetails | UnsetType = msgspec.field(name="costDetails", default=UNSET)
     event_type: TransactionEventEnum = msgspec.field(name="eventType")
@@ -5655,8 +5655,8 @@ class TriggerMessageResponse(Response, kw_only=True, forbid_unknown_fields=True)
 class TriggerMessageRequest(Request[TriggerMessageResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a TriggerMessage CALL."""
 
-    __ocpp_action__: ClassVar[str] = "TriggerMessage"
-    __ocpp_response__: ClassVar[type[TriggerMessageResponse]] = TriggerMessageResponse
+    __ocpp_action__ = "TriggerMessage"
+    __ocpp_response__ = TriggerMessageResponse
 
     evse: EVSE | UnsetType = UNSET
     requested_message: MessageTriggerEnum = msgspec.field(name="requestedMessage")
@@ -5678,8 +5678,8 @@ class UnlockConnectorResponse(Response, kw_only=True, forbid_unknown_fields=True
 class UnlockConnectorRequest(Request[UnlockConnectorResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UnlockConnector CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UnlockConnector"
-    __ocpp_response__: ClassVar[type[UnlockConnectorResponse]] = UnlockConnectorResponse
+    __ocpp_action__ = "UnlockConnector"
+    __ocpp_response__ = UnlockConnectorResponse
 
     evse_id: Annotated[int, Meta(ge=0)] = msgspec.field(name="evseId")
     """This contains the identifier of the EVSE for which a connector needs to be unlocked."""
@@ -5698,8 +5698,8 @@ class UnpublishFirmwareResponse(Response, kw_only=True, forbid_unknown_fields=Tr
 class UnpublishFirmwareRequest(Request[UnpublishFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UnpublishFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UnpublishFirmware"
-    __ocpp_response__: ClassVar[type[UnpublishFirmwareResponse]] = UnpublishFirmwareResponse
+    __ocpp_action__ = "UnpublishFirmware"
+    __ocpp_response__ = UnpublishFirmwareResponse
 
     checksum: Annotated[str, Meta(max_length=32)]
     """The MD5 checksum over the entire firmware file as a hexadecimal string of length 32."""
@@ -5717,8 +5717,8 @@ class UpdateDynamicScheduleResponse(Response, kw_only=True, forbid_unknown_field
 class UpdateDynamicScheduleRequest(Request[UpdateDynamicScheduleResponse], kw_only=True, forbid_unknown_fields=True):
     """Id of dynamic charging profile to update."""
 
-    __ocpp_action__: ClassVar[str] = "UpdateDynamicSchedule"
-    __ocpp_response__: ClassVar[type[UpdateDynamicScheduleResponse]] = UpdateDynamicScheduleResponse
+    __ocpp_action__ = "UpdateDynamicSchedule"
+    __ocpp_response__ = UpdateDynamicScheduleResponse
 
     charging_profile_id: int = msgspec.field(name="chargingProfileId")
     """Id of charging profile to update."""
@@ -5753,8 +5753,8 @@ class Firmware(Message, kw_only=True, forbid_unknown_fields=True):
 class UpdateFirmwareRequest(Request[UpdateFirmwareResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UpdateFirmware CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UpdateFirmware"
-    __ocpp_response__: ClassVar[type[UpdateFirmwareResponse]] = UpdateFirmwareResponse
+    __ocpp_action__ = "UpdateFirmware"
+    __ocpp_response__ = UpdateFirmwareResponse
 
     retries: Annotated[int, Meta(ge=0)] | UnsetType = UNSET
     """This specifies how many times Charging Station must retry to download the firmware before giving
@@ -5782,8 +5782,8 @@ class UsePriorityChargingResponse(Response, kw_only=True, forbid_unknown_fields=
 class UsePriorityChargingRequest(Request[UsePriorityChargingResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a UsePriorityCharging CALL."""
 
-    __ocpp_action__: ClassVar[str] = "UsePriorityCharging"
-    __ocpp_response__: ClassVar[type[UsePriorityChargingResponse]] = UsePriorityChargingResponse
+    __ocpp_action__ = "UsePriorityCharging"
+    __ocpp_response__ = UsePriorityChargingResponse
 
     transaction_id: Annotated[str, Meta(max_length=36)] = msgspec.field(name="transactionId")
     """The transaction for which priority charging is requested."""
@@ -5808,8 +5808,8 @@ class VatNumberValidationResponse(Response, kw_only=True, forbid_unknown_fields=
 class VatNumberValidationRequest(Request[VatNumberValidationResponse], kw_only=True, forbid_unknown_fields=True):
     """The payload of a VatNumberValidation CALL."""
 
-    __ocpp_action__: ClassVar[str] = "VatNumberValidation"
-    __ocpp_response__: ClassVar[type[VatNumberValidationResponse]] = VatNumberValidationResponse
+    __ocpp_action__ = "VatNumberValidation"
+    __ocpp_response__ = VatNumberValidationResponse
 
     vat_number: Annotated[str, Meta(max_length=20)] = msgspec.field(name="vatNumber")
     """VAT number to check."""

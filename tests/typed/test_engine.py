@@ -1,0 +1,163 @@
+"""The engine with SchemaCodec: all four directions validated, errors spelt per version."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from ocpprpc import (
+    BadMessage,
+    Call,
+    CallResult,
+    Connection,
+    ErrorCode,
+    InvalidResponse,
+    OutboundPayloadError,
+    Role,
+    Send,
+    ValidationPolicy,
+    Violation,
+    codec_for,
+    v16,
+    v21,
+    v201,
+)
+
+STATION, CSMS = Role.CHARGING_STATION, Role.CSMS
+
+
+def pair(protocol: str, policy: ValidationPolicy | None = None) -> tuple[Connection, Connection]:
+    return (
+        Connection(STATION, protocol, codec=codec_for(protocol, policy)),
+        Connection(CSMS, protocol, codec=codec_for(protocol, policy)),
+    )
+
+
+def test_typed_round_trip_16() -> None:
+    station, csms = pair("ocpp1.6")
+    request = v16.BootNotificationRequest(charge_point_vendor="V", charge_point_model="M")
+    call = station.new_call(request.__ocpp_action__, request)
+    csms.receive_message(station.send(call))
+    [received] = csms.events()
+    assert isinstance(received, Call) and received.payload == request
+    response = v16.BootNotificationResponse(
+        status=v16.RegistrationStatus.ACCEPTED, current_time=datetime(2024, 1, 1, tzinfo=UTC), interval=300
+    )
+    station.receive_message(csms.send(CallResult(message_id=call.message_id, payload=response)))
+    [result] = station.events()
+    assert isinstance(result, CallResult) and result.payload == response
+    assert isinstance(result.payload, request.__ocpp_response__)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "payload", "missing", "spelling"),
+    [
+        ("ocpp1.6", '{"chargePointVendor":"V"}', "chargePointModel", "OccurenceConstraintViolation"),
+        ("ocpp2.0.1", '{"reason":"PowerUp"}', "chargingStation", "OccurrenceConstraintViolation"),
+    ],
+)
+def test_invalid_inbound_call_gets_a_callerror_with_the_path(
+    protocol: str, payload: str, missing: str, spelling: str
+) -> None:
+    _, csms = pair(protocol)
+    csms.receive_message(f'[2,"m1","BootNotification",{payload}]')
+    [bad] = csms.events()
+    assert isinstance(bad, BadMessage) and bad.violation is Violation.INVALID_PAYLOAD
+    assert bad.code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+    assert bad.reply is not None
+    frame = json.loads(bad.reply)
+    assert frame[:3] == [4, "m1", spelling]
+    assert frame[4] == {"path": "$"}
+    assert missing in frame[3]
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+def test_format_violation_spelling(protocol: str) -> None:
+    _, csms = pair(protocol)
+    csms.receive_message('[2,"m1","Heartbeat",{"x":1}]')
+    [bad] = csms.events()
+    assert isinstance(bad, BadMessage) and bad.reply is not None
+    assert json.loads(bad.reply)[2] == ("FormationViolation" if protocol == "ocpp1.6" else "FormatViolation")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "answered"), [("ocpp1.6", False), ("ocpp2.0.1", False), ("ocpp2.1", True)]
+)
+def test_invalid_inbound_callresult(protocol: str, answered: bool) -> None:
+    station, _ = pair(protocol)
+    call = station.new_call("Heartbeat", {})
+    station.send(call)
+    station.receive_message(f'[3,"{call.message_id}",{{"currentTime":"2024-01-01T00:00:00"}}]')
+    [invalid] = station.events()
+    assert isinstance(invalid, InvalidResponse)
+    assert invalid.code is ErrorCode.TYPE_CONSTRAINT_VIOLATION
+    assert invalid.details == {"path": "$.currentTime"}
+    if answered:
+        assert invalid.reply is not None
+        assert json.loads(invalid.reply)[:3] == [5, call.message_id, "TypeConstraintViolation"]
+    else:
+        assert invalid.reply is None
+    assert not station.outstanding_calls
+
+
+def test_invalid_outbound_call_is_refused_before_anything_is_sent() -> None:
+    station, _ = pair("ocpp2.0.1")
+    bad = v201.HeartbeatRequest(custom_data=v201.CustomData(noVendorId=True))
+    with pytest.raises(OutboundPayloadError) as caught:
+        station.send(station.new_call("Heartbeat", bad))
+    assert caught.value.code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+    assert caught.value.details == {"path": "$.customData"}
+    assert not station.outstanding_calls
+
+
+def test_invalid_handler_response_becomes_an_internal_error() -> None:
+    station, csms = pair("ocpp2.0.1")
+    call = station.new_call("Heartbeat", v201.HeartbeatRequest())
+    csms.receive_message(station.send(call))
+    csms.events()
+    naive = v201.HeartbeatResponse(current_time=datetime(2024, 1, 1))
+    with pytest.raises(OutboundPayloadError) as caught:
+        csms.send(CallResult(message_id=call.message_id, payload=naive))
+    # The CALL is still open: the peer gets an InternalError, never a bad payload.
+    error = csms.error_for(call.message_id, caught.value)
+    assert error.code is ErrorCode.INTERNAL_ERROR
+    station.receive_message(csms.send(error))
+    assert [type(e).__name__ for e in station.events()] == ["CallError"]
+
+
+def test_per_call_opt_out_covers_the_answer() -> None:
+    station, csms = pair("ocpp1.6")
+    call = station.new_call("Heartbeat", {"vendorExtra": 1})
+    csms.receive_message(station.send(call, validate=False))
+    [bad] = csms.events()  # the receiver still validates
+    assert isinstance(bad, BadMessage)
+    station.receive_message(f'[3,"{call.message_id}",{{"anything":true}}]')
+    [result] = station.events()
+    assert isinstance(result, CallResult) and result.payload == {"anything": True}
+
+
+def test_vendor_actions_stay_untyped() -> None:
+    station, csms = pair("ocpp2.1")
+    call = station.new_call("AcmeLamp", {"on": True})
+    csms.receive_message(station.send(call))
+    [received] = csms.events()
+    assert isinstance(received, Call) and received.payload == {"on": True}
+
+
+def test_send_only_action_is_typed() -> None:
+    station, csms = pair("ocpp2.1")
+    stream = v21.NotifyPeriodicEventStream(
+        id=1,
+        pending=0,
+        basetime=datetime(2025, 1, 1, tzinfo=UTC),
+        data=[v21.StreamDataElement(t=0.5, v="230.1")],
+    )
+    csms.receive_message(station.send(station.new_send(stream.__ocpp_action__, stream)))
+    [received] = csms.events()
+    assert isinstance(received, Send) and received.payload == stream
+    csms.receive_message('[6,"s2","NotifyPeriodicEventStream",{"id":1}]')
+    [bad] = csms.events()
+    assert isinstance(bad, BadMessage) and bad.reply is None  # a SEND is never answered
+    assert bad.code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
