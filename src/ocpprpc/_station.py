@@ -560,10 +560,9 @@ class Station:
                 error = exc
             else:
                 attempt = 0
-                if not started:
-                    task_status.started()
-                    started = True
-                await self._run_connection(stream)
+                # Entering the station returns once the first connection is open.
+                await self._run_connection(stream, None if started else task_status.started)
+                started = True
             if error is not None:
                 log.info("%s: connecting failed: %s", self, error)
                 if not started:
@@ -584,7 +583,7 @@ class Station:
             self._emit(Reconnecting(attempt, delay, error))
             await anyio.sleep(delay)
 
-    async def _run_connection(self, stream: WebSocketStream) -> None:
+    async def _run_connection(self, stream: WebSocketStream, on_open: Callable[[], None] | None) -> None:
         """Run a session on *stream* until the connection ends."""
         try:
             protocol = stream.subprotocol
@@ -620,6 +619,8 @@ class Station:
             self._set_state(StationState.OPEN)
             log.info("%s: connected to %s, speaking %s", self, self.url, protocol)
             self._emit(Connected(protocol))
+            if on_open is not None:
+                on_open()
             senders.start_soon(self._serve_outbox, session, name=f"ocpprpc outbox {self.identity}")
             try:
                 await session.closed.wait()
