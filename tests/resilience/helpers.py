@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-from ocpprpc import CallContext, Router, Station, StationEvent
+from ocpprpc import CallContext, Router, StationEvent
 
 NOW = "2024-01-01T00:00:00Z"
 
@@ -67,14 +66,3 @@ class EventLog:
             if len(matching) >= count:
                 return matching[count - 1]
             await self._changed.wait()
-
-
-async def wait_state(station: Station, predicate: Callable[[Station], bool], timeout: float = 10) -> None:
-    """Wait (bounded) until *predicate(station)*, re-checking on every station event."""
-    with anyio.fail_after(timeout):
-        async with station.events(math.inf) as events:
-            if predicate(station):
-                return
-            async for _ in events:
-                if predicate(station):
-                    return

@@ -19,9 +19,7 @@ def test_backoff_full_jitter_spans_zero_to_the_ceiling() -> None:
     assert Backoff(base=1, cap=30, rng=lambda: 0.999).delay(9) == pytest.approx(29.97)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"base": -1}, {"cap": -1}, {"factor": 0.5}, {"max_attempts": 0}]
-)
+@pytest.mark.parametrize("kwargs", [{"base": -1}, {"cap": -1}, {"factor": 0.5}, {"max_attempts": 0}])
 def test_backoff_refuses_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)  # type: ignore[arg-type]
@@ -42,7 +40,7 @@ def test_keepalive_interval_jitter_is_plus_minus_25_percent() -> None:
 @pytest.mark.parametrize("kwargs", [{"interval": 0}, {"timeout": 0}, {"jitter": 1.0}, {"jitter": -0.1}])
 def test_keepalive_refuses_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        Keepalive(**kwargs)
+        Keepalive(**kwargs)  # type: ignore[arg-type]
 
 
 def test_retry_delay_jitter_and_validation() -> None:

@@ -72,7 +72,7 @@ async def test_station_survives_a_dropped_link_with_its_router_data_and_protocol
             assert server.clients["CP1"].protocol == "ocpp1.6"
             reconnecting = log.of(Reconnecting)[0]
             assert reconnecting.attempt == 1 and 0 <= reconnecting.delay <= FAST.base
-        assert station.state is StationState.CLOSED
+        assert station.state.value == "closed"
 
 
 async def test_calls_made_offline_wait_in_the_outbox_and_leave_in_order() -> None:
@@ -141,42 +141,46 @@ async def test_a_call_in_flight_when_the_link_drops_fails_at_once() -> None:
         reached.set()
         await anyio.sleep_forever()
 
-    async with ocpprpc.serve(router=router) as server, fault_proxy(server.port) as proxy:
-        async with Station(proxy.url, "CP1", reconnect=FAST, call_timeout=20) as station:
+    async with (
+        ocpprpc.serve(router=router) as server,
+        fault_proxy(server.port) as proxy,
+        Station(proxy.url, "CP1", reconnect=FAST, call_timeout=20) as station,
+    ):
 
-            async def cut() -> None:
-                await reached.wait()
-                proxy.drop()
+        async def cut() -> None:
+            await reached.wait()
+            proxy.drop()
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cut)
-                started = anyio.current_time()
-                with pytest.raises(ConnectionLost):
-                    await station.call("Heartbeat", {})
-                assert anyio.current_time() - started < 5  # at once, not at the 20 s timeout
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cut)
+            started = anyio.current_time()
+            with pytest.raises(ConnectionLost):
+                await station.call("Heartbeat", {})
+            assert anyio.current_time() - started < 5  # at once, not at the 20 s timeout
 
 
 async def test_a_call_in_flight_is_resent_under_its_id_and_answered_once() -> None:
     rec = Recorder()
+    retry = Retry(attempts=3, delay=0.01)
     async with (
         ocpprpc.serve(router=rec.router, replay_cache=100) as server,
         fault_proxy(server.port) as proxy,
+        Station(proxy.url, "CP1", reconnect=FAST, retry=retry) as station,
     ):
-        async with Station(proxy.url, "CP1", reconnect=FAST, retry=Retry(attempts=3, delay=0.01)) as station:
-            # The CSMS gets the CALL; its answer vanishes; then the link drops.
-            proxy.blackhole(to_server=False)
+        # The CSMS gets the CALL; its answer vanishes; then the link drops.
+        proxy.blackhole(to_server=False)
 
-            async def cut() -> None:
-                await rec.wait_for(1)
-                proxy.blackhole(False)
-                proxy.drop()
+        async def cut() -> None:
+            await rec.wait_for(1)
+            proxy.blackhole(False)
+            proxy.drop()
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cut)
-                answer = await station.call("Heartbeat", {}, message_id="idem-1")
-            assert answer == {"currentTime": "2024-01-01T00:00:00Z"}
-            assert [mid for _, mid, _ in rec.handled] == ["idem-1"]  # the handler ran once
-            assert server.replay_cache is not None and server.replay_cache.replays == 1
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cut)
+            answer = await station.call("Heartbeat", {}, message_id="idem-1")
+        assert answer == {"currentTime": "2024-01-01T00:00:00Z"}
+        assert [mid for _, mid, _ in rec.handled] == ["idem-1"]  # the handler ran once
+        assert server.replay_cache is not None and server.replay_cache.replays == 1
 
 
 async def test_a_timed_out_call_is_retried_under_the_same_message_id() -> None:
