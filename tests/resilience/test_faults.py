@@ -177,12 +177,13 @@ async def test_reconnect_storm_is_spread_out_and_everyone_gets_back() -> None:
                 f" all back {anyio.current_time() - lost_at:.3f} s after the loss"
             )
             assert spread > 0.3
-            # Never a herd: no 10 ms window holds more than a fifth of the stations (without
-            # jitter all 200 would retry within a few ms of each other).
+            # The middle half of the stations is spread too (uniform over 0.5 s: IQR 0.25 s).
+            quartiles = statistics.quantiles(retries, n=4)
+            assert quartiles[2] - quartiles[0] > 0.1
+            # No herd: without jitter all 200 would retry within a few ms.  The bound is loose
+            # because a loaded event loop runs timers that expired together in one burst.
             retries.sort()
-            assert (
-                max(sum(1 for r in retries if start <= r < start + 0.01) for start in retries) <= count // 5
-            )
+            assert max(sum(1 for r in retries if start <= r < start + 0.01) for start in retries) < count // 3
             assert all(station.state is ocpprpc.StationState.OPEN for station in stations)
 
 
