@@ -119,6 +119,48 @@ def __dir__() -> list[str]:
 
 # -- end of area S -------------------------------------------------------------------------
 
+# isort: split
+# -- resilience (issue 5): reconnecting station, keepalive, outbox, boot gate --------------
+# The settings are plain dataclasses (eager); the station and the replay cache use anyio (lazy).
+from ._policies import Backoff, Keepalive, OutboxFullPolicy, Retry  # noqa: E402 (after area S)
+
+if _TYPE_CHECKING:
+    from ._csms_guard import ReplayCache
+    from ._station import (
+        BootAnswered,
+        CallDropped,
+        Connected,
+        Connecting,
+        Disconnected,
+        GaveUp,
+        OutboxFull,
+        Reconnecting,
+        Station,
+        StationEvent,
+        StationState,
+    )
+
+_LAZY.update(
+    dict.fromkeys(
+        (
+            "BootAnswered",
+            "CallDropped",
+            "Connected",
+            "Connecting",
+            "Disconnected",
+            "GaveUp",
+            "OutboxFull",
+            "Reconnecting",
+            "Station",
+            "StationEvent",
+            "StationState",
+        ),
+        "._station",
+    )
+)
+_LAZY["ReplayCache"] = "._csms_guard"
+# -- end of resilience ----------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -198,4 +240,21 @@ __all__ = (
     "connect",
     "serve",
     "server_ssl_context",
+    # -- resilience (issue 5) --
+    "Backoff",
+    "BootAnswered",
+    "CallDropped",
+    "Connected",
+    "Connecting",
+    "Disconnected",
+    "GaveUp",
+    "Keepalive",
+    "OutboxFull",
+    "OutboxFullPolicy",
+    "Reconnecting",
+    "ReplayCache",
+    "Retry",
+    "Station",
+    "StationEvent",
+    "StationState",
 )

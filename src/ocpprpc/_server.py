@@ -14,7 +14,7 @@ import enum
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,12 +22,15 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from ._csms_guard import GuardedRouter, ReplayCache
 from ._groups import raise_single
 from ._handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     StationRequest,
     accept_websocket,
 )
+from ._keepalive import keepalive as _keepalive
+from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
@@ -104,6 +107,16 @@ class Server:
     :param on_message: ``on_message(identity, direction, text)`` sees every
         message in (``"in"``) and out (``"out"``) of every station, for an
         exchange log; it must be fast and must not raise.
+    :param keepalive: WebSocket pings to every station (:class:`Keepalive`); a
+        station that stops answering is dropped (1006).  ``None``: no pings (the
+        CSMS still answers the stations' pings).
+    :param require_boot: refuse every CALL but BootNotification with a
+        ``SecurityError`` from a station whose boot the CSMS has not accepted
+        (OCPP 2.0.1 B02.FR.09/B03.FR.07).
+    :param boot_registry: where the boot gate remembers which identities booted
+        (identity -> accepted); persist it to survive a CSMS restart.
+    :param replay_cache: remember the answers to each station's last N CALLs and
+        answer a repeated message id from memory (handlers see each message once).
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -124,6 +137,10 @@ class Server:
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
         on_message: ServerMessageHook | None = None,
+        keepalive: Keepalive | None = None,
+        require_boot: bool = False,
+        boot_registry: MutableMapping[str, bool] | None = None,
+        replay_cache: int | ReplayCache | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -144,6 +161,17 @@ class Server:
         self.detailed_errors = detailed_errors
         self.on_message = on_message
         self.session_options = session_options
+        # -- resilience (issue 5)
+        self.keepalive = keepalive
+        self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
+        self._session_router: Router = self.router
+        if require_boot or self.replay_cache is not None:
+            self._session_router = GuardedRouter(
+                self.router,
+                require_boot=require_boot,
+                boot_registry=boot_registry,
+                replay_cache=self.replay_cache,
+            )
         self._clients: dict[str, Session] = {}
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -264,7 +292,7 @@ class Server:
             session = Session(
                 websocket,
                 connection,
-                router=self.router,
+                router=self._session_router,
                 identity=identity,
                 data=dict(accept.data),
                 close_timeout=self.close_timeout,
@@ -278,7 +306,7 @@ class Server:
         if previous is not None:
             log.info("station %r reconnected; closing its previous connection", identity)
             await previous.close(_REPLACED, "replaced by a new connection", graceful=False)
-        async with session:
+        async with session, _keepalive(websocket, self.keepalive):
             self._clients[identity] = session
             log.info("station %r connected (%s)", identity, session.protocol)
             try:

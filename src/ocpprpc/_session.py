@@ -415,6 +415,7 @@ class Session:
         *,
         timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer, see docstring)
         validate: bool = True,
+        message_id: str | None = None,
     ) -> _R: ...
 
     @overload
@@ -426,6 +427,7 @@ class Session:
         *,
         timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer, see docstring)
         validate: bool = True,
+        message_id: str | None = None,
     ) -> Any: ...
 
     async def call(
@@ -436,6 +438,7 @@ class Session:
         *,
         timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer, see docstring)
         validate: bool = True,
+        message_id: str | None = None,
     ) -> Any:
         """Send a CALL and return the answer's payload.
 
@@ -448,6 +451,9 @@ class Session:
             the session's ``call_timeout`` by default, ``None`` for no limit.
             Wrap the call in your own cancel scope to bound the queueing too.
         :param validate: ``False`` skips schema validation of this CALL and of its answer.
+        :param message_id: the CALL's message id (an idempotency key: a retry of
+            the same message keeps its id); a fresh UUID4 by default.  At most 36
+            characters, and not the id of a CALL still awaiting its answer.
         :raises OCPPError: the peer answered with a CALLERROR.
         :raises CallTimeout: no answer in time.
         :raises InvalidResponseError: the answer could not be processed.
@@ -470,19 +476,24 @@ class Session:
         self._active_calls += 1
         try:
             async with self._slots:
-                outcome = await self._call_in_slot(action, payload, limit, validate)
+                outcome = await self._call_in_slot(action, payload, limit, validate, message_id)
         finally:
             self._active_calls -= 1
             self._check_drained()
         return self._unpack(outcome, response_type)
 
     async def _call_in_slot(
-        self, action: str, payload: Any, answer_timeout: float | None, validate: bool
+        self,
+        action: str,
+        payload: Any,
+        answer_timeout: float | None,
+        validate: bool,
+        message_id: str | None = None,
     ) -> CallResult | CallError | InvalidResponse:
         if self._shutting_down:
             raise ConnectionLost(self._close_reason)
         conn = self.connection
-        event = conn.new_call(action, payload)
+        event = conn.new_call(action, payload, message_id=message_id)
         message_id = event.message_id
         text = conn.send(event, validate=validate)
         pending = self._pending[message_id] = _Pending(action)

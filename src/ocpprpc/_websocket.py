@@ -50,7 +50,7 @@ import anyio
 import anyio.abc
 
 from ._transport import CloseReason, MessageStream
-from ._wsproto_codec import CloseReceived, ProtocolFailure, WebSocketCodec
+from ._wsproto_codec import CloseReceived, PongReceived, ProtocolFailure, WebSocketCodec
 
 __all__ = ["DEFAULT_CLOSE_TIMEOUT", "WebSocketStream"]
 
@@ -108,6 +108,10 @@ class WebSocketStream(MessageStream):
         # Frames may have arrived in the same read as the end of the HTTP upgrade;
         # the codec holds them until fed, so the first read starts by feeding nothing.
         self._unprimed = True
+        #: Keepalive hooks (:mod:`ocpprpc._keepalive`): called with each pong's
+        #: payload, and a count of reads that brought data (proof of life).
+        self.on_pong: Callable[[bytes], None] | None = None
+        self.reads = 0
 
     # -- MessageStream --------------------------------------------------------
 
@@ -166,6 +170,15 @@ class WebSocketStream(MessageStream):
                 raise self._send_error()
             await self._write(self._codec.data_to_send() + self._codec.send_ping(payload))
 
+    async def abort(self, why: str = "aborted") -> None:
+        """Drop the link without a close handshake (the keepalive's verdict on a dead peer).
+
+        Records an abnormal 1006 as the close reason (the peer stopped answering;
+        a close frame would only wait for it in vain), releases the byte stream,
+        and the reader's ``receive()`` then raises ``anyio.BrokenResourceError``.
+        """
+        await self._lost(why)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and wait for the peer's close frame, at most ``close_timeout``.
 
@@ -202,6 +215,7 @@ class WebSocketStream(MessageStream):
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             await self._lost(f"connection lost ({exc!r})")
             return
+        self.reads += 1
         await self._process(data)
 
     async def _process(self, data: bytes) -> None:
@@ -228,7 +242,9 @@ class WebSocketStream(MessageStream):
                     self._close_reason = CloseReason(event.code, event.reason, by_peer=False)
                 self._finish(anyio.BrokenResourceError)
                 log.info("failing the WebSocket connection: %s %s", event.code, event.reason)
-            # PingReceived: the pong is queued in the codec.  PongReceived: keepalive hook (later).
+            elif isinstance(event, PongReceived) and self.on_pong is not None:
+                self.on_pong(event.payload)
+            # PingReceived: the pong is queued in the codec.
         if ended:
             # The echo of a close, or the close frame failing the peer, must go out
             # even if our caller is being cancelled.

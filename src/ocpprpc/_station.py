@@ -1,0 +1,878 @@
+"""A charging station that stays connected: reconnects, an offline outbox, a boot gate.
+
+Why a :class:`Station` and not ``connect(..., reconnect=...)``: :func:`connect`
+yields a :class:`Session`, and a session *is* one connection: its
+``close_reason``, its ``closed`` event, its engine and its failing calls all
+describe that one link.  A station that reconnects needs an object that
+outlives its links: it keeps the router, the user ``data`` dict, the
+negotiated protocol and the queue of calls not yet delivered, and it puts a
+fresh session under them after every reconnect.  Making ``connect()`` yield
+that object would give the same name two contracts.
+
+Theory of operation
+-------------------
+``async with Station(...)`` starts one *supervisor* task.  It connects, runs
+a session until that connection ends, waits a backoff delay (full jitter,
+:class:`~ocpprpc.Backoff`) and connects again, until the station is closed,
+``max_attempts`` reconnects in a row failed, or the CSMS answered the upgrade
+with a status that retrying cannot change (401, 403, 404).  The first
+connection's subprotocol is pinned: later connections offer only it, so the
+application never finds its station speaking another OCPP version mid-life.
+
+Every :meth:`Station.call` goes through the *outbox*, a bounded FIFO.  While a
+connection is open one *sender* task per connection takes calls from it in
+order and delivers each through the session (OCPP allows one CALL in flight);
+while disconnected, calls wait there and go out in order after the reconnect.
+Each queued call gets its message id when it is queued, and keeps it through
+every retry and reconnect, so a CSMS can recognise a repeat.
+
+A call whose CALL was written and whose link then dropped fails with
+:class:`ConnectionLost` at once, because the station cannot know whether the
+CSMS acted on it; with a :class:`~ocpprpc.Retry` (``on_connection_lost``) it is
+instead sent again after the reconnect, under the same id.  A call that never
+left (the link dropped first) simply stays queued.
+
+With ``boot=`` the station sends BootNotification itself on its first
+connection and holds every other call in the outbox until the CSMS answers
+``Accepted``; ``Pending`` and ``Rejected`` are retried after the interval the
+CSMS gave.  Inbound CALLs are answered meanwhile (the CSMS may configure a
+pending station, OCPP 2.0.1 B02.FR.01).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+
+import anyio
+import anyio.abc
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._connection import uuid4_message_id
+from ._groups import raise_single
+from ._handshake import open_websocket
+from ._keepalive import keepalive
+from ._messages import Request, Response
+from ._policies import PERMANENT_HANDSHAKE_STATUSES, Backoff, Keepalive, OutboxFullPolicy, Retry
+from ._protocols import ValidationArg, check_protocols, session_parts
+from ._router import Router
+from ._rules import Role
+from ._session import _DEFAULT, CallTimeout, MessageHook, Session, _Default
+from ._transport import CloseReason, ConnectionLost
+from ._websocket import WebSocketStream
+from ._ws_errors import HandshakeError, HandshakeRejected
+
+__all__ = [
+    "BootAnswered",
+    "CallDropped",
+    "Connected",
+    "Connecting",
+    "Disconnected",
+    "GaveUp",
+    "OutboxFull",
+    "Reconnecting",
+    "Station",
+    "StationEvent",
+    "StationState",
+]
+
+log = logging.getLogger("ocpprpc.station")
+
+_R = TypeVar("_R", bound=Response)
+
+_GOING_AWAY = 1001
+_INTERNAL_ERROR = 1011
+_BOOT = "BootNotification"
+
+
+class OutboxFull(Exception):
+    """A call did not fit in the station's offline outbox.
+
+    Raised in the new call (policy ``REJECT``) or in the oldest queued call,
+    which is dropped to make room (policy ``DROP_OLDEST``).  Never silent: the
+    dropped call's caller gets this, a warning is logged and a
+    :class:`CallDropped` event is published.
+    """
+
+    def __init__(self, action: str, message_id: str, limit: int, dropped: bool) -> None:
+        self.action = action
+        self.message_id = message_id
+        self.limit = limit
+        self.dropped = dropped
+        what = "dropped to make room for a newer call" if dropped else "refused"
+        super().__init__(f"{action} ({message_id}) {what}: the outbox holds at most {limit} calls")
+
+
+class StationState(enum.Enum):
+    """Where a :class:`Station` is in its life."""
+
+    #: Not entered yet.
+    IDLE = "idle"
+    #: Opening a connection (TCP, TLS, WebSocket upgrade).
+    CONNECTING = "connecting"
+    #: A connection is open; calls are being delivered.
+    OPEN = "open"
+    #: The connection ended; waiting the backoff delay before reconnecting.
+    RECONNECTING = "reconnecting"
+    #: Closed by the application, or gave up reconnecting.  Final.
+    CLOSED = "closed"
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connecting:
+    """A connection attempt starts (attempt 0: the first connection)."""
+
+    attempt: int
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A connection is open, speaking *protocol*."""
+
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The open connection ended (1006: the link was lost)."""
+
+    reason: CloseReason
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """Waiting *delay* seconds before reconnect *attempt*; *error* is why the last attempt failed."""
+
+    attempt: int
+    delay: float
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUp:
+    """The station stopped reconnecting for good; *reason* says why in words."""
+
+    error: BaseException | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallDropped:
+    """A queued call failed without being sent (outbox full, or the station closed)."""
+
+    action: str
+    message_id: str
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class BootAnswered:
+    """The CSMS answered our BootNotification: ``Accepted``, ``Pending`` or ``Rejected``."""
+
+    status: str
+    interval: float
+
+
+StationEvent: TypeAlias = (
+    Connecting | Connected | Disconnected | Reconnecting | GaveUp | CallDropped | BootAnswered
+)
+EventCallback: TypeAlias = Callable[[StationEvent], None]
+BootArg: TypeAlias = Request[Any] | Mapping[str, Any] | Callable[[str], "Request[Any] | Mapping[str, Any]"]
+
+
+class _Outgoing:
+    """One call in the outbox, and then in flight: its id stays fixed through every retry."""
+
+    __slots__ = (
+        "abandoned",
+        "action",
+        "done",
+        "error",
+        "message_id",
+        "payload",
+        "request",
+        "result",
+        "retries_left",
+        "retry",
+        "scope",
+        "sent",
+        "timeout",
+        "validate",
+    )
+
+    def __init__(
+        self,
+        request: Request[Any] | str,
+        payload: Any,
+        message_id: str,
+        timeout: float | _Default | None,
+        validate: bool,
+        retry: Retry | None,
+    ) -> None:
+        self.request = request
+        self.action = request if isinstance(request, str) else type(request).__ocpp_action__
+        self.payload = payload
+        self.message_id = message_id
+        self.timeout = timeout
+        self.validate = validate
+        self.retry = retry
+        self.retries_left = retry.attempts if retry is not None else 0
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.scope: anyio.CancelScope | None = None
+        # Set when the CALL's text was handed to the transport on the current attempt.
+        self.sent = False
+        # The caller stopped waiting (cancelled): deliver nothing more.
+        self.abandoned = False
+
+    def succeed(self, result: Any) -> None:
+        self.result = result
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+class Station:
+    """A charging station connection to a CSMS that survives link losses and CSMS restarts.
+
+    ::
+
+        async with ocpprpc.Station(
+            "ws://csms.example/ocpp", "CP001", protocols=["ocpp2.0.1"],
+            reconnect=ocpprpc.Backoff(base=1, cap=30),
+            keepalive=ocpprpc.Keepalive(interval=30, timeout=10),
+            boot={"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V"}},
+        ) as station:
+            await station.call("Heartbeat", {})  # waits in the outbox while offline
+
+    :param url: the CSMS endpoint without the identity (``ws://`` or ``wss://``).
+    :param identity: the station identity.
+    :param protocols: OCPP versions to offer, most preferred first.  The one the
+        CSMS picks on the first connection is kept for every later one.
+    :param reconnect: the :class:`Backoff` between reconnects; ``None``: no
+        reconnecting (the station closes when its connection ends).
+    :param keepalive: ping settings (:class:`Keepalive`); ``None``: no pings.
+    :param router: handlers for the CALLs the CSMS sends; shared by every connection.
+    :param data: the user data dict, the same object on every connection's session.
+    :param boot: a BootNotification payload (dict or typed request, or a
+        function of the negotiated protocol returning one): the station boots
+        itself and holds other calls until ``Accepted``.  ``None``: no gate.
+    :param boot_retry_interval: seconds before re-sending a ``Pending`` or
+        ``Rejected`` boot when the CSMS gave interval 0 (or none), and after a
+        boot that timed out.
+    :param outbox_size: calls that may wait for delivery (not counting the one
+        in flight).
+    :param outbox_full: :class:`OutboxFullPolicy` (or its value) when the outbox is full.
+    :param retry: the default :class:`Retry` of every call (``None``: no retries).
+    :param send_interval: seconds to wait between two calls leaving the outbox
+        (throttles the flush after a reconnect).
+    :param on_event: ``on_event(event)`` called with each :data:`StationEvent`; it
+        must be fast and must not raise.
+    :param on_message: ``on_message(direction, text)`` exchange-log hook, as for
+        :class:`Session`.
+    :param call_timeout: default seconds to wait for an answer once a CALL is written.
+    :param validation: strict schema validation, as for :func:`connect`.
+    :param connect_options: further :func:`open_websocket` options (``password``,
+        ``ssl_context``, ``headers``, ``query``, ``connect_timeout``,
+        ``compression``, ``max_message_size``, ``close_timeout``).
+    :param session_options: further :class:`Session` options.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        identity: str,
+        *,
+        protocols: Sequence[str] = ("ocpp1.6",),
+        reconnect: Backoff | None = Backoff(),  # noqa: B008 (frozen dataclass: an immutable default)
+        keepalive: Keepalive | None = None,
+        router: Router | None = None,
+        data: dict[str, Any] | None = None,
+        boot: BootArg | None = None,
+        boot_retry_interval: float = 10.0,
+        outbox_size: int = 100,
+        outbox_full: OutboxFullPolicy | str = OutboxFullPolicy.REJECT,
+        retry: Retry | None = None,
+        send_interval: float = 0.0,
+        on_event: EventCallback | None = None,
+        on_message: MessageHook | None = None,
+        call_timeout: float | None = 30,
+        validation: ValidationArg = False,
+        max_outstanding_calls: int | None = None,
+        detailed_errors: bool = False,
+        connect_options: Mapping[str, Any] | None = None,
+        session_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if outbox_size < 1:
+            raise ValueError("outbox_size must be at least 1")
+        check_protocols(protocols, validation)
+        self.url = url
+        self.identity = identity
+        self.router = router if router is not None else Router()
+        self.data: dict[str, Any] = data if data is not None else {}
+        self.reconnect = reconnect
+        self.keepalive = keepalive
+        self.boot = boot
+        self.boot_retry_interval = boot_retry_interval
+        self.outbox_size = outbox_size
+        self.outbox_full = OutboxFullPolicy(outbox_full)
+        self.retry = retry
+        self.send_interval = send_interval
+        self.on_event = on_event
+        self.on_message = on_message
+        self.call_timeout = call_timeout
+        self.validation = validation
+        self.max_outstanding_calls = max_outstanding_calls
+        self.detailed_errors = detailed_errors
+        self.connect_options = dict(connect_options or {})
+        self.session_options = dict(session_options or {})
+        self._protocols = tuple(protocols)
+        self._protocol: str | None = None
+        self._state = StationState.IDLE
+        self._session: Session | None = None
+        self._outbox: deque[_Outgoing] = deque()
+        self._in_flight: _Outgoing | None = None
+        self._in_flight_prefix = ""
+        self._subscribers: list[MemoryObjectSendStream[StationEvent]] = []
+        self._entered = False
+        # anyio primitives are made in __aenter__, inside the event loop that uses them.
+        self._changed: anyio.Event
+        self._wakeup: anyio.Event
+        self._booted: anyio.Event
+        self._stopping = False
+        self._gave_up: GaveUp | None = None
+        #: The last BootNotification answer (``None`` before one; without ``boot=``, always).
+        self.boot_status: str | None = None
+        #: The heartbeat interval from the accepted BootNotification.
+        self.heartbeat_interval: float | None = None
+        self.connections = 0
+
+    # -- observing -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> StationState:
+        """Where the station is now (see :class:`StationState`)."""
+        return self._state
+
+    @property
+    def protocol(self) -> str | None:
+        """The OCPP version pinned by the first connection (``None`` before it)."""
+        return self._protocol
+
+    @property
+    def session(self) -> Session | None:
+        """The session of the open connection, ``None`` while disconnected."""
+        return self._session
+
+    @property
+    def outbox_length(self) -> int:
+        """Calls waiting in the outbox (not counting the one in flight)."""
+        return len(self._outbox)
+
+    @property
+    def booted(self) -> bool:
+        """Whether calls may flow: no boot gate, or the CSMS accepted our BootNotification."""
+        return self._booted.is_set()
+
+    async def wait_connected(self) -> Session:
+        """Wait until a connection is open and return its session."""
+        while self._session is None:
+            if self._state is StationState.CLOSED:
+                raise ConnectionLost(None, self._closed_message())
+            await self._changed.wait()
+        return self._session
+
+    def events(self, max_buffer: float = math.inf) -> MemoryObjectReceiveStream[StationEvent]:
+        """A stream of :data:`StationEvent` from now on: ``async with station.events() as events:``.
+
+        Each stream gets every event; closing it unsubscribes.  With a finite
+        *max_buffer*, events a slow reader has no room for are dropped (and
+        logged) rather than stalling the station.
+        """
+        send, receive = anyio.create_memory_object_stream[StationEvent](max_buffer)
+        self._subscribers.append(send)
+        return receive
+
+    def _emit(self, event: StationEvent) -> None:
+        log.debug("%s: %s", self, event)
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.send_nowait(event)
+            except anyio.WouldBlock:
+                log.warning("%s: an event subscriber is not keeping up; dropped %s", self, event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.remove(subscriber)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("%s: on_event callback failed", self)
+
+    def _set_state(self, state: StationState) -> None:
+        self._state = state
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Station {self.identity} {self._state.value}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a Station can be entered only once")
+        self._entered = True
+        self._supervisor_scope = anyio.CancelScope()
+        self._changed = anyio.Event()
+        self._wakeup = anyio.Event()
+        self._booted = anyio.Event()
+        if self.boot is None:
+            self._booted.set()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        try:
+            await self._task_group.start(self._supervise, name=f"ocpprpc station {self.identity}")
+        except BaseException as exc:
+            self._state = StationState.CLOSED
+            try:
+                await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                raise_single(group)
+                raise
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        try:
+            with anyio.CancelScope(shield=True):
+                if exc is None:
+                    await self.close()
+                elif isinstance(exc, anyio.get_cancelled_exc_class()):
+                    await self.close(_GOING_AWAY, graceful=False)
+                else:
+                    await self.close(_INTERNAL_ERROR, graceful=False)
+        finally:
+            try:
+                suppress = await self._task_group.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                raise_single(group)
+                raise
+        return suppress
+
+    async def close(
+        self,
+        code: int = 1000,
+        reason: str = "",
+        *,
+        graceful: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds the drain, as Session.close)
+    ) -> None:
+        """Stop reconnecting and close the connection (see :meth:`Session.close`).
+
+        The call in flight may finish (graceful); calls still in the outbox fail
+        with :class:`ConnectionLost` (and a :class:`CallDropped` event each).
+        """
+        if not self._entered:
+            raise RuntimeError("the station was never started (use 'async with station:')")
+        self._stopping = True
+        session = self._session
+        if session is not None:
+            await session.close(code, reason, graceful=graceful, timeout=timeout)
+        # Only the supervisor: the task group also wraps the ``async with`` body.
+        self._supervisor_scope.cancel()
+        self._finish(None)
+
+    def _finish(self, gave_up: GaveUp | None) -> None:
+        """The station is over: fail what is queued, publish the end, close event streams."""
+        if self._state is StationState.CLOSED:
+            return
+        self._gave_up = gave_up
+        self._set_state(StationState.CLOSED)
+        error = ConnectionLost(None, self._closed_message())
+        while self._outbox:
+            item = self._outbox.popleft()
+            item.fail(error)
+            self._emit(CallDropped(item.action, item.message_id, error))
+        if gave_up is not None:
+            self._emit(gave_up)
+        self._wakeup.set()
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers.clear()
+
+    def _closed_message(self) -> str:
+        if self._gave_up is not None:
+            return f"the station gave up reconnecting: {self._gave_up.reason}"
+        return "the station is closed"
+
+    # -- the supervisor --------------------------------------------------------------------
+
+    async def _supervise(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with self._supervisor_scope:
+            await self._reconnect_loop(task_status)
+
+    async def _reconnect_loop(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        backoff = self.reconnect
+        started = False
+        if backoff is not None and backoff.retry_first_connect:
+            task_status.started()
+            started = True
+        attempt = 0
+        while not self._stopping:
+            self._set_state(StationState.CONNECTING)
+            self._emit(Connecting(attempt, self.url))
+            error: BaseException | None = None
+            try:
+                stream = await open_websocket(
+                    self.url, self.identity, protocols=self._protocols, **self.connect_options
+                )
+            except HandshakeRejected as exc:
+                if exc.status in PERMANENT_HANDSHAKE_STATUSES:
+                    why = (
+                        f"the CSMS answered the upgrade with HTTP {exc.status}"
+                        f" ({_STATUS_MEANING.get(exc.status, 'refused')}); retrying cannot change that"
+                    )
+                    log.error("%s: %s", self, why)
+                    if not started:
+                        raise
+                    self._finish(GaveUp(exc, why))
+                    return
+                error = exc
+            except (HandshakeError, OSError) as exc:
+                error = exc
+            else:
+                attempt = 0
+                # Entering the station returns once the first connection is open.
+                await self._run_connection(stream, None if started else task_status.started)
+                started = True
+            if error is not None:
+                log.info("%s: connecting failed: %s", self, error)
+                if not started:
+                    raise error
+            if self._stopping:
+                break
+            attempt += 1
+            if backoff is None:
+                self._finish(GaveUp(error, "reconnecting is off"))
+                return
+            if backoff.max_attempts is not None and attempt > backoff.max_attempts:
+                why = f"{backoff.max_attempts} reconnect attempt(s) in a row failed"
+                log.error("%s: %s; giving up", self, why)
+                self._finish(GaveUp(error, why))
+                return
+            delay = backoff.delay(attempt)
+            self._set_state(StationState.RECONNECTING)
+            self._emit(Reconnecting(attempt, delay, error))
+            await anyio.sleep(delay)
+
+    async def _run_connection(self, stream: WebSocketStream, on_open: Callable[[], None] | None) -> None:
+        """Run a session on *stream* until the connection ends."""
+        try:
+            protocol = stream.subprotocol
+            assert protocol is not None  # open_websocket refuses a server that picks none
+            connection, options = session_parts(
+                Role.CHARGING_STATION,
+                protocol,
+                self.validation,
+                max_outstanding_calls=self.max_outstanding_calls,
+                detailed_errors=self.detailed_errors,
+            )
+            session = Session(
+                stream,
+                connection,
+                router=self.router,
+                identity=self.identity,
+                data=self.data,
+                call_timeout=self.call_timeout,
+                on_message=self._on_message,
+                **options,
+                **self.session_options,
+            )
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+        if self._protocol is None:
+            # Pinned: every later connection offers only this version.
+            self._protocol = protocol
+            self._protocols = (protocol,)
+        async with session, keepalive(stream, self.keepalive), anyio.create_task_group() as senders:
+            self.connections += 1
+            self._session = session
+            self._set_state(StationState.OPEN)
+            log.info("%s: connected to %s, speaking %s", self, self.url, protocol)
+            self._emit(Connected(protocol))
+            if on_open is not None:
+                on_open()
+            senders.start_soon(self._serve_outbox, session, name=f"ocpprpc outbox {self.identity}")
+            try:
+                await session.closed.wait()
+            finally:
+                self._session = None
+                senders.cancel_scope.cancel()
+        reason = session.close_reason or CloseReason(1006, "connection lost")
+        log.info("%s: disconnected: %s", self, reason)
+        self._emit(Disconnected(reason))
+
+    def _on_message(self, direction: Literal["in", "out"], text: str) -> None:
+        if direction == "out" and self._in_flight is not None and text.startswith(self._in_flight_prefix):
+            self._in_flight.sent = True
+        if self.on_message is not None:
+            self.on_message(direction, text)
+
+    # -- boot --------------------------------------------------------------------------------
+
+    async def _boot(self, session: Session) -> None:
+        """Send BootNotification until the CSMS accepts it (the boot gate opens).
+
+        :raises ConnectionLost: the connection ended first (the next one boots again).
+        """
+        assert self.boot is not None
+        while True:
+            boot = self.boot(session.protocol) if callable(self.boot) else self.boot
+            try:
+                if isinstance(boot, Request):
+                    answer: Any = await session.call(boot)
+                else:
+                    answer = await session.call(_BOOT, dict(boot))
+            except ConnectionLost:
+                raise
+            except Exception as exc:
+                # Unanswered, refused with a CALLERROR, or an invalid answer: the
+                # station cannot work unbooted, so it keeps asking, politely spaced.
+                log.warning("%s: BootNotification failed (%s); retrying", self, exc)
+                await anyio.sleep(self.boot_retry_interval)
+                continue
+            if isinstance(answer, msgspec.Struct):
+                answer = msgspec.to_builtins(answer)
+            status = str(answer.get("status", ""))
+            interval = float(answer.get("interval") or 0)
+            self.boot_status = status
+            self._emit(BootAnswered(status, interval))
+            if status == "Accepted":
+                self.heartbeat_interval = interval
+                log.info("%s: boot accepted (heartbeat interval %g s)", self, interval)
+                self._booted.set()
+                return
+            # OCPP 1.6 4.2 / 2.0.1 B02-B03: Pending or Rejected: wait the interval, boot again.
+            wait = interval if interval > 0 else self.boot_retry_interval
+            log.info("%s: boot %s; booting again in %g s", self, status, wait)
+            await anyio.sleep(wait)
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    @overload
+    async def call(
+        self,
+        request: Request[_R],
+        /,
+        *,
+        timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer)
+        validate: bool = True,
+        message_id: str | None = None,
+        retry: Retry | _Default | None = _DEFAULT,
+    ) -> _R: ...
+
+    @overload
+    async def call(
+        self,
+        action: str,
+        payload: Any = None,
+        /,
+        *,
+        timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer)
+        validate: bool = True,
+        message_id: str | None = None,
+        retry: Retry | _Default | None = _DEFAULT,
+    ) -> Any: ...
+
+    async def call(
+        self,
+        request: Request[Any] | str,
+        payload: Any = None,
+        /,
+        *,
+        timeout: float | _Default | None = _DEFAULT,  # noqa: ASYNC109 (bounds the answer)
+        validate: bool = True,
+        message_id: str | None = None,
+        retry: Retry | _Default | None = _DEFAULT,
+    ) -> Any:
+        """Send a CALL through the outbox and return the answer (as :meth:`Session.call`).
+
+        While disconnected (or before the boot is accepted) the call waits in the
+        outbox; calls leave it in the order they were made.  Cancel the caller
+        (e.g. ``with anyio.fail_after(60):``) to bound the whole wait.
+
+        :param timeout: seconds to wait for the answer once the CALL is written
+            (time in the outbox not counted); the station's ``call_timeout`` by default.
+        :param message_id: the CALL's id (idempotency key), kept across retries
+            and reconnects; a fresh UUID4 by default.
+        :param retry: a :class:`Retry` for this call; the station's default if omitted.
+        :raises OutboxFull: the outbox was full (or this call was dropped from it).
+        :raises ConnectionLost: the link dropped after the CALL was written (and
+            no retry was asked for), or the station closed or gave up.
+        :raises CallTimeout: no answer in time (after the retries).
+        """
+        if self._state is StationState.CLOSED or self._stopping:
+            raise ConnectionLost(None, self._closed_message())
+        if not self._entered:
+            raise RuntimeError("the station was never started (use 'async with station:')")
+        if isinstance(request, str) and payload is None:
+            payload = {}
+        item = _Outgoing(
+            request,
+            payload,
+            message_id or uuid4_message_id(),
+            timeout,
+            validate,
+            self.retry if isinstance(retry, _Default) else retry,
+        )
+        self._enqueue(item)
+        try:
+            await item.done.wait()
+        finally:
+            if not item.done.is_set():
+                # The caller gave up waiting: take it out of the queue, or stop its delivery.
+                item.abandoned = True
+                try:
+                    self._outbox.remove(item)
+                except ValueError:
+                    if item.scope is not None:
+                        item.scope.cancel()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        if len(self._outbox) >= self.outbox_size:
+            if self.outbox_full is OutboxFullPolicy.REJECT:
+                log.warning("%s: outbox full (%d); refusing %s", self, self.outbox_size, item.action)
+                raise OutboxFull(item.action, item.message_id, self.outbox_size, dropped=False)
+            oldest = self._outbox.popleft()
+            error = OutboxFull(oldest.action, oldest.message_id, self.outbox_size, dropped=True)
+            log.warning("%s: outbox full (%d); dropping the oldest call, %s", self, self.outbox_size, error)
+            oldest.fail(error)
+            self._emit(CallDropped(oldest.action, oldest.message_id, error))
+        self._outbox.append(item)
+        self._wakeup.set()
+
+    async def _next_item(self) -> _Outgoing:
+        while not self._outbox:
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        return self._outbox.popleft()
+
+    async def _serve_outbox(self, session: Session) -> None:
+        """Deliver queued calls in order over *session* until its connection ends."""
+        if not self._booted.is_set():
+            try:
+                await self._boot(session)
+            except ConnectionLost:
+                return
+        while True:
+            item = await self._next_item()
+            if item.abandoned:
+                continue
+            try:
+                await self._deliver(session, item)
+            except ConnectionLost:
+                return
+            if self.send_interval > 0:
+                await anyio.sleep(self.send_interval)
+
+    async def _deliver(self, session: Session, item: _Outgoing) -> None:
+        """Deliver one call (with its retries); :class:`ConnectionLost` when the link went."""
+        while True:
+            item.sent = False
+            self._in_flight = item
+            self._in_flight_prefix = f'[2,"{item.message_id}"'
+            scope = item.scope = anyio.CancelScope()
+            timed_out: CallTimeout | None = None
+            result: Any = None
+            try:
+                with scope:
+                    result = await self._call(session, item)
+            except CallTimeout as exc:
+                timed_out = exc
+            except ConnectionLost as exc:
+                self._lost_in_flight(item, exc)
+                raise
+            except anyio.get_cancelled_exc_class():
+                # The connection ended under us (the station cancels its sender then).
+                self._lost_in_flight(item, ConnectionLost(session.close_reason))
+                raise
+            except Exception as exc:
+                item.fail(exc)
+                return
+            finally:
+                self._in_flight = None
+                item.scope = None
+            if timed_out is None:
+                if not scope.cancelled_caught:
+                    item.succeed(result)
+                return  # delivered, or abandoned by its caller
+            if item.retries_left <= 0:
+                item.fail(timed_out)
+                return
+            assert item.retry is not None
+            item.retries_left -= 1
+            delay = item.retry.next_delay()
+            log.info("%s: %s unanswered; resending in %.3g s", self, item.action, delay)
+            # The wait is part of the delivery: a drop meanwhile puts the call back first in line.
+            try:
+                await anyio.sleep(delay)
+            except anyio.get_cancelled_exc_class():
+                if not item.abandoned:
+                    self._outbox.appendleft(item)
+                raise
+            if item.abandoned:
+                return
+
+    async def _call(self, session: Session, item: _Outgoing) -> Any:
+        if isinstance(item.request, str):
+            return await session.call(
+                item.request,
+                item.payload,
+                timeout=item.timeout,
+                validate=item.validate,
+                message_id=item.message_id,
+            )
+        return await session.call(
+            item.request, timeout=item.timeout, validate=item.validate, message_id=item.message_id
+        )
+
+    def _lost_in_flight(self, item: _Outgoing, error: ConnectionLost) -> None:
+        """The link dropped during *item*'s delivery: queue it again, or fail it."""
+        if item.abandoned:
+            return
+        retry = item.retry
+        if not item.sent:
+            # Never left: nothing to be unsure about, it goes first after the reconnect.
+            self._outbox.appendleft(item)
+        elif retry is not None and retry.on_connection_lost and item.retries_left > 0:
+            item.retries_left -= 1
+            log.info("%s: link lost with %s in flight; will resend it", self, item.action)
+            self._outbox.appendleft(item)
+        else:
+            log.info("%s: link lost with %s (%s) in flight", self, item.action, item.message_id)
+            item.fail(error)
+
+
+_STATUS_MEANING = {401: "bad credentials", 403: "forbidden", 404: "unknown station"}
