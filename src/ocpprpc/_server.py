@@ -249,6 +249,16 @@ class Server:
             await request.reject(409, "this identity is already connected")
             return
         protocol = accept.protocol if accept.protocol is not None else request.subprotocol
+        if protocol is not None and protocol not in request.proposed_subprotocols:
+            # An application bug; answer it like one rather than drop the connection unanswered.
+            log.error(
+                "auth callback chose %r for %r, which offered only %s; refusing with 500",
+                protocol,
+                identity,
+                request.proposed_subprotocols,
+            )
+            await request.reject(500)
+            return
         websocket = await request.accept(protocol)
         try:
             assert websocket.subprotocol is not None  # accept() refuses a handshake with none
