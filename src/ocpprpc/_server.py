@@ -99,6 +99,8 @@ class Server:
     :param handshake_timeout: bound on TLS + the upgrade request (slowloris guard).
     :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
     :param max_message_size: largest message accepted from a station.
+    :param max_bad_messages: close a station's connection (1002) after this many
+        malformed messages in a row; ``None`` (default): answer them forever.
     :param on_message: ``on_message(identity, direction, text)`` sees every
         message in (``"in"``) and out (``"out"``) of every station, for an
         exchange log; it must be fast and must not raise.
@@ -121,6 +123,7 @@ class Server:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
+        max_bad_messages: int | None = None,
         on_message: ServerMessageHook | None = None,
         **session_options: Any,
     ) -> None:
@@ -140,6 +143,7 @@ class Server:
         self.close_timeout = close_timeout
         self.max_outstanding_calls = max_outstanding_calls
         self.detailed_errors = detailed_errors
+        self.max_bad_messages = max_bad_messages
         self.on_message = on_message
         self.session_options = session_options
         self._clients: dict[str, Session] = {}
@@ -268,6 +272,7 @@ class Server:
                 self.validation,
                 max_outstanding_calls=self.max_outstanding_calls,
                 detailed_errors=self.detailed_errors,
+                max_bad_messages=self.max_bad_messages,
             )
             session = Session(
                 websocket,

@@ -109,13 +109,19 @@ class RawStation:
         assert isinstance(event, TextMessage), event
         return event.data
 
-    async def close_code(self) -> int | None:
-        """Read until the CSMS's close frame; its code (``None`` if the link just ended)."""
+    async def close_code(self, *, echo: bool = True) -> int | None:
+        """Read until the peer's close frame and return its code (``None`` if the link just ended).
+
+        *echo*: answer the close frame, as RFC 6455 says (the CSMS then drops the
+        TCP connection at once); without it the CSMS waits for its close timeout.
+        """
         while True:
             event = await self.next_event()
             if event is None:
                 return None
             if isinstance(event, CloseConnection):
+                if echo:
+                    await self.stream.send(self.ws.send(event.response()))
                 return event.code
 
     def reset(self) -> None:
