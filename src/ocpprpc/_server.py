@@ -154,7 +154,13 @@ class Server:
 
     @property
     def clients(self) -> Mapping[str, Session]:
-        """The connected stations' sessions, by identity (a live read-only view)."""
+        """The connected stations' sessions, by identity (a live read-only view).
+
+        A station is listed once its session runs, just before ``on_connect``;
+        the station itself may see the upgrade succeed a moment earlier, so a test
+        that connects a station and then looks it up should wait for ``on_connect``
+        (or for the station's first call to be handled).
+        """
         return _ReadOnly(self._clients)
 
     @property

@@ -11,7 +11,7 @@ import ocpprpc
 from ocpprpc import CallContext, ErrorCode, OCPPError, Router, Session
 
 from .flavours import FLAVOURS, PROTOCOLS
-from .helpers import PROMPT, ws_url
+from .helpers import PROMPT, eventually, ws_url
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -155,6 +155,7 @@ async def test_strict_validation_across_the_wire() -> None:
 
     lax_csms = ocpprpc.serve(router=csms, validation=False, protocols=["ocpp1.6"])
     async with lax_csms as server, ocpprpc.connect(ws_url(server), "STRICT", validation=True) as station:
+        await eventually(lambda: "STRICT" in server.clients)
         server.clients["STRICT"].data["bad answer"] = True
         with pytest.raises(ocpprpc.InvalidResponseError):
             await station.call("Heartbeat")
