@@ -12,6 +12,7 @@ import functools
 import hmac
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -21,14 +22,20 @@ import anyio.abc
 
 from ._client import connect
 from ._demo import BUILTIN_PROTOCOLS, demo_csms_router, demo_station_router
+from ._errors import OCPPError
 from ._handshake import StationRequest
 from ._scenario import ChargingScenario
 from ._server import Accept, Reject, Server
+from ._session import CallTimeout, InvalidResponseError
 from ._tls import client_ssl_context, server_ssl_context
+from ._transport import ConnectionLost
+from ._ws_errors import HandshakeError
 
 __all__ = ["main"]
 
 log = logging.getLogger("ocpprpc.cli")
+
+PROG = "python -m ocpprpc"
 
 
 def _protocol_list(text: str) -> list[str]:
@@ -39,7 +46,7 @@ def _protocol_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ocpprpc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -168,14 +175,20 @@ async def run_serve(args: argparse.Namespace) -> None:
         validation=not args.no_validation,
         on_message=_log_wire,
     )
-    with anyio.CancelScope() as scope:
+    # Opened before listening, so a signal can never hit the default handlers once we serve.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as task_group:
-            task_group.start_soon(_until_signalled, scope)
-            await task_group.start(server.serve, args.host, args.port)
+            try:
+                await task_group.start(server.serve, args.host, args.port)
+            except OSError as exc:
+                raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
             scheme = "wss" if ssl_context else "ws"
             _say(f"ocpprpc CSMS listening on {scheme}://{args.host}:{server.port}/", flush=True)
-    with anyio.CancelScope(shield=True):
-        await server.shutdown(timeout=2)
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+            # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
+            await server.shutdown(timeout=2)
 
 
 async def run_station(args: argparse.Namespace) -> None:
@@ -185,34 +198,59 @@ async def run_station(args: argparse.Namespace) -> None:
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(_until_signalled, scope)
-            async with connect(
-                args.url,
-                args.identity,
-                protocols=args.protocol,
-                password=args.password,
-                ssl_context=ssl_context,
-                router=demo_station_router(),
-                validation=not args.no_validation,
-                on_message=functools.partial(_log_wire, args.identity),
-            ) as station:
-                _say(f"{args.identity} connected to {args.url} speaking {station.protocol}", flush=True)
-
-                async def call(action: str, payload: dict[str, Any]) -> Any:
-                    answer = await station.call(action, payload)
-                    log.info("%s <- %s", args.identity, action)
-                    return answer
-
-                scenario = ChargingScenario(
-                    station.protocol, call, anyio.sleep, meter_values=args.meter_values
-                )
-                await scenario.run(args.interval)
-                _say(f"{args.identity} finished a charging session", flush=True)
-                if not args.once:
-                    period = args.heartbeat or scenario.heartbeat_interval
-                    while True:
-                        await anyio.sleep(period)
-                        await scenario.heartbeat()
+            try:
+                await _simulate_station(args, ssl_context)
+            except (HandshakeError, OSError) as exc:
+                raise CommandFailed(f"{args.identity}: cannot connect to {args.url}: {exc}") from exc
+            except (ConnectionLost, CallTimeout, InvalidResponseError, OCPPError) as exc:
+                raise CommandFailed(f"{args.identity}: {exc}") from exc
             task_group.cancel_scope.cancel()
+
+
+async def _simulate_station(args: argparse.Namespace, ssl_context: ssl.SSLContext | None) -> None:
+    async with connect(
+        args.url,
+        args.identity,
+        protocols=args.protocol,
+        password=args.password,
+        ssl_context=ssl_context,
+        router=demo_station_router(),
+        validation=not args.no_validation,
+        on_message=functools.partial(_log_wire, args.identity),
+    ) as station:
+        _say(f"{args.identity} connected to {args.url} speaking {station.protocol}", flush=True)
+
+        async def call(action: str, payload: dict[str, Any]) -> Any:
+            answer = await station.call(action, payload)
+            log.info("%s <- %s", args.identity, action)
+            return answer
+
+        async def sleep(seconds: float) -> None:
+            # Idle, but notice at once when the CSMS closes the connection.
+            with anyio.move_on_after(seconds):
+                await station.closed.wait()
+            if station.closed.is_set():
+                raise ConnectionLost(station.close_reason)
+
+        scenario = ChargingScenario(station.protocol, call, sleep, meter_values=args.meter_values)
+        await scenario.run(args.interval)
+        _say(f"{args.identity} finished a charging session", flush=True)
+        if not args.once:
+            period = args.heartbeat or scenario.heartbeat_interval
+            while True:
+                await sleep(period)
+                await scenario.heartbeat()
+
+
+class CommandFailed(Exception):
+    """A failure the command reports in one line (no traceback) before exiting with status 1."""
+
+
+def _reportable(exc: BaseException) -> CommandFailed | None:
+    """*exc* if it is a :class:`CommandFailed`, alone or as the only error in (nested) groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, CommandFailed) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,4 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(runner, args, backend=args.backend)
     except KeyboardInterrupt:  # pragma: no cover - signals are normally handled in the loop
         return 130
+    except BaseException as exc:
+        failure = _reportable(exc)
+        if failure is None:
+            raise
+        sys.stderr.write(f"{PROG}: error: {failure}\n")
+        return 1
     return 0

@@ -45,6 +45,7 @@ async def connect(
     validation: ValidationArg = False,
     max_outstanding_calls: int | None = None,
     detailed_errors: bool = False,
+    max_bad_messages: int | None = None,
     **session_options: Any,
 ) -> AsyncIterator[Session]:
     """Connect as charging station *identity* and run a session until the block ends.
@@ -73,6 +74,8 @@ async def connect(
     :param max_outstanding_calls: our CALLs awaiting an answer at once (OCPP: 1).
     :param detailed_errors: put handler exception text into ``InternalError``
         descriptions (off: it may leak internals to the peer).
+    :param max_bad_messages: close with 1002 after this many malformed messages
+        in a row (each is answered as OCPP-J says meanwhile); ``None``: never.
     :param session_options: further :class:`Session` options (``call_timeout``,
         ``max_concurrent_handlers``, ``ordered_handlers``, ``on_message``, ...).
 
@@ -103,6 +106,7 @@ async def connect(
             validation,
             max_outstanding_calls=max_outstanding_calls,
             detailed_errors=detailed_errors,
+            max_bad_messages=max_bad_messages,
         )
         session = Session(stream, connection, router=router, identity=identity, **options, **session_options)
     except BaseException:

@@ -58,6 +58,7 @@ def session_parts(
     *,
     max_outstanding_calls: int | None = None,
     detailed_errors: bool = False,
+    max_bad_messages: int | None = None,
 ) -> tuple[Connection, dict[str, Any]]:
     """The engine for one connection, and the protocol-dependent :class:`Session` options."""
     policy = _policy(validation)
@@ -76,5 +77,6 @@ def session_parts(
         codec=codec,
         max_outstanding_calls=max_outstanding_calls,
         detailed_errors=detailed_errors,
+        max_bad_messages=max_bad_messages,
     )
     return connection, {"known_actions": known, "unvalidated_actions": unvalidated}

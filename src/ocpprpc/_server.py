@@ -104,6 +104,8 @@ class Server:
     :param handshake_timeout: bound on TLS + the upgrade request (slowloris guard).
     :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
     :param max_message_size: largest message accepted from a station.
+    :param max_bad_messages: close a station's connection (1002) after this many
+        malformed messages in a row; ``None`` (default): answer them forever.
     :param on_message: ``on_message(identity, direction, text)`` sees every
         message in (``"in"``) and out (``"out"``) of every station, for an
         exchange log; it must be fast and must not raise.
@@ -136,6 +138,7 @@ class Server:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
+        max_bad_messages: int | None = None,
         on_message: ServerMessageHook | None = None,
         keepalive: Keepalive | None = None,
         require_boot: bool = False,
@@ -159,6 +162,7 @@ class Server:
         self.close_timeout = close_timeout
         self.max_outstanding_calls = max_outstanding_calls
         self.detailed_errors = detailed_errors
+        self.max_bad_messages = max_bad_messages
         self.on_message = on_message
         self.session_options = session_options
         # -- resilience (issue 5)
@@ -180,7 +184,13 @@ class Server:
 
     @property
     def clients(self) -> Mapping[str, Session]:
-        """The connected stations' sessions, by identity (a live read-only view)."""
+        """The connected stations' sessions, by identity (a live read-only view).
+
+        A station is listed once its session runs, just before ``on_connect``;
+        the station itself may see the upgrade succeed a moment earlier, so a test
+        that connects a station and then looks it up should wait for ``on_connect``
+        (or for the station's first call to be handled).
+        """
         return _ReadOnly(self._clients)
 
     @property
@@ -279,6 +289,16 @@ class Server:
             await request.reject(409, "this identity is already connected")
             return
         protocol = accept.protocol if accept.protocol is not None else request.subprotocol
+        if protocol is not None and protocol not in request.proposed_subprotocols:
+            # An application bug; answer it like one rather than drop the connection unanswered.
+            log.error(
+                "auth callback chose %r for %r, which offered only %s; refusing with 500",
+                protocol,
+                identity,
+                request.proposed_subprotocols,
+            )
+            await request.reject(500)
+            return
         websocket = await request.accept(protocol)
         try:
             assert websocket.subprotocol is not None  # accept() refuses a handshake with none
@@ -288,6 +308,7 @@ class Server:
                 self.validation,
                 max_outstanding_calls=self.max_outstanding_calls,
                 detailed_errors=self.detailed_errors,
+                max_bad_messages=self.max_bad_messages,
             )
             session = Session(
                 websocket,

@@ -1,0 +1,23 @@
+"""Certificates for the security-profile tests, made fresh by trustme for each test run."""
+
+from __future__ import annotations
+
+import pytest
+import trustme
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """The CA that signs the CSMS certificate (what a station trusts)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def station_ca() -> trustme.CA:
+    """A separate CA that signs station certificates (security profile 3)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("127.0.0.1", "localhost")

@@ -1,0 +1,165 @@
+"""Who gets in: the auth callback's decisions, and a second connection for an identity already connected."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+import ocpprpc
+from ocpprpc import (
+    Accept,
+    CallContext,
+    DuplicatePolicy,
+    HandshakeRejected,
+    Reject,
+    Router,
+    Session,
+    StationRequest,
+)
+
+from .helpers import PROMPT, eventually, ws_url
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def csms_router() -> Router:
+    router = Router()
+
+    @router.on("DataTransfer")
+    async def whoami(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"status": "Accepted", "data": f"{ctx.identity} {ctx.protocol} {sorted(ctx.data.items())}"}
+
+    return router
+
+
+def station_router(name: str) -> Router:
+    router = Router()
+
+    @router.on("DataTransfer")
+    async def whoami(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"status": "Accepted", "data": name}
+
+    return router
+
+
+def transfer() -> dict[str, Any]:
+    return {"vendorId": "test"}
+
+
+async def test_accept_chooses_the_protocol_and_attaches_session_data() -> None:
+    async def auth(request: StationRequest) -> Accept:
+        assert request.proposed_subprotocols == ["ocpp2.1", "ocpp2.0.1", "ocpp1.6"]
+        assert request.subprotocol == "ocpp2.1"  # the station's preference, by default
+        assert request.query == {"site": "depot 4"}
+        assert request.header("X-Fleet") == "blue"
+        return Accept(protocol="ocpp2.0.1", data={"tenant": request.query["site"]})
+
+    async with (
+        ocpprpc.serve(router=csms_router(), auth=auth) as server,
+        ocpprpc.connect(
+            ws_url(server),
+            "CP1",
+            protocols=["ocpp2.1", "ocpp2.0.1", "ocpp1.6"],
+            query={"site": "depot 4"},
+            headers={"X-Fleet": "blue"},
+        ) as station,
+    ):
+        assert station.protocol == "ocpp2.0.1"
+        answer = await station.call("DataTransfer", transfer())
+        assert answer["data"] == "CP1 ocpp2.0.1 [('tenant', 'depot 4')]"
+        assert server.clients["CP1"].data == {"tenant": "depot 4"}
+        assert server.clients["CP1"].protocol == "ocpp2.0.1"
+
+
+async def test_reject_answers_the_chosen_status() -> None:
+    async def auth(request: StationRequest) -> Reject | None:
+        if request.identity == "BANNED":
+            return Reject(403, "this station is banned")
+        return None  # None accepts
+
+    async with ocpprpc.serve(auth=auth) as server:
+        with pytest.raises(HandshakeRejected) as rejected:
+            async with ocpprpc.connect(ws_url(server), "BANNED"):
+                pass
+        assert rejected.value.status == 403
+        assert rejected.value.body == b"this station is banned"
+        assert "403" in str(rejected.value)
+        assert not server.clients
+        async with ocpprpc.connect(ws_url(server), "WELCOME"):
+            await eventually(lambda: "WELCOME" in server.clients)
+
+
+async def test_an_auth_callback_that_raises_gives_500_and_the_server_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def auth(request: StationRequest) -> Accept:
+        if request.identity == "BUG":
+            raise RuntimeError("database down")
+        return Accept()
+
+    with caplog.at_level(logging.ERROR, logger="ocpprpc.server"):
+        async with ocpprpc.serve(auth=auth, router=csms_router()) as server:
+            for _ in range(2):
+                with pytest.raises(HandshakeRejected) as failed:
+                    async with ocpprpc.connect(ws_url(server), "BUG"):
+                        pass
+                assert failed.value.status == 500
+            async with ocpprpc.connect(ws_url(server), "OK") as station:
+                assert (await station.call("DataTransfer", transfer()))["status"] == "Accepted"
+    assert any("database down" in str(record.exc_info[1]) for record in caplog.records if record.exc_info)
+
+
+async def test_accepting_a_protocol_the_station_did_not_offer_is_an_application_error() -> None:
+    async def auth(request: StationRequest) -> Accept:
+        return Accept(protocol="ocpp2.1")
+
+    async with ocpprpc.serve(auth=auth) as server:
+        with pytest.raises(HandshakeRejected) as refused:
+            async with ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]):
+                pass
+        assert refused.value.status == 500
+        assert not server.clients
+
+
+async def test_a_duplicate_identity_evicts_the_old_connection() -> None:
+    admitted: list[Session] = []
+
+    async def on_connect(session: Session) -> None:
+        admitted.append(session)
+
+    async with (
+        ocpprpc.serve(on_connect=on_connect, duplicate=DuplicatePolicy.EVICT) as server,
+        ocpprpc.connect(ws_url(server), "CP1", router=station_router("old")) as old,
+    ):
+        await eventually(lambda: len(admitted) == 1)
+        async with ocpprpc.connect(ws_url(server), "CP1", router=station_router("new")) as new:
+            with anyio.fail_after(PROMPT):
+                await old.closed.wait()
+            assert old.close_reason is not None
+            assert old.close_reason.code == 1008
+            assert old.close_reason.by_peer
+            await eventually(lambda: len(admitted) == 2)
+            assert server.clients["CP1"] is admitted[1]
+            assert admitted[0].closed.is_set()
+            answer = await server.clients["CP1"].call("DataTransfer", transfer())
+            assert answer["data"] == "new"
+            assert new.close_reason is None
+        await eventually(lambda: not server.clients)
+
+
+async def test_a_duplicate_identity_can_be_refused() -> None:
+    async with (
+        ocpprpc.serve(duplicate="refuse") as server,
+        ocpprpc.connect(ws_url(server), "CP1", router=station_router("first")) as first,
+    ):
+        await eventually(lambda: "CP1" in server.clients)
+        with pytest.raises(HandshakeRejected) as refused:
+            async with ocpprpc.connect(ws_url(server), "CP1"):
+                pass
+        assert refused.value.status == 409
+        answer = await server.clients["CP1"].call("DataTransfer", transfer())
+        assert answer["data"] == "first"
+        assert first.close_reason is None

@@ -1,0 +1,164 @@
+"""OCPP security profiles 1-3 through connect()/serve(), with certificates made by trustme in the test."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from typing import Any
+
+import pytest
+import trustme
+
+import ocpprpc
+from ocpprpc import Accept, HandshakeError, HandshakeRejected, Reject, StationRequest
+
+from .helpers import PROMPT, ws_url
+
+pytestmark = pytest.mark.timeout(20)
+
+PASSWORD = b"s3cret:with colon \xff"  # 1.6 passwords may be binary
+
+
+class PasswordCheck:
+    """The auth callback a profile 1/2 CSMS writes: compare the Basic-auth password."""
+
+    def __init__(self) -> None:
+        self.requests: list[StationRequest] = []
+
+    async def __call__(self, request: StationRequest) -> Accept | Reject:
+        self.requests.append(request)
+        if request.password != PASSWORD:
+            return Reject(401)
+        return Accept(data={"password checked": True})
+
+
+def server_context(cert: trustme.LeafCert, client_ca: trustme.CA | None = None) -> ssl.SSLContext:
+    context = ocpprpc.server_ssl_context(
+        client_cadata=client_ca.cert_pem.bytes().decode() if client_ca is not None else None
+    )
+    cert.configure_cert(context)
+    return context
+
+
+def station_context(ca: trustme.CA, cert: trustme.LeafCert | None = None) -> ssl.SSLContext:
+    context = ocpprpc.client_ssl_context(cadata=ca.cert_pem.bytes().decode())
+    if cert is not None:
+        cert.configure_cert(context)
+    return context
+
+
+async def heartbeat_ok(station: ocpprpc.Session) -> None:
+    with pytest.raises(ocpprpc.OCPPError) as answer:  # no router: answered, just not supported
+        await station.call("Heartbeat")
+    assert answer.value.code is ocpprpc.ErrorCode.NOT_SUPPORTED
+
+
+@pytest.mark.parametrize("identity", ["CP1", "CP:1"])
+async def test_profile_1_basic_auth(identity: str) -> None:
+    auth = PasswordCheck()
+    async with ocpprpc.serve(auth=auth) as server:
+        async with ocpprpc.connect(ws_url(server), identity, password=PASSWORD) as station:
+            await heartbeat_ok(station)
+            assert server.clients[identity].data == {"password checked": True}
+        assert auth.requests[-1].identity == identity
+        assert auth.requests[-1].username == identity
+
+        with pytest.raises(HandshakeRejected) as wrong:
+            async with ocpprpc.connect(ws_url(server), identity, password="wrong"):
+                pass
+        assert wrong.value.status == 401
+        assert (b"www-authenticate", b'Basic realm="ocpp", charset="UTF-8"') in wrong.value.headers
+
+        with pytest.raises(HandshakeRejected) as missing:
+            async with ocpprpc.connect(ws_url(server), identity):
+                pass
+        assert missing.value.status == 401
+        assert auth.requests[-1].password is None
+
+        # A username other than the identity is refused before the application is asked.
+        asked = len(auth.requests)
+        token = base64.b64encode(b"OTHER:" + PASSWORD).decode()
+        with pytest.raises(HandshakeRejected) as impostor:
+            async with ocpprpc.connect(ws_url(server), identity, headers={"Authorization": f"Basic {token}"}):
+                pass
+        assert impostor.value.status == 401
+        assert len(auth.requests) == asked
+
+
+async def test_profile_2_tls_and_basic_auth(
+    ca: trustme.CA, server_cert: trustme.LeafCert, station_ca: trustme.CA
+) -> None:
+    auth = PasswordCheck()
+    async with ocpprpc.serve(auth=auth, ssl_context=server_context(server_cert)) as server:
+        url = ws_url(server, secure=True)
+        async with ocpprpc.connect(url, "CP2", password=PASSWORD, ssl_context=station_context(ca)) as station:
+            await heartbeat_ok(station)
+
+        with pytest.raises(HandshakeRejected) as wrong:
+            async with ocpprpc.connect(url, "CP2", password=b"nope", ssl_context=station_context(ca)):
+                pass
+        assert wrong.value.status == 401
+
+        # A station that trusts another CA does not talk to this CSMS at all.
+        with pytest.raises(HandshakeError) as untrusted:
+            wrong_ca = station_context(station_ca)
+            async with ocpprpc.connect(url, "CP2", password=PASSWORD, ssl_context=wrong_ca):
+                pass
+        assert not isinstance(untrusted.value, HandshakeRejected)
+        assert "certificate" in str(untrusted.value).lower()
+
+        # Plain ws:// to a TLS port fails cleanly too.
+        with pytest.raises(HandshakeError):
+            async with ocpprpc.connect(ws_url(server), "CP2", password=PASSWORD, connect_timeout=PROMPT):
+                pass
+
+        async with ocpprpc.connect(url, "CP2", password=PASSWORD, ssl_context=station_context(ca)) as station:
+            await heartbeat_ok(station)
+
+
+async def test_profile_3_mutual_tls(
+    ca: trustme.CA, server_cert: trustme.LeafCert, station_ca: trustme.CA
+) -> None:
+    certificates: list[dict[str, Any] | None] = []
+
+    async def auth(request: StationRequest) -> Accept | Reject:
+        certificates.append(request.client_certificate)
+        assert request.client_certificate is not None  # CERT_REQUIRED: never None here
+        subject = dict(rdn[0] for rdn in request.client_certificate["subject"])
+        if subject.get("commonName") != request.identity:
+            return Reject(403, "certificate issued to another station")
+        return Accept(data={"der": request.client_certificate_der})
+
+    station_cert = station_ca.issue_cert("cp3.example", common_name="CP3")
+    context = server_context(server_cert, client_ca=station_ca)
+    async with ocpprpc.serve(auth=auth, ssl_context=context) as server:
+        url = ws_url(server, secure=True)
+        async with ocpprpc.connect(url, "CP3", ssl_context=station_context(ca, station_cert)) as station:
+            await heartbeat_ok(station)
+            der = server.clients["CP3"].data["der"]
+            assert isinstance(der, bytes) and der
+        assert certificates and certificates[0] is not None
+
+        # The same certificate presented by another identity: the application refuses it.
+        with pytest.raises(HandshakeRejected) as other:
+            async with ocpprpc.connect(url, "CP4", ssl_context=station_context(ca, station_cert)):
+                pass
+        assert other.value.status == 403
+
+        # No certificate: the TLS handshake fails; the application is never asked.
+        asked = len(certificates)
+        with pytest.raises(HandshakeError) as no_cert:
+            async with ocpprpc.connect(url, "CP3", ssl_context=station_context(ca)):
+                pass
+        assert not isinstance(no_cert.value, HandshakeRejected)
+
+        # A certificate from a CA the CSMS does not trust: the same.
+        foreign = ca.issue_cert("cp3.example", common_name="CP3")
+        with pytest.raises(HandshakeError) as untrusted:
+            async with ocpprpc.connect(url, "CP3", ssl_context=station_context(ca, foreign)):
+                pass
+        assert not isinstance(untrusted.value, HandshakeRejected)
+        assert len(certificates) == asked
+
+        async with ocpprpc.connect(url, "CP3", ssl_context=station_context(ca, station_cert)) as station:
+            await heartbeat_ok(station)
