@@ -272,6 +272,46 @@ async def test_a_callerror_is_retried_after_the_interval_under_the_same_id(tmp_p
         assert len(store) == 0
 
 
+async def test_no_answer_counts_as_a_failure_and_a_failing_on_delivered_is_only_logged(
+    make_store: Callable[[], OutboxStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    router = ocpprpc.Router()
+    seen: list[str] = []
+
+    @router.on("TransactionEvent")
+    async def first_unanswered(request: Any, ctx: ocpprpc.CallContext) -> Any:
+        seen.append(ctx.message_id)
+        return ocpprpc.NO_REPLY if len(seen) == 1 else {}
+
+    def broken(delivery: Delivered) -> None:
+        raise RuntimeError("application bug")
+
+    store = make_store()
+    async with ocpprpc.serve(router=router, protocols=["ocpp2.0.1"]) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        retry = TransactionRetry(attempts=2, interval=0.01)
+        async with Station(
+            url, "CP1", protocols=["ocpp2.0.1"], outbox=store, transaction_retry=retry, on_delivered=broken
+        ) as station:
+            event = {"eventType": "Started", "timestamp": NOW, "triggerReason": "Authorized", "seqNo": 0}
+            assert await station.call("TransactionEvent", event, timeout=0.1, message_id="tx-1") == {}
+    assert seen == ["tx-1", "tx-1"]
+    assert "on_delivered failed" in caplog.text
+    async with store:
+        assert len(store) == 0  # answered: forgotten even though the callback failed
+
+
+async def test_a_store_that_cannot_open_stops_the_station_from_starting(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "outbox.db")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    station = Station("ws://127.0.0.1:9/ocpp", "CP1", outbox=SQLiteOutbox(tmp_path / "outbox.db"))
+    with pytest.raises(RuntimeError, match="newer"):
+        async with station:
+            pass
+    assert station.state is ocpprpc.StationState.CLOSED
+
+
 async def test_attempts_used_up_drop_the_message_with_an_event_never_silently(
     make_store: Callable[[], OutboxStore],
 ) -> None:
