@@ -341,7 +341,9 @@ class Station:
     :param outbox: an :class:`OutboxStore` for the messages that must survive a
         restart (:class:`SQLiteOutbox`, or :class:`MemoryOutbox`); ``None``:
         every call lives in memory only.  The station opens it when entered,
-        sends what it holds first, and closes it on exit.
+        sends what it holds first, and closes it on exit.  A message restored
+        after a restart is sent as an untyped call (its stored JSON), with the
+        station's validation policy (a per-call ``validate=False`` is not stored).
     :param durable: ``durable(action, payload)`` picks the messages that go to
         the store (*payload* as JSON values); :func:`is_transaction_message` by default.
     :param transaction_retry: attempts and interval for durable messages
@@ -1128,7 +1130,9 @@ class Station:
         """Answered: hand the answer over, then forget the message (in that order: at least once)."""
         item.succeed(result)
         if self.on_delivered is not None:
-            delivered = Delivered(item.action, item.message_id, item.payload, result, item.restored)
+            delivered = Delivered(
+                item.action, item.message_id, record.decoded_payload(), result, item.restored
+            )
             try:
                 outcome = self.on_delivered(delivered)
                 if inspect.isawaitable(outcome):

@@ -240,6 +240,37 @@ async def test_stored_messages_outlive_the_station_and_go_first_on_the_next_star
             assert await store.records() == []
 
 
+async def test_a_typed_request_is_stored_in_wire_form_and_answered_typed(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from ocpprpc import v16
+
+    rec = Recorder()
+    store = SQLiteOutbox(tmp_path / "outbox.db")
+    delivered: list[Delivered] = []
+
+    request = v16.StartTransactionRequest(
+        connector_id=1, id_tag="T", meter_start=0, timestamp=datetime(2024, 1, 1, tzinfo=UTC)
+    )
+    async with ocpprpc.serve(router=rec.router) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        async with Station(
+            url, "CP1", outbox=store, validation=True, on_delivered=delivered.append
+        ) as station:
+            answer = await station.call(request)
+    assert isinstance(answer, v16.StartTransactionResponse) and answer.transaction_id == 1
+    assert rec.handled[0][2]["connectorId"] == 1  # the CSMS got the wire names
+    # Picked by the default (dict-based) rule, stored and handed over as JSON values.
+    (delivery,) = delivered
+    assert delivery.payload == {
+        "connectorId": 1,
+        "idTag": "T",
+        "meterStart": 0,
+        "timestamp": "2024-01-01T00:00:00Z",
+    }
+    assert delivery.answer is answer
+
+
 async def test_a_callerror_is_retried_after_the_interval_under_the_same_id(tmp_path: Path) -> None:
     router = ocpprpc.Router()
     seen: list[tuple[str, float]] = []
