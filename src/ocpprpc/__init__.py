@@ -122,7 +122,17 @@ def __dir__() -> list[str]:
 # isort: split
 # -- resilience (issue 5): reconnecting station, keepalive, outbox, boot gate --------------
 # The settings are plain dataclasses (eager); the station and the replay cache use anyio (lazy).
-from ._policies import Backoff, Keepalive, OutboxFullPolicy, Retry  # noqa: E402 (after area S)
+from ._policies import Backoff, Keepalive, OutboxFullPolicy, Retry, TransactionRetry  # noqa: E402
+
+if _TYPE_CHECKING:
+    # the durable outbox (stores, the transaction-message rule)
+    from ._outbox import (
+        MemoryOutbox,
+        OutboxRecord,
+        OutboxStore,
+        SQLiteOutbox,
+        is_transaction_message,
+    )
 
 if _TYPE_CHECKING:
     from ._csms_guard import ReplayCache
@@ -131,8 +141,10 @@ if _TYPE_CHECKING:
         CallDropped,
         Connected,
         Connecting,
+        Delivered,
         Disconnected,
         GaveUp,
+        MessageDropped,
         OutboxFull,
         Reconnecting,
         Station,
@@ -147,8 +159,10 @@ _LAZY.update(
             "CallDropped",
             "Connected",
             "Connecting",
+            "Delivered",
             "Disconnected",
             "GaveUp",
+            "MessageDropped",
             "OutboxFull",
             "Reconnecting",
             "Station",
@@ -159,6 +173,12 @@ _LAZY.update(
     )
 )
 _LAZY["ReplayCache"] = "._csms_guard"
+_LAZY.update(
+    dict.fromkeys(
+        ("MemoryOutbox", "OutboxRecord", "OutboxStore", "SQLiteOutbox", "is_transaction_message"),
+        "._outbox",
+    )
+)
 # -- end of resilience ----------------------------------------------------------------------
 
 __all__ = (
@@ -246,15 +266,23 @@ __all__ = (
     "CallDropped",
     "Connected",
     "Connecting",
+    "Delivered",
     "Disconnected",
     "GaveUp",
     "Keepalive",
+    "MemoryOutbox",
+    "MessageDropped",
     "OutboxFull",
     "OutboxFullPolicy",
+    "OutboxRecord",
+    "OutboxStore",
     "Reconnecting",
     "ReplayCache",
     "Retry",
+    "SQLiteOutbox",
     "Station",
     "StationEvent",
     "StationState",
+    "TransactionRetry",
+    "is_transaction_message",
 )

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "Keepalive", "OutboxFullPolicy", "Retry"]
+__all__ = ["Backoff", "Keepalive", "OutboxFullPolicy", "Retry", "TransactionRetry"]
 
 #: Handshake answers that no amount of retrying will change: wrong credentials
 #: (401), a forbidden station (403), an identity the CSMS does not know (404).
@@ -164,6 +164,41 @@ class Retry:
     def next_delay(self) -> float:
         """A random wait before the next send."""
         return self.delay * (1 + self.jitter * (2 * self.rng() - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRetry:
+    """How a station retries a durable (transaction) message the CSMS failed to process.
+
+    OCPP's own rule: OCPP 1.6 ``TransactionMessageAttempts`` and
+    ``TransactionMessageRetryInterval`` (section 4.10), OCPP 2.0.1/2.1
+    ``MessageAttemptsTransactionEvent`` and ``MessageAttemptIntervalTransactionEvent``
+    (E13).  A send *fails* when the CSMS answers with a CALLERROR or not at all
+    within the call timeout; after failure *n* the message waits
+    ``interval * n`` seconds and goes again under the same message id, until
+    ``attempts`` sends failed: then it is dropped, with an error logged and a
+    :class:`~ocpprpc.MessageDropped` event.  A send cut short by a lost link is
+    not a failure (the CSMS may never have seen it): the message goes again
+    after the reconnect without using up an attempt.
+
+    Set ``station.transaction_retry`` when the CSMS changes these
+    configuration keys; the next failure uses the new values.
+
+    :param attempts: sends that may fail before the message is dropped.
+    :param interval: seconds, multiplied by the number of failed sends so far.
+    """
+
+    attempts: int = 3
+    interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        _check_non_negative(interval=self.interval)
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the *failures*-th failed send."""
+        return self.interval * failures
 
 
 class OutboxFullPolicy(enum.Enum):

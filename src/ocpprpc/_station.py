@@ -32,6 +32,17 @@ CSMS acted on it; with a :class:`~ocpprpc.Retry` (``on_connection_lost``) it is
 instead sent again after the reconnect, under the same id.  A call that never
 left (the link dropped first) simply stays queued.
 
+With ``outbox=`` (an :class:`~ocpprpc.OutboxStore`, e.g. a
+:class:`~ocpprpc.SQLiteOutbox`) the messages the ``durable`` rule picks (by
+default OCPP's transaction messages) take a second lane: each is written to
+the store before it may leave and deleted only once the CSMS answered it.
+They keep their relative order, but a volatile call may overtake one that is
+waiting out a retry interval.  A failed send (CALLERROR, no answer) is retried
+after ``TransactionRetry.interval * failures`` seconds until the attempts are
+used up; a lost link just puts the message back first in its lane.  On the
+next ``async with`` the stored messages are loaded and sent before anything
+else; their answers go to ``on_delivered``.
+
 With ``boot=`` the station sends BootNotification itself on its first
 connection and holds every other call in the outbox until the CSMS answers
 ``Accepted``; ``Pending`` and ``Rejected`` are retried after the interval the
@@ -42,10 +53,13 @@ pending station, OCPP 2.0.1 B02.FR.01).
 from __future__ import annotations
 
 import enum
+import inspect
+import itertools
 import logging
 import math
+import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
@@ -56,11 +70,20 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._connection import uuid4_message_id
+from ._errors import OCPPError
 from ._groups import raise_single
 from ._handshake import open_websocket
 from ._keepalive import keepalive
 from ._messages import Request, Response
-from ._policies import PERMANENT_HANDSHAKE_STATUSES, Backoff, Keepalive, OutboxFullPolicy, Retry
+from ._outbox import OutboxFull, OutboxRecord, OutboxStore, is_transaction_message
+from ._policies import (
+    PERMANENT_HANDSHAKE_STATUSES,
+    Backoff,
+    Keepalive,
+    OutboxFullPolicy,
+    Retry,
+    TransactionRetry,
+)
 from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
@@ -74,8 +97,10 @@ __all__ = [
     "CallDropped",
     "Connected",
     "Connecting",
+    "Delivered",
     "Disconnected",
     "GaveUp",
+    "MessageDropped",
     "OutboxFull",
     "Reconnecting",
     "Station",
@@ -90,24 +115,6 @@ _R = TypeVar("_R", bound=Response)
 _GOING_AWAY = 1001
 _INTERNAL_ERROR = 1011
 _BOOT = "BootNotification"
-
-
-class OutboxFull(Exception):
-    """A call did not fit in the station's offline outbox.
-
-    Raised in the new call (policy ``REJECT``) or in the oldest queued call,
-    which is dropped to make room (policy ``DROP_OLDEST``).  Never silent: the
-    dropped call's caller gets this, a warning is logged and a
-    :class:`CallDropped` event is published.
-    """
-
-    def __init__(self, action: str, message_id: str, limit: int, dropped: bool) -> None:
-        self.action = action
-        self.message_id = message_id
-        self.limit = limit
-        self.dropped = dropped
-        what = "dropped to make room for a newer call" if dropped else "refused"
-        super().__init__(f"{action} ({message_id}) {what}: the outbox holds at most {limit} calls")
 
 
 class StationState(enum.Enum):
@@ -184,10 +191,50 @@ class BootAnswered:
     interval: float
 
 
+@dataclass(frozen=True, slots=True)
+class MessageDropped:
+    """A durable message was given up: *attempts* sends failed, the last with *error*.
+
+    It is deleted from the store.  Only :class:`~ocpprpc.TransactionRetry`
+    running out drops a durable message (or a payload that can never be sent).
+    """
+
+    action: str
+    message_id: str
+    attempts: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A durable message the CSMS answered: what ``on_delivered`` receives.
+
+    :param payload: the message's payload as sent (JSON values).
+    :param answer: the CALLRESULT payload (as :meth:`Session.call` returns it).
+    :param restored: ``True`` when the message was loaded from the store at
+        start (an earlier process queued it, nobody is awaiting it).
+    """
+
+    action: str
+    message_id: str
+    payload: Any
+    answer: Any
+    restored: bool
+
+
 StationEvent: TypeAlias = (
-    Connecting | Connected | Disconnected | Reconnecting | GaveUp | CallDropped | BootAnswered
+    Connecting
+    | Connected
+    | Disconnected
+    | Reconnecting
+    | GaveUp
+    | CallDropped
+    | BootAnswered
+    | MessageDropped
 )
 EventCallback: TypeAlias = Callable[[StationEvent], None]
+DeliveredCallback: TypeAlias = Callable[[Delivered], "Awaitable[None] | None"]
+DurableRule: TypeAlias = Callable[[str, Mapping[str, Any]], bool]
 BootArg: TypeAlias = Request[Any] | Mapping[str, Any] | Callable[[str], "Request[Any] | Mapping[str, Any]"]
 
 
@@ -200,13 +247,17 @@ class _Outgoing:
         "done",
         "error",
         "message_id",
+        "order",
         "payload",
+        "record",
         "request",
+        "restored",
         "result",
         "retries_left",
         "retry",
         "scope",
         "sent",
+        "stored",
         "timeout",
         "validate",
     )
@@ -236,6 +287,13 @@ class _Outgoing:
         self.sent = False
         # The caller stopped waiting (cancelled): deliver nothing more.
         self.abandoned = False
+        # Its place in the order of calls, across both lanes.
+        self.order = 0
+        # Durable only: its record, and whether the store has it (it may leave only then).
+        self.record: OutboxRecord | None = None
+        self.stored = False
+        # Loaded from the store at start: an earlier process queued it.
+        self.restored = False
 
     def succeed(self, result: Any) -> None:
         self.result = result
@@ -280,6 +338,22 @@ class Station:
     :param retry: the default :class:`Retry` of every call (``None``: no retries).
     :param send_interval: seconds to wait between two calls leaving the outbox
         (throttles the flush after a reconnect).
+    :param outbox: an :class:`OutboxStore` for the messages that must survive a
+        restart (:class:`SQLiteOutbox`, or :class:`MemoryOutbox`); ``None``:
+        every call lives in memory only.  The station opens it when entered,
+        sends what it holds first, and closes it on exit.  A message restored
+        after a restart is sent as an untyped call (its stored JSON), with the
+        station's validation policy (a per-call ``validate=False`` is not stored).
+    :param durable: ``durable(action, payload)`` picks the messages that go to
+        the store (*payload* as JSON values); :func:`is_transaction_message` by default.
+    :param transaction_retry: attempts and interval for durable messages
+        (:class:`TransactionRetry`); the ``retry`` option does not apply to them.
+    :param on_delivered: called (and awaited, if it returns an awaitable) with a
+        :class:`Delivered` for every durable message the CSMS answered, before
+        it is deleted from the store: the way to get the answer of a message
+        queued by an earlier process (a StartTransaction's ``transactionId``).
+        At least once: a crash between the call and the delete repeats it on
+        the next start.  Exceptions are logged and ignored.
     :param on_event: ``on_event(event)`` called with each :data:`StationEvent`; it
         must be fast and must not raise.
     :param on_message: ``on_message(direction, text)`` exchange-log hook, as for
@@ -308,6 +382,10 @@ class Station:
         outbox_full: OutboxFullPolicy | str = OutboxFullPolicy.REJECT,
         retry: Retry | None = None,
         send_interval: float = 0.0,
+        outbox: OutboxStore | None = None,
+        durable: DurableRule = is_transaction_message,
+        transaction_retry: TransactionRetry = TransactionRetry(),  # noqa: B008 (frozen dataclass)
+        on_delivered: DeliveredCallback | None = None,
         on_event: EventCallback | None = None,
         on_message: MessageHook | None = None,
         call_timeout: float | None = 30,
@@ -332,6 +410,10 @@ class Station:
         self.outbox_full = OutboxFullPolicy(outbox_full)
         self.retry = retry
         self.send_interval = send_interval
+        self.store = outbox
+        self.durable = durable
+        self.transaction_retry = transaction_retry
+        self.on_delivered = on_delivered
         self.on_event = on_event
         self.on_message = on_message
         self.call_timeout = call_timeout
@@ -344,7 +426,10 @@ class Station:
         self._protocol: str | None = None
         self._state = StationState.IDLE
         self._session: Session | None = None
+        # Two lanes, one order: volatile calls, and durable ones (mirrored in the store).
         self._outbox: deque[_Outgoing] = deque()
+        self._durable: deque[_Outgoing] = deque()
+        self._order = itertools.count()
         self._in_flight: _Outgoing | None = None
         self._in_flight_prefix = ""
         self._subscribers: list[MemoryObjectSendStream[StationEvent]] = []
@@ -380,8 +465,8 @@ class Station:
 
     @property
     def outbox_length(self) -> int:
-        """Calls waiting in the outbox (not counting the one in flight)."""
-        return len(self._outbox)
+        """Calls waiting in the outbox, durable ones included (not counting the one in flight)."""
+        return len(self._outbox) + len(self._durable)
 
     @property
     def booted(self) -> bool:
@@ -442,6 +527,8 @@ class Station:
         self._booted = anyio.Event()
         if self.boot is None:
             self._booted.set()
+        if self.store is not None:
+            await self._restore(self.store)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
@@ -453,8 +540,35 @@ class Station:
             except BaseExceptionGroup as group:
                 raise_single(group)
                 raise
+            finally:
+                await self._close_store()
             raise
         return self
+
+    async def _restore(self, store: OutboxStore) -> None:
+        """Open the store; what it holds goes first, in its order, under its ids."""
+        try:
+            records = await store.open()
+        except BaseException:
+            self._state = StationState.CLOSED
+            raise
+        for record in records:
+            item = _Outgoing(record.action, record.decoded_payload(), record.message_id, _DEFAULT, True, None)
+            item.order = next(self._order)
+            item.record = record
+            item.stored = True
+            item.restored = True  # nobody awaits it: the answer goes to on_delivered
+            self._durable.append(item)
+        if records:
+            log.info("%s: %d stored message(s) to deliver first", self, len(records))
+
+    async def _close_store(self) -> None:
+        if self.store is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.close()
+                except Exception:
+                    log.exception("%s: closing the outbox store failed", self)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -473,6 +587,8 @@ class Station:
             except BaseExceptionGroup as group:
                 raise_single(group)
                 raise
+            finally:
+                await self._close_store()
         return suppress
 
     async def close(
@@ -509,12 +625,21 @@ class Station:
             item = self._outbox.popleft()
             item.fail(error)
             self._emit(CallDropped(item.action, item.message_id, error))
+        if self._durable:
+            # Not dropped: they stay in the store and go first on the next start.
+            log.info("%s: %d durable message(s) stay stored for the next start", self, len(self._durable))
+            kept = self._kept_error()
+            while self._durable:
+                self._durable.popleft().fail(kept)
         if gave_up is not None:
             self._emit(gave_up)
         self._wakeup.set()
         for subscriber in self._subscribers:
             subscriber.close()
         self._subscribers.clear()
+
+    def _kept_error(self) -> ConnectionLost:
+        return ConnectionLost(None, f"{self._closed_message()}; the message stays in the durable outbox")
 
     def _closed_message(self) -> str:
         if self._gave_up is not None:
@@ -729,11 +854,16 @@ class Station:
         :raises ConnectionLost: the link dropped after the CALL was written (and
             no retry was asked for), or the station closed or gave up.
         :raises CallTimeout: no answer in time (after the retries).
+
+        A *durable* message (with ``outbox=``, picked by the ``durable`` rule) is
+        stored before it may leave; cancelling the caller does not withdraw it,
+        and it is retried per ``transaction_retry`` instead of ``retry``: the
+        call returns the answer, or raises the last failure once the attempts
+        are used up (:class:`MessageDropped`), or :class:`ConnectionLost` if
+        the station closes first (the message stays stored and goes on the
+        next start).  :class:`OutboxFull` here means the store is full.
         """
-        if self._state is StationState.CLOSED or self._stopping:
-            raise ConnectionLost(None, self._closed_message())
-        if not self._entered:
-            raise RuntimeError("the station was never started (use 'async with station:')")
+        self._check_open()
         if isinstance(request, str) and payload is None:
             payload = {}
         item = _Outgoing(
@@ -744,11 +874,15 @@ class Station:
             validate,
             self.retry if isinstance(retry, _Default) else retry,
         )
-        self._enqueue(item)
+        wire = self._durable_payload(item)
+        if wire is None:
+            self._enqueue(item)
+        else:
+            await self._put_durable(item, wire)
         try:
             await item.done.wait()
         finally:
-            if not item.done.is_set():
+            if not item.done.is_set() and item.record is None:
                 # The caller gave up waiting: take it out of the queue, or stop its delivery.
                 item.abandoned = True
                 try:
@@ -760,7 +894,67 @@ class Station:
             raise item.error
         return item.result
 
+    async def submit(
+        self, request: Request[Any] | str, payload: Any = None, /, *, message_id: str | None = None
+    ) -> str:
+        """Store a durable message and return its message id, without waiting for the answer.
+
+        Returns once the store holds the message: from then on it is delivered
+        even if this process dies (on the next start).  Its answer goes to
+        ``on_delivered``; a message that uses up its attempts is published as
+        :class:`MessageDropped`.
+
+        :raises ValueError: the station has no store, or the ``durable`` rule
+            does not pick this message.
+        :raises OutboxFull: the store is full.
+        """
+        self._check_open()
+        if isinstance(request, str) and payload is None:
+            payload = {}
+        item = _Outgoing(request, payload, message_id or uuid4_message_id(), _DEFAULT, True, None)
+        wire = self._durable_payload(item)
+        if wire is None:
+            why = "the station has no outbox store" if self.store is None else "the durable rule refused it"
+            raise ValueError(f"cannot submit {item.action}: {why} (use call())")
+        await self._put_durable(item, wire)
+        return item.message_id
+
+    def _check_open(self) -> None:
+        if self._state is StationState.CLOSED or self._stopping:
+            raise ConnectionLost(None, self._closed_message())
+        if not self._entered:
+            raise RuntimeError("the station was never started (use 'async with station:')")
+
+    def _durable_payload(self, item: _Outgoing) -> dict[str, Any] | None:
+        """*item*'s payload as JSON values if it goes to the store, else ``None``."""
+        if self.store is None:
+            return None
+        payload = item.payload if isinstance(item.request, str) else item.request
+        wire = payload if type(payload) is dict else msgspec.to_builtins(payload)
+        if isinstance(wire, dict) and self.durable(item.action, wire):
+            return wire
+        return None
+
+    async def _put_durable(self, item: _Outgoing, wire: dict[str, Any]) -> None:
+        """Queue *item* in the durable lane and store it; it may leave once stored."""
+        assert self.store is not None
+        text = msgspec.json.encode(wire).decode()
+        # Queued before the write: the order of calls is the order of delivery.
+        item.order = next(self._order)
+        self._durable.append(item)
+        try:
+            item.record = await self.store.add(item.message_id, item.action, text)
+        except BaseException:
+            # Not stored, hence never sent (the sender takes stored messages only).
+            if item in self._durable:
+                self._durable.remove(item)
+            self._wakeup.set()  # stored messages behind it may go now
+            raise
+        item.stored = True
+        self._wakeup.set()
+
     def _enqueue(self, item: _Outgoing) -> None:
+        item.order = next(self._order)
         if len(self._outbox) >= self.outbox_size:
             if self.outbox_full is OutboxFullPolicy.REJECT:
                 log.warning("%s: outbox full (%d); refusing %s", self, self.outbox_size, item.action)
@@ -774,10 +968,31 @@ class Station:
         self._wakeup.set()
 
     async def _next_item(self) -> _Outgoing:
-        while not self._outbox:
+        """The next call to send: the oldest of both lanes.
+
+        A durable message waiting out its retry interval lets volatile calls
+        pass (never other durable ones); one still being stored holds
+        everything made after it.
+        """
+        while True:
+            volatile = self._outbox[0] if self._outbox else None
+            wait = math.inf
+            if self._durable:
+                head = self._durable[0]
+                first = volatile is None or head.order < volatile.order
+                if not head.stored:
+                    if first:
+                        volatile = None
+                else:
+                    assert head.record is not None
+                    wait = head.record.next_attempt_at - time.time()
+                    if wait <= 0 and first:
+                        return self._durable.popleft()
+            if volatile is not None:
+                return self._outbox.popleft()
             self._wakeup = anyio.Event()
-            await self._wakeup.wait()
-        return self._outbox.popleft()
+            with anyio.move_on_after(wait):
+                await self._wakeup.wait()
 
     async def _serve_outbox(self, session: Session) -> None:
         """Deliver queued calls in order over *session* until its connection ends."""
@@ -788,10 +1003,13 @@ class Station:
                 return
         while True:
             item = await self._next_item()
-            if item.abandoned:
-                continue
             try:
-                await self._deliver(session, item)
+                if item.record is not None:
+                    await self._deliver_durable(session, item, item.record)
+                elif item.abandoned:
+                    continue
+                else:
+                    await self._deliver(session, item)
             except ConnectionLost:
                 return
             if self.send_interval > 0:
@@ -857,6 +1075,108 @@ class Station:
         return await session.call(
             item.request, timeout=item.timeout, validate=item.validate, message_id=item.message_id
         )
+
+    async def _deliver_durable(self, session: Session, item: _Outgoing, record: OutboxRecord) -> None:
+        """Send one durable message once; on failure, schedule its retry or drop it.
+
+        :raises ConnectionLost: the link went (the message goes back first in its lane).
+        """
+        item.sent = False
+        self._in_flight = item
+        self._in_flight_prefix = f'[2,"{item.message_id}"'
+        failure: Exception
+        try:
+            result = await self._call(session, item)
+        except ConnectionLost:
+            self._requeue_durable(item)
+            raise
+        except anyio.get_cancelled_exc_class():
+            self._requeue_durable(item)
+            raise
+        except (OCPPError, CallTimeout) as exc:
+            failure = exc
+        except Exception as exc:
+            # The payload fails validation, or the CSMS's answer does (InvalidResponseError:
+            # it did process the message).  Sending it again cannot change either.
+            await self._drop_durable(item, record, exc)
+            return
+        else:
+            await self._delivered(item, record, result)
+            return
+        finally:
+            self._in_flight = None
+        record.attempts += 1
+        policy = self.transaction_retry
+        if record.attempts >= policy.attempts:
+            await self._drop_durable(item, record, failure)
+            return
+        delay = policy.delay(record.attempts)
+        record.next_attempt_at = time.time() + delay
+        log.warning(
+            "%s: %s (%s) failed (%s); attempt %d of %d in %g s",
+            self,
+            item.action,
+            item.message_id,
+            failure,
+            record.attempts + 1,
+            policy.attempts,
+            delay,
+        )
+        with anyio.CancelScope(shield=True):
+            await self._store_call(self._require_store().update, record)
+        self._requeue_durable(item)
+
+    async def _delivered(self, item: _Outgoing, record: OutboxRecord, result: Any) -> None:
+        """Answered: hand the answer over, then forget the message (in that order: at least once)."""
+        item.succeed(result)
+        if self.on_delivered is not None:
+            delivered = Delivered(
+                item.action, item.message_id, record.decoded_payload(), result, item.restored
+            )
+            try:
+                outcome = self.on_delivered(delivered)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except anyio.get_cancelled_exc_class():
+                # Not acknowledged: it goes again (the CSMS's replay cache answers) and is handed over again.
+                self._requeue_durable(item)
+                raise
+            except Exception:
+                log.exception("%s: on_delivered failed for %s (%s)", self, item.action, item.message_id)
+        with anyio.CancelScope(shield=True):
+            await self._store_call(self._require_store().remove, record.message_id)
+
+    async def _drop_durable(self, item: _Outgoing, record: OutboxRecord, error: BaseException) -> None:
+        """Give a durable message up: never silently (an error log, an event, its caller told)."""
+        log.error(
+            "%s: dropping %s (%s) after %d failed attempt(s): %s",
+            self,
+            item.action,
+            item.message_id,
+            record.attempts,
+            error,
+        )
+        with anyio.CancelScope(shield=True):
+            await self._store_call(self._require_store().remove, record.message_id)
+        self._emit(MessageDropped(item.action, item.message_id, record.attempts, error))
+        item.fail(error)
+
+    def _requeue_durable(self, item: _Outgoing) -> None:
+        if self._state is StationState.CLOSED:
+            item.fail(self._kept_error())
+        else:
+            self._durable.appendleft(item)
+
+    def _require_store(self) -> OutboxStore:
+        assert self.store is not None
+        return self.store
+
+    async def _store_call(self, method: Callable[[Any], Awaitable[None]], argument: Any) -> None:
+        """Update the store; a failing store is logged, not fatal (the message is still sent)."""
+        try:
+            await method(argument)
+        except Exception:
+            log.exception("%s: the outbox store failed", self)
 
     def _lost_in_flight(self, item: _Outgoing, error: ConnectionLost) -> None:
         """The link dropped during *item*'s delivery: queue it again, or fail it."""
