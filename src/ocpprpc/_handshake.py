@@ -83,12 +83,14 @@ WsCodecName = Literal["auto", "websockets", "wsproto"]
 DEFAULT_WS_CODEC: WsCodecName = "auto"
 
 
-def resolve_ws_codec(name: str) -> Literal["websockets", "wsproto"]:
-    """The codec ``name`` stands for on this installation.
+def resolve_ws_codec(name: str | None = None) -> Literal["websockets", "wsproto"]:
+    """The codec ``name`` stands for on this installation (``None``: :data:`DEFAULT_WS_CODEC`).
 
     :raises ValueError: an unknown name.
     :raises ImportError: ``"websockets"`` asked for explicitly but not importable.
     """
+    if name is None:
+        name = DEFAULT_WS_CODEC
     if name == "wsproto":
         return "wsproto"
     if name not in ("auto", "websockets"):
@@ -407,7 +409,7 @@ async def accept_websocket(
     compression: bool = True,
     max_identity_length: int = MAX_IDENTITY_LENGTH,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    ws_codec: WsCodecName = DEFAULT_WS_CODEC,
+    ws_codec: WsCodecName | None = None,
 ) -> StationRequest:
     """Read a station's upgrade request from ``stream`` and return it for judgement.
 
@@ -428,7 +430,8 @@ async def accept_websocket(
         (OCPP 2.0.1 requires a CSMS to support it).
     :param max_identity_length: longest identity accepted, in characters.
     :param close_timeout: bound on the close handshake of the resulting WebSocket.
-    :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`).
+    :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
+        ``None``: :data:`DEFAULT_WS_CODEC`).
     """
     codec_name = resolve_ws_codec(ws_codec)
     handshake = H11Handshake(ConnectionType.SERVER)
@@ -541,7 +544,7 @@ async def open_websocket(
     compression: bool = False,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    ws_codec: WsCodecName = DEFAULT_WS_CODEC,
+    ws_codec: WsCodecName | None = None,
 ) -> WebSocketStream:
     """Connect a charging station to a CSMS and return the open WebSocket.
 
@@ -559,7 +562,8 @@ async def open_websocket(
     :param compression: offer permessage-deflate.
     :param max_message_size: largest message accepted from the CSMS (bytes, inflated).
     :param close_timeout: bound on the close handshake.
-    :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`).
+    :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
+        ``None``: :data:`DEFAULT_WS_CODEC`).
     :raises HandshakeRejected: the server answered with an HTTP error.
     :raises HandshakeTimeout: it all took longer than ``connect_timeout``.
     :raises HandshakeError: TLS failed, the server broke the upgrade or picked no subprotocol.

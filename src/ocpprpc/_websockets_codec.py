@@ -50,6 +50,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 
 from ._wsproto_codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    WIRE_CLOSE_CODES,
     CloseReceived,
     CodecEvent,
     PingReceived,
@@ -63,11 +64,6 @@ __all__ = ["WebsocketsCodec", "websockets_extensions"]
 #: when the connection is made); quiet by default, like the rest of ocpprpc.
 log = logging.getLogger("ocpprpc.websocket.frames")
 
-# Close codes a close frame may carry on the wire (RFC 6455 7.4); the rest are
-# local-only (1005, 1006, 1015) or reserved.
-_WIRE_CLOSE_CODES = frozenset(
-    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
-) | frozenset(range(3000, 5000))
 # A close frame's payload is at most 125 bytes: 2 for the code, 123 for the reason.
 _MAX_CLOSE_REASON = 123
 
@@ -189,22 +185,19 @@ class WebsocketsCodec:
     def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         """Frame our close frame; the same rules as wsproto for codes that cannot go on the wire.
 
-        1005 ("no status") sends a close frame without a code; the other
-        local-only or reserved codes become 1000; the reason is cut to 123 bytes
-        at a character boundary (a control frame carries at most 125).
+        Codes that may not appear on the wire (1005, 1006, 1015, reserved ones)
+        become 1000; the reason is cut to 123 bytes at a character boundary (a
+        control frame carries at most 125).
         """
         proto = self._proto
         if proto.state is not OPEN:
             return b""
-        if code == 1005:
-            proto.send_close()
-        else:
-            if code not in _WIRE_CLOSE_CODES:
-                code = 1000
-            raw = reason.encode()
-            if len(raw) > _MAX_CLOSE_REASON:
-                reason = raw[:_MAX_CLOSE_REASON].decode(errors="ignore")
-            proto.send_close(code, reason)
+        if code not in WIRE_CLOSE_CODES:
+            code = 1000
+        raw = reason.encode()
+        if len(raw) > _MAX_CLOSE_REASON:
+            reason = raw[:_MAX_CLOSE_REASON].decode(errors="ignore")
+        proto.send_close(code, reason)
         return b"".join(proto.data_to_send())
 
     def receive_data(self, data: bytes) -> list[CodecEvent]:
