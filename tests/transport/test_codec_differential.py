@@ -522,3 +522,47 @@ async def test_frames_sent_with_the_101_over_tcp(client_codec: str) -> None:
         )
         assert await client.receive() == "hello"
         await client.abort()
+
+
+def test_the_websockets_codec_imports_no_asyncio() -> None:
+    """websockets' sans-IO modules only: a trio program does not load asyncio through us."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ocpprpc._websockets_codec\n"
+        "print(','.join(m for m in ('asyncio', 'websockets.asyncio', 'trio') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("station_codec", "csms_codec"), [("websockets", "wsproto"), ("wsproto", "websockets")]
+)
+async def test_connect_and_serve_take_the_codec(station_codec: str, csms_codec: str) -> None:
+    import ocpprpc
+
+    router = ocpprpc.Router()
+
+    @router.on("Heartbeat")
+    async def heartbeat(request: Any, ctx: Any) -> dict[str, str]:
+        return {"currentTime": "2026-11-20T12:00:00Z"}
+
+    async with (
+        ocpprpc.serve(router=router, ws_codec=resolve_ws_codec(csms_codec)) as server,
+        ocpprpc.connect(
+            f"ws://127.0.0.1:{server.port}/ocpp",
+            "CP001",
+            compression=True,
+            ws_codec=resolve_ws_codec(station_codec),
+        ) as station,
+    ):
+        assert await station.call("Heartbeat", {}) == {"currentTime": "2026-11-20T12:00:00Z"}
+
+
+def test_server_refuses_an_unknown_codec_at_once() -> None:
+    import ocpprpc
+
+    with pytest.raises(ValueError, match="unknown WebSocket codec"):
+        ocpprpc.Server(ws_codec="fast")  # type: ignore[arg-type]
