@@ -44,7 +44,7 @@ from typing import cast
 
 from websockets.extensions.base import Extension as WsExtension
 from websockets.extensions.permessage_deflate import PerMessageDeflate as WsPerMessageDeflate
-from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, CloseCode, Frame
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 from wsproto.extensions import Extension, PerMessageDeflate
 
@@ -59,6 +59,10 @@ from ._wsproto_codec import (
 )
 
 __all__ = ["WebsocketsCodec", "websockets_extensions"]
+
+# Opcode members (the module-level aliases such as ``websockets.frames.TEXT`` are new in 14).
+TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
 
 #: websockets logs each frame at DEBUG on this logger (only when DEBUG is enabled
 #: when the connection is made); quiet by default, like the rest of ocpprpc.
