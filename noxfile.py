@@ -15,7 +15,7 @@ ENGINE = ["_codec", "_connection", "_errors", "_events", "_frames", "_rules"]
 # such as a task group failing to start, are not worth contorting tests for).
 SESSION = ["_router", "_session", "testing"]
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
-TRANSPORT = ["_handshake", "_tls", "_websocket", "_ws_errors", "_wsproto_codec"]
+TRANSPORT = ["_handshake", "_tls", "_websocket", "_ws_errors", "_websockets_codec", "_wsproto_codec"]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
 TYPED = ["_messages", "_schema", "_validation"]
@@ -73,7 +73,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine round trips, schema validation against the `ocpp` package, outbox throughput.
+    """Engine round trips, validation against the `ocpp` package, outbox throughput, WebSocket codecs.
 
     posargs go to bench_engine.
     """
@@ -81,3 +81,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_engine.py", *session.posargs)
     session.run("python", "bench/bench_validation.py")
     session.run("python", "bench/bench_outbox.py")
+    session.run("python", "bench/bench_ws_codec.py")

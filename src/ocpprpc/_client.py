@@ -13,6 +13,7 @@ import anyio
 from ._handshake import (
     DEFAULT_CONNECT_TIMEOUT,
     HeadersArg,
+    WsCodecName,
     open_websocket,
 )
 from ._protocols import ValidationArg, check_protocols, session_parts
@@ -41,6 +42,7 @@ async def connect(
     compression: bool = False,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ws_codec: WsCodecName | None = None,
     router: Router | None = None,
     validation: ValidationArg = False,
     max_outstanding_calls: int | None = None,
@@ -68,6 +70,8 @@ async def connect(
     :param compression: ask for permessage-deflate.
     :param max_message_size: largest message accepted from the CSMS.
     :param close_timeout: bound on the WebSocket close handshake.
+    :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
+        default ``"auto"``: websockets if installed (docs: "WebSocket codec").
     :param router: handlers for the CALLs the CSMS sends.
     :param validation: strict schema validation (see :class:`ValidationPolicy`):
         ``False`` (default), ``True``, or a policy.
@@ -96,6 +100,7 @@ async def connect(
         compression=compression,
         max_message_size=max_message_size,
         close_timeout=close_timeout,
+        ws_codec=ws_codec,
     )
     try:
         protocol = stream.subprotocol

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import anyio
@@ -43,15 +43,18 @@ from wsproto.utilities import RemoteProtocolError
 from ._tls import client_ssl_context
 from ._websocket import DEFAULT_CLOSE_TIMEOUT, WebSocketStream
 from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
-from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, WsprotoCodec, deflate_extension
+from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, WebSocketCodec, WsprotoCodec, deflate_extension
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_WS_CODEC",
     "MAX_IDENTITY_LENGTH",
     "StationRequest",
+    "WsCodecName",
     "accept_websocket",
     "open_websocket",
+    "resolve_ws_codec",
     "select_subprotocol",
 ]
 
@@ -70,6 +73,63 @@ _MAX_REJECT_BODY = 64 * 1024
 _REJECT_LINGER = 1.0
 
 HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+#: Which frame codec runs the connection after the handshake (docs/client-server.rst,
+#: "WebSocket codec"): ``"websockets"`` (websockets' sans-IO protocol, the faster one),
+#: ``"wsproto"`` (the reference), or ``"auto"``: websockets when it can be imported, else wsproto.
+WsCodecName = Literal["auto", "websockets", "wsproto"]
+#: ``"auto"``, which picks websockets: per message it costs about a third of wsproto
+#: (bench/README.md, "WebSocket codec").
+DEFAULT_WS_CODEC: WsCodecName = "auto"
+
+
+def resolve_ws_codec(name: str | None = None) -> Literal["websockets", "wsproto"]:
+    """The codec ``name`` stands for on this installation (``None``: :data:`DEFAULT_WS_CODEC`).
+
+    :raises ValueError: an unknown name.
+    :raises ImportError: ``"websockets"`` asked for explicitly but not importable.
+    """
+    if name is None:
+        name = DEFAULT_WS_CODEC
+    if name == "wsproto":
+        return "wsproto"
+    if name not in ("auto", "websockets"):
+        raise ValueError(f"unknown WebSocket codec {name!r}: use 'auto', 'websockets' or 'wsproto'")
+    try:
+        from . import _websockets_codec  # noqa: F401
+    except ImportError as exc:
+        if name == "auto":
+            return "wsproto"
+        raise ImportError(f"ws_codec='websockets' needs the websockets package: {exc}") from exc
+    return "websockets"
+
+
+def _make_codec(
+    name: Literal["websockets", "wsproto"],
+    handshake: H11Handshake,
+    extensions: Sequence[Extension],
+    *,
+    client: bool,
+    max_message_size: int,
+) -> WebSocketCodec:
+    """The frame codec for a connection whose opening handshake ``handshake`` just completed."""
+    connection = handshake.connection
+    assert connection is not None
+    if name == "wsproto":
+        return WsprotoCodec(connection, max_message_size=max_message_size)
+    from ._websockets_codec import WebsocketsCodec, websockets_extensions
+
+    # Frames that arrived in the same read as the end of the handshake: wsproto
+    # already handed them to its own connection, which this codec replaces.  h11's
+    # ``trailing_data`` is public; reaching it through wsproto is not (wsproto is
+    # pinned below 2 for this and the bounded inflater).
+    trailing: bytes = handshake._h11_connection.trailing_data[0]
+    return WebsocketsCodec(
+        client=client,
+        max_message_size=max_message_size,
+        extensions=websockets_extensions(extensions, client=client),
+        initial_data=trailing,
+    )
 
 
 def select_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
@@ -178,6 +238,7 @@ class StationRequest:
     _max_message_size: int = field(repr=False)
     _timeout: float = field(repr=False)
     _close_timeout: float = field(repr=False)
+    _ws_codec: Literal["websockets", "wsproto"] = field(default="wsproto", repr=False)
     _answered: bool = field(default=False, repr=False)
 
     @property
@@ -231,12 +292,21 @@ class StationRequest:
             if isinstance(exc, (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)):
                 raise HandshakeError(f"connection lost while accepting: {exc!r}") from exc
             raise
-        connection = self._handshake.connection
-        assert connection is not None
         compression = any(ext.enabled() for ext in self._extensions)
+        try:
+            codec = _make_codec(
+                self._ws_codec,
+                self._handshake,
+                self._extensions,
+                client=False,
+                max_message_size=self._max_message_size,
+            )
+        except BaseException:
+            await anyio.aclose_forcefully(self._stream)
+            raise
         ws = WebSocketStream(
             self._stream,
-            WsprotoCodec(connection, max_message_size=self._max_message_size),
+            codec,
             client=False,
             subprotocol=chosen,
             compression=compression,
@@ -339,6 +409,7 @@ async def accept_websocket(
     compression: bool = True,
     max_identity_length: int = MAX_IDENTITY_LENGTH,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ws_codec: WsCodecName | None = None,
 ) -> StationRequest:
     """Read a station's upgrade request from ``stream`` and return it for judgement.
 
@@ -359,7 +430,10 @@ async def accept_websocket(
         (OCPP 2.0.1 requires a CSMS to support it).
     :param max_identity_length: longest identity accepted, in characters.
     :param close_timeout: bound on the close handshake of the resulting WebSocket.
+    :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
+        ``None``: :data:`DEFAULT_WS_CODEC`).
     """
+    codec_name = resolve_ws_codec(ws_codec)
     handshake = H11Handshake(ConnectionType.SERVER)
     request: Request | None = None
     try:
@@ -421,6 +495,7 @@ async def accept_websocket(
         _max_message_size=max_message_size,
         _timeout=handshake_timeout,
         _close_timeout=close_timeout,
+        _ws_codec=codec_name,
     )
 
 
@@ -469,6 +544,7 @@ async def open_websocket(
     compression: bool = False,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ws_codec: WsCodecName | None = None,
 ) -> WebSocketStream:
     """Connect a charging station to a CSMS and return the open WebSocket.
 
@@ -486,11 +562,14 @@ async def open_websocket(
     :param compression: offer permessage-deflate.
     :param max_message_size: largest message accepted from the CSMS (bytes, inflated).
     :param close_timeout: bound on the close handshake.
+    :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
+        ``None``: :data:`DEFAULT_WS_CODEC`).
     :raises HandshakeRejected: the server answered with an HTTP error.
     :raises HandshakeTimeout: it all took longer than ``connect_timeout``.
     :raises HandshakeError: TLS failed, the server broke the upgrade or picked no subprotocol.
     :raises OSError: the TCP connection could not be made.
     """
+    codec_name = resolve_ws_codec(ws_codec)
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
@@ -550,11 +629,16 @@ async def open_websocket(
             await anyio.aclose_forcefully(stream)
         raise
 
-    connection = handshake.connection
-    assert connection is not None
+    try:
+        codec = _make_codec(
+            codec_name, handshake, accepted.extensions, client=True, max_message_size=max_message_size
+        )
+    except BaseException:
+        await anyio.aclose_forcefully(stream)
+        raise
     ws = WebSocketStream(
         stream,
-        WsprotoCodec(connection, max_message_size=max_message_size),
+        codec,
         client=True,
         subprotocol=accepted.subprotocol,
         compression=any(ext.enabled() for ext in accepted.extensions),

@@ -27,7 +27,9 @@ from ._groups import raise_single
 from ._handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     StationRequest,
+    WsCodecName,
     accept_websocket,
+    resolve_ws_codec,
 )
 from ._keepalive import keepalive as _keepalive
 from ._policies import Keepalive
@@ -106,6 +108,8 @@ class Server:
     :param max_message_size: largest message accepted from a station.
     :param max_bad_messages: close a station's connection (1002) after this many
         malformed messages in a row; ``None`` (default): answer them forever.
+    :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
+        default ``"auto"``: websockets if installed (docs: "WebSocket codec").
     :param on_message: ``on_message(identity, direction, text)`` sees every
         message in (``"in"``) and out (``"out"``) of every station, for an
         exchange log; it must be fast and must not raise.
@@ -136,6 +140,7 @@ class Server:
         compression: bool = True,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        ws_codec: WsCodecName | None = None,
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
         max_bad_messages: int | None = None,
@@ -160,6 +165,8 @@ class Server:
         self.compression = compression
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
+        resolve_ws_codec(ws_codec)  # an unknown name fails here, not per station
+        self.ws_codec = ws_codec
         self.max_outstanding_calls = max_outstanding_calls
         self.detailed_errors = detailed_errors
         self.max_bad_messages = max_bad_messages
@@ -254,6 +261,7 @@ class Server:
                 max_message_size=self.max_message_size,
                 compression=self.compression,
                 close_timeout=self.close_timeout,
+                ws_codec=self.ws_codec,
             )
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)

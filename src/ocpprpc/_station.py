@@ -362,7 +362,7 @@ class Station:
     :param validation: strict schema validation, as for :func:`connect`.
     :param connect_options: further :func:`open_websocket` options (``password``,
         ``ssl_context``, ``headers``, ``query``, ``connect_timeout``,
-        ``compression``, ``max_message_size``, ``close_timeout``).
+        ``compression``, ``max_message_size``, ``close_timeout``, ``ws_codec``).
     :param session_options: further :class:`Session` options.
     """
 

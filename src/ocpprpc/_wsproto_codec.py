@@ -50,10 +50,17 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "ProtocolFailure",
+    "WIRE_CLOSE_CODES",
     "WebSocketCodec",
     "WsprotoCodec",
     "deflate_extension",
 ]
+
+#: Close codes a close frame may carry on the wire (RFC 6455 7.4.1, IANA registry, and
+#: 3000-4999 for libraries and applications); 1005, 1006 and 1015 are local-only.
+WIRE_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+) | frozenset(range(3000, 5000))
 
 #: 64 KiB, the default of ocpp-ws-io.  The largest schema fields in OCPP 2.x
 #: (certificate chains, 10 000 characters) fit comfortably; a CSMS expecting
@@ -242,6 +249,10 @@ class WsprotoCodec:
     def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         if self._conn.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             return b""
+        if code not in WIRE_CLOSE_CODES:
+            # wsproto maps the local-only codes to 1000 but would send a reserved one
+            # (1004, 1016, 2000, ...) that the peer must refuse with 1002.
+            code = 1000
         return self._conn.send(CloseConnection(code=code, reason=reason))
 
     def receive_data(self, data: bytes) -> list[CodecEvent]:

@@ -19,6 +19,9 @@ from ocpprpc._tls import client_ssl_context, server_ssl_context
 
 from .helpers import RawWebSocket, tcp_server
 
+# Every test here runs on both frame codecs (tests/transport/conftest.py).
+pytestmark = pytest.mark.usefixtures("ws_codec")
+
 
 @pytest.fixture
 def ca() -> trustme.CA:

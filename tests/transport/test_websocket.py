@@ -20,6 +20,9 @@ from ocpprpc._websocket import WebSocketStream
 
 from .helpers import RawWebSocket, frame, reset, tcp_server
 
+# Every test here runs on both frame codecs (tests/transport/conftest.py).
+pytestmark = pytest.mark.usefixtures("ws_codec")
+
 
 class EchoServer:
     """Accepts every station and echoes its messages; remembers how each connection ended."""

@@ -1,0 +1,19 @@
+"""Transport fixtures: run a test module's loopback tests once per WebSocket frame codec."""
+
+from __future__ import annotations
+
+import pytest
+
+import ocpprpc._handshake
+
+
+@pytest.fixture(params=["wsproto", "websockets"])
+def ws_codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make ``request.param`` the codec every ``open_websocket``/``accept_websocket`` call uses.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("ws_codec")``; their
+    tests then run on both codecs (and both backends) without passing it around.
+    """
+    name = str(request.param)
+    monkeypatch.setattr(ocpprpc._handshake, "DEFAULT_WS_CODEC", name)
+    return name
