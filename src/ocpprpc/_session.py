@@ -22,7 +22,9 @@ concurrency requires.
 ``call()`` runs in the caller's task.  It queues in FIFO order for one of the
 engine's outstanding-call slots (OCPP-J allows one CALL in flight per side),
 writes the CALL and waits for the reader to hand it the answer.  Writes from
-every task are serialised by one lock.  All timeouts are cancel scopes; every
+every task go straight to the stream, whose ``send()`` is safe for concurrent
+callers (the :class:`MessageStream` contract), so the session takes no lock of
+its own.  All timeouts are cancel scopes; every
 exit path of ``call()`` (answer, timeout, cancellation, connection loss) ends in
 ``Connection.abandon_call`` so the engine never keeps a stale slot.
 
@@ -229,7 +231,6 @@ class Session:
         # anyio primitives are made here, inside the event loop that will use them.
         self._closed = anyio.Event()
         # fast_acquire: no trip through the event loop when uncontended (the common case).
-        self._write_lock = anyio.Lock(fast_acquire=True)
         self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
         limiter = self._max_handlers
         self._limiter = (
@@ -386,8 +387,7 @@ class Session:
             self._hook("out", text)
         log.debug("%s > %s", self, text)
         try:
-            async with self._write_lock:
-                await self.stream.send(text)
+            await self.stream.send(text)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ConnectionLost(self.stream.close_reason or self._close_reason) from exc
 
