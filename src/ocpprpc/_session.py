@@ -252,6 +252,8 @@ class Session:
         )
         if router is not None:
             self.unvalidated_actions |= router.unvalidated_actions(connection.protocol)
+        if isinstance(max_concurrent_handlers, int) and max_concurrent_handlers < 1:
+            raise ValueError("max_concurrent_handlers must be at least 1")
         self._max_handlers = max_concurrent_handlers
         self._pending: dict[str, _Pending] = {}
         self._close_reason: CloseReason | None = None
@@ -288,8 +290,6 @@ class Session:
             tokens = limiter.total_tokens
             self._max_workers = _MAX_WORKERS if math.isinf(tokens) else max(1, min(int(tokens), _MAX_WORKERS))
         else:
-            if limiter < 1:
-                raise ValueError("max_concurrent_handlers must be at least 1")
             self._limiter = None
             self._max_workers = limiter
         self._task_group = anyio.create_task_group()
@@ -613,7 +613,15 @@ class Session:
                 log.debug("%s < %s", self, text)
                 conn.receive_message(text)
                 for event in conn.events():
-                    await self._on_event(event)
+                    # The hot events inline (no coroutine per message); the rest below.
+                    if isinstance(event, (Call, Send)):
+                        self._dispatch(event)
+                    elif isinstance(event, (CallResult, CallError)):
+                        pending = self._pending.get(event.message_id)
+                        if pending is not None:
+                            pending.resolve(event)
+                    else:
+                        await self._on_event(event)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         reason = stream.close_reason or CloseReason(1006, "connection lost")
@@ -623,12 +631,7 @@ class Session:
 
     async def _on_event(self, event: Event) -> None:
         match event:
-            case CallResult(message_id=message_id) | CallError(message_id=message_id):
-                pending = self._pending.get(message_id)
-                if pending is not None:
-                    pending.resolve(event)
-            case Call() | Send():
-                self._dispatch(event)
+            # Call, Send, CallResult and CallError are handled inline by the reader.
             case InvalidResponse(message_id=message_id):
                 log.warning(
                     "%s: invalid answer to %s (%s): %s", self, event.action, message_id, event.description
@@ -763,4 +766,11 @@ class Session:
                 exc.description,
             )
             text = conn.send(conn.error_for(answer.message_id, exc))
-        await self._write_reply(text)
+        # _write_reply(), inlined: this is every answer's path.
+        if self.on_message is not None:
+            self._hook("out", text)
+        log.debug("%s > %s", self, text)
+        try:
+            await self.stream.send(text)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("%s: connection gone, reply not written", self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import math
 from typing import Any
 
 import anyio
@@ -10,7 +11,8 @@ import anyio.lowlevel
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from ocpprpc import CallContext, Router
+from ocpprpc import CallContext, Connection, Role, Router, Session
+from ocpprpc._transport import memory_message_stream_pair
 from ocpprpc.testing import session_pair
 
 from .helpers import session_with_raw_peer
@@ -107,3 +109,27 @@ async def test_a_handler_can_call_the_peer_back_while_others_queue() -> None:
                 for _ in range(3):
                     tg.start_soon(one)
     assert results == [{"currentTime": "2026"}] * 3
+
+
+async def test_an_unbounded_shared_limiter_still_serves_calls() -> None:
+    router = Router()
+
+    @router.on("Heartbeat")
+    async def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        return {}
+
+    limiter = anyio.CapacityLimiter(math.inf)
+    async with session_with_raw_peer(router=router, max_concurrent_handlers=limiter) as (_, peer):
+        await peer.send([2, "c0", "Heartbeat", {}])
+        assert await peer.receive() == [3, "c0", {}]
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_a_bound_below_one_is_refused() -> None:
+    ours, theirs = memory_message_stream_pair("ocpp1.6")
+    try:
+        with pytest.raises(ValueError, match="max_concurrent_handlers"):
+            Session(ours, Connection(Role.CSMS, "ocpp1.6"), max_concurrent_handlers=0)
+    finally:
+        ours.abort()
+        theirs.abort()
