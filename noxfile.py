@@ -73,7 +73,8 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine round trips and schema validation against the `ocpp` package (posargs go to bench_engine)."""
+    """Engine round trips, schema validation, transport hot path (posargs go to bench_engine)."""
     _install(session, "bench")
     session.run("python", "bench/bench_engine.py", *session.posargs)
     session.run("python", "bench/bench_validation.py")
+    session.run("python", "bench/bench_transport.py")

@@ -18,7 +18,7 @@ call limit is raised to the number of callers), ``--connections 20 --callers 1``
 a small fan-in (W3 in miniature).
 
 Run: ``python bench/bench_transport.py`` (both backends, all three shapes,
-about 15 s) or e.g. ``--backend trio --calls 20000 --callers 32``.
+about 15-25 s; ``nox -s bench`` runs this) or e.g. ``--backend trio --calls 20000 --callers 32``.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
-    parser.add_argument("--calls", type=int, default=4000, help="timed calls per measurement")
+    parser.add_argument("--calls", type=int, default=3000, help="timed calls per measurement")
     parser.add_argument("--callers", type=int, nargs="*", help="callers per connection (default: 1 and 32)")
     parser.add_argument(
         "--connections", type=int, default=None, help="connections (default: shapes W1, W2, W3)"
