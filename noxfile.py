@@ -73,7 +73,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine round trips, validation against the `ocpp` package, outbox throughput, WebSocket codecs.
+    """Engine round trips, validation vs the `ocpp` package, outbox, WebSocket codecs, transport.
 
     posargs go to bench_engine.
     """
@@ -82,3 +82,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_validation.py")
     session.run("python", "bench/bench_outbox.py")
     session.run("python", "bench/bench_ws_codec.py")
+    session.run("python", "bench/bench_transport.py")

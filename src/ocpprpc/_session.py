@@ -10,9 +10,15 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   engine and acts on the events: results and errors wake the ``call()`` waiting
   for them, inbound CALLs start handler tasks, bad messages get the reply the
   engine prepared;
-* the **handler** tasks, concurrent up to a :class:`anyio.CapacityLimiter`
-  (queued beyond it, never refused: refusing busy calls made CitrineOS' peers
-  retry in storms), or one ordered worker with ``ordered_handlers=True``.
+* the **handler workers**: long-lived tasks fed by a FIFO queue of inbound
+  CALLs, started on demand up to ``max_concurrent_handlers`` (one with
+  ``ordered_handlers=True``); CALLs beyond that wait in the queue, never
+  refused (refusing busy calls made CitrineOS' peers retry in storms).  A worker
+  that finds the queue empty parks until the reader hands it the next CALL.
+  Reusing workers instead of starting a task per CALL is the hot path's biggest
+  saving (see bench/README.md, "Transport hot path"); each handler still runs in
+  its own copy of the context (:func:`_run_in_context`), as it would in a task
+  of its own, so a context variable one handler sets never leaks into the next.
 
 The inner group exists so the session can stop its own tasks (the peer closed,
 :meth:`Session.close`) without cancelling the user's code in the ``async with``
@@ -22,7 +28,9 @@ concurrency requires.
 ``call()`` runs in the caller's task.  It queues in FIFO order for one of the
 engine's outstanding-call slots (OCPP-J allows one CALL in flight per side),
 writes the CALL and waits for the reader to hand it the answer.  Writes from
-every task are serialised by one lock.  All timeouts are cancel scopes; every
+every task go straight to the stream, whose ``send()`` is safe for concurrent
+callers (the :class:`MessageStream` contract), so the session takes no lock of
+its own.  All timeouts are cancel scopes; every
 exit path of ``call()`` (answer, timeout, cancellation, connection loss) ends in
 ``Connection.abandon_call`` so the engine never keeps a stale slot.
 
@@ -33,10 +41,13 @@ exception itself; anything else propagates as the group (DECISIONS.md).
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import math
-from collections.abc import Callable, Container, MutableSet
+import types
+from collections import deque
+from collections.abc import Callable, Container, Coroutine, Generator, MutableSet
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
 
@@ -127,6 +138,39 @@ class InvalidResponseError(Exception):
         super().__init__(f"invalid answer to {action} ({message_id}): {code.value}: {description}")
 
 
+#: Workers per session when a shared :class:`anyio.CapacityLimiter` has no finite bound.
+_MAX_WORKERS = 1024
+
+_T = TypeVar("_T")
+
+
+@types.coroutine
+def _run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
+    """Drive *coro* inside *context*, step by step, as a task of its own would.
+
+    What an event loop does for a task (``context.run(coro.send, value)``),
+    done inside the worker's own task: the event loop sees the worker's task and
+    its cancel scopes, while context variables set by the handler stay in
+    *context*.  Values and exceptions the worker's task receives are forwarded.
+    """
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            yielded = context.run(coro.send, send) if error is None else context.run(coro.throw, error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        try:
+            send = yield yielded
+            error = None
+        except GeneratorExit:
+            context.run(coro.close)
+            raise
+        except BaseException as exc:  # forwarded into the coroutine, as a task would
+            error = exc
+
+
 class _Pending:
     """One of our CALLs waiting for its answer (the reader fills ``outcome``)."""
 
@@ -208,6 +252,8 @@ class Session:
         )
         if router is not None:
             self.unvalidated_actions |= router.unvalidated_actions(connection.protocol)
+        if isinstance(max_concurrent_handlers, int) and max_concurrent_handlers < 1:
+            raise ValueError("max_concurrent_handlers must be at least 1")
         self._max_handlers = max_concurrent_handlers
         self._pending: dict[str, _Pending] = {}
         self._close_reason: CloseReason | None = None
@@ -219,6 +265,10 @@ class Session:
         self._active_calls = 0
         self._drained: anyio.Event | None = None
         self._tasks_done = False
+        # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
+        self._inbox: deque[Call | Send] = deque()
+        self._idle: list[anyio.Event] = []
+        self._workers = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -229,15 +279,19 @@ class Session:
         # anyio primitives are made here, inside the event loop that will use them.
         self._closed = anyio.Event()
         # fast_acquire: no trip through the event loop when uncontended (the common case).
-        self._write_lock = anyio.Lock(fast_acquire=True)
         self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
         limiter = self._max_handlers
-        self._limiter = (
-            limiter
-            if isinstance(limiter, anyio.CapacityLimiter)
-            else anyio.Semaphore(limiter, fast_acquire=True)
-        )
-        self._ordered_send, self._ordered_receive = anyio.create_memory_object_stream[Call | Send](math.inf)
+        if self.ordered_handlers:
+            self._limiter: anyio.CapacityLimiter | None = None
+            self._max_workers = 1
+        elif isinstance(limiter, anyio.CapacityLimiter):
+            # Shared among sessions: each worker borrows a token per CALL.
+            self._limiter = limiter
+            tokens = limiter.total_tokens
+            self._max_workers = _MAX_WORKERS if math.isinf(tokens) else max(1, min(int(tokens), _MAX_WORKERS))
+        else:
+            self._limiter = None
+            self._max_workers = limiter
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
@@ -271,8 +325,6 @@ class Session:
             async with anyio.create_task_group() as inner:
                 self._inner = inner
                 inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
-                if self.ordered_handlers:
-                    inner.start_soon(self._ordered_worker, name=f"ocpprpc ordered handlers {self}")
                 task_status.started()
         finally:
             self._tasks_done = True
@@ -373,8 +425,7 @@ class Session:
             for event in self.connection.events():
                 if isinstance(event, ConnectionClosed) and event.unanswered_inbound:
                     log.info("%s: closed with %d CALL(s) unanswered", self, len(event.unanswered_inbound))
-        self._ordered_send.close()
-        self._ordered_receive.close()
+        self._inbox.clear()
         log.info("%s: closed, %s", self, reason)
         self._check_closed()
 
@@ -386,8 +437,7 @@ class Session:
             self._hook("out", text)
         log.debug("%s > %s", self, text)
         try:
-            async with self._write_lock:
-                await self.stream.send(text)
+            await self.stream.send(text)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ConnectionLost(self.stream.close_reason or self._close_reason) from exc
 
@@ -574,7 +624,15 @@ class Session:
                 log.debug("%s < %s", self, text)
                 conn.receive_message(text)
                 for event in conn.events():
-                    await self._on_event(event)
+                    # The hot events inline (no coroutine per message); the rest below.
+                    if isinstance(event, (Call, Send)):
+                        self._dispatch(event)
+                    elif isinstance(event, (CallResult, CallError)):
+                        pending = self._pending.get(event.message_id)
+                        if pending is not None:
+                            pending.resolve(event)
+                    else:
+                        await self._on_event(event)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         reason = stream.close_reason or CloseReason(1006, "connection lost")
@@ -584,12 +642,7 @@ class Session:
 
     async def _on_event(self, event: Event) -> None:
         match event:
-            case CallResult(message_id=message_id) | CallError(message_id=message_id):
-                pending = self._pending.get(message_id)
-                if pending is not None:
-                    pending.resolve(event)
-            case Call() | Send():
-                self._dispatch(event)
+            # Call, Send, CallResult and CallError are handled inline by the reader.
             case InvalidResponse(message_id=message_id):
                 log.warning(
                     "%s: invalid answer to %s (%s): %s", self, event.action, message_id, event.description
@@ -633,27 +686,34 @@ class Session:
             log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
             return
         self._active_handlers += 1
-        if self.ordered_handlers:
-            self._ordered_send.send_nowait(message)
-        else:
-            self._inner.start_soon(self._handle_concurrently, message)
+        self._inbox.append(message)
+        if self._idle:
+            self._idle.pop().set()
+        elif self._workers < self._max_workers:
+            self._workers += 1
+            self._inner.start_soon(self._worker, name=f"ocpprpc handlers {self}")
+        # else: every worker is busy; the first one free takes it from the inbox.
 
-    async def _handle_concurrently(self, message: Call | Send) -> None:
-        try:
-            async with self._limiter:
-                await self._handle(message)
-        finally:
-            self._active_handlers -= 1
-            self._check_drained()
-
-    async def _ordered_worker(self) -> None:
-        async with self._ordered_receive:
-            async for message in self._ordered_receive:
+    async def _worker(self) -> None:
+        inbox = self._inbox
+        limiter = self._limiter
+        context = contextvars.copy_context()
+        while True:
+            while inbox:
+                message = inbox.popleft()
                 try:
-                    await self._handle(message)
+                    # A fresh copy per CALL: what the handler sets stays with that CALL.
+                    if limiter is None:
+                        await _run_in_context(context.copy(), self._handle(message))
+                    else:
+                        async with limiter:
+                            await _run_in_context(context.copy(), self._handle(message))
                 finally:
                     self._active_handlers -= 1
                     self._check_drained()
+            wake = anyio.Event()
+            self._idle.append(wake)
+            await wake.wait()
 
     async def _handle(self, message: Call | Send) -> None:
         conn = self.connection
@@ -717,4 +777,11 @@ class Session:
                 exc.description,
             )
             text = conn.send(conn.error_for(answer.message_id, exc))
-        await self._write_reply(text)
+        # _write_reply(), inlined: this is every answer's path.
+        if self.on_message is not None:
+            self._hook("out", text)
+        log.debug("%s > %s", self, text)
+        try:
+            await self.stream.send(text)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("%s: connection gone, reply not written", self)

@@ -11,6 +11,12 @@ Contract of ``receive()``: returns the next text message; raises
 (``close_reason`` is then an abnormal 1006).  ``send()`` after the stream
 ended raises ``anyio.ClosedResourceError`` (closed by us) or
 ``anyio.BrokenResourceError`` (closed by the peer or lost).
+
+Contract of ``send()``: safe for concurrent callers; each message goes out
+whole, and messages go out in the order of the ``send()`` calls (the session
+relies on this and takes no write lock of its own).  It may return once the
+message is queued for the wire rather than written, as long as the queue is
+bounded; a message lost with the link is reported by ``receive()``.
 """
 
 from __future__ import annotations

@@ -11,12 +11,22 @@ or not anybody sends.  ``close()`` may need to read too (to see the peer's
 close frame); a read lock makes it wait its turn behind the reader, and the
 reader's progress is shared through the codec state.
 
-Writes come from many tasks (handler replies, calls, pongs, the close frame):
-each takes the write lock, asks the codec for the bytes *and* writes them while
-holding it, because frame order on the wire must equal the order the codec
+Writes come from many tasks (handler replies, calls, pongs, the close frame).
+Each asks the codec for its frame and appends it to one outgoing queue in the
+same synchronous step, so frame order on the wire is the order the codec
 produced them (permessage-deflate compresses against the previous message).
-Automatic replies the codec queued (pong, close echo) ride along with the next
-write or are flushed by the reader.
+Exactly one task at a time is the *writer*: the first sender that finds no
+writer becomes it and writes the queue, joined into one ``send()`` on the byte
+stream, until it is empty; senders arriving meanwhile (the writer's ``send()``
+yields to the event loop) only queue their frame and return.  Answers produced
+together (pipelined calls, W2 in bench/README.md) thus leave in one write
+instead of one each, and an uncontended write takes no lock.  Backpressure: a
+sender waits for the writer when more than ``_HIGH_WATER`` bytes are queued, so
+the queue stays bounded even if the peer stops reading.  A frame that was
+queued is on its way like bytes in a kernel socket buffer: if the link dies
+before it is written, ``receive()`` reports the loss.  Automatic replies the
+codec queued (pong, close echo) ride along with the next write or are flushed
+by the reader.
 
 How a stream ends (the :class:`MessageStream` contract):
 
@@ -63,6 +73,9 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 
 _RECEIVE_SIZE = 65536
 
+#: Bytes queued behind the writer beyond which a sender waits for the writer.
+_HIGH_WATER = 65536
+
 
 class WebSocketStream(MessageStream):
     """An open WebSocket carrying OCPP-J text messages over an ``anyio.abc.ByteStream``.
@@ -104,7 +117,13 @@ class WebSocketStream(MessageStream):
         self._failed = False
         self._transport_closed = False
         self._read_lock = anyio.Lock(fast_acquire=True)
-        self._write_lock = anyio.Lock(fast_acquire=True)
+        # The outgoing queue (frames in codec order) and its writer, see the module docstring.
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._writing = False
+        self._write_failed = False
+        # Set (and dropped) each time the writer has emptied the queue or failed.
+        self._written: anyio.Event | None = None
         # Frames may have arrived in the same read as the end of the HTTP upgrade;
         # the codec holds them until fed, so the first read starts by feeding nothing.
         self._unprimed = True
@@ -141,34 +160,46 @@ class WebSocketStream(MessageStream):
         """
         if self._messages:
             return self._messages.popleft()
-        async with self._read_lock:
+        lock = self._read_lock
+        try:
+            # Uncontended (the session's one reader): no trip through the scheduler;
+            # the byte stream's receive() below is the checkpoint.
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await lock.acquire()
+        try:
             while True:
                 if self._messages:
                     return self._messages.popleft()
                 if self._end is not None:
                     raise self._end
                 await self._read_once()
+        finally:
+            lock.release()
 
     async def send(self, item: str) -> None:
         """Send one text message.
 
-        A ``send()`` cancelled while its bytes are being written fails the
-        connection (1006): part of a frame may be on the wire and there is no
-        taking it back.
+        Safe for concurrent callers: messages go out whole, in the order of the
+        calls.  Returns once the frame is written or queued behind the task
+        writing (see the module docstring); a ``send()`` cancelled while its
+        bytes are being written fails the connection (1006): part of a frame
+        may be on the wire and there is no taking it back.
         """
-        async with self._write_lock:
-            if not self._codec.open or self._end is not None:
-                raise self._send_error()
-            pending = self._codec.data_to_send()
-            frame = self._codec.send_text(item)
-            await self._write(pending + frame if pending else frame)
+        codec = self._codec
+        if not codec.open or self._end is not None or self._write_failed:
+            raise self._send_error()
+        self._queue(codec.data_to_send())
+        self._queue(codec.send_text(item))
+        await self._send_queued(wait=False)
 
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (the hook for keepalives; pongs are currently not tracked)."""
-        async with self._write_lock:
-            if not self._codec.open:
-                raise self._send_error()
-            await self._write(self._codec.data_to_send() + self._codec.send_ping(payload))
+        if not self._codec.open or self._write_failed:
+            raise self._send_error()
+        self._queue(self._codec.data_to_send())
+        self._queue(self._codec.send_ping(payload))
+        await self._send_queued(wait=True)
 
     async def abort(self, why: str = "aborted") -> None:
         """Drop the link without a close handshake (the keepalive's verdict on a dead peer).
@@ -259,17 +290,57 @@ class WebSocketStream(MessageStream):
 
     async def _flush(self) -> None:
         """Write the codec's automatic replies, if any (pongs, close frames)."""
-        async with self._write_lock:
-            data = self._codec.data_to_send()
-            if data:
-                # On failure _write recorded the loss; the reader reports it next.
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await self._write(data)
+        data = self._codec.data_to_send()
+        if data and not self._write_failed:
+            self._queue(data)
+            # On failure _write recorded the loss; the reader reports it next.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._send_queued(wait=True)
 
     # -- writing --------------------------------------------------------------
 
+    def _queue(self, data: bytes) -> None:
+        """Append bytes to the outgoing queue (call in the same step as the codec made them)."""
+        if data:
+            self._out.append(data)
+            self._out_size += len(data)
+
+    async def _send_queued(self, *, wait: bool) -> None:
+        """Get the queue written: become the writer, or leave it to the one at work.
+
+        With *wait* (or a queue over the high-water mark) a sender that is not the
+        writer waits until the writer has written everything queued so far.
+        Raises ``BrokenResourceError`` / ``ClosedResourceError`` if the writing failed.
+        """
+        if self._writing:
+            if wait or self._out_size > _HIGH_WATER:
+                if self._written is None:
+                    self._written = anyio.Event()
+                await self._written.wait()
+                if self._write_failed:
+                    raise self._send_error()
+            return
+        self._writing = True
+        try:
+            while self._out:
+                out = self._out
+                data = out[0] if len(out) == 1 else b"".join(out)
+                self._out = []
+                self._out_size = 0
+                await self._write(data)
+        except BaseException:
+            self._write_failed = True
+            self._out = []
+            self._out_size = 0
+            raise
+        finally:
+            self._writing = False
+            if self._written is not None:
+                self._written.set()
+                self._written = None
+
     async def _write(self, data: bytes) -> None:
-        """Write under the write lock; any failure ends the connection."""
+        """Write bytes as the writer; any failure ends the connection."""
         if self._transport_closed:
             raise self._send_error()
         try:
@@ -305,10 +376,12 @@ class WebSocketStream(MessageStream):
 
     async def _close_handshake(self, code: int, reason: str) -> None:
         """Send our close frame (if still due) and wait for the peer's."""
-        async with self._write_lock:
-            data = self._codec.data_to_send() + self._codec.send_close(code, reason)
-            if data:
-                await self._write(data)
+        if self._write_failed:
+            raise self._send_error()
+        self._queue(self._codec.data_to_send())
+        self._queue(self._codec.send_close(code, reason))
+        if self._out:
+            await self._send_queued(wait=True)
         while not self._codec.closed and not self._transport_closed:
             async with self._read_lock:
                 if not self._codec.closed and not self._transport_closed:
