@@ -109,6 +109,7 @@ async def open_session(
     :param role: ``Role.CSMS`` for an accepted connection, ``Role.CHARGING_STATION``
         for one you opened.
     :param protocol: the OCPP version; default: the negotiated subprotocol.
+
     Other parameters as for :func:`ocpprpc.connect`.
     """
     chosen = protocol or websocket.subprotocol
