@@ -709,7 +709,9 @@ class Session:
         Inline means: a plain-function handler (or none at all), and the reader
         may take a handler slot without anything waiting for one, so the
         concurrency bound holds and, with ``ordered_handlers``, nothing is
-        overtaken.  Returns ``_QUEUED`` otherwise (also when closing: nothing to do).
+        overtaken.  Not when more messages are already buffered: answered from
+        workers, a pipelined burst leaves in one write instead of one per answer.
+        Returns ``_QUEUED`` otherwise (also when closing: nothing to do).
         """
         if self._closing:
             log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
@@ -721,6 +723,7 @@ class Session:
             (route is None or route.inline)
             and self._active_handlers <= self._max_workers
             and not self._inbox
+            and not self.stream.buffered
             and (self._limiter is None or self._borrow())
         ):
             return route

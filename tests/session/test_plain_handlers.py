@@ -367,3 +367,21 @@ def test_plain_typed_registration_is_checked_by_mypy() -> None:
     router.add(BootRequest, good_no_reply, protocol="b")
     router.add(BootRequest, wrong_response, protocol="c")  # type: ignore[call-overload]
     router.on(BootRequest, protocol="d")(good)
+
+
+async def test_a_buffered_burst_is_answered_from_workers() -> None:
+    # More input at hand: the answers come from workers, whose writes the stream joins.
+    names: list[str] = []
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        names.append(_task_name().split()[1])
+        return {}
+
+    async with session_with_raw_peer(router=router) as (_, peer):
+        async with anyio.create_task_group() as tg:
+            for n in range(3):  # all three are sent before the reader runs again
+                tg.start_soon(peer.send, [2, f"c{n}", "Heartbeat", {}])
+        assert {(await peer.receive())[1] for _ in range(3)} == {"c0", "c1", "c2"}
+    assert "handlers" in names
