@@ -62,17 +62,33 @@ class Result:
     py_calls_per_rt: float | None = None
 
 
+#: ``"plain"``: the server's handlers are plain functions (run inline by the reader);
+#: ``"async"``: coroutine functions (run by handler workers).  Set by ``--handlers``.
+HANDLERS = "plain"
+
+
 def _router() -> ocpprpc.Router:
     router = ocpprpc.Router()
 
-    @router.on("Heartbeat")
-    async def heartbeat(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+    def heartbeat(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
         return {"currentTime": "2026-01-01T00:00:00.000Z"}
 
-    @router.on("MeterValues")
-    async def meter_values(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+    def meter_values(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
         return {}
 
+    if HANDLERS == "plain":
+        router.add("Heartbeat", heartbeat)
+        router.add("MeterValues", meter_values)
+    else:
+
+        async def async_heartbeat(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+            return heartbeat(request, ctx)
+
+        async def async_meter_values(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+            return meter_values(request, ctx)
+
+        router.add("Heartbeat", async_heartbeat)
+        router.add("MeterValues", async_meter_values)
     return router
 
 
@@ -147,10 +163,15 @@ def main() -> None:
         "--connections", type=int, default=None, help="connections (default: shapes W1, W2, W3)"
     )
     parser.add_argument("--msg", choices=["hb", "mv"], default="hb")
+    parser.add_argument(
+        "--handlers", choices=["plain", "async"], default="plain", help="server handlers: def or async def"
+    )
     parser.add_argument("--strict", action="store_true", help="strict schema validation on both sides")
     parser.add_argument("--count", type=int, default=1000, help="calls in the cProfile pass (0: skip)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
+    global HANDLERS
+    HANDLERS = args.handlers
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
     if args.callers is None and args.connections is None:
         shapes = [(1, 1), (1, 32), (20, 1)]

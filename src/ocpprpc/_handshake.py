@@ -232,7 +232,9 @@ class StationRequest:
     #: The peer's address as reported by the stream (``(host, port)`` for TCP), if known.
     remote_address: Any
     _stream: anyio.abc.ByteStream = field(repr=False)
-    _handshake: H11Handshake = field(repr=False)
+    #: Dropped once accepted: the request lives as long as the connection, h11's and
+    #: wsproto's handshake state need not (the wsproto codec keeps only its Connection).
+    _handshake: H11Handshake | None = field(repr=False)
     _supported: Sequence[str] = field(repr=False)
     _extensions: list[Extension] = field(repr=False)
     _max_message_size: int = field(repr=False)
@@ -273,12 +275,14 @@ class StationRequest:
         :raises ValueError: ``subprotocol`` was not offered by the station.
         """
         self._claim()
+        handshake = self._handshake
+        assert handshake is not None  # _claim() lets only one accept() or reject() through
         chosen = self.subprotocol if isinstance(subprotocol, EllipsisType) else subprotocol
         if chosen is not None and chosen not in self.proposed_subprotocols:
             await anyio.aclose_forcefully(self._stream)
             raise ValueError(f"subprotocol {chosen!r} was not offered by the station")
         try:
-            data = self._handshake.send(
+            data = handshake.send(
                 AcceptConnection(
                     subprotocol=chosen, extensions=self._extensions, extra_headers=_header_list(headers)
                 )
@@ -296,7 +300,7 @@ class StationRequest:
         try:
             codec = _make_codec(
                 self._ws_codec,
-                self._handshake,
+                handshake,
                 self._extensions,
                 client=False,
                 max_message_size=self._max_message_size,
@@ -304,6 +308,7 @@ class StationRequest:
         except BaseException:
             await anyio.aclose_forcefully(self._stream)
             raise
+        self._handshake = None
         ws = WebSocketStream(
             self._stream,
             codec,

@@ -1,10 +1,13 @@
-"""Handler registry: which coroutine answers which inbound CALL (or 2.1 SEND).
+"""Handler registry: which function answers which inbound CALL (or 2.1 SEND).
 
 A :class:`Router` holds no connection state, so one router can serve every
 session of a CSMS: handlers are registered once, at start-up, and each session
 looks them up per message.  A handler is ``async def handler(request, ctx)``
-where *request* is the decoded payload (a typed Struct, or a ``dict``) and *ctx*
-a :class:`CallContext`.  What it returns becomes the answer:
+or a plain ``def handler(request, ctx)``, where *request* is the decoded payload
+(a typed Struct, or a ``dict``) and *ctx* a :class:`CallContext`.  A plain
+function cannot wait, so it cannot call the peer back or hold up the reader for
+long: the session runs it inline in its reader task, saving the hand-off to a
+worker task (see :attr:`Route.inline`).  What a handler returns becomes the answer:
 
 * a Struct or a ``dict``: the CALLRESULT payload;
 * :data:`NO_REPLY`: no answer at all (the peer's call times out; rarely wanted,
@@ -22,6 +25,7 @@ replacing a handler hides configuration mistakes in large CSMS code bases.
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, overload
@@ -76,8 +80,8 @@ class CallContext:
         return self.session.data
 
 
-#: Any handler, as the session sees it.
-Handler: TypeAlias = Callable[[Any, CallContext], Awaitable[Any]]
+#: Any handler, as the session sees it: a coroutine function or a plain function.
+Handler: TypeAlias = Callable[[Any, CallContext], Any]
 
 _P = ParamSpec("_P")
 _Q = TypeVar("_Q")
@@ -86,8 +90,11 @@ _Qco = TypeVar("_Qco", covariant=True)
 _Rco = TypeVar("_Rco", covariant=True)
 _H = TypeVar("_H", bound=Handler)
 
-#: A handler for the request type ``_Q`` whose response type is ``_R``.
-TypedHandler: TypeAlias = Callable[[_Q, CallContext], Awaitable["_R | dict[str, Any] | NoReply"]]
+#: A handler for the request type ``_Q`` whose response type is ``_R`` (async or plain).
+TypedHandler: TypeAlias = Callable[
+    [_Q, CallContext],
+    "_R | dict[str, Any] | NoReply | Awaitable[_R | dict[str, Any] | NoReply]",
+]
 
 
 class _RequestClass(Protocol[_P, _Qco, _Rco]):
@@ -115,6 +122,16 @@ class Route:
     #: The Request subclass the handler was registered with, if any.  A ``dict``
     #: payload (validation off, or the plain JSON codec) is converted to it first.
     request_type: type[Any] | None = None
+    #: ``True`` for a plain function (not a coroutine function): it cannot wait, so
+    #: the session may run it in its reader task instead of handing it to a worker.
+    inline: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        handler = self.handler
+        # An object with an ``async def __call__`` is a coroutine function too.
+        dunder_call = getattr(type(handler), "__call__", None)  # noqa: B004 (not a callable() test)
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(dunder_call)
+        object.__setattr__(self, "inline", not is_async)
 
     def prepare(self, payload: Any) -> Any:
         """The payload as the handler expects it (raises ``msgspec.ValidationError``)."""
@@ -160,7 +177,7 @@ class Router:
     def on(self, key: str, *, protocol: str | None = None, validate: bool = True) -> Callable[[_H], _H]: ...
 
     def on(self, key: Any, *, protocol: str | None = None, validate: bool = True) -> Callable[[Any], Any]:
-        """Decorator: register the decorated coroutine function for *key*.
+        """Decorator: register the decorated handler (async or plain function) for *key*.
 
         *key* is an action name or a :class:`~ocpprpc.Request` subclass (its
         action, and its protocol when the class declares ``__ocpp_protocol__``).

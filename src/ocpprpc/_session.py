@@ -19,6 +19,10 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   saving (see bench/README.md, "Transport hot path"); each handler still runs in
   its own copy of the context (:func:`_run_in_context`), as it would in a task
   of its own, so a context variable one handler sets never leaks into the next.
+  A *plain-function* handler cannot wait, so it cannot call the peer back and
+  keep the reader from delivering the answer: when a worker slot is free and
+  nothing is queued, the reader runs it itself (in a fresh context copy, counted
+  against the bound) and writes the answer, saving two task switches per CALL.
 
 The inner group exists so the session can stop its own tasks (the peer closed,
 :meth:`Session.close`) without cancelling the user's code in the ``async with``
@@ -43,11 +47,12 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import inspect
 import logging
 import math
 import types
 from collections import deque
-from collections.abc import Callable, Container, Coroutine, Generator, MutableSet
+from collections.abc import Awaitable, Callable, Container, Coroutine, Generator, MutableSet
 from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
 
@@ -171,6 +176,18 @@ def _run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, _T])
             error = exc
 
 
+class _Handoff(enum.Enum):
+    QUEUED = enum.auto()
+
+
+#: ``Session._dispatch()``: the CALL was queued for a worker (or dropped), not for the reader.
+_QUEUED = _Handoff.QUEUED
+
+#: An inbound CALL for a worker: the message, its route, and, for an inline handler
+#: that returned an awaitable, the context it ran in and that awaitable.
+_Work: TypeAlias = tuple[Call | Send, Route | None, tuple[contextvars.Context, Awaitable[Any]] | None]
+
+
 class _Pending:
     """One of our CALLs waiting for its answer (the reader fills ``outcome``)."""
 
@@ -266,7 +283,7 @@ class Session:
         self._drained: anyio.Event | None = None
         self._tasks_done = False
         # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
-        self._inbox: deque[Call | Send] = deque()
+        self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
         self._workers = 0
 
@@ -425,6 +442,9 @@ class Session:
             for event in self.connection.events():
                 if isinstance(event, ConnectionClosed) and event.unanswered_inbound:
                     log.info("%s: closed with %d CALL(s) unanswered", self, len(event.unanswered_inbound))
+        for _, _, started in self._inbox:
+            if started is not None and inspect.iscoroutine(started[1]):
+                started[1].close()  # never to be awaited; no "never awaited" warning
         self._inbox.clear()
         log.info("%s: closed, %s", self, reason)
         self._check_closed()
@@ -626,7 +646,9 @@ class Session:
                 for event in conn.events():
                     # The hot events inline (no coroutine per message); the rest below.
                     if isinstance(event, (Call, Send)):
-                        self._dispatch(event)
+                        route = self._dispatch(event)
+                        if route is not _QUEUED:
+                            await self._run_inline(event, route)
                     elif isinstance(event, (CallResult, CallError)):
                         pending = self._pending.get(event.message_id)
                         if pending is not None:
@@ -681,12 +703,43 @@ class Session:
 
     # -- handling inbound calls ------------------------------------------------------------
 
-    def _dispatch(self, message: Call | Send) -> None:
+    def _dispatch(self, message: Call | Send) -> Route | Literal[_Handoff.QUEUED] | None:
+        """Queue *message* for a worker, or return its route for the reader to run inline.
+
+        Inline means: a plain-function handler (or none at all), and the reader
+        may take a handler slot without anything waiting for one, so the
+        concurrency bound holds and, with ``ordered_handlers``, nothing is
+        overtaken.  Not when more messages are already buffered: answered from
+        workers, a pipelined burst leaves in one write instead of one per answer.
+        Returns ``_QUEUED`` otherwise (also when closing: nothing to do).
+        """
         if self._closing:
             log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
-            return
+            return _QUEUED
+        router = self.router
+        route = router.resolve(message.action, self.connection.protocol) if router is not None else None
         self._active_handlers += 1
-        self._inbox.append(message)
+        if (
+            (route is None or route.inline)
+            and self._active_handlers <= self._max_workers
+            and not self._inbox
+            and not self.stream.buffered
+            and (self._limiter is None or self._borrow())
+        ):
+            return route
+        self._enqueue((message, route, None))
+        return _QUEUED
+
+    def _borrow(self) -> bool:
+        assert self._limiter is not None
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    def _enqueue(self, work: _Work) -> None:
+        self._inbox.append(work)
         if self._idle:
             self._idle.pop().set()
         elif self._workers < self._max_workers:
@@ -700,14 +753,13 @@ class Session:
         context = contextvars.copy_context()
         while True:
             while inbox:
-                message = inbox.popleft()
+                work = inbox.popleft()
                 try:
-                    # A fresh copy per CALL: what the handler sets stays with that CALL.
                     if limiter is None:
-                        await _run_in_context(context.copy(), self._handle(message))
+                        await self._work(context, work)
                     else:
                         async with limiter:
-                            await _run_in_context(context.copy(), self._handle(message))
+                            await self._work(context, work)
                 finally:
                     self._active_handlers -= 1
                     self._check_drained()
@@ -715,45 +767,110 @@ class Session:
             self._idle.append(wake)
             await wake.wait()
 
-    async def _handle(self, message: Call | Send) -> None:
-        conn = self.connection
+    def _work(self, context: contextvars.Context, work: _Work) -> Awaitable[None]:
+        message, route, started = work
+        if started is None:
+            # A fresh copy per CALL: what the handler sets stays with that CALL.
+            return _run_in_context(context.copy(), self._handle(message, route))
+        # An inline handler's awaitable, in the context the handler started in.
+        return _run_in_context(started[0], self._finish(message, route, started[1]))
+
+    async def _run_inline(self, message: Call | Send, route: Route | None) -> None:
+        """Run a plain-function handler in the reader task and write its answer.
+
+        The handler runs in a fresh copy of the context, as in a worker.  If it
+        returned an awaitable after all (a plain function wrapping a coroutine),
+        the awaiting is handed to a worker with that context: the reader must
+        never wait for a handler, which might be waiting for the reader.
+        """
+        requeued = False
+        try:
+            if route is None:
+                await self._handle_unrouted(message)
+                return
+            context = contextvars.copy_context()
+            ctx = CallContext(
+                message.message_id, message.action, self.connection.protocol, self, isinstance(message, Send)
+            )
+            try:
+                result = context.run(self._call_plain, route, message, ctx)
+            except Exception as exc:
+                await self._finish_failed(message, route, exc)
+                return
+            if inspect.isawaitable(result):
+                requeued = True
+                self._enqueue((message, route, (context, result)))
+                return
+            await self._finish_result(message, route, result)
+        finally:
+            if self._limiter is not None:
+                self._limiter.release()  # a requeued handler borrows again in its worker
+            if not requeued:
+                self._active_handlers -= 1
+                self._check_drained()
+
+    def _call_plain(self, route: Route, message: Call | Send, ctx: CallContext) -> Any:
+        return route.handler(self._prepare(route, message.payload), ctx)
+
+    async def _handle(self, message: Call | Send, route: Route | None) -> None:
+        if route is None:
+            await self._handle_unrouted(message)
+            return
+        ctx = CallContext(
+            message.message_id, message.action, self.connection.protocol, self, isinstance(message, Send)
+        )
+        try:
+            result = route.handler(self._prepare(route, message.payload), ctx)
+            if not route.inline or inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            await self._finish_failed(message, route, exc)
+            return
+        await self._finish_result(message, route, result)
+
+    async def _finish(self, message: Call | Send, route: Route | None, awaitable: Awaitable[Any]) -> None:
+        """Await what an inline handler returned, in a worker, and answer."""
+        assert route is not None
+        try:
+            result = await awaitable
+        except Exception as exc:
+            await self._finish_failed(message, route, exc)
+            return
+        await self._finish_result(message, route, result)
+
+    async def _handle_unrouted(self, message: Call | Send) -> None:
+        action = message.action
+        if isinstance(message, Send):
+            log.info("%s: no handler for SEND %s (%s), dropped", self, action, message.message_id)
+            return
+        code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
+        log.info("%s: no handler for %s, answering %s", self, action, code.value)
+        await self._answer(
+            CallError(message_id=message.message_id, code=code, description=f"no handler for {action}")
+        )
+
+    async def _finish_result(self, message: Call | Send, route: Route, result: Any) -> None:
+        if isinstance(message, Send):
+            return
+        message_id = message.message_id
+        if result is NO_REPLY:
+            conn = self.connection
+            if conn.state is ConnectionState.OPEN:
+                conn.no_reply(message_id)
+            return
+        await self._answer(CallResult(message_id=message_id, payload=result), route.validate)
+
+    async def _finish_failed(self, message: Call | Send, route: Route, exc: Exception) -> None:
         action = message.action
         message_id = message.message_id
-        is_send = isinstance(message, Send)
-        route = self.router.resolve(action, conn.protocol) if self.router is not None else None
-        if route is None:
-            if is_send:
-                log.info("%s: no handler for SEND %s (%s), dropped", self, action, message_id)
-                return
-            code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
-            log.info("%s: no handler for %s, answering %s", self, action, code.value)
-            await self._answer(
-                CallError(message_id=message_id, code=code, description=f"no handler for {action}")
-            )
-            return
-        ctx = CallContext(message_id, action, conn.protocol, self, is_send)
-        failure: Exception | None = None
-        try:
-            result = await route.handler(self._prepare(route, message.payload), ctx)
-        except OCPPError as exc:
+        if isinstance(exc, OCPPError):
             log.info("%s: handler for %s (%s) raised %s", self, action, message_id, exc)
-            answer: CallResult | CallError = conn.error_for(message_id, exc)
-        except Exception as exc:
-            log.exception("%s: handler for %s (%s) failed", self, action, message_id)
-            answer = conn.error_for(message_id, exc)
-            failure = exc
         else:
-            if is_send:
-                return
-            if result is NO_REPLY:
-                if conn.state is ConnectionState.OPEN:
-                    conn.no_reply(message_id)
-                return
-            answer = CallResult(message_id=message_id, payload=result)
-        if not is_send:
-            await self._answer(answer, route.validate)
-        if failure is not None and self.raise_handler_errors:
-            raise failure
+            log.error("%s: handler for %s (%s) failed", self, action, message_id, exc_info=exc)
+        if not isinstance(message, Send):
+            await self._answer(self.connection.error_for(message_id, exc), route.validate)
+        if self.raise_handler_errors and not isinstance(exc, OCPPError):
+            raise exc
 
     @staticmethod
     def _prepare(route: Route, payload: Any) -> Any:

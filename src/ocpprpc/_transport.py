@@ -75,6 +75,16 @@ class MessageStream(anyio.abc.ObjectStream[str]):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with a WebSocket close code, waiting (bounded) for the peer's reply."""
 
+    @property
+    def buffered(self) -> int:
+        """How many messages are already received and waiting for ``receive()`` (0: unknown).
+
+        A hint for the session: with more input at hand (a pipelined burst), it
+        leaves answering to its worker tasks, whose writes the stream can join
+        into one, instead of answering each message from the reader.
+        """
+        return 0
+
     async def aclose(self) -> None:
         await self.close()
 
@@ -104,6 +114,10 @@ class _MemoryMessageStream(MessageStream):
     @property
     def close_reason(self) -> CloseReason | None:
         return self._close_reason
+
+    @property
+    def buffered(self) -> int:
+        return self._receive.statistics().current_buffer_used
 
     async def receive(self) -> str:
         if self._close_reason is not None:

@@ -143,6 +143,10 @@ class WebSocketStream(MessageStream):
         return self._close_reason
 
     @property
+    def buffered(self) -> int:
+        return len(self._messages)
+
+    @property
     def compression(self) -> bool:
         """Whether permessage-deflate is in use on this connection."""
         return self._compression

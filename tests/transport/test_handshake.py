@@ -503,3 +503,16 @@ async def test_header_injection_is_refused() -> None:
         await open_websocket(
             "ws://localhost/ocpp", "CP001", protocols=["ocpp1.6"], headers={"X-A": "1\r\nX-B: 2"}
         )
+
+
+async def test_an_accepted_request_lets_go_of_the_handshake_state() -> None:
+    # The server keeps the request as long as the connection lives; h11's and wsproto's
+    # handshake objects are not needed once it is open (a few KiB per idle station).
+    gate = Gate()
+    async with gate_server(gate) as port:
+        ws = await connect(port, "CP001", protocols=["ocpp1.6"])
+        await ws.send("hi")
+        assert await ws.receive() == "hi"  # the server is past accept()
+        (request,) = gate.requests
+        assert request._handshake is None
+        await ws.close()

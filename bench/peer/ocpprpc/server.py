@@ -1,6 +1,7 @@
 """ocpprpc as a benchmark peer: the CSMS side (see ../../README.md and the shared harness).
 
-Handlers return plain dicts; with ``--strict 1`` every CALL and CALLRESULT is
+Handlers are plain functions (quick, never waiting: the session runs them inline
+in its reader) returning plain dicts; with ``--strict 1`` every CALL and CALLRESULT is
 validated against the official schemas (decoded into typed messages).
 """
 
@@ -25,15 +26,15 @@ def build_router() -> ocpprpc.Router:
     router = ocpprpc.Router()
 
     @router.on("Heartbeat")
-    async def heartbeat(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+    def heartbeat(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
         return {"currentTime": now_iso()}
 
     @router.on("MeterValues")
-    async def meter_values(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+    def meter_values(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
         return {}
 
     @router.on("BootNotification")
-    async def boot(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
+    def boot(request: Any, ctx: ocpprpc.CallContext) -> dict[str, Any]:
         return {"status": "Accepted", "currentTime": now_iso(), "interval": 300}
 
     return router
