@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import payloads  # bench/payloads.py: the shared MeterValues
 
 from ocpprpc import Call, CallResult, Connection, Role
 from ocpprpc import __version__ as ocpprpc_version
@@ -44,31 +45,7 @@ HEARTBEAT: tuple[str, dict[str, Any], dict[str, Any]] = (
 
 def _meter_values() -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The harness's MeterValues with 10 sampled values (~1.3 KB frame)."""
-    measurands = [
-        ("Energy.Active.Import.Register", "123456.7", None, "Wh"),
-        ("Power.Active.Import", "11040.0", None, "W"),
-        ("Current.Import", "16.02", "L1", "A"),
-        ("Current.Import", "15.98", "L2", "A"),
-        ("Current.Import", "16.05", "L3", "A"),
-        ("Voltage", "230.1", "L1-N", "V"),
-        ("Voltage", "229.8", "L2-N", "V"),
-        ("Voltage", "230.4", "L3-N", "V"),
-        ("SoC", "57", None, "Percent"),
-        ("Temperature", "31.5", None, "Celsius"),
-    ]
-    sampled = []
-    for measurand, value, phase, unit in measurands:
-        entry = {"value": value, "context": "Sample.Periodic", "measurand": measurand, "unit": unit}
-        if phase:
-            entry["phase"] = phase
-        entry["location"] = "EV" if measurand == "SoC" else "Outlet"
-        sampled.append(entry)
-    payload = {
-        "connectorId": 1,
-        "transactionId": 1234567,
-        "meterValue": [{"timestamp": "2025-01-01T12:00:00.000Z", "sampledValue": sampled}],
-    }
-    return "MeterValues", payload, {}
+    return "MeterValues", payloads.meter_values(), {}
 
 
 METER_VALUES = _meter_values()

@@ -40,34 +40,16 @@ from typing import Any
 
 import anyio
 import msgspec
+import payloads  # bench/payloads.py: the shared MeterValues
 
 import ocpprpc
 from ocpprpc import MemoryOutbox, OutboxStore, SQLiteOutbox
 
 NOW = "2026-11-20T12:00:00.000Z"
-MEASURANDS = [
-    ("Energy.Active.Import.Register", "123456.7", None, "Wh"),
-    ("Power.Active.Import", "11040.0", None, "W"),
-    ("Current.Import", "16.02", "L1", "A"),
-    ("Current.Import", "15.98", "L2", "A"),
-    ("Current.Import", "16.05", "L3", "A"),
-    ("Voltage", "230.1", "L1-N", "V"),
-    ("Voltage", "229.8", "L2-N", "V"),
-    ("Voltage", "230.4", "L3-N", "V"),
-    ("SoC", "57", None, "Percent"),
-    ("Temperature", "31.5", None, "Celsius"),
-]
 
 
 def meter_values() -> dict[str, Any]:
-    sampled = []
-    for measurand, value, phase, unit in MEASURANDS:
-        sample = {"value": value, "measurand": measurand, "unit": unit, "context": "Sample.Periodic"}
-        if phase is not None:
-            sample["phase"] = phase
-        sampled.append(sample)
-    meter_value = [{"timestamp": NOW, "sampledValue": sampled}]
-    return {"connectorId": 1, "transactionId": 42, "meterValue": meter_value}
+    return payloads.meter_values(transaction_id=42, timestamp=NOW, location=False)
 
 
 PAYLOAD = meter_values()

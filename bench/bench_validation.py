@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import payloads  # bench/payloads.py: the shared MeterValues
 
 from ocpprpc import (
     Call,
@@ -56,30 +57,7 @@ BOOT_16 = {
 
 
 def _meter_values_16() -> dict[str, Any]:
-    rows = [
-        ("Energy.Active.Import.Register", "123456.7", None, "Wh"),
-        ("Power.Active.Import", "11040.0", None, "W"),
-        ("Current.Import", "16.02", "L1", "A"),
-        ("Current.Import", "15.98", "L2", "A"),
-        ("Current.Import", "16.05", "L3", "A"),
-        ("Voltage", "230.1", "L1-N", "V"),
-        ("Voltage", "229.8", "L2-N", "V"),
-        ("Voltage", "230.4", "L3-N", "V"),
-        ("SoC", "57", None, "Percent"),
-        ("Temperature", "31.5", None, "Celsius"),
-    ]
-    sampled = []
-    for measurand, value, phase, unit in rows:
-        entry = {"value": value, "context": "Sample.Periodic", "measurand": measurand, "unit": unit}
-        if phase:
-            entry["phase"] = phase
-        entry["location"] = "EV" if measurand == "SoC" else "Outlet"
-        sampled.append(entry)
-    return {
-        "connectorId": 1,
-        "transactionId": 1234567,
-        "meterValue": [{"timestamp": "2025-01-01T12:00:00.000Z", "sampledValue": sampled}],
-    }
+    return payloads.meter_values()
 
 
 TRANSACTION_EVENT_201 = {

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import payloads  # bench/payloads.py: the shared MeterValues
 from wsproto.connection import Connection, ConnectionType
 
 from ocpprpc._websockets_codec import WebsocketsCodec, websockets_extensions
@@ -54,29 +55,7 @@ def heartbeat() -> str:
 
 
 def meter_values() -> str:
-    measurands = [
-        ("Energy.Active.Import.Register", "123456.7", None, "Wh"),
-        ("Power.Active.Import", "11040.0", None, "W"),
-        ("Current.Import", "16.02", "L1", "A"),
-        ("Current.Import", "15.98", "L2", "A"),
-        ("Current.Import", "16.05", "L3", "A"),
-        ("Voltage", "230.1", "L1-N", "V"),
-        ("Voltage", "229.8", "L2-N", "V"),
-        ("Voltage", "230.4", "L3-N", "V"),
-        ("SoC", "57", None, "Percent"),
-        ("Temperature", "31.5", None, "Celsius"),
-    ]
-    sampled = []
-    for measurand, value, phase, unit in measurands:
-        item = {"value": value, "context": "Sample.Periodic", "measurand": measurand, "unit": unit}
-        if phase:
-            item["phase"] = phase
-        sampled.append(item)
-    payload = {
-        "connectorId": 1,
-        "transactionId": 4711,
-        "meterValue": [{"timestamp": "2026-11-20T12:00:00.000Z", "sampledValue": sampled}],
-    }
+    payload = payloads.meter_values(transaction_id=4711, timestamp="2026-11-20T12:00:00.000Z", location=False)
     return msgspec.json.encode([2, str(uuid.uuid4()), "MeterValues", payload]).decode()
 
 
