@@ -1,17 +1,35 @@
-"""The exception-group policy of ocpprpc's public ``async with`` entry points.
+"""How ocpprpc's public ``async with`` entry points end: exception groups and close codes.
 
 anyio wraps even a single exception from a task group's body in an
 ``ExceptionGroup``.  :func:`connect`, :func:`serve` and :class:`Session`
 unwrap a group that holds exactly one non-cancellation exception and raise it
 plainly (DECISIONS.md); anything else propagates as the group.  Nothing inside
-the library unwraps.
+the library unwraps.  :func:`exit_close_code` is the one mapping from the way a
+block was left to the WebSocket close code.
 """
 
 from __future__ import annotations
 
 import anyio
 
-__all__ = ["raise_single"]
+__all__ = ["exit_close_code", "raise_single"]
+
+# RFC 6455 7.4.1.
+GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
+
+
+def exit_close_code(exc: BaseException | None) -> int | None:
+    """The close code for leaving an ``async with`` with *exc*; ``None``: close gracefully.
+
+    Cancelled: 1001 (going away); any other exception: 1011 (internal error).
+    Both close without waiting for pending work.
+    """
+    if exc is None:
+        return None
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return GOING_AWAY
+    return INTERNAL_ERROR
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

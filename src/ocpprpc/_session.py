@@ -76,7 +76,7 @@ from ._events import (
     UnmatchedResponse,
     Violation,
 )
-from ._groups import raise_single
+from ._groups import exit_close_code, raise_single
 from ._messages import Request, Response, SendMessage
 from ._router import NO_REPLY, CallContext, Route, Router
 from ._rules import ErrorCode
@@ -93,10 +93,8 @@ _R = TypeVar("_R", bound=Response)
 #: (``"in"``) or about to be written (``"out"``).
 MessageHook: TypeAlias = Callable[[Literal["in", "out"], str], None]
 
-# WebSocket close codes (RFC 6455 7.4.1) the session chooses itself.
-_GOING_AWAY = 1001
+# WebSocket close code (RFC 6455 7.4.1) for a peer that keeps sending garbage.
 _PROTOCOL_ERROR = 1002
-_INTERNAL_ERROR = 1011
 
 
 class _Default(enum.Enum):
@@ -323,12 +321,11 @@ class Session:
     ) -> bool | None:
         try:
             with anyio.CancelScope(shield=True):
-                if exc is None:
+                code = exit_close_code(exc)
+                if code is None:
                     await self.close(graceful=True)
-                elif isinstance(exc, anyio.get_cancelled_exc_class()):
-                    await self.close(_GOING_AWAY, graceful=False)
                 else:
-                    await self.close(_INTERNAL_ERROR, graceful=False)
+                    await self.close(code, graceful=False)
         finally:
             try:
                 suppress = await self._task_group.__aexit__(exc_type, exc, tb)

@@ -71,7 +71,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._connection import uuid4_message_id
 from ._errors import OCPPError
-from ._groups import raise_single
+from ._groups import exit_close_code, raise_single
 from ._handshake import open_websocket
 from ._keepalive import keepalive
 from ._messages import Request, Response
@@ -112,8 +112,6 @@ log = logging.getLogger("ocpprpc.station")
 
 _R = TypeVar("_R", bound=Response)
 
-_GOING_AWAY = 1001
-_INTERNAL_ERROR = 1011
 _BOOT = "BootNotification"
 
 
@@ -575,12 +573,11 @@ class Station:
     ) -> bool | None:
         try:
             with anyio.CancelScope(shield=True):
-                if exc is None:
+                code = exit_close_code(exc)
+                if code is None:
                     await self.close()
-                elif isinstance(exc, anyio.get_cancelled_exc_class()):
-                    await self.close(_GOING_AWAY, graceful=False)
                 else:
-                    await self.close(_INTERNAL_ERROR, graceful=False)
+                    await self.close(code, graceful=False)
         finally:
             try:
                 suppress = await self._task_group.__aexit__(exc_type, exc, tb)
