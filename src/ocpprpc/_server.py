@@ -17,6 +17,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import anyio
@@ -198,7 +199,7 @@ class Server:
         that connects a station and then looks it up should wait for ``on_connect``
         (or for the station's first call to be handled).
         """
-        return _ReadOnly(self._clients)
+        return MappingProxyType(self._clients)
 
     @property
     def port(self) -> int:
@@ -374,22 +375,6 @@ class Server:
 
 async def _close_session(session: Session, grace: float) -> None:
     await session.close(_GOING_AWAY, "the CSMS is shutting down", graceful=True, timeout=grace)
-
-
-class _ReadOnly(Mapping[str, Session]):
-    """A read-only live view of the server's sessions."""
-
-    def __init__(self, data: dict[str, Session]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Session:
-        return self._data[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 @asynccontextmanager
