@@ -22,6 +22,8 @@ from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData, Request
 from wsproto.extensions import Extension
 
+from ocpprpc._websocket import WebSocketStream
+
 Handler = Callable[[anyio.abc.SocketStream], Awaitable[None]]
 
 
@@ -90,6 +92,17 @@ def reset(stream: anyio.abc.SocketStream) -> None:
     """Make the next close send a TCP reset instead of a FIN (SO_LINGER 0)."""
     sock = stream.extra(SocketAttribute.raw_socket)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def echo_until_closed(ws: WebSocketStream) -> type[Exception]:
+    """Send every message back until the stream ends; say how it ended; always release it."""
+    try:
+        while True:
+            await ws.send(await ws.receive())
+    except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+        return type(exc)
+    finally:
+        await ws.aclose()
 
 
 class RawWebSocket:

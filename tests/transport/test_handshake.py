@@ -17,7 +17,7 @@ from ocpprpc import HandshakeError, HandshakeRejected, HandshakeTimeout
 from ocpprpc._handshake import StationRequest, accept_websocket, open_websocket, select_subprotocol
 from ocpprpc._websocket import WebSocketStream
 
-from .helpers import RawWebSocket, read_until_eof, tcp_server
+from .helpers import RawWebSocket, echo_until_closed, read_until_eof, tcp_server
 
 Decide = Callable[[StationRequest], Awaitable[WebSocketStream | None]]
 
@@ -51,13 +51,7 @@ class Gate:
             self.done.set()
             return
         if ws is not None:
-            try:
-                while True:
-                    await ws.send(await ws.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
-            finally:
-                await ws.aclose()
+            await echo_until_closed(ws)
         self.done.set()
 
 

@@ -17,7 +17,7 @@ from ocpprpc import HandshakeError
 from ocpprpc._handshake import StationRequest, accept_websocket, open_websocket
 from ocpprpc._tls import client_ssl_context, server_ssl_context
 
-from .helpers import RawWebSocket, tcp_server
+from .helpers import RawWebSocket, echo_until_closed, tcp_server
 
 # Every test here runs on both frame codecs (tests/transport/conftest.py).
 pytestmark = pytest.mark.usefixtures("ws_codec")
@@ -52,12 +52,8 @@ class TLSGate:
         self.requests.append(request)
         ws = await request.accept()
         try:
-            while True:
-                await ws.send(await ws.receive())
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            pass
+            await echo_until_closed(ws)
         finally:
-            await ws.aclose()
             self.done.set()
 
 

@@ -18,7 +18,7 @@ from ocpprpc._handshake import accept_websocket, open_websocket
 from ocpprpc._transport import CloseReason
 from ocpprpc._websocket import WebSocketStream
 
-from .helpers import RawWebSocket, frame, reset, tcp_server
+from .helpers import RawWebSocket, echo_until_closed, frame, reset, tcp_server
 
 # Every test here runs on both frame codecs (tests/transport/conftest.py).
 pytestmark = pytest.mark.usefixtures("ws_codec")
@@ -45,12 +45,8 @@ class EchoServer:
         ws = await request.accept()
         self.streams[request.identity] = ws
         try:
-            while True:
-                await ws.send(await ws.receive())
-        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-            self.errors[request.identity] = type(exc)
+            self.errors[request.identity] = await echo_until_closed(ws)
         finally:
-            await ws.aclose()
             self.reasons[request.identity] = ws.close_reason
             self.ended[request.identity].set()
 
