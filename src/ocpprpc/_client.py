@@ -20,6 +20,7 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
+from ._tcp import TcpStreamName
 from ._websocket import DEFAULT_CLOSE_TIMEOUT
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -43,6 +44,7 @@ async def connect(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ws_codec: WsCodecName | None = None,
+    tcp_stream: TcpStreamName | None = None,
     router: Router | None = None,
     validation: ValidationArg = False,
     max_outstanding_calls: int | None = None,
@@ -72,6 +74,9 @@ async def connect(
     :param close_timeout: bound on the WebSocket close handshake.
     :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
         default ``"auto"``: websockets if installed (docs: "WebSocket codec").
+    :param tcp_stream: the TCP byte stream, ``"asyncio"`` (ocpprpc's own, asyncio
+        only) or ``"anyio"``; default ``"auto"``: the own one on asyncio (docs:
+        "TCP byte stream").
     :param router: handlers for the CALLs the CSMS sends.
     :param validation: strict schema validation (see :class:`ValidationPolicy`):
         ``False`` (default), ``True``, or a policy.
@@ -101,6 +106,7 @@ async def connect(
         max_message_size=max_message_size,
         close_timeout=close_timeout,
         ws_codec=ws_codec,
+        tcp_stream=tcp_stream,
     )
     try:
         protocol = stream.subprotocol

@@ -40,6 +40,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
+from ._tcp import TcpStreamName, check_tcp_stream, connect_tcp
 from ._tls import client_ssl_context
 from ._websocket import DEFAULT_CLOSE_TIMEOUT, WebSocketStream
 from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
@@ -550,6 +551,7 @@ async def open_websocket(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ws_codec: WsCodecName | None = None,
+    tcp_stream: TcpStreamName | None = None,
 ) -> WebSocketStream:
     """Connect a charging station to a CSMS and return the open WebSocket.
 
@@ -569,12 +571,15 @@ async def open_websocket(
     :param close_timeout: bound on the close handshake.
     :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
         ``None``: :data:`DEFAULT_WS_CODEC`).
+    :param tcp_stream: the TCP byte stream (:data:`~ocpprpc._tcp.TcpStreamName`;
+        ``None``: ``"auto"``, ocpprpc's own on asyncio, anyio's elsewhere).
     :raises HandshakeRejected: the server answered with an HTTP error.
     :raises HandshakeTimeout: it all took longer than ``connect_timeout``.
     :raises HandshakeError: TLS failed, the server broke the upgrade or picked no subprotocol.
     :raises OSError: the TCP connection could not be made.
     """
     codec_name = resolve_ws_codec(ws_codec)
+    check_tcp_stream(tcp_stream)
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
@@ -597,19 +602,18 @@ async def open_websocket(
     stream: anyio.abc.ByteStream | None = None
     try:
         with anyio.fail_after(connect_timeout):
+            stream = await connect_tcp(host, port, tcp_stream=tcp_stream)
             if secure:
                 try:
-                    stream = await anyio.connect_tcp(
-                        host,
-                        port,
+                    stream = await TLSStream.wrap(
+                        stream,
+                        server_side=False,
+                        hostname=host,
                         ssl_context=ssl_context or client_ssl_context(),
-                        tls_hostname=host,
-                        tls_standard_compatible=False,
+                        standard_compatible=False,
                     )
                 except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
                     raise HandshakeError(f"TLS handshake with {host}:{port} failed: {exc!r}") from exc
-            else:
-                stream = await anyio.connect_tcp(host, port)
             request = Request(
                 host=parts.netloc.rpartition("@")[2],
                 target=target,

@@ -38,6 +38,7 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
+from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener
 from ._transport import ConnectionLost
 from ._websocket import DEFAULT_CLOSE_TIMEOUT
 from ._ws_errors import HandshakeError
@@ -111,6 +112,9 @@ class Server:
         malformed messages in a row; ``None`` (default): answer them forever.
     :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
         default ``"auto"``: websockets if installed (docs: "WebSocket codec").
+    :param tcp_stream: the TCP byte stream :meth:`serve` accepts with, ``"asyncio"``
+        (ocpprpc's own, asyncio only) or ``"anyio"``; default ``"auto"``: the own
+        one on asyncio (docs: "TCP byte stream").
     :param on_message: ``on_message(identity, direction, text)`` sees every
         message in (``"in"``) and out (``"out"``) of every station, for an
         exchange log; it must be fast and must not raise.
@@ -142,6 +146,7 @@ class Server:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         ws_codec: WsCodecName | None = None,
+        tcp_stream: TcpStreamName | None = None,
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
         max_bad_messages: int | None = None,
@@ -168,6 +173,8 @@ class Server:
         self.close_timeout = close_timeout
         resolve_ws_codec(ws_codec)  # an unknown name fails here, not per station
         self.ws_codec = ws_codec
+        check_tcp_stream(tcp_stream)
+        self.tcp_stream = tcp_stream
         self.max_outstanding_calls = max_outstanding_calls
         self.detailed_errors = detailed_errors
         self.max_bad_messages = max_bad_messages
@@ -225,7 +232,7 @@ class Server:
         ``server.port`` works.  Returns once shut down and every station task
         has ended.
         """
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
         self._listeners.append(listener)
         try:
             async with anyio.create_task_group() as stations:

@@ -1,0 +1,463 @@
+"""ocpprpc's own TCP byte stream for asyncio: an anyio ``SocketStream`` on ``asyncio.BufferedProtocol``.
+
+Why: anyio's asyncio ``SocketStream`` costs about 39 µs of CPU per round trip
+before any WebSocket framing, against about 6 µs for this design
+(``ws-floor.md``: the plain ``Protocol`` underneath reads with a 256 KiB
+``recv`` that makes glibc map and unmap memory on each read, and every
+``receive()`` re-arms the reader with two ``epoll_ctl`` calls and an ``Event``,
+every ``send()`` runs a shielded checkpoint).  Everything above the byte stream
+stays anyio: task groups, cancel scopes, ``TLSStream`` for wss, and on trio
+anyio's own stream (:mod:`ocpprpc._tcp` chooses).
+
+Theory of operation
+-------------------
+Reading is always on.  The transport reads with ``recv_into`` a preallocated
+buffer (one per thread on selector event loops, where ``get_buffer()``,
+``recv_into`` and ``buffer_updated()`` happen in one synchronous step; one per
+connection elsewhere), ``buffer_updated()`` copies what arrived into a queue of
+``bytes`` chunks and wakes a waiting ``receive()``.  Reading pauses only when
+more than ``_READ_HIGH`` bytes wait unread and resumes below ``_READ_LOW``.
+
+``send()`` hands the bytes to ``transport.write()``, which writes what the
+kernel takes at once and buffers the rest; it waits only while the transport
+says its buffer is over the high-water mark (``pause_writing()``), until
+``resume_writing()`` or the connection's end.
+
+A blocked ``receive()``/``send()`` waits on one ``asyncio.Future`` that only
+the protocol callbacks resolve, always with ``None``: data and errors travel in
+the stream's state, never through the future, so a cancelled wait (anyio cancel
+scopes cancel the awaited future) loses nothing and no future is left holding
+an exception nobody retrieves.
+
+An operation that does not have to wait does not yield to the event loop, so
+every ``_FAIR_OPS``-th one runs a checkpoint first (``asyncio.sleep(0)``, which
+is anyio's checkpoint on asyncio): a connection that always has data cannot
+starve the others, and a pending cancellation is delivered.  anyio's own
+streams checkpoint on every operation.
+
+How a stream ends: the peer's EOF makes ``receive()`` raise
+``anyio.EndOfStream`` once the data before it is read (sending stays possible:
+half-close); a reset or any other transport error ``anyio.BrokenResourceError``
+(from the error); anything after :meth:`AsyncioSocketStream.aclose` raises
+``anyio.ClosedResourceError``, and a ``receive()``/``send()`` blocked in another
+task when it closes raises it too.  ``aclose()`` lets the transport flush what
+``send()`` accepted and then closes; cancelled (``anyio.aclose_forcefully``) it
+aborts at once, as anyio's stream does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.selector_events
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from ipaddress import ip_address
+from typing import cast
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+__all__ = ["AsyncioSocketStream", "AsyncioTCPListener", "connect_tcp", "create_tcp_listener"]
+
+#: Unread bytes above which the transport stops reading (the peer then sees TCP
+#: backpressure), and below which it reads again.
+_READ_HIGH = 256 * 1024
+_READ_LOW = 64 * 1024
+#: Size of the buffer ``recv_into`` fills: shared by every connection of a
+#: selector event loop's thread, so it costs an idle connection nothing.
+_SHARED_BUFFER = 64 * 1024
+#: ... and per connection on other event loops (uvloop, proactor), where the read
+#: may complete after other connections asked for a buffer.
+_OWN_BUFFER = 16 * 1024
+#: Operations that completed without waiting before one checkpoints.
+_FAIR_OPS = 32
+
+_thread = threading.local()
+
+
+def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        view: memoryview | None = getattr(_thread, "view", None)
+        if view is None:
+            view = _thread.view = memoryview(bytearray(_SHARED_BUFFER))
+        return view
+    return memoryview(bytearray(_OWN_BUFFER))
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
+    """One TCP connection: the transport's protocol and the anyio byte stream in one object.
+
+    Made by :func:`connect_tcp` or :class:`AsyncioTCPListener`, never directly.
+    Supports every :class:`anyio.abc.SocketAttribute` (peer address, ports,
+    family, the socket: asyncio's ``TransportSocket``, as with anyio's stream).
+    """
+
+    _transport: asyncio.Transport
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_connected: Callable[[AsyncioSocketStream], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._on_connected = on_connected
+        self._view = _read_buffer(loop)
+        self._chunks: deque[bytes] = deque()
+        self._unread = 0
+        self._read_paused = False
+        self._write_paused = False
+        self._eof = False  # the peer's FIN
+        self._eof_sent = False  # ours
+        self._lost = False  # connection_lost() was called
+        self._error: Exception | None = None
+        self._closed = False  # aclose() was called
+        self._ops = 0
+        self._receiver: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    # -- asyncio.BufferedProtocol (called by the transport) ---------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        on_connected, self._on_connected = self._on_connected, None
+        if on_connected is not None:
+            on_connected(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._chunks.append(bytes(self._view[:nbytes]))
+        self._unread += nbytes
+        if self._unread > _READ_HIGH and not self._read_paused:
+            self._read_paused = True
+            self._transport.pause_reading()
+        waiter = self._receiver
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        _wake(self._receiver)
+        return True  # keep the transport open: we may still send (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._error = exc
+        _wake(self._receiver)
+        _wake(self._drain)
+        _wake(self._closing)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        _wake(self._drain)
+
+    # -- anyio.abc.SocketStream --------------------------------------------------
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        sock: socket.socket = self._transport.get_extra_info("socket")
+        return sock
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._ops < _FAIR_OPS:
+            self._ops += 1
+        else:
+            self._ops = 0
+            await asyncio.sleep(0)
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        chunks = self._chunks
+        if not chunks:
+            if self._receiver is not None:
+                raise anyio.BusyResourceError("reading from")
+            while not chunks:
+                self._raise_unreadable()
+                waiter = self._receiver = self._loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._receiver = None
+            self._ops = 0
+        if self._closed:
+            raise anyio.ClosedResourceError
+        chunk = chunks.popleft()
+        if chunks and len(chunk) < max_bytes:
+            # Several reads waiting (a burst): hand them over together, up to max_bytes.
+            parts = [chunk]
+            size = len(chunk)
+            while chunks and size < max_bytes:
+                chunk = chunks.popleft()
+                parts.append(chunk)
+                size += len(chunk)
+            chunk = b"".join(parts)
+        if len(chunk) > max_bytes:
+            chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self._unread -= len(chunk)
+        if self._read_paused and self._unread <= _READ_LOW:
+            self._read_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def _raise_unreadable(self) -> None:
+        """Nothing is buffered: raise if nothing more can come."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._lost:
+            if self._error is not None:
+                raise anyio.BrokenResourceError from self._error
+            raise anyio.EndOfStream
+        if self._eof:
+            raise anyio.EndOfStream
+
+    async def send(self, item: bytes) -> None:
+        if self._ops < _FAIR_OPS:
+            self._ops += 1
+        else:
+            self._ops = 0
+            await asyncio.sleep(0)  # before writing: a cancelled send() wrote nothing
+        if self._closed or self._eof_sent:
+            raise anyio.ClosedResourceError
+        transport = self._transport
+        if self._lost or transport.is_closing():
+            raise anyio.BrokenResourceError from self._error
+        if self._drain is not None:
+            raise anyio.BusyResourceError("writing to")
+        transport.write(item)
+        if self._write_paused:
+            self._ops = 0
+            drain = self._drain = self._loop.create_future()
+            try:
+                await drain
+            finally:
+                self._drain = None
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._lost:
+                raise anyio.BrokenResourceError from self._error
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if not self._eof_sent and not self._lost:
+            self._eof_sent = True
+            self._transport.write_eof()  # after what is buffered has gone out
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _wake(self._receiver)
+            _wake(self._drain)
+            transport = self._transport
+            if not self._lost and transport.get_write_buffer_size():
+                # Let the transport write what send() accepted, then close.
+                transport.close()
+                closing = self._closing = self._loop.create_future()
+                try:
+                    await closing
+                finally:
+                    self._closing = None
+                    if not self._lost:
+                        transport.abort()  # cancelled (aclose_forcefully): drop the rest
+                return
+            transport.close()
+        await asyncio.sleep(0)
+
+    def _abort(self) -> None:
+        """Drop the connection at once (a stream nobody will use)."""
+        self._closed = True
+        self._transport.abort()
+
+
+# -- client side ----------------------------------------------------------------------
+
+
+async def _connect_one(loop: asyncio.AbstractEventLoop, host: str, port: int) -> AsyncioSocketStream:
+    _, stream = await loop.create_connection(lambda: AsyncioSocketStream(loop), host, port)
+    return stream
+
+
+async def connect_tcp(host: str, port: int, *, happy_eyeballs_delay: float = 0.25) -> AsyncioSocketStream:
+    """Connect to *host*:*port*, as ``anyio.connect_tcp`` does, over an :class:`AsyncioSocketStream`.
+
+    A host name with several addresses is tried the way anyio does it (Happy
+    Eyeballs, RFC 6555: IPv6 first, the next attempt after ``happy_eyeballs_delay``
+    seconds or as soon as one fails, the first to connect wins).
+
+    :raises OSError: no address could be connected.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        targets = [ip_address(host).compressed]
+    except ValueError:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        targets = _happy_eyeballs_order(infos)
+    if len(targets) == 1:
+        return await _connect_one(loop, targets[0], port)
+    return await _race(loop, targets, port, happy_eyeballs_delay)
+
+
+def _happy_eyeballs_order(
+    infos: list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]],
+) -> list[str]:
+    """The first IPv6 address, then the first IPv4 one, then the rest (anyio's order)."""
+    targets: list[str] = []
+    v6 = v4 = False
+    for family, *_, sockaddr in infos:
+        address = sockaddr[0]
+        if family == socket.AF_INET6 and not v6:
+            v6 = True
+            targets.insert(0, address)
+        elif family == socket.AF_INET and not v4 and v6:
+            v4 = True
+            targets.insert(1, address)
+        else:
+            targets.append(address)
+    return targets
+
+
+async def _race(
+    loop: asyncio.AbstractEventLoop, targets: list[str], port: int, delay: float
+) -> AsyncioSocketStream:
+    """Start a connection attempt per target, staggered by *delay*; the first to connect wins."""
+    winner: AsyncioSocketStream | None = None
+    errors: list[OSError] = []
+
+    async def attempt(target: str, done: anyio.Event) -> None:
+        nonlocal winner
+        try:
+            stream = await _connect_one(loop, target, port)
+        except OSError as exc:
+            errors.append(exc)
+            return
+        finally:
+            done.set()
+        if winner is None:
+            winner = stream
+            attempts.cancel_scope.cancel()
+        else:
+            stream._abort()
+
+    try:
+        async with anyio.create_task_group() as attempts:
+            for target in targets:
+                done = anyio.Event()
+                attempts.start_soon(attempt, target, done)
+                with anyio.move_on_after(delay):
+                    await done.wait()
+    except BaseException:
+        if winner is not None:
+            winner._abort()
+        raise
+    if winner is None:
+        cause = errors[0] if len(errors) == 1 else ExceptionGroup("every connection attempt failed", errors)
+        raise OSError(f"all connection attempts to {targets} failed") from cause
+    return winner
+
+
+# -- server side ----------------------------------------------------------------------
+
+
+class AsyncioTCPListener(anyio.abc.SocketListener):
+    """Listening sockets served by ``loop.create_server``, handing out :class:`AsyncioSocketStream`.
+
+    The event loop accepts connections as they come; each one waits in a queue
+    until :meth:`accept` (or :meth:`serve`, which runs the handlers in a task
+    group) takes it.  Extra attributes are those of the last socket, as for
+    anyio's multi-socket listener.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
+        self._loop = loop
+        self._sockets = sockets
+        self._servers: list[asyncio.Server] = []
+        self._ready: deque[AsyncioSocketStream] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._ops = 0
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._sockets[-1]
+
+    def _protocol(self) -> AsyncioSocketStream:
+        return AsyncioSocketStream(self._loop, self._connected)
+
+    def _connected(self, stream: AsyncioSocketStream) -> None:
+        if self._closed:
+            stream._abort()
+            return
+        self._ready.append(stream)
+        _wake(self._waiter)
+
+    async def accept(self) -> anyio.abc.SocketStream:
+        if self._ops < _FAIR_OPS:
+            self._ops += 1
+        else:
+            self._ops = 0
+            await asyncio.sleep(0)
+        ready = self._ready
+        while not ready:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._waiter is not None:
+                raise anyio.BusyResourceError("accepting connections from")
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            self._ops = 0
+        return ready.popleft()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for server in self._servers:
+                server.close()
+            for sock in self._sockets:
+                sock.close()
+            while self._ready:
+                self._ready.popleft()._abort()
+            _wake(self._waiter)
+        await asyncio.sleep(0)
+
+
+async def create_tcp_listener(
+    host: str | None = None, port: int = 0, *, backlog: int = 65536
+) -> AsyncioTCPListener:
+    """Listen like ``anyio.create_tcp_listener(local_host=host, local_port=port)``.
+
+    The sockets are bound by anyio itself (address reuse, IPv6-only flags, one
+    dual-stack socket for ``host=None``, the same ephemeral port on every
+    address), then duplicated and served by the event loop.
+    """
+    loop = asyncio.get_running_loop()
+    backlog = min(backlog, 65536)
+    bound = await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=backlog)
+    try:
+        sockets = [sub.extra(SocketAttribute.raw_socket).dup() for sub in bound.listeners]
+    finally:
+        with anyio.CancelScope(shield=True):
+            await bound.aclose()
+    listener = AsyncioTCPListener(loop, sockets)
+    try:
+        for sock in sockets:
+            listener._servers.append(await loop.create_server(listener._protocol, sock=sock, backlog=backlog))
+    except BaseException:
+        await anyio.aclose_forcefully(listener)
+        raise
+    return listener
