@@ -15,7 +15,16 @@ ENGINE = ["_codec", "_connection", "_errors", "_events", "_frames", "_rules"]
 # such as a task group failing to start, are not worth contorting tests for).
 SESSION = ["_router", "_session", "testing"]
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
-TRANSPORT = ["_handshake", "_tls", "_websocket", "_ws_errors", "_websockets_codec", "_wsproto_codec"]
+TRANSPORT = [
+    "_aio_stream",
+    "_handshake",
+    "_tcp",
+    "_tls",
+    "_websocket",
+    "_ws_errors",
+    "_websockets_codec",
+    "_wsproto_codec",
+]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
 TYPED = ["_messages", "_schema", "_validation"]

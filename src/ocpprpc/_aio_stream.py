@@ -216,11 +216,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
         """Nothing is buffered: raise if nothing more can come."""
         if self._closed:
             raise anyio.ClosedResourceError
-        if self._lost:
-            if self._error is not None:
-                raise anyio.BrokenResourceError from self._error
-            raise anyio.EndOfStream
-        if self._eof:
+        if self._error is not None:
+            raise anyio.BrokenResourceError from self._error
+        if self._eof or self._lost:
             raise anyio.EndOfStream
 
     async def send(self, item: bytes) -> None:

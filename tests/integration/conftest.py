@@ -1,9 +1,14 @@
-"""Certificates for the security-profile tests, made fresh by trustme for each test run."""
+"""Certificates for the security-profile tests (made fresh by trustme for each test run); each
+test on both TCP streams on asyncio, and on trio (:mod:`tests.tcp_streams`)."""
 
 from __future__ import annotations
 
 import pytest
 import trustme
+
+from tests.tcp_streams import anyio_backend
+
+__all__ = ["anyio_backend"]
 
 
 @pytest.fixture(scope="session")

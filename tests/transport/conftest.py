@@ -1,10 +1,13 @@
-"""Transport fixtures: run a test module's loopback tests once per WebSocket frame codec."""
+"""Transport fixtures: each test on both TCP streams (asyncio) and trio; frame codecs opt-in."""
 
 from __future__ import annotations
 
 import pytest
 
 import ocpprpc._handshake
+from tests.tcp_streams import anyio_backend
+
+__all__ = ["anyio_backend", "ws_codec"]
 
 
 @pytest.fixture(params=["wsproto", "websockets"])

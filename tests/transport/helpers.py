@@ -17,11 +17,13 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData, Request
 from wsproto.extensions import Extension
 
+from ocpprpc._tcp import connect_tcp, create_tcp_listener
 from ocpprpc._websocket import WebSocketStream
 
 Handler = Callable[[anyio.abc.SocketStream], Awaitable[None]]
@@ -30,6 +32,9 @@ Handler = Callable[[anyio.abc.SocketStream], Awaitable[None]]
 @asynccontextmanager
 async def tcp_server(handler: Handler) -> AsyncIterator[int]:
     """Serve ``handler`` on 127.0.0.1, port chosen by the OS; yields the port.
+
+    The listener is the one ocpprpc's server would use (``tcp_stream`` default,
+    which the ``anyio_backend`` fixture of this directory varies).
 
     An exception in a handler fails the test (it propagates out of the task group).
     Each connection is closed when its handler returns or is cancelled.
@@ -40,7 +45,7 @@ async def tcp_server(handler: Handler) -> AsyncIterator[int]:
             await handler(stream)
 
     async with (
-        await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as listener,
+        await create_tcp_listener("127.0.0.1", 0) as listener,
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(listener.serve, guarded, tg)
@@ -129,16 +134,10 @@ class RawWebSocket:
         ssl_context: ssl.SSLContext | None = None,
     ) -> RawWebSocket:
         """Connect as a client and finish the upgrade (raises if the server refuses)."""
-        stream: anyio.abc.ByteStream
-        if ssl_context is None:
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-        else:
-            stream = await anyio.connect_tcp(
-                "127.0.0.1",
-                port,
-                ssl_context=ssl_context,
-                tls_hostname="localhost",
-                tls_standard_compatible=False,
+        stream: anyio.abc.ByteStream = await connect_tcp("127.0.0.1", port)
+        if ssl_context is not None:
+            stream = await TLSStream.wrap(
+                stream, hostname="localhost", ssl_context=ssl_context, standard_compatible=False
             )
         peer = cls(stream, WSConnection(ConnectionType.CLIENT))
         await peer.send(
