@@ -17,8 +17,13 @@ Shapes: ``--connections 1 --callers 1`` is the latency-bound W1,
 call limit is raised to the number of callers), ``--connections 20 --callers 1``
 a small fan-in (W3 in miniature).
 
+Byte streams (``--tcp-stream``): on asyncio each shape runs over ocpprpc's own
+TCP stream (``tcp_stream="asyncio"``, the default there) and over anyio's
+(``"anyio"``), alternating, so the two are compared in the same run; trio has
+only anyio's.
+
 Run: ``python bench/bench_transport.py`` (both backends, all three shapes,
-about 15-25 s; ``nox -s bench`` runs this) or e.g. ``--backend trio --calls 20000 --callers 32``.
+about 20-30 s; ``nox -s bench`` runs this) or e.g. ``--backend trio --calls 20000 --callers 32``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import anyio
 import anyio.abc
 
 import ocpprpc
+from ocpprpc._tcp import TcpStreamName
 
 METER_VALUES: dict[str, Any] = {
     "connectorId": 1,
@@ -54,6 +60,7 @@ METER_VALUES: dict[str, Any] = {
 @dataclass
 class Result:
     backend: str
+    stream: str
     shape: str
     strict: bool
     calls: int
@@ -93,18 +100,26 @@ def _router() -> ocpprpc.Router:
 
 
 async def _run(
-    calls: int, callers: int, connections: int, msg: str, strict: bool, profile: cProfile.Profile | None
+    calls: int,
+    callers: int,
+    connections: int,
+    msg: str,
+    strict: bool,
+    stream: TcpStreamName,
+    profile: cProfile.Profile | None,
 ) -> tuple[float, float]:
     action, payload = ("Heartbeat", {}) if msg == "hb" else ("MeterValues", METER_VALUES)
     per_worker = max(1, calls // (callers * connections))
-    async with ocpprpc.serve(router=_router(), protocols=["ocpp1.6"], validation=strict) as server:
+    async with ocpprpc.serve(
+        router=_router(), protocols=["ocpp1.6"], validation=strict, tcp_stream=stream
+    ) as server:
         url = f"ws://127.0.0.1:{server.port}"
         done = anyio.Event()
         stations: list[ocpprpc.Session] = []
 
         async def hold(i: int, *, task_status: anyio.abc.TaskStatus[None]) -> None:
             async with ocpprpc.connect(
-                url, f"CP-{i}", validation=strict, max_outstanding_calls=callers
+                url, f"CP-{i}", validation=strict, max_outstanding_calls=callers, tcp_stream=stream
             ) as station:
                 stations.append(station)
                 task_status.started()
@@ -138,14 +153,21 @@ async def _run(
 
 
 def measure(
-    backend: str, calls: int, callers: int, connections: int, msg: str, strict: bool, count: int
+    backend: str,
+    stream: TcpStreamName,
+    calls: int,
+    callers: int,
+    connections: int,
+    msg: str,
+    strict: bool,
+    count: int,
 ) -> Result:
     shape = f"{msg} conns={connections} callers={callers}"
-    cpu, wall = anyio.run(_run, calls, callers, connections, msg, strict, None, backend=backend)
-    result = Result(backend, shape, strict, calls, round(cpu, 1), round(wall, 1))
+    cpu, wall = anyio.run(_run, calls, callers, connections, msg, strict, stream, None, backend=backend)
+    result = Result(backend, stream, shape, strict, calls, round(cpu, 1), round(wall, 1))
     if count:
         profile = cProfile.Profile()
-        anyio.run(_run, count, callers, connections, msg, strict, profile, backend=backend)
+        anyio.run(_run, count, callers, connections, msg, strict, stream, profile, backend=backend)
         stats = pstats.Stats(profile)
         per_worker = max(1, count // (callers * connections))
         result.py_calls_per_rt = round(stats.total_calls / (per_worker * callers * connections), 1)  # type: ignore[attr-defined]
@@ -167,6 +189,13 @@ def main() -> None:
         "--handlers", choices=["plain", "async"], default="plain", help="server handlers: def or async def"
     )
     parser.add_argument("--strict", action="store_true", help="strict schema validation on both sides")
+    parser.add_argument(
+        "--tcp-stream",
+        choices=["both", "asyncio", "anyio"],
+        default="both",
+        help="TCP byte stream on asyncio: ocpprpc's own, anyio's, or both alternating (default)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement (interleaved)")
     parser.add_argument("--count", type=int, default=1000, help="calls in the cProfile pass (0: skip)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
@@ -177,17 +206,28 @@ def main() -> None:
         shapes = [(1, 1), (1, 32), (20, 1)]
     else:
         shapes = [(args.connections or 1, c) for c in (args.callers or [1])]
+    streams: list[TcpStreamName] = ["asyncio", "anyio"] if args.tcp_stream == "both" else [args.tcp_stream]
     results = []
-    print(f"{'backend':8} {'shape':28} {'strict':6} {'cpu µs/rt':>10} {'wall µs/rt':>10} {'py calls/rt':>11}")
-    for backend in backends:
-        for connections, callers in shapes:
-            r = measure(backend, args.calls, callers, connections, args.msg, args.strict, args.count)
-            results.append(r)
-            print(
-                f"{r.backend:8} {r.shape:28} {r.strict!s:6} {r.cpu_us:10.1f} {r.wall_us:10.1f}"
-                f" {r.py_calls_per_rt if r.py_calls_per_rt is not None else '-':>11}",
-                flush=True,
-            )
+    print(
+        f"{'backend':8} {'stream':8} {'shape':28} {'strict':6} {'cpu µs/rt':>10} {'wall µs/rt':>10}"
+        f" {'py calls/rt':>11}"
+    )
+    for round_ in range(args.rounds):
+        for backend in backends:
+            for connections, callers in shapes:
+                backend_streams: list[TcpStreamName] = streams if backend == "asyncio" else ["anyio"]
+                for stream in backend_streams:
+                    count = args.count if round_ == 0 else 0
+                    r = measure(
+                        backend, stream, args.calls, callers, connections, args.msg, args.strict, count
+                    )
+                    results.append(r)
+                    print(
+                        f"{r.backend:8} {r.stream:8} {r.shape:28} {r.strict!s:6} {r.cpu_us:10.1f}"
+                        f" {r.wall_us:10.1f}"
+                        f" {r.py_calls_per_rt if r.py_calls_per_rt is not None else '-':>11}",
+                        flush=True,
+                    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) for r in results], f, indent=2)

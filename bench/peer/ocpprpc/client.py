@@ -32,6 +32,7 @@ async def main(args: argparse.Namespace) -> None:
                 protocols=["ocpp1.6"],
                 validation=bool(args.strict),
                 max_outstanding_calls=args.inflight,
+                tcp_stream=args.tcp_stream,
             ) as station:
                 task_status.started(station)
                 await done.wait()
@@ -50,6 +51,15 @@ async def main(args: argparse.Namespace) -> None:
         done.set()
 
 
+def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tcp-stream",
+        default="auto",
+        choices=["auto", "asyncio", "anyio"],
+        help="ocpprpc's tcp_stream option",
+    )
+
+
 if __name__ == "__main__":
-    arguments = client_args()
+    arguments = client_args(extend=add_tcp_stream)
     anyio.run(main, arguments, backend=arguments.backend)

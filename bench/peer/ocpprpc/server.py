@@ -47,11 +47,21 @@ async def main(args: argparse.Namespace) -> None:
         router=build_router(),
         protocols=["ocpp1.6"],
         validation=bool(args.strict),
+        tcp_stream=args.tcp_stream,
     ):
         emit({"event": "ready", "port": args.port})
         await anyio.sleep_forever()
 
 
+def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tcp-stream",
+        default="auto",
+        choices=["auto", "asyncio", "anyio"],
+        help="ocpprpc's tcp_stream option",
+    )
+
+
 if __name__ == "__main__":
-    arguments = server_args()
+    arguments = server_args(extend=add_tcp_stream)
     anyio.run(main, arguments, backend=arguments.backend)
