@@ -33,7 +33,12 @@ An operation that does not have to wait does not yield to the event loop, so
 every ``_FAIR_OPS``-th one runs a checkpoint first (``asyncio.sleep(0)``, which
 is anyio's checkpoint on asyncio): a connection that always has data cannot
 starve the others, and a pending cancellation is delivered.  anyio's own
-streams checkpoint on every operation.
+streams checkpoint on every operation.  So does a ``send()`` that follows
+another ``send()`` with no ``receive()`` in between: request/response traffic
+never yields there, while a burst of writes from several tasks (pipelined
+answers) gets the chance to queue behind the writer, whose next write joins
+them (:mod:`ocpprpc._websocket`): a few writes per burst instead of one per
+message (bench/README.md, "TCP byte stream").
 
 How a stream ends: the peer's EOF makes ``receive()`` raise
 ``anyio.EndOfStream`` once the data before it is read (sending stays possible:
@@ -120,6 +125,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
         self._error: Exception | None = None
         self._closed = False  # aclose() was called
         self._ops = 0
+        self._sent = False  # send() was called since the last receive()
         self._receiver: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
@@ -172,6 +178,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
         return sock
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        self._sent = False
         if self._ops < _FAIR_OPS:
             self._ops += 1
         else:
@@ -222,11 +229,18 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
             raise anyio.EndOfStream
 
     async def send(self, item: bytes) -> None:
-        if self._ops < _FAIR_OPS:
+        if self._ops < _FAIR_OPS and not self._sent:
             self._ops += 1
+            self._sent = True
         else:
+            # Every _FAIR_OPS-th operation, and a send() following a send() with no
+            # receive() between them: yield first (so a cancelled send() wrote nothing).
+            # The second lets the other tasks that are about to write to this
+            # connection queue behind the caller (the WebSocket joins their frames
+            # into its next write): a burst of answers leaves in a few writes, not
+            # one each, while request/response traffic never yields here.
             self._ops = 0
-            await asyncio.sleep(0)  # before writing: a cancelled send() wrote nothing
+            await asyncio.sleep(0)
         if self._closed or self._eof_sent:
             raise anyio.ClosedResourceError
         transport = self._transport

@@ -450,6 +450,29 @@ async def test_a_busy_stream_yields_to_others_and_sees_cancellation() -> None:
         assert sends <= aio._FAIR_OPS
 
 
+@asyncio_only
+async def test_a_second_send_in_a_row_yields_first() -> None:
+    """Request/response never yields in send(); back-to-back sends let other writers queue."""
+    async with stream_pair() as (client, server):
+        ran = 0
+
+        async def other() -> None:
+            nonlocal ran
+            ran += 1
+
+        await client.send(b"request")
+        assert await receive_exactly(server, 7) == b"request"
+        await server.send(b"answer")
+        assert await receive_exactly(client, 6) == b"answer"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)  # runs the next time this task yields
+            await client.send(b"request")  # a receive() since the last send: no yield
+            assert ran == 0
+            await client.send(b"more")  # back to back: yields before writing
+            assert ran == 1
+        assert await receive_exactly(server, 11) == b"requestmore"
+
+
 # -- TLS over the stream --------------------------------------------------------------
 
 
