@@ -20,13 +20,34 @@ writer becomes it and writes the queue, joined into one ``send()`` on the byte
 stream, until it is empty; senders arriving meanwhile (the writer's ``send()``
 yields to the event loop) only queue their frame and return.  Answers produced
 together (pipelined calls, W2 in bench/README.md) thus leave in one write
-instead of one each, and an uncontended write takes no lock.  Backpressure: a
-sender waits for the writer when more than ``_HIGH_WATER`` bytes are queued, so
-the queue stays bounded even if the peer stops reading.  A frame that was
+instead of one each, and an uncontended write takes no lock.  A frame that was
 queued is on its way like bytes in a kernel socket buffer: if the link dies
 before it is written, ``receive()`` reports the loss.  Automatic replies the
 codec queued (pong, close echo) ride along with the next write or are flushed
 by the reader.
+
+A peer that stops reading
+-------------------------
+:attr:`WebSocketStream.unsent` counts the bytes queued or being written and
+not yet taken by the byte stream.  Every sender (``send()``, ``ping()``, the
+reader flushing pongs) checks it *before* it frames its message: above
+``_HIGH_WATER`` (64 KiB) it waits for the writer first.  So what one connection
+buffers never exceeds ``_HIGH_WATER`` plus one frame (plus, once, a close
+frame), whoever writes: handler answers, calls, pings, pongs.  Frames are
+still made and queued in one synchronous step, so codec order stays wire
+order.  The writer hands the byte stream at most ``_HIGH_WATER`` bytes per
+``send()``, so a large message makes progress in steps.
+
+Waiting is the slow path, and only there is a clock involved: a waiting
+sender allows the writer ``send_timeout`` seconds per step of progress.  When
+that passes with nothing written, the peer has stopped reading (its TCP
+window stayed closed, something TCP itself never gives up on): the stream
+logs a warning and drops the link as lost (1006, "peer stopped reading: N
+bytes unsent for S s"), which fails the stuck writer and every waiter.  A
+write that blocks while less than ``_HIGH_WATER`` is queued makes nobody wait,
+so it is noticed when more is sent, or at once by a keepalive
+(:mod:`ocpprpc._keepalive`), whose ping waits its turn in the same queue.  No
+per-write timer or cancel scope exists on the fast path.
 
 How a stream ends (the :class:`MessageStream` contract):
 
@@ -62,7 +83,7 @@ import anyio.abc
 from ._transport import CloseReason, MessageStream
 from ._wsproto_codec import CloseReceived, PongReceived, ProtocolFailure, WebSocketCodec
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "WebSocketStream"]
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "WebSocketStream"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +94,13 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 
 _RECEIVE_SIZE = 65536
 
-#: Bytes queued behind the writer beyond which a sender waits for the writer.
+#: How long a sender waiting for the writer lets it go without progress before
+#: the peer counts as not reading: nginx's ``send_timeout`` (the time allowed
+#: between two successive writes to a client), 60 s.
+DEFAULT_SEND_TIMEOUT = 60.0
+
+#: Unsent bytes beyond which a sender waits for the writer before queueing, and
+#: the most the writer hands the byte stream in one ``send()``.
 _HIGH_WATER = 65536
 
 
@@ -91,6 +118,11 @@ class WebSocketStream(MessageStream):
     :param subprotocol: the negotiated subprotocol.
     :param compression: whether permessage-deflate was negotiated (informational).
     :param close_timeout: bound on the close handshake, in seconds.
+    :param send_timeout: seconds a sender waiting for the writer allows it without
+        progress before the peer counts as not reading and the link is dropped
+        (1006); ``None``: wait as long as it takes.  Settable later
+        (:attr:`send_timeout`).
+    :param identity: the station identity, for log messages.
     """
 
     def __init__(
@@ -102,6 +134,8 @@ class WebSocketStream(MessageStream):
         subprotocol: str | None,
         compression: bool = False,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        identity: str | None = None,
     ) -> None:
         self._stream = stream
         self._codec = codec
@@ -119,11 +153,19 @@ class WebSocketStream(MessageStream):
         self._read_lock = anyio.Lock(fast_acquire=True)
         # The outgoing queue (frames in codec order) and its writer, see the module docstring.
         self._out: list[bytes] = []
-        self._out_size = 0
+        # Bytes ever queued, and ever written: their difference is what is unsent.
+        self._queued = 0
+        self._sent = 0
         self._writing = False
         self._write_failed = False
-        # Set (and dropped) each time the writer has emptied the queue or failed.
-        self._written: anyio.Event | None = None
+        # Set (and dropped) each time the writer made progress, failed or stopped.
+        self._progress: anyio.Event | None = None
+        # Set around each read of the byte stream: the peer's bytes are awaited.
+        self._awaiting_data = False
+        #: Seconds a waiting sender allows the writer without progress (see the module docstring).
+        self.send_timeout = send_timeout
+        #: The station identity, for log messages.
+        self.identity = identity
         # Frames may have arrived in the same read as the end of the HTTP upgrade;
         # the codec holds them until fed, so the first read starts by feeding nothing.
         self._unprimed = True
@@ -150,6 +192,23 @@ class WebSocketStream(MessageStream):
     def compression(self) -> bool:
         """Whether permessage-deflate is in use on this connection."""
         return self._compression
+
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the peer (or being written) that the byte stream has not taken yet.
+
+        At most 64 KiB plus one frame: senders wait before queueing more.
+        """
+        return self._queued - self._sent
+
+    @property
+    def reading(self) -> bool:
+        """Whether a read of the peer's bytes is under way (``False`` while nobody calls ``receive()``)."""
+        return self._awaiting_data
+
+    def __repr__(self) -> str:
+        side = "client" if self._client else "server"
+        return f"<WebSocketStream {self.identity or '?'} {side}>"
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -193,14 +252,18 @@ class WebSocketStream(MessageStream):
         codec = self._codec
         if not codec.open or self._end is not None or self._write_failed:
             raise self._send_error()
+        if self._queued - self._sent > _HIGH_WATER:
+            await self._wait_for_room()
         self._queue(codec.data_to_send())
         self._queue(codec.send_text(item))
         await self._send_queued(wait=False)
 
     async def ping(self, payload: bytes = b"") -> None:
-        """Send a ping (the hook for keepalives; pongs are currently not tracked)."""
+        """Send a ping and return once it is written (pongs go to :attr:`on_pong`)."""
         if not self._codec.open or self._write_failed:
             raise self._send_error()
+        if self._queued - self._sent > _HIGH_WATER:
+            await self._wait_for_room()
         self._queue(self._codec.data_to_send())
         self._queue(self._codec.send_ping(payload))
         await self._send_queued(wait=True)
@@ -242,6 +305,7 @@ class WebSocketStream(MessageStream):
             self._unprimed = False
             await self._process(b"")
             return
+        self._awaiting_data = True
         try:
             data = await self._stream.receive(_RECEIVE_SIZE)
         except anyio.EndOfStream:
@@ -250,6 +314,8 @@ class WebSocketStream(MessageStream):
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             await self._lost(f"connection lost ({exc!r})")
             return
+        finally:
+            self._awaiting_data = False
         self.reads += 1
         await self._process(data)
 
@@ -294,11 +360,15 @@ class WebSocketStream(MessageStream):
 
     async def _flush(self) -> None:
         """Write the codec's automatic replies, if any (pongs, close frames)."""
-        data = self._codec.data_to_send()
-        if data and not self._write_failed:
-            self._queue(data)
-            # On failure _write recorded the loss; the reader reports it next.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if self._write_failed:
+            return
+        # On failure the loss is recorded; the reader reports it next.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if self._queued - self._sent > _HIGH_WATER:
+                await self._wait_for_room()
+            data = self._codec.data_to_send()
+            if data:
+                self._queue(data)
                 await self._send_queued(wait=True)
 
     # -- writing --------------------------------------------------------------
@@ -307,22 +377,18 @@ class WebSocketStream(MessageStream):
         """Append bytes to the outgoing queue (call in the same step as the codec made them)."""
         if data:
             self._out.append(data)
-            self._out_size += len(data)
+            self._queued += len(data)
 
     async def _send_queued(self, *, wait: bool) -> None:
         """Get the queue written: become the writer, or leave it to the one at work.
 
-        With *wait* (or a queue over the high-water mark) a sender that is not the
-        writer waits until the writer has written everything queued so far.
-        Raises ``BrokenResourceError`` / ``ClosedResourceError`` if the writing failed.
+        With *wait* a sender that is not the writer waits until the writer has
+        written everything queued so far.  Raises ``BrokenResourceError`` /
+        ``ClosedResourceError`` if the writing failed.
         """
         if self._writing:
-            if wait or self._out_size > _HIGH_WATER:
-                if self._written is None:
-                    self._written = anyio.Event()
-                await self._written.wait()
-                if self._write_failed:
-                    raise self._send_error()
+            if wait:
+                await self._wait_sent(self._queued)
             return
         self._writing = True
         try:
@@ -330,18 +396,68 @@ class WebSocketStream(MessageStream):
                 out = self._out
                 data = out[0] if len(out) == 1 else b"".join(out)
                 self._out = []
-                self._out_size = 0
-                await self._write(data)
+                size = len(data)
+                if size <= _HIGH_WATER:
+                    await self._write(data)
+                    self._sent += size
+                else:
+                    # In steps, so that a large message shows progress as it goes.
+                    for start in range(0, size, _HIGH_WATER):
+                        chunk = data[start : start + _HIGH_WATER]
+                        await self._write(chunk)
+                        self._sent += len(chunk)
+                        self._made_progress()
+                if self._progress is not None:
+                    self._made_progress()
         except BaseException:
             self._write_failed = True
             self._out = []
-            self._out_size = 0
+            self._sent = self._queued  # nothing more will be written
             raise
         finally:
             self._writing = False
-            if self._written is not None:
-                self._written.set()
-                self._written = None
+            self._made_progress()
+
+    def _made_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    async def _wait_for_room(self) -> None:
+        """Wait until no more than ``_HIGH_WATER`` bytes are unsent (before queueing more)."""
+        await self._wait_sent(self._queued - _HIGH_WATER)
+        if not self._codec.open or self._write_failed:
+            raise self._send_error()
+
+    async def _wait_sent(self, target: int) -> None:
+        """Wait until the writer has written the first *target* bytes ever queued.
+
+        The slow path: the writer allows ``send_timeout`` seconds per step of
+        progress, then the peer counts as not reading (see the module docstring).
+        """
+        while self._sent < target:
+            # Unsent bytes mean there is a writer at work, which sets the event.
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = anyio.Event()
+            timeout = self.send_timeout
+            if timeout is None:
+                await progress.wait()
+                continue
+            with anyio.move_on_after(timeout):
+                await progress.wait()
+            if not progress.is_set():
+                await self._stalled(timeout)
+        if self._write_failed:
+            raise self._send_error()
+
+    async def _stalled(self, timeout: float) -> None:
+        """No write progress for *timeout* seconds: the peer stopped reading; drop the link."""
+        why = f"peer stopped reading: {self.unsent} bytes unsent for {timeout:g} s"
+        if self._close_reason is None:
+            log.warning("%r: %s; dropping the connection", self, why)
+        await self._lost(why)
+        raise self._send_error()
 
     async def _write(self, data: bytes) -> None:
         """Write bytes as the writer; any failure ends the connection."""
@@ -354,7 +470,7 @@ class WebSocketStream(MessageStream):
             raise anyio.BrokenResourceError from exc
         except BaseException:
             # Cancelled mid-write: a partial frame may be on the wire.
-            await self._lost("a write was interrupted")
+            await self._lost(f"a write was interrupted ({self.unsent} bytes unsent)")
             raise
 
     def _send_error(self) -> Exception:
