@@ -24,6 +24,21 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   nothing is queued, the reader runs it itself (in a fresh context copy, counted
   against the bound) and writes the answer, saving two task switches per CALL.
 
+Backpressure: the reader stops reading while ``max_queued_calls`` CALLs wait
+in the queue (every worker busy), and reads on once a worker takes one; the
+unread bytes stay in the kernel, whose TCP flow control then stops the peer.
+One compare per message costs the hot path nothing.  Pausing the reader has
+one danger: a handler (or any task) waiting for the answer to *our* CALL needs
+the reader, and that answer sits behind the CALLs we stopped reading.  So the
+reader does not pause while one of our calls awaits its answer; it reads on,
+and a CALL that finds the queue full meanwhile is answered at once with a
+CALLERROR (``InternalError``, "busy"; a SEND is dropped with a warning).
+Neither growing the queue nor waiting for the call to time out is safe: the
+first is unbounded memory, the second a deadlock until the call timeout (for
+ever without one).  OCPP-J allows a peer one CALL in flight, so a peer that
+follows it never fills the queue, and only one that pipelines hundreds of
+CALLs while we call it is ever refused.
+
 The inner group exists so the session can stop its own tasks (the peer closed,
 :meth:`Session.close`) without cancelling the user's code in the ``async with``
 body; an *error* in the session's tasks still cancels the body, as structured
@@ -50,6 +65,7 @@ import enum
 import inspect
 import logging
 import math
+import sys
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Container, Coroutine, Generator, MutableSet
@@ -176,10 +192,13 @@ def _run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, _T])
 
 class _Handoff(enum.Enum):
     QUEUED = enum.auto()
+    REFUSED = enum.auto()
 
 
 #: ``Session._dispatch()``: the CALL was queued for a worker (or dropped), not for the reader.
 _QUEUED = _Handoff.QUEUED
+#: ``Session._dispatch()``: the queue is full and the reader may not pause: refuse the CALL.
+_REFUSED = _Handoff.REFUSED
 
 #: An inbound CALL for a worker: the message, its route, and, for an inline handler
 #: that returned an awaitable, the context it ran in and that awaitable.
@@ -220,6 +239,12 @@ class Session:
         more are queued, never refused.  Pass a :class:`anyio.CapacityLimiter` to
         share one bound among many sessions.
     :param ordered_handlers: handle inbound CALLs one at a time, in arrival order.
+    :param max_queued_calls: inbound CALLs that may wait for a busy handler
+        worker; at this many the session stops reading from the peer until a
+        worker takes one (TCP then holds the peer back).  While one of our own
+        calls awaits its answer it reads on and answers CALLs beyond the bound
+        with an ``InternalError`` CALLERROR instead (see the module docstring).
+        ``None``: no bound.
     :param known_actions: actions this protocol version defines; one of these
         without a handler is answered ``NotSupported``, any other unhandled action
         ``NotImplemented``.  Default: none known.
@@ -245,6 +270,7 @@ class Session:
         call_timeout: float | None = 30,
         max_concurrent_handlers: int | anyio.CapacityLimiter = 16,
         ordered_handlers: bool = False,
+        max_queued_calls: int | None = 256,
         known_actions: Container[str] = frozenset(),
         unvalidated_actions: MutableSet[str] | None = None,
         close_timeout: float = 5,
@@ -270,6 +296,10 @@ class Session:
         if isinstance(max_concurrent_handlers, int) and max_concurrent_handlers < 1:
             raise ValueError("max_concurrent_handlers must be at least 1")
         self._max_handlers = max_concurrent_handlers
+        if max_queued_calls is not None and max_queued_calls < 1:
+            raise ValueError("max_queued_calls must be at least 1 (or None for no bound)")
+        self.max_queued_calls = max_queued_calls
+        self._max_queued = sys.maxsize if max_queued_calls is None else max_queued_calls
         self._pending: dict[str, _Pending] = {}
         self._close_reason: CloseReason | None = None
         self._entered = False
@@ -284,6 +314,10 @@ class Session:
         self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
         self._workers = 0
+        # Set by a worker taking a CALL, or by a new call of ours, while the reader is paused.
+        self._room: anyio.Event | None = None
+        self._pauses = 0
+        self._refused = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -366,6 +400,11 @@ class Session:
     def protocol(self) -> str:
         """The OCPP subprotocol spoken on this session."""
         return self.connection.protocol
+
+    @property
+    def queued_calls(self) -> int:
+        """Inbound CALLs waiting for a handler worker (at most ``max_queued_calls``)."""
+        return len(self._inbox)
 
     def __repr__(self) -> str:
         return f"<Session {self.identity or '?'} {self.connection.role.value} {self.protocol}>"
@@ -564,6 +603,8 @@ class Session:
         message_id = event.message_id
         text = conn.send(event, validate=validate)
         pending = self._pending[message_id] = _Pending(action)
+        if self._room is not None:
+            self._room.set()  # a paused reader must read on: this answer will be behind
         try:
             with anyio.move_on_after(math.inf if answer_timeout is None else answer_timeout) as scope:
                 await self._write(text)
@@ -633,8 +674,12 @@ class Session:
     async def _reader(self) -> None:
         stream = self.stream
         conn = self.connection
+        inbox = self._inbox
+        limit = self._max_queued
         try:
             while True:
+                if len(inbox) >= limit:
+                    await self._make_room()
                 text = await stream.receive()
                 if self.on_message is not None:
                     self._hook("in", text)
@@ -645,7 +690,10 @@ class Session:
                     if isinstance(event, (Call, Send)):
                         route = self._dispatch(event)
                         if route is not _QUEUED:
-                            await self._run_inline(event, route)
+                            if route is _REFUSED:
+                                await self._refuse(event)
+                            else:
+                                await self._run_inline(event, route)
                     elif isinstance(event, (CallResult, CallError)):
                         pending = self._pending.get(event.message_id)
                         if pending is not None:
@@ -700,7 +748,7 @@ class Session:
 
     # -- handling inbound calls ------------------------------------------------------------
 
-    def _dispatch(self, message: Call | Send) -> Route | Literal[_Handoff.QUEUED] | None:
+    def _dispatch(self, message: Call | Send) -> Route | Literal[_Handoff.QUEUED, _Handoff.REFUSED] | None:
         """Queue *message* for a worker, or return its route for the reader to run inline.
 
         Inline means: a plain-function handler (or none at all), and the reader
@@ -708,7 +756,9 @@ class Session:
         concurrency bound holds and, with ``ordered_handlers``, nothing is
         overtaken.  Not when more messages are already buffered: answered from
         workers, a pipelined burst leaves in one write instead of one per answer.
-        Returns ``_QUEUED`` otherwise (also when closing: nothing to do).
+        Returns ``_QUEUED`` otherwise (also when closing: nothing to do), or
+        ``_REFUSED`` when the queue is full (the reader did not pause because one
+        of our calls awaits its answer).
         """
         if self._closing:
             log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
@@ -724,8 +774,61 @@ class Session:
             and (self._limiter is None or self._borrow())
         ):
             return route
+        if len(self._inbox) >= self._max_queued:
+            self._active_handlers -= 1
+            return _REFUSED
         self._enqueue((message, route, None))
         return _QUEUED
+
+    async def _make_room(self) -> None:
+        """Backpressure: the queue is full; stop reading until a worker takes a CALL.
+
+        Not while one of our calls awaits its answer, which the reader must
+        deliver (the module docstring); a call made while paused wakes it.
+        """
+        if self._pending:
+            return
+        self._pauses += 1
+        (log.warning if self._pauses == 1 else log.debug)(
+            "%s: %d CALLs waiting for a handler; not reading from the peer until one is taken",
+            self,
+            len(self._inbox),
+        )
+        while len(self._inbox) >= self._max_queued and not self._pending:
+            room = self._room = anyio.Event()
+            await room.wait()
+        self._room = None
+
+    async def _refuse(self, message: Call | Send) -> None:
+        """Answer a CALL that found the queue full while the reader could not pause."""
+        self._refused += 1
+        level = logging.WARNING if self._refused == 1 else logging.INFO
+        queued = len(self._inbox)
+        if isinstance(message, Send):
+            log.log(
+                level,
+                "%s: %d CALLs waiting for a handler; dropped SEND %s (%s)",
+                self,
+                queued,
+                message.action,
+                message.message_id,
+            )
+            return
+        log.log(
+            level,
+            "%s: %d CALLs waiting for a handler; refused %s (%s) as busy",
+            self,
+            queued,
+            message.action,
+            message.message_id,
+        )
+        await self._answer(
+            CallError(
+                message_id=message.message_id,
+                code=ErrorCode.INTERNAL_ERROR,
+                description=f"busy: {queued} calls are waiting to be handled (OCPP-J allows one at a time)",
+            )
+        )
 
     def _borrow(self) -> bool:
         assert self._limiter is not None
@@ -751,6 +854,8 @@ class Session:
         while True:
             while inbox:
                 work = inbox.popleft()
+                if self._room is not None:
+                    self._room.set()  # the reader was paused on a full queue
                 try:
                     if limiter is None:
                         await self._work(context, work)

@@ -451,9 +451,9 @@ class WebSocketStream(MessageStream):
         if self._write_failed:
             raise self._send_error()
 
-    async def _stalled(self, timeout: float) -> None:
-        """No write progress for *timeout* seconds: the peer stopped reading; drop the link."""
-        why = f"peer stopped reading: {self.unsent} bytes unsent for {timeout:g} s"
+    async def _stalled(self, seconds: float) -> None:
+        """No write progress for *seconds*: the peer stopped reading; drop the link."""
+        why = f"peer stopped reading: {self.unsent} bytes unsent for {seconds:g} s"
         if self._close_reason is None:
             log.warning("%r: %s; dropping the connection", self, why)
         await self._lost(why)
