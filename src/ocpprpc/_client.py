@@ -16,11 +16,13 @@ from ._handshake import (
     WsCodecName,
     open_websocket,
 )
+from ._keepalive import keepalive as _keepalive
+from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
-from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["connect"]
@@ -48,6 +50,9 @@ async def connect(
     max_outstanding_calls: int | None = None,
     detailed_errors: bool = False,
     max_bad_messages: int | None = None,
+    keepalive: Keepalive | None = None,
+    max_queued_calls: int | None = 256,
+    send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     **session_options: Any,
 ) -> AsyncIterator[Session]:
     """Connect as charging station *identity* and run a session until the block ends.
@@ -80,6 +85,14 @@ async def connect(
         descriptions (off: it may leak internals to the peer).
     :param max_bad_messages: close with 1002 after this many malformed messages
         in a row (each is answered as OCPP-J says meanwhile); ``None``: never.
+    :param keepalive: WebSocket pings to the CSMS (:class:`Keepalive`); a CSMS
+        that stops answering is dropped (1006) and the session ends, as for a
+        :class:`Station` (which also reconnects).  ``None`` (default): no pings.
+    :param max_queued_calls: the CSMS's CALLs that may wait for a busy handler
+        before the session stops reading (see :class:`Session`); ``None``: no bound.
+    :param send_timeout: seconds the CSMS gets to take our bytes once more than
+        64 KiB wait for it, before the link is dropped (1006, "peer stopped
+        reading"); ``None``: no limit.
     :param session_options: further :class:`Session` options (``call_timeout``,
         ``max_concurrent_handlers``, ``ordered_handlers``, ``on_message``, ...).
 
@@ -102,6 +115,8 @@ async def connect(
         close_timeout=close_timeout,
         ws_codec=ws_codec,
     )
+    stream.identity = identity
+    stream.send_timeout = send_timeout
     try:
         protocol = stream.subprotocol
         assert protocol is not None  # open_websocket refuses a server that picks none
@@ -113,10 +128,18 @@ async def connect(
             detailed_errors=detailed_errors,
             max_bad_messages=max_bad_messages,
         )
-        session = Session(stream, connection, router=router, identity=identity, **options, **session_options)
+        session = Session(
+            stream,
+            connection,
+            router=router,
+            identity=identity,
+            max_queued_calls=max_queued_calls,
+            **options,
+            **session_options,
+        )
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
     log.info("connected to %s as %s, speaking %s", url, identity, protocol)
-    async with session:
+    async with session, _keepalive(stream, keepalive):
         yield session

@@ -39,7 +39,7 @@ from ._router import Router
 from ._rules import Role
 from ._session import Session
 from ._transport import ConnectionLost
-from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from ._ws_errors import HandshakeError
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -117,6 +117,15 @@ class Server:
     :param keepalive: WebSocket pings to every station (:class:`Keepalive`); a
         station that stops answering is dropped (1006).  ``None``: no pings (the
         CSMS still answers the stations' pings).
+    :param max_queued_calls: a station's CALLs that may wait for a busy handler;
+        at this many the CSMS stops reading from that station until a handler is
+        free (TCP holds the station back).  ``None``: no bound.  See
+        :class:`Session` for how this avoids deadlock when a handler calls the
+        station back.
+    :param send_timeout: seconds a station that stopped reading gets once more
+        than 64 KiB wait to be sent to it: then it is dropped (1006, "peer
+        stopped reading") with a warning.  ``None``: no limit (what is buffered
+        for it stays bounded either way).
     :param require_boot: refuse every CALL but BootNotification with a
         ``SecurityError`` from a station whose boot the CSMS has not accepted
         (OCPP 2.0.1 B02.FR.09/B03.FR.07).
@@ -147,6 +156,8 @@ class Server:
         max_bad_messages: int | None = None,
         on_message: ServerMessageHook | None = None,
         keepalive: Keepalive | None = None,
+        max_queued_calls: int | None = 256,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         require_boot: bool = False,
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
@@ -175,6 +186,8 @@ class Server:
         self.session_options = session_options
         # -- resilience (issue 5)
         self.keepalive = keepalive
+        self.max_queued_calls = max_queued_calls
+        self.send_timeout = send_timeout
         self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
         self._session_router: Router = self.router
         if require_boot or self.replay_cache is not None:
@@ -309,6 +322,8 @@ class Server:
             await request.reject(500)
             return
         websocket = await request.accept(protocol)
+        websocket.identity = identity
+        websocket.send_timeout = self.send_timeout
         try:
             assert websocket.subprotocol is not None  # accept() refuses a handshake with none
             connection, options = session_parts(
@@ -326,6 +341,7 @@ class Server:
                 identity=identity,
                 data=dict(accept.data),
                 close_timeout=self.close_timeout,
+                max_queued_calls=self.max_queued_calls,
                 on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
                 **options,
                 **self.session_options,
