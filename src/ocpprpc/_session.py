@@ -70,7 +70,7 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Container, Coroutine, Generator, MutableSet
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+from typing import Any, Final, Literal, Self, TypeAlias, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -196,9 +196,9 @@ class _Handoff(enum.Enum):
 
 
 #: ``Session._dispatch()``: the CALL was queued for a worker (or dropped), not for the reader.
-_QUEUED = _Handoff.QUEUED
+_QUEUED: Final = _Handoff.QUEUED
 #: ``Session._dispatch()``: the queue is full and the reader may not pause: refuse the CALL.
-_REFUSED = _Handoff.REFUSED
+_REFUSED: Final = _Handoff.REFUSED
 
 #: An inbound CALL for a worker: the message, its route, and, for an inline handler
 #: that returned an awaitable, the context it ran in and that awaitable.

@@ -283,15 +283,18 @@ async def test_keepalive_does_not_blame_the_peer_while_the_csms_is_not_reading()
 async def test_connect_keepalive_finds_a_dead_csms_and_fails_the_call_in_flight() -> None:
     rec = Recorder()
     keepalive = Keepalive(interval=0.2, timeout=0.2)
-    async with ocpprpc.serve(router=rec.router) as server, fault_proxy(server.port) as proxy:
-        async with ocpprpc.connect(proxy.url, "CP1", keepalive=keepalive) as station:
-            await station.call("Heartbeat")
-            proxy.blackhole()
-            started = anyio.current_time()
-            with pytest.raises(ConnectionLost):
-                await station.call("Heartbeat")  # call_timeout is 30 s
-            detected = anyio.current_time() - started
-            await station.closed.wait()
+    async with (
+        ocpprpc.serve(router=rec.router) as server,
+        fault_proxy(server.port) as proxy,
+        ocpprpc.connect(proxy.url, "CP1", keepalive=keepalive) as station,
+    ):
+        await station.call("Heartbeat")
+        proxy.blackhole()
+        started = anyio.current_time()
+        with pytest.raises(ConnectionLost):
+            await station.call("Heartbeat")  # call_timeout is 30 s
+        detected = anyio.current_time() - started
+        await station.closed.wait()
     assert detected <= keepalive.detection_bound + 0.25, detected
     assert station.close_reason is not None
     assert station.close_reason.code == 1006
