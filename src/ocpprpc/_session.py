@@ -12,8 +12,9 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   engine prepared;
 * the **handler workers**: long-lived tasks fed by a FIFO queue of inbound
   CALLs, started on demand up to ``max_concurrent_handlers`` (one with
-  ``ordered_handlers=True``); CALLs beyond that wait in the queue, never
-  refused (refusing busy calls made CitrineOS' peers retry in storms).  A worker
+  ``ordered_handlers=True``); CALLs beyond that wait in the queue rather than
+  being refused (refusing busy calls made CitrineOS' peers retry in storms;
+  the one exception is under "Backpressure" below).  A worker
   that finds the queue empty parks until the reader hands it the next CALL.
   Reusing workers instead of starting a task per CALL is the hot path's biggest
   saving (see bench/README.md, "Transport hot path"); each handler still runs in
