@@ -679,7 +679,7 @@ class Session:
         limit = self._max_queued
         try:
             while True:
-                if len(inbox) >= limit:
+                if inbox and len(inbox) >= limit:
                     await self._make_room()
                 text = await stream.receive()
                 if self.on_message is not None:

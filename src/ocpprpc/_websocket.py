@@ -396,17 +396,12 @@ class WebSocketStream(MessageStream):
                 out = self._out
                 data = out[0] if len(out) == 1 else b"".join(out)
                 self._out = []
-                size = len(data)
-                if size <= _HIGH_WATER:
+                taken = self._queued  # data holds every byte queued so far and not yet sent
+                if taken - self._sent <= _HIGH_WATER:
                     await self._write(data)
-                    self._sent += size
                 else:
-                    # In steps, so that a large message shows progress as it goes.
-                    for start in range(0, size, _HIGH_WATER):
-                        chunk = data[start : start + _HIGH_WATER]
-                        await self._write(chunk)
-                        self._sent += len(chunk)
-                        self._made_progress()
+                    await self._write_in_steps(data)
+                self._sent = taken
                 if self._progress is not None:
                     self._made_progress()
         except BaseException:
@@ -416,6 +411,15 @@ class WebSocketStream(MessageStream):
             raise
         finally:
             self._writing = False
+            if self._progress is not None:
+                self._made_progress()
+
+    async def _write_in_steps(self, data: bytes) -> None:
+        """Write a large queue in ``_HIGH_WATER`` steps, so that waiting senders see progress."""
+        for start in range(0, len(data), _HIGH_WATER):
+            chunk = data[start : start + _HIGH_WATER]
+            await self._write(chunk)
+            self._sent += len(chunk)
             self._made_progress()
 
     def _made_progress(self) -> None:

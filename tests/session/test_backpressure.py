@@ -175,7 +175,9 @@ async def test_a_send_beyond_the_bound_is_dropped_with_a_warning(session_log: Re
     ) as (_, peer):
         await peer.send([2, "h", "Heartbeat", {}])
         call = await peer.receive()
-        for n in range(3):
+        await peer.send([6, "s0", "NotifyPeriodicEventStream", {"data": []}])
+        await wait_all_tasks_blocked()  # s0 is in its handler
+        for n in (1, 2):
             await peer.send([6, f"s{n}", "NotifyPeriodicEventStream", {"data": []}])
         # s0 runs, s1 queued, s2 dropped; then the answer to our call still arrives.
         await peer.send([3, call[1], {"x": "now"}])
