@@ -14,7 +14,7 @@ import anyio.abc
 import pytest
 from anyio import wait_all_tasks_blocked
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import TextMessage
+from wsproto.events import Pong, TextMessage
 
 from ocpprpc._transport import CloseReason
 from ocpprpc._websocket import _HIGH_WATER, WebSocketStream
@@ -214,3 +214,94 @@ async def test_a_large_message_is_written_in_steps_of_the_high_water_mark() -> N
     assert [len(write) for write in byte_stream.writes] == [_HIGH_WATER] * 3 + [100 + 14]
     assert decode(byte_stream.writes) == [message]
     assert ws.unsent == 0
+
+
+async def test_a_ping_waits_until_the_writer_has_written_it() -> None:
+    byte_stream = GatedByteStream()
+    ws = client_stream(byte_stream)
+    pinged = anyio.Event()
+
+    async def pinger() -> None:
+        await ws.ping(b"p")
+        pinged.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ws.send, "first")  # the writer, blocked
+        await wait_all_tasks_blocked()
+        tg.start_soon(pinger)
+        await wait_all_tasks_blocked()
+        assert not pinged.is_set()  # queued behind the writer, not yet written
+        byte_stream.gate.set()
+    assert pinged.is_set()
+    assert ws.unsent == 0
+
+
+class PingingByteStream(GatedByteStream):
+    """A peer that sends one ping (an unmasked server frame), then nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pinged = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if not self.pinged:
+            self.pinged = True
+            return b"\x89\x01!"  # FIN + ping, 1 byte of payload
+        return await super().receive(max_bytes)
+
+
+async def test_the_reader_waits_for_room_before_queueing_a_pong() -> None:
+    byte_stream = PingingByteStream()
+    ws = client_stream(byte_stream)
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(ws.send, "q" * MESSAGE_SIZE)
+        await wait_all_tasks_blocked()
+        full = ws.unsent
+        assert full > _HIGH_WATER
+        tg.start_soon(ws.receive)  # reads the ping; its pong must wait for room
+        await wait_all_tasks_blocked()
+        assert ws.unsent == full
+        byte_stream.gate.set()
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()  # the reader, waiting for more
+    # The pong went out after the messages that were queued before it.
+    server = Connection(ConnectionType.SERVER)
+    server.receive_data(b"".join(byte_stream.writes))
+    events = list(server.events())
+    [pong] = [index for index, event in enumerate(events) if isinstance(event, Pong)]
+    assert pong >= _HIGH_WATER // FRAME_SIZE + 1
+    assert sum(isinstance(event, TextMessage) for event in events) == 8
+    assert ws.unsent == 0
+
+
+async def test_a_writer_cancelled_mid_write_fails_the_connection() -> None:
+    byte_stream = GatedByteStream()
+    ws = client_stream(byte_stream)
+    with anyio.move_on_after(0.01):
+        await ws.send("never written")
+    close_reason = ws.close_reason
+    assert close_reason is not None
+    assert close_reason.code == 1006
+    assert close_reason.reason.startswith("a write was interrupted (")
+    with pytest.raises(anyio.BrokenResourceError):
+        await ws.send("after")
+
+
+async def test_a_sender_waiting_for_room_fails_when_the_connection_ends_meanwhile() -> None:
+    byte_stream = GatedByteStream(fail=True)
+    ws = client_stream(byte_stream)
+    outcomes: list[str] = []
+
+    async def sender() -> None:
+        try:
+            await ws.send("r" * MESSAGE_SIZE)
+        except anyio.BrokenResourceError:
+            outcomes.append("broken")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(9):
+            tg.start_soon(sender)
+        await wait_all_tasks_blocked()
+        byte_stream.gate.set()  # the write fails: every sender still waiting for room hears it
+    assert len(outcomes) == 9 - _HIGH_WATER // FRAME_SIZE
