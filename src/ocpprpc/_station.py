@@ -69,6 +69,7 @@ import anyio.abc
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._client import station_session
 from ._connection import uuid4_message_id
 from ._errors import OCPPError
 from ._groups import exit_close_code, raise_single
@@ -84,9 +85,8 @@ from ._policies import (
     Retry,
     TransactionRetry,
 )
-from ._protocols import ValidationArg, check_protocols, session_parts
+from ._protocols import ValidationArg, check_protocols
 from ._router import Router
-from ._rules import Role
 from ._session import _DEFAULT, CallTimeout, MessageHook, Session, _Default
 from ._transport import CloseReason, ConnectionLost
 from ._websocket import WebSocketStream
@@ -358,10 +358,18 @@ class Station:
         :class:`Session`.
     :param call_timeout: default seconds to wait for an answer once a CALL is written.
     :param validation: strict schema validation, as for :func:`connect`.
+    :param max_outstanding_calls: our CALLs awaiting an answer at once, as for
+        :func:`connect` (the outbox sends one at a time regardless).
+    :param detailed_errors: as for :func:`connect`.
+    :param max_bad_messages: close with 1002 after this many malformed messages
+        from the CSMS in a row (and reconnect), as for :func:`connect`.
     :param connect_options: further :func:`open_websocket` options (``password``,
         ``ssl_context``, ``headers``, ``query``, ``connect_timeout``,
         ``compression``, ``max_message_size``, ``close_timeout``, ``ws_codec``).
-    :param session_options: further :class:`Session` options.
+    :param session_options: every further option :func:`connect` passes to the
+        session or its engine (``max_concurrent_handlers``, ``ordered_handlers``,
+        ``close_timeout``, ...), by name; the ones that are ``Station``
+        parameters (``data``, ``call_timeout``, ``on_message``) are refused here.
     """
 
     def __init__(
@@ -390,11 +398,15 @@ class Station:
         validation: ValidationArg = False,
         max_outstanding_calls: int | None = None,
         detailed_errors: bool = False,
+        max_bad_messages: int | None = None,
         connect_options: Mapping[str, Any] | None = None,
         session_options: Mapping[str, Any] | None = None,
     ) -> None:
         if outbox_size < 1:
             raise ValueError("outbox_size must be at least 1")
+        taken = _STATION_SESSION_OPTIONS & set(session_options or ())
+        if taken:
+            raise ValueError(f"pass {', '.join(sorted(taken))} to Station itself, not in session_options")
         check_protocols(protocols, validation)
         self.url = url
         self.identity = identity
@@ -418,6 +430,7 @@ class Station:
         self.validation = validation
         self.max_outstanding_calls = max_outstanding_calls
         self.detailed_errors = detailed_errors
+        self.max_bad_messages = max_bad_messages
         self.connect_options = dict(connect_options or {})
         self.session_options = dict(session_options or {})
         self._protocols = tuple(protocols)
@@ -708,29 +721,25 @@ class Station:
     async def _run_connection(self, stream: WebSocketStream, on_open: Callable[[], None] | None) -> None:
         """Run a session on *stream* until the connection ends."""
         try:
-            protocol = stream.subprotocol
-            assert protocol is not None  # open_websocket refuses a server that picks none
-            connection, options = session_parts(
-                Role.CHARGING_STATION,
-                protocol,
-                self.validation,
-                max_outstanding_calls=self.max_outstanding_calls,
-                detailed_errors=self.detailed_errors,
-            )
-            session = Session(
+            engine = {
+                "max_outstanding_calls": self.max_outstanding_calls,
+                "detailed_errors": self.detailed_errors,
+                "max_bad_messages": self.max_bad_messages,
+            }
+            session = station_session(
                 stream,
-                connection,
-                router=self.router,
                 identity=self.identity,
+                router=self.router,
+                validation=self.validation,
                 data=self.data,
                 call_timeout=self.call_timeout,
                 on_message=self._on_message,
-                **options,
-                **self.session_options,
+                **(engine | self.session_options),
             )
         except BaseException:
             await anyio.aclose_forcefully(stream)
             raise
+        protocol = session.protocol
         if self._protocol is None:
             # Pinned: every later connection offers only this version.
             self._protocol = protocol
@@ -1191,5 +1200,10 @@ class Station:
             log.info("%s: link lost with %s (%s) in flight", self, item.action, item.message_id)
             item.fail(error)
 
+
+#: Session options the station sets itself (from its own parameters).
+_STATION_SESSION_OPTIONS = frozenset(
+    {"data", "call_timeout", "on_message", "router", "identity", "validation"}
+)
 
 _STATUS_MEANING = {401: "bad credentials", 403: "forbidden", 404: "unknown station"}

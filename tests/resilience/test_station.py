@@ -272,3 +272,35 @@ async def test_event_stream_and_reconnect_after_a_server_restart_on_the_same_por
             await next_of(Connected)
             assert await station.call("Heartbeat", {})
         assert rec.actions() == ["Heartbeat", "Heartbeat"]
+
+
+async def test_station_takes_every_session_option_connect_takes() -> None:
+    async with ocpprpc.serve() as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        log = EventLog()
+        async with Station(
+            url,
+            "CP1",
+            reconnect=FAST,
+            on_event=log,
+            max_bad_messages=2,
+            session_options={"ordered_handlers": True, "close_timeout": 1.5},
+        ) as station:
+            session = station.session
+            assert session is not None
+            assert session.ordered_handlers and session.close_timeout == 1.5
+            assert session.connection.max_bad_messages == 2
+            # A CSMS that sends garbage: the station closes with 1002 after two, and reconnects.
+            csms = server.clients["CP1"]
+            await csms.stream.send("not OCPP")
+            await csms.stream.send("not OCPP either")
+            disconnected = await log.wait_for(Disconnected)
+            assert disconnected.reason.code == 1002
+            await log.wait_for(Connected, 2)
+            assert station.session is not None and station.session.connection.max_bad_messages == 2
+        # Engine options by name in session_options flow too.
+        async with Station(url, "CP2", session_options={"max_bad_messages": 3}) as station:
+            assert station.session is not None and station.session.connection.max_bad_messages == 3
+    # The station's own parameters are refused there.
+    with pytest.raises(ValueError, match="call_timeout, data"):
+        Station(url, "CP1", session_options={"data": {}, "call_timeout": 1})
