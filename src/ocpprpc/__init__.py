@@ -130,6 +130,7 @@ if _TYPE_CHECKING:
         MemoryOutbox,
         OutboxRecord,
         OutboxStore,
+        ProvisionalTransaction,
         SQLiteOutbox,
         is_transaction_message,
     )
@@ -146,10 +147,13 @@ if _TYPE_CHECKING:
         GaveUp,
         MessageDropped,
         OutboxFull,
+        QueuedCall,
         Reconnecting,
         Station,
         StationEvent,
         StationState,
+        TransactionNotStarted,
+        TransactionStart,
     )
 
 _LAZY.update(
@@ -164,10 +168,13 @@ _LAZY.update(
             "GaveUp",
             "MessageDropped",
             "OutboxFull",
+            "QueuedCall",
             "Reconnecting",
             "Station",
             "StationEvent",
             "StationState",
+            "TransactionNotStarted",
+            "TransactionStart",
         ),
         "._station",
     )
@@ -175,7 +182,14 @@ _LAZY.update(
 _LAZY["ReplayCache"] = "._csms_guard"
 _LAZY.update(
     dict.fromkeys(
-        ("MemoryOutbox", "OutboxRecord", "OutboxStore", "SQLiteOutbox", "is_transaction_message"),
+        (
+            "MemoryOutbox",
+            "OutboxRecord",
+            "OutboxStore",
+            "ProvisionalTransaction",
+            "SQLiteOutbox",
+            "is_transaction_message",
+        ),
         "._outbox",
     )
 )
@@ -276,6 +290,8 @@ __all__ = (
     "OutboxFullPolicy",
     "OutboxRecord",
     "OutboxStore",
+    "ProvisionalTransaction",
+    "QueuedCall",
     "Reconnecting",
     "ReplayCache",
     "Retry",
@@ -283,6 +299,8 @@ __all__ = (
     "Station",
     "StationEvent",
     "StationState",
+    "TransactionNotStarted",
     "TransactionRetry",
+    "TransactionStart",
     "is_transaction_message",
 )
