@@ -140,6 +140,7 @@ if _TYPE_CHECKING:
     from ._station import (
         BootAnswered,
         CallDropped,
+        Closed,
         Connected,
         Connecting,
         Delivered,
@@ -161,6 +162,7 @@ _LAZY.update(
         (
             "BootAnswered",
             "CallDropped",
+            "Closed",
             "Connected",
             "Connecting",
             "Delivered",
@@ -278,6 +280,7 @@ __all__ = (
     "Backoff",
     "BootAnswered",
     "CallDropped",
+    "Closed",
     "Connected",
     "Connecting",
     "Delivered",

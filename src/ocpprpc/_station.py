@@ -96,6 +96,7 @@ from ._ws_errors import HandshakeError, HandshakeRejected
 __all__ = [
     "BootAnswered",
     "CallDropped",
+    "Closed",
     "Connected",
     "Connecting",
     "Delivered",
@@ -182,6 +183,13 @@ class GaveUp:
 
 
 @dataclass(frozen=True, slots=True)
+class Closed:
+    """The station is closed for good (by the application, or after :class:`GaveUp`): the last event."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallDropped:
     """A queued call failed without being sent (outbox full, or the station closed)."""
 
@@ -257,6 +265,7 @@ StationEvent: TypeAlias = (
     | Disconnected
     | Reconnecting
     | GaveUp
+    | Closed
     | CallDropped
     | BootAnswered
     | MessageDropped
@@ -667,6 +676,7 @@ class Station:
                 log.warning("%s: an event subscriber is not keeping up; dropped %s", self, event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.remove(subscriber)
+                subscriber.close()
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -688,6 +698,7 @@ class Station:
             raise RuntimeError("a Station can be entered only once")
         self._entered = True
         self._supervisor_scope = anyio.CancelScope()
+        self._supervisor_done = anyio.Event()
         self._changed = anyio.Event()
         self._wakeup = anyio.Event()
         self._booted = anyio.Event()
@@ -719,12 +730,11 @@ class Station:
         except BaseException:
             self._state = StationState.CLOSED
             raise
-        unanswered: dict[str, _Transaction] = {}
+        starts: dict[str, _Transaction] = {}
         for row in transactions:
             transaction = _Transaction(row.provisional_id, row.start_message_id, row.transaction_id)
             self._transactions[row.provisional_id] = transaction
-            if row.transaction_id is None:
-                unanswered[row.start_message_id] = transaction
+            starts[row.start_message_id] = transaction
         for record in records:
             item = _Outgoing(record.action, record.decoded_payload(), record.message_id, _DEFAULT, True, None)
             item.order = next(self._order)
@@ -732,11 +742,12 @@ class Station:
             item.stored = True
             item.restored = True  # nobody awaits it: the answer goes to on_delivered
             if record.action == _START:
-                item.transaction = unanswered.pop(record.message_id, None)
+                item.transaction = starts.pop(record.message_id, None)
             self._durable.append(item)
-        for transaction in unanswered.values():
-            # Its StartTransaction is no longer stored: given up (or never stored) before an answer.
-            transaction.failure = "its StartTransaction was given up before the CSMS answered it"
+        for transaction in starts.values():
+            if transaction.transaction_id is None:
+                # Its StartTransaction is no longer stored: given up (or never stored) unanswered.
+                transaction.failure = "its StartTransaction was given up before the CSMS answered it"
         if records:
             log.info("%s: %d stored message(s) to deliver first", self, len(records))
 
@@ -789,6 +800,8 @@ class Station:
             await session.close(code, reason, graceful=graceful, timeout=timeout)
         # Only the supervisor: the task group also wraps the ``async with`` body.
         self._supervisor_scope.cancel()
+        # Its connection's Disconnected comes before the final Closed.
+        await self._supervisor_done.wait()
         self._finish(None)
 
     def _finish(self, gave_up: GaveUp | None) -> None:
@@ -811,6 +824,7 @@ class Station:
                 self._durable.popleft().fail(kept)
         if gave_up is not None:
             self._emit(gave_up)
+        self._emit(Closed(self._closed_message()))
         self._wakeup.set()
         for subscriber in self._subscribers:
             subscriber.close()
@@ -829,8 +843,12 @@ class Station:
     async def _supervise(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        with self._supervisor_scope:
-            await self._reconnect_loop(task_status)
+        try:
+            with self._supervisor_scope:
+                await self._reconnect_loop(task_status)
+        finally:
+            self._finish(None)  # a no-op after close() or a give-up; else (cancelled) the end
+            self._supervisor_done.set()
 
     async def _reconnect_loop(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         backoff = self.reconnect
@@ -912,24 +930,31 @@ class Station:
             # Pinned: every later connection offers only this version.
             self._protocol = protocol
             self._protocols = (protocol,)
-        async with session, keepalive(stream, self.keepalive), anyio.create_task_group() as senders:
-            self.connections += 1
-            self._session = session
-            self._set_state(StationState.OPEN)
-            log.info("%s: connected to %s, speaking %s", self, self.url, protocol)
-            self._emit(Connected(protocol))
-            if on_open is not None:
-                on_open()
-            senders.start_soon(self._serve_outbox, session, name=f"ocpprpc outbox {self.identity}")
-            try:
-                await session.closed.wait()
-            finally:
-                self._session = None
-                senders.cancel_scope.cancel()
-        reason = session.close_reason or CloseReason(1006, "connection lost")
-        log.info("%s: disconnected: %s", self, reason)
-        self._drop_triggered(ConnectionLost(reason, "the connection that triggered it ended"))
-        self._emit(Disconnected(reason))
+        opened = False
+        try:
+            async with session, keepalive(stream, self.keepalive), anyio.create_task_group() as senders:
+                self.connections += 1
+                self._session = session
+                self._set_state(StationState.OPEN)
+                log.info("%s: connected to %s, speaking %s", self, self.url, protocol)
+                self._emit(Connected(protocol))
+                opened = True
+                if on_open is not None:
+                    on_open()
+                senders.start_soon(self._serve_outbox, session, name=f"ocpprpc outbox {self.identity}")
+                try:
+                    await session.closed.wait()
+                finally:
+                    self._session = None
+                    senders.cancel_scope.cancel()
+        finally:
+            # Also when the station is closing (the supervisor is cancelled): every Connected
+            # has its Disconnected.
+            if opened:
+                reason = session.close_reason or CloseReason(1006, "connection lost")
+                log.info("%s: disconnected: %s", self, reason)
+                self._drop_triggered(ConnectionLost(reason, "the connection that triggered it ended"))
+                self._emit(Disconnected(reason))
 
     def _on_message(self, direction: Literal["in", "out"], text: str) -> None:
         if direction == "out":
@@ -960,6 +985,12 @@ class Station:
         :raises ConnectionLost: the connection ended first (the next one boots again).
         """
         wait, self._boot_wait = self._boot_wait, 0.0
+        try:
+            await self._boot_cycle(session, wait)
+        finally:
+            self._boot_wait = 0.0  # a triggered boot answered meanwhile set it: this cycle is over
+
+    async def _boot_cycle(self, session: Session, wait: float) -> None:
         while True:
             if wait > 0:
                 # OCPP 1.6 4.2.1 / 2.0.1 B02: meanwhile the station sends only what the CSMS
@@ -1310,10 +1341,10 @@ class Station:
         ``boot``; its answer opens (``Accepted``) or keeps closed the gate, like
         the station's own.
 
-        :raises ConnectionLost: *ctx*'s connection is not the station's open one.
+        :raises ConnectionLost: *ctx*'s connection ended already.
         """
         self._check_open()
-        if ctx.session is not self._session:
+        if ctx.session.closed.is_set():
             raise ConnectionLost(ctx.session.close_reason, "the connection that triggered it ended")
         if request == _BOOT and payload is None and self.boot is not None:
             item = self._boot_item(ctx.protocol)
