@@ -47,7 +47,22 @@ With ``boot=`` the station sends BootNotification itself on its first
 connection and holds every other call in the outbox until the CSMS answers
 ``Accepted``; ``Pending`` and ``Rejected`` are retried after the interval the
 CSMS gave.  Inbound CALLs are answered meanwhile (the CSMS may configure a
-pending station, OCPP 2.0.1 B02.FR.01).
+pending station, OCPP 2.0.1 B02.FR.01), and calls the CSMS triggered
+(:meth:`Station.call_triggered`) take a third lane that goes first and past
+the gate, each once the answer to its TriggerMessage was written (the
+station's ``on_message`` hook sees that answer go out).  A ``SecurityError``
+for a call past the gate means the CSMS no longer takes the station as
+booted: the gate closes, the sender boots again, and the call goes first.
+
+OCPP 1.6 transactions started offline (:meth:`Station.start_transaction`)
+get a provisional ``transactionId`` (negative).  The pairs provisional ->
+real live in ``_transactions`` (and in the store, which keeps them across a
+restart); just before a MeterValues or StopTransaction leaves, the sender
+replaces a provisional id it names with the real one, or fails the message
+if there will never be one.  Order makes the real id known by then: the
+StartTransaction is ahead in the same lane (messages naming a provisional
+id are durable when their StartTransaction is) and one call is in flight at
+a time.
 """
 
 from __future__ import annotations

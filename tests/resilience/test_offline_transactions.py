@@ -281,3 +281,32 @@ async def test_a_store_without_provisional_ids_refuses_start_transaction_clearly
             with pytest.raises(NotImplementedError, match="provisional transaction ids"):
                 await station.start_transaction(START)
             assert station.outbox_length == 0
+
+
+async def test_a_start_answered_without_a_transaction_id_fails_the_messages_naming_it() -> None:
+    router = ocpprpc.Router()
+
+    @router.on("StartTransaction")
+    def no_id(request: Any, ctx: ocpprpc.CallContext) -> Any:
+        return {"idTagInfo": {"status": "Accepted"}}  # a broken CSMS (validation is off)
+
+    async with ocpprpc.serve(router=router) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        async with Station(url, "CP1") as station:
+            start = await station.start_transaction(START)
+            await start.answer()
+            assert not start.confirmed and station.transaction_id(start.provisional_id) is None
+            with pytest.raises(TransactionNotStarted, match="without a transactionId"):
+                await station.call("MeterValues", meter_values(start.provisional_id, 0))
+
+
+async def test_a_start_that_does_not_fit_leaves_no_provisional_id_behind() -> None:
+    store = MemoryOutbox(max_messages=1)
+    async with ocpprpc.serve() as probe:
+        port = probe.port  # nothing listens: everything stays queued
+    async with Station(f"ws://127.0.0.1:{port}/ocpp", "CP1", reconnect=FAST, outbox=store) as station:
+        await station.submit("StopTransaction", stop(1))
+        with pytest.raises(ocpprpc.OutboxFull):
+            await station.start_transaction(START)
+        assert await store.transactions() == []
+        assert station.outbox_length == 1
