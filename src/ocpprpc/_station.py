@@ -1333,8 +1333,9 @@ class Station:
         """Queue the message the CSMS asked for with the CALL *ctx* answers (TriggerMessage).
 
         For a TriggerMessage handler: queue the requested message here, then
-        return the handler's answer.  Do not await the answer inside the
-        handler (it cannot come before the handler returns)::
+        return the handler's answer (or queue it from a task the handler
+        started, before or after the answer went).  Do not await the answer
+        inside the handler: it cannot come before the handler returns::
 
             @router.on("TriggerMessage")
             def trigger(request, ctx):
@@ -1369,7 +1370,9 @@ class Station:
             item = _Outgoing(request, payload, message_id or uuid4_message_id(), timeout, validate, None)
         item.triggered = True
         item.session = ctx.session
-        item.after_reply = None if ctx.is_send else ctx.message_id
+        # Not among the CALLs awaiting our answer: it was written already (or it was a SEND).
+        unanswered = ctx.session.connection.inbound_calls
+        item.after_reply = ctx.message_id if ctx.message_id in unanswered else None
         item.order = next(self._order)
         self._triggered.append(item)
         self._wakeup.set()

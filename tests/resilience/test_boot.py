@@ -201,3 +201,29 @@ async def test_a_call_refused_with_security_error_again_after_booting_fails_with
             with pytest.raises(OCPPError):
                 await station.call("Heartbeat", {})
     assert rec.actions() == ["BootNotification", "Heartbeat", "BootNotification", "Heartbeat", "Heartbeat"]
+
+
+async def test_a_call_triggered_after_the_trigger_was_answered_goes_at_once() -> None:
+    rec = Recorder()
+    rec.boot_answers = ["Pending"]  # and Accepted after the 60 s wait: never, in this test
+    contexts: list[CallContext] = []
+    router = Router()
+
+    @router.on("TriggerMessage")
+    def remember(request: Any, ctx: CallContext) -> Any:
+        contexts.append(ctx)
+        return {"status": "Accepted"}
+
+    async with ocpprpc.serve(router=rec.router) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        log = EventLog()
+        async with Station(
+            url, "CP1", boot=BOOT, boot_retry_interval=60, router=router, on_event=log
+        ) as station:
+            await log.wait_for(BootAnswered)
+            await server.clients["CP1"].call("TriggerMessage", {"requestedMessage": "StatusNotification"})
+            # The application sends the triggered message later (from its own task): it still goes.
+            queued = station.call_triggered(contexts[0], "StatusNotification", STATUS)
+            assert await queued.answer() == {}
+            assert not station.booted
+    assert rec.actions() == ["BootNotification", "StatusNotification"]
