@@ -1392,10 +1392,13 @@ class Station:
         """
         if self.store is None:
             return None
-        wire = self._wire(item)
+        payload = item.payload if isinstance(item.request, str) else item.request
+        wire = payload if type(payload) is dict else msgspec.to_builtins(payload)
         if not isinstance(wire, dict):
             return None
-        if self.durable(item.action, wire) or self._named_transaction(item.action, wire) is not None:
+        if self.durable(item.action, wire) or (
+            self._transactions and self._named_transaction(item.action, wire) is not None
+        ):
             return wire
         return None
 
@@ -1462,14 +1465,26 @@ class Station:
 
     async def _serve_outbox(self, session: Session) -> None:
         """Deliver queued calls in order over *session* until its connection ends."""
+        seen: anyio.Event | None = None
         try:
             while True:
-                # Booting again when the gate closed: a SecurityError, or a boot answered Pending.
-                if not self._booted.is_set():
-                    await self._boot(session)
+                # Booting again when the gate closed (a SecurityError, a triggered boot answered
+                # Pending): closing it puts a new Event in _booted, so the identity test suffices.
+                if self._booted is not seen:
+                    if not self._booted.is_set():
+                        await self._boot(session)
+                    seen = self._booted
                 item = await self._next_item()
-                if not await self._send_one(session, item):
+                # _send_one() inlined: this is every call's path.
+                if item.abandoned and item.record is None:
                     continue
+                if item.triggered or self._transactions:
+                    if not await self._send_one(session, item):
+                        continue
+                elif item.record is not None:
+                    await self._deliver_durable(session, item, item.record)
+                else:
+                    await self._deliver(session, item)
                 if self.send_interval > 0:
                     await anyio.sleep(self.send_interval)
         except ConnectionLost:
@@ -1533,10 +1548,12 @@ class Station:
                 item.scope = None
             if timed_out is None:
                 if not scope.cancelled_caught:
-                    await self._answered(item, result)
-                    ended = self._transaction_ended(item)
+                    if item.triggered or item.transaction is not None:
+                        await self._answered(item, result)
+                    ended = self._transaction_ended(item) if self._transactions else None
                     item.succeed(result)
-                    await self._forget_stored(ended)
+                    if ended is not None:
+                        await self._forget_stored(ended)
                 return  # delivered, or abandoned by its caller
             if item.retries_left <= 0:
                 item.fail(timed_out)
@@ -1625,8 +1642,9 @@ class Station:
 
     async def _delivered(self, item: _Outgoing, record: OutboxRecord, result: Any) -> None:
         """Answered: hand the answer over, then forget the message (in that order: at least once)."""
-        await self._answered(item, result)  # a StartTransaction's id is stored before it is deleted
-        ended = self._transaction_ended(item)
+        if item.transaction is not None:
+            await self._answered(item, result)  # a StartTransaction's id is stored before it is deleted
+        ended = self._transaction_ended(item) if self._transactions else None
         item.succeed(result)
         if self.on_delivered is not None:
             transaction = item.transaction
@@ -1651,7 +1669,8 @@ class Station:
         with anyio.CancelScope(shield=True):
             await self._store_call(self._require_store().remove, record.message_id)
         # After the delete: a StopTransaction restored from the store needs the mapping.
-        await self._forget_stored(ended)
+        if ended is not None:
+            await self._forget_stored(ended)
 
     async def _drop_durable(self, item: _Outgoing, record: OutboxRecord, error: BaseException) -> None:
         """Give a durable message up: never silently (an error log, an event, its caller told)."""
