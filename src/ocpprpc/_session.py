@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`Session` owns one task group for its whole life (``async with
 session:``); nothing it starts runs outside it, and leaving the block leaves no
-task behind.  Inside it a single *runner* task holds an inner task group with:
+task behind.  In it run:
 
 * exactly one **reader** task: it receives text messages, feeds them to the
   engine and acts on the events: results and errors wake the ``call()`` waiting
@@ -24,10 +24,12 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   nothing is queued, the reader runs it itself (in a fresh context copy, counted
   against the bound) and writes the answer, saving two task switches per CALL.
 
-The inner group exists so the session can stop its own tasks (the peer closed,
-:meth:`Session.close`) without cancelling the user's code in the ``async with``
-body; an *error* in the session's tasks still cancels the body, as structured
-concurrency requires.
+Each of these tasks runs in a cancel scope of its own, so the session can stop
+its tasks (the peer closed, :meth:`Session.close`) without cancelling the
+user's code in the ``async with`` body; an *error* in the session's tasks still
+cancels the body, as structured concurrency requires.  (Scopes rather than an
+inner task group with a runner task: an idle connection then costs one task,
+the reader, which matters to a CSMS holding thousands; bench/README.md, W4.)
 
 ``call()`` runs in the caller's task.  It queues in FIFO order for one of the
 engine's outstanding-call slots (OCPP-J allows one CALL in flight per side),
@@ -279,7 +281,9 @@ class Session:
         self._active_handlers = 0
         self._active_calls = 0
         self._drained: anyio.Event | None = None
-        self._tasks_done = False
+        # The session's tasks still running (reader and workers), and their cancel scopes.
+        self._tasks = 0
+        self._scopes: list[anyio.CancelScope] = []
         # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
         self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
@@ -293,8 +297,8 @@ class Session:
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
         self._closed = anyio.Event()
-        # fast_acquire: no trip through the event loop when uncontended (the common case).
-        self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
+        # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
+        self._slots: anyio.Semaphore | None = None
         limiter = self._max_handlers
         if self.ordered_handlers:
             self._limiter: anyio.CapacityLimiter | None = None
@@ -309,11 +313,7 @@ class Session:
             self._max_workers = limiter
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        try:
-            await self._task_group.start(self._run, name=f"ocpprpc session {self}")
-        except BaseException as exc:
-            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+        self._spawn(self._reader, "reader")
         return self
 
     async def __aexit__(
@@ -334,19 +334,25 @@ class Session:
                 raise
         return suppress
 
-    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    def _spawn(self, func: Callable[[], Awaitable[None]], role: str) -> None:
+        """Start one of the session's tasks (the reader, a worker) in its own cancel scope."""
+        self._tasks += 1
+        self._task_group.start_soon(self._scoped, func, name=f"ocpprpc {role} {self}")
+
+    async def _scoped(self, func: Callable[[], Awaitable[None]]) -> None:
         try:
-            async with anyio.create_task_group() as inner:
-                self._inner = inner
-                inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
-                task_status.started()
+            with anyio.CancelScope() as scope:
+                if self._shutting_down:
+                    return  # stopped before it started
+                self._scopes.append(scope)
+                await func()
         finally:
-            self._tasks_done = True
+            self._tasks -= 1
             self._check_closed()
 
     def _check_closed(self) -> None:
         # "Closed" means both: the connection is over and no task of ours still runs.
-        if self._tasks_done and self._close_reason is not None:
+        if self._tasks == 0 and self._close_reason is not None:
             self._closed.set()
 
     @property
@@ -419,7 +425,8 @@ class Session:
             self._drained.set()
         # Synchronous first, so it all happens even if this task is the reader,
         # whose own scope is being cancelled here.
-        self._inner.cancel_scope.cancel()
+        for scope in self._scopes:
+            scope.cancel()
         self._fail_pending(reason)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
             if peer_ended:
@@ -542,7 +549,12 @@ class Session:
         limit = self.call_timeout if timeout is _DEFAULT else timeout
         self._active_calls += 1
         try:
-            async with self._slots:
+            slots = self._slots
+            if slots is None:
+                # fast_acquire: no trip through the event loop when uncontended (the common case).
+                limit_calls = self.connection.max_outstanding_calls
+                slots = self._slots = anyio.Semaphore(limit_calls, fast_acquire=True)
+            async with slots:
                 outcome = await self._call_in_slot(action, payload, limit, validate, message_id)
         finally:
             self._active_calls -= 1
@@ -741,7 +753,7 @@ class Session:
             self._idle.pop().set()
         elif self._workers < self._max_workers:
             self._workers += 1
-            self._inner.start_soon(self._worker, name=f"ocpprpc handlers {self}")
+            self._spawn(self._worker, "handlers")
         # else: every worker is busy; the first one free takes it from the inbox.
 
     async def _worker(self) -> None:
