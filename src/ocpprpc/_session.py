@@ -292,11 +292,46 @@ class Session:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        await self._start()
+        self._spawn(self._reader, "reader")
+        return self
+
+    async def run(self, on_open: Callable[[Session], Coroutine[Any, Any, object]] | None = None) -> None:
+        """Run the session in the calling task until the connection ends.
+
+        The same as ``async with session:`` around ``await on_open(session)``
+        and ``await session.closed.wait()``, except that the reader runs in the
+        calling task instead of a task of its own: a server holding thousands of
+        mostly idle connections saves a task per connection (W4 in
+        bench/README.md).  *on_open*, if given, runs in a task of the session
+        while the reader reads, so it may call the peer; an exception it raises
+        fails the session, as one from an ``async with`` body would.
+        """
+        await self._start()
+        try:
+            if on_open is not None:
+                self._task_group.start_soon(on_open, self, name=f"ocpprpc on_open {self}")
+            self._tasks += 1
+            try:
+                with anyio.CancelScope() as scope:
+                    self._scopes.append(scope)
+                    await self._reader()
+            finally:
+                self._tasks -= 1
+                self._check_closed()
+        except BaseException as exc:
+            if not await self.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await self.__aexit__(None, None, None)
+
+    async def _start(self) -> None:
         if self._entered:
             raise RuntimeError("a Session can be entered only once")
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
-        self._closed = anyio.Event()
+        # Made when first awaited (closed property, a shutdown): one event less per idle connection.
+        self._closed: anyio.Event | None = None
         # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
         self._slots: anyio.Semaphore | None = None
         limiter = self._max_handlers
@@ -313,8 +348,6 @@ class Session:
             self._max_workers = limiter
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._spawn(self._reader, "reader")
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -352,7 +385,7 @@ class Session:
 
     def _check_closed(self) -> None:
         # "Closed" means both: the connection is over and no task of ours still runs.
-        if self._tasks == 0 and self._close_reason is not None:
+        if self._closed is not None and self._tasks == 0 and self._close_reason is not None:
             self._closed.set()
 
     @property
@@ -361,6 +394,11 @@ class Session:
 
         ``await session.closed.wait()``; then :attr:`close_reason` says how it ended.
         """
+        if self._closed is None:
+            if not self._entered:
+                raise RuntimeError("the session was never started (use 'async with session:')")
+            self._closed = anyio.Event()
+            self._check_closed()
         return self._closed
 
     @property
@@ -418,7 +456,7 @@ class Session:
             self._shutting_down = self._closing = True
             await self._stop(reason, peer_ended)
         # From inside (the reader, a handler) this raises the cancellation at once.
-        await self._closed.wait()
+        await self.closed.wait()
 
     async def _stop(self, reason: CloseReason, peer_ended: bool) -> None:
         if self._drained is not None:
