@@ -97,6 +97,7 @@ MessageHook: TypeAlias = Callable[[Literal["in", "out"], str], None]
 
 # WebSocket close code (RFC 6455 7.4.1) for a peer that keeps sending garbage.
 _PROTOCOL_ERROR = 1002
+_INTERNAL_ERROR = 1011
 
 
 class _Default(enum.Enum):
@@ -284,6 +285,8 @@ class Session:
         # The session's tasks still running (reader and workers), and their cancel scopes.
         self._tasks = 0
         self._scopes: list[anyio.CancelScope] = []
+        # Made when first awaited (closed property, a shutdown): one event less per idle connection.
+        self._closed: anyio.Event | None = None
         # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
         self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
@@ -310,7 +313,7 @@ class Session:
         await self._start()
         try:
             if on_open is not None:
-                self._task_group.start_soon(on_open, self, name=f"ocpprpc on_open {self}")
+                self._task_group.start_soon(self._on_open, on_open, name=f"ocpprpc on_open {self}")
             self._tasks += 1
             try:
                 with anyio.CancelScope() as scope:
@@ -325,13 +328,20 @@ class Session:
         else:
             await self.__aexit__(None, None, None)
 
+    async def _on_open(self, on_open: Callable[[Session], Coroutine[Any, Any, object]]) -> None:
+        try:
+            await on_open(self)
+        except Exception:
+            # Like an exception leaving an ``async with`` body: close with 1011 first.
+            with anyio.CancelScope(shield=True):
+                await self.close(_INTERNAL_ERROR, graceful=False)
+            raise
+
     async def _start(self) -> None:
         if self._entered:
             raise RuntimeError("a Session can be entered only once")
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
-        # Made when first awaited (closed property, a shutdown): one event less per idle connection.
-        self._closed: anyio.Event | None = None
         # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
         self._slots: anyio.Semaphore | None = None
         limiter = self._max_handlers
