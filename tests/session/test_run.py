@@ -21,7 +21,8 @@ def csms_session(router: Router | None = None) -> Iterator[tuple[Session, RawPee
     try:
         yield Session(ours, Connection(Role.CSMS, "ocpp1.6"), router=router), RawPeer(theirs)
     finally:
-        theirs.abort()  # release the far end's memory streams
+        theirs.abort()  # release both ends' memory streams
+        ours.abort()
 
 
 def heartbeat_router() -> Router:
