@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -22,10 +23,10 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
-from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
+from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT, WebSocketStream
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["connect"]
+__all__ = ["connect", "station_session"]
 
 log = logging.getLogger("ocpprpc.client")
 
@@ -118,28 +119,51 @@ async def connect(
     stream.identity = identity
     stream.send_timeout = send_timeout
     try:
-        protocol = stream.subprotocol
-        assert protocol is not None  # open_websocket refuses a server that picks none
-        connection, options = session_parts(
-            Role.CHARGING_STATION,
-            protocol,
-            validation,
+        session = station_session(
+            stream,
+            identity=identity,
+            router=router,
+            validation=validation,
             max_outstanding_calls=max_outstanding_calls,
             detailed_errors=detailed_errors,
             max_bad_messages=max_bad_messages,
-        )
-        session = Session(
-            stream,
-            connection,
-            router=router,
-            identity=identity,
             max_queued_calls=max_queued_calls,
-            **options,
             **session_options,
         )
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
-    log.info("connected to %s as %s, speaking %s", url, identity, protocol)
+    log.info("connected to %s as %s, speaking %s", url, identity, session.protocol)
     async with session, _keepalive(stream, keepalive):
         yield session
+
+
+#: The engine options of :func:`session_parts` (everything after role, protocol, validation).
+_ENGINE_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(session_parts).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def station_session(
+    stream: WebSocketStream,
+    *,
+    identity: str,
+    router: Router | None,
+    validation: ValidationArg,
+    **options: Any,
+) -> Session:
+    """The session a charging station runs on an open WebSocket: :func:`connect` and
+    :class:`~ocpprpc.Station` both build theirs here, so they take the same options.
+
+    *options* are passed by name: those :func:`session_parts` takes configure the
+    engine (``max_outstanding_calls``, ``detailed_errors``, ``max_bad_messages``,
+    ...), the rest go to :class:`Session`.  A new option of either flows through
+    without a change here.
+    """
+    protocol = stream.subprotocol
+    assert protocol is not None  # open_websocket refuses a server that picks none
+    engine = {name: options.pop(name) for name in _ENGINE_OPTIONS & options.keys()}
+    connection, parts = session_parts(Role.CHARGING_STATION, protocol, validation, **engine)
+    return Session(stream, connection, router=router, identity=identity, **parts, **options)

@@ -352,23 +352,31 @@ class Server:
         if previous is not None:
             log.info("station %r reconnected; closing its previous connection", identity)
             await previous.close(_REPLACED, "replaced by a new connection", graceful=False)
-        async with session, _keepalive(websocket, self.keepalive):
-            self._clients[identity] = session
-            log.info("station %r connected (%s)", identity, session.protocol)
-            try:
-                if self.on_connect is not None:
-                    try:
-                        await self.on_connect(session)
-                    except ConnectionLost as exc:
-                        log.info("station %r left during on_connect: %s", identity, exc)
-                    except Exception:
-                        # Application code failing is not the station's fault: log, keep serving it.
-                        log.exception("on_connect failed for station %r", identity)
-                await session.closed.wait()
-            finally:
-                if self._clients.get(identity) is session:
-                    del self._clients[identity]
-                log.info("station %r disconnected: %s", identity, session.close_reason)
+        # Registered before the session reads anything (run() starts it without a checkpoint).
+        self._clients[identity] = session
+        log.info("station %r connected (%s)", identity, session.protocol)
+        try:
+            # This task is the session's reader: one task per idle connection (W4).
+            on_open = None if self.on_connect is None else self._on_connect
+            if self.keepalive is None:
+                await session.run(on_open)
+            else:
+                async with _keepalive(websocket, self.keepalive):
+                    await session.run(on_open)
+        finally:
+            if self._clients.get(identity) is session:
+                del self._clients[identity]
+            log.info("station %r disconnected: %s", identity, session.close_reason)
+
+    async def _on_connect(self, session: Session) -> None:
+        assert self.on_connect is not None
+        try:
+            await self.on_connect(session)
+        except ConnectionLost as exc:
+            log.info("station %r left during on_connect: %s", session.identity, exc)
+        except Exception:
+            # Application code failing is not the station's fault: log, keep serving it.
+            log.exception("on_connect failed for station %r", session.identity)
 
     async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`Session` owns one task group for its whole life (``async with
 session:``); nothing it starts runs outside it, and leaving the block leaves no
-task behind.  Inside it a single *runner* task holds an inner task group with:
+task behind.  In it run:
 
 * exactly one **reader** task: it receives text messages, feeds them to the
   engine and acts on the events: results and errors wake the ``call()`` waiting
@@ -25,6 +25,13 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   nothing is queued, the reader runs it itself (in a fresh context copy, counted
   against the bound) and writes the answer, saving two task switches per CALL.
 
+Each of these tasks runs in a cancel scope of its own, so the session can stop
+its tasks (the peer closed, :meth:`Session.close`) without cancelling the
+user's code in the ``async with`` body; an *error* in the session's tasks still
+cancels the body, as structured concurrency requires.  (Scopes rather than an
+inner task group with a runner task: an idle connection then costs one task,
+the reader, which matters to a CSMS holding thousands; bench/README.md, W4.)
+
 Backpressure: the reader stops reading while ``max_queued_calls`` CALLs wait
 in the queue (every worker busy), and reads on once a worker takes one; the
 unread bytes stay in the kernel, whose TCP flow control then stops the peer.
@@ -39,11 +46,6 @@ first is unbounded memory, the second a deadlock until the call timeout (for
 ever without one).  OCPP-J allows a peer one CALL in flight, so a peer that
 follows it never fills the queue, and only one that pipelines hundreds of
 CALLs while we call it is ever refused.
-
-The inner group exists so the session can stop its own tasks (the peer closed,
-:meth:`Session.close`) without cancelling the user's code in the ``async with``
-body; an *error* in the session's tasks still cancels the body, as structured
-concurrency requires.
 
 ``call()`` runs in the caller's task.  It queues in FIFO order for one of the
 engine's outstanding-call slots (OCPP-J allows one CALL in flight per side),
@@ -112,6 +114,7 @@ MessageHook: TypeAlias = Callable[[Literal["in", "out"], str], None]
 
 # WebSocket close code (RFC 6455 7.4.1) for a peer that keeps sending garbage.
 _PROTOCOL_ERROR = 1002
+_INTERNAL_ERROR = 1011
 
 
 class _Default(enum.Enum):
@@ -310,7 +313,11 @@ class Session:
         self._active_handlers = 0
         self._active_calls = 0
         self._drained: anyio.Event | None = None
-        self._tasks_done = False
+        # The session's tasks still running (reader and workers), and their cancel scopes.
+        self._tasks = 0
+        self._scopes: list[anyio.CancelScope] = []
+        # Made when first awaited (closed property, a shutdown): one event less per idle connection.
+        self._closed: anyio.Event | None = None
         # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
         self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
@@ -323,13 +330,55 @@ class Session:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        await self._start()
+        self._spawn(self._reader, "reader")
+        return self
+
+    async def run(self, on_open: Callable[[Session], Coroutine[Any, Any, object]] | None = None) -> None:
+        """Run the session in the calling task until the connection ends.
+
+        The same as ``async with session:`` around ``await on_open(session)``
+        and ``await session.closed.wait()``, except that the reader runs in the
+        calling task instead of a task of its own: a server holding thousands of
+        mostly idle connections saves a task per connection (W4 in
+        bench/README.md).  *on_open*, if given, runs in a task of the session
+        while the reader reads, so it may call the peer; an exception it raises
+        fails the session, as one from an ``async with`` body would.
+        """
+        await self._start()
+        try:
+            if on_open is not None:
+                self._task_group.start_soon(self._on_open, on_open, name=f"ocpprpc on_open {self}")
+            self._tasks += 1
+            try:
+                with anyio.CancelScope() as scope:
+                    self._scopes.append(scope)
+                    await self._reader()
+            finally:
+                self._tasks -= 1
+                self._check_closed()
+        except BaseException as exc:
+            if not await self.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await self.__aexit__(None, None, None)
+
+    async def _on_open(self, on_open: Callable[[Session], Coroutine[Any, Any, object]]) -> None:
+        try:
+            await on_open(self)
+        except Exception:
+            # Like an exception leaving an ``async with`` body: close with 1011 first.
+            with anyio.CancelScope(shield=True):
+                await self.close(_INTERNAL_ERROR, graceful=False)
+            raise
+
+    async def _start(self) -> None:
         if self._entered:
             raise RuntimeError("a Session can be entered only once")
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
-        self._closed = anyio.Event()
-        # fast_acquire: no trip through the event loop when uncontended (the common case).
-        self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
+        # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
+        self._slots: anyio.Semaphore | None = None
         limiter = self._max_handlers
         if self.ordered_handlers:
             self._limiter: anyio.CapacityLimiter | None = None
@@ -344,12 +393,6 @@ class Session:
             self._max_workers = limiter
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        try:
-            await self._task_group.start(self._run, name=f"ocpprpc session {self}")
-        except BaseException as exc:
-            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -369,19 +412,25 @@ class Session:
                 raise
         return suppress
 
-    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    def _spawn(self, func: Callable[[], Awaitable[None]], role: str) -> None:
+        """Start one of the session's tasks (the reader, a worker) in its own cancel scope."""
+        self._tasks += 1
+        self._task_group.start_soon(self._scoped, func, name=f"ocpprpc {role} {self}")
+
+    async def _scoped(self, func: Callable[[], Awaitable[None]]) -> None:
         try:
-            async with anyio.create_task_group() as inner:
-                self._inner = inner
-                inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
-                task_status.started()
+            with anyio.CancelScope() as scope:
+                if self._shutting_down:
+                    return  # stopped before it started
+                self._scopes.append(scope)
+                await func()
         finally:
-            self._tasks_done = True
+            self._tasks -= 1
             self._check_closed()
 
     def _check_closed(self) -> None:
         # "Closed" means both: the connection is over and no task of ours still runs.
-        if self._tasks_done and self._close_reason is not None:
+        if self._closed is not None and self._tasks == 0 and self._close_reason is not None:
             self._closed.set()
 
     @property
@@ -390,6 +439,11 @@ class Session:
 
         ``await session.closed.wait()``; then :attr:`close_reason` says how it ended.
         """
+        if self._closed is None:
+            if not self._entered:
+                raise RuntimeError("the session was never started (use 'async with session:')")
+            self._closed = anyio.Event()
+            self._check_closed()
         return self._closed
 
     @property
@@ -452,14 +506,15 @@ class Session:
             self._shutting_down = self._closing = True
             await self._stop(reason, peer_ended)
         # From inside (the reader, a handler) this raises the cancellation at once.
-        await self._closed.wait()
+        await self.closed.wait()
 
     async def _stop(self, reason: CloseReason, peer_ended: bool) -> None:
         if self._drained is not None:
             self._drained.set()
         # Synchronous first, so it all happens even if this task is the reader,
         # whose own scope is being cancelled here.
-        self._inner.cancel_scope.cancel()
+        for scope in self._scopes:
+            scope.cancel()
         self._fail_pending(reason)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
             if peer_ended:
@@ -582,7 +637,12 @@ class Session:
         limit = self.call_timeout if timeout is _DEFAULT else timeout
         self._active_calls += 1
         try:
-            async with self._slots:
+            slots = self._slots
+            if slots is None:
+                # fast_acquire: no trip through the event loop when uncontended (the common case).
+                limit_calls = self.connection.max_outstanding_calls
+                slots = self._slots = anyio.Semaphore(limit_calls, fast_acquire=True)
+            async with slots:
                 outcome = await self._call_in_slot(action, payload, limit, validate, message_id)
         finally:
             self._active_calls -= 1
@@ -845,7 +905,7 @@ class Session:
             self._idle.pop().set()
         elif self._workers < self._max_workers:
             self._workers += 1
-            self._inner.start_soon(self._worker, name=f"ocpprpc handlers {self}")
+            self._spawn(self._worker, "handlers")
         # else: every worker is busy; the first one free takes it from the inbox.
 
     async def _worker(self) -> None:
