@@ -134,8 +134,12 @@ async def connect(
         await anyio.aclose_forcefully(stream)
         raise
     log.info("connected to %s as %s, speaking %s", url, identity, session.protocol)
-    async with session, _keepalive(stream, keepalive):
-        yield session
+    if keepalive is None:
+        async with session:  # no keepalive context manager: it costs memory per connection
+            yield session
+    else:
+        async with session, _keepalive(stream, keepalive):
+            yield session
 
 
 #: The engine options of :func:`session_parts` (everything after role, protocol, validation).

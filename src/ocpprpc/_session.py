@@ -263,6 +263,12 @@ class Session:
         answering ``InternalError``, failing the session (for tests).
     """
 
+    # Backpressure state, as class defaults until first used: nothing per idle connection.
+    #: Set by a worker taking a CALL, or by a new call of ours, while the reader is paused.
+    _room: anyio.Event | None = None
+    _pauses = 0
+    _refused = 0
+
     def __init__(
         self,
         stream: MessageStream,
@@ -302,7 +308,6 @@ class Session:
         self._max_handlers = max_concurrent_handlers
         if max_queued_calls is not None and max_queued_calls < 1:
             raise ValueError("max_queued_calls must be at least 1 (or None for no bound)")
-        self.max_queued_calls = max_queued_calls
         self._max_queued = sys.maxsize if max_queued_calls is None else max_queued_calls
         self._pending: dict[str, _Pending] = {}
         self._close_reason: CloseReason | None = None
@@ -322,10 +327,6 @@ class Session:
         self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
         self._workers = 0
-        # Set by a worker taking a CALL, or by a new call of ours, while the reader is paused.
-        self._room: anyio.Event | None = None
-        self._pauses = 0
-        self._refused = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -455,6 +456,11 @@ class Session:
     def protocol(self) -> str:
         """The OCPP subprotocol spoken on this session."""
         return self.connection.protocol
+
+    @property
+    def max_queued_calls(self) -> int | None:
+        """Inbound CALLs that may wait for a handler worker (``None``: no bound)."""
+        return None if self._max_queued == sys.maxsize else self._max_queued
 
     @property
     def queued_calls(self) -> int:

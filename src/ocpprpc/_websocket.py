@@ -162,8 +162,6 @@ class WebSocketStream(MessageStream):
         self._write_failed = False
         # Set (and dropped) each time the writer made progress, failed or stopped.
         self._progress: anyio.Event | None = None
-        # Set around each read of the byte stream: the peer's bytes are awaited.
-        self._awaiting_data = False
         #: Seconds a waiting sender allows the writer without progress (see the module docstring).
         self.send_timeout = send_timeout
         #: The station identity, for log messages.
@@ -205,8 +203,8 @@ class WebSocketStream(MessageStream):
 
     @property
     def reading(self) -> bool:
-        """Whether a read of the peer's bytes is under way (``False`` while nobody calls ``receive()``)."""
-        return self._awaiting_data
+        """Whether a ``receive()`` is under way (``False`` while nobody reads, e.g. a paused session)."""
+        return self._reading
 
     def __repr__(self) -> str:
         side = "client" if self._client else "server"
@@ -319,7 +317,6 @@ class WebSocketStream(MessageStream):
             self._unprimed = False
             await self._process(b"")
             return
-        self._awaiting_data = True
         try:
             data = await self._stream.receive(_RECEIVE_SIZE)
         except anyio.EndOfStream:
@@ -328,8 +325,6 @@ class WebSocketStream(MessageStream):
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             await self._lost(f"connection lost ({exc!r})")
             return
-        finally:
-            self._awaiting_data = False
         self.reads += 1
         await self._process(data)
 
