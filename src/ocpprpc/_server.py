@@ -349,6 +349,9 @@ class Server:
         except BaseException:
             await anyio.aclose_forcefully(websocket)
             raise
+        router = self._session_router
+        if isinstance(router, GuardedRouter) and router.require_boot:
+            session.call_watch = router.watch(identity)  # triggered messages pass the boot gate
         if previous is not None:
             log.info("station %r reconnected; closing its previous connection", identity)
             await previous.close(_REPLACED, "replaced by a new connection", graceful=False)

@@ -112,6 +112,9 @@ _R = TypeVar("_R", bound=Response)
 #: (``"in"``) or about to be written (``"out"``).
 MessageHook: TypeAlias = Callable[[Literal["in", "out"], str], None]
 
+#: See :attr:`Session.call_watch`.
+CallWatch: TypeAlias = Callable[[str, Any], Callable[[Any], None] | None]
+
 # WebSocket close code (RFC 6455 7.4.1) for a peer that keeps sending garbage.
 _PROTOCOL_ERROR = 1002
 _INTERNAL_ERROR = 1011
@@ -298,6 +301,11 @@ class Session:
         self.close_timeout = close_timeout
         self.on_message = on_message
         self.raise_handler_errors = raise_handler_errors
+        #: ``watch(action, payload)`` is called as each of our CALLs starts; the
+        #: callable it returns (if any) gets the answer's payload when the call
+        #: ends (``None`` if it failed).  The CSMS's boot gate uses it to see
+        #: TriggerMessage (:mod:`ocpprpc._csms_guard`).
+        self.call_watch: CallWatch | None = None
         self.unvalidated_actions: MutableSet[str] = (
             unvalidated_actions if unvalidated_actions is not None else set()
         )
@@ -641,6 +649,9 @@ class Session:
         if self._closing:
             raise ConnectionLost(self._close_reason, "the session is closing")
         limit = self.call_timeout if timeout is _DEFAULT else timeout
+        watch = self.call_watch
+        done = None if watch is None else watch(action, payload)
+        answer: Any = None
         self._active_calls += 1
         try:
             slots = self._slots
@@ -650,10 +661,13 @@ class Session:
                 slots = self._slots = anyio.Semaphore(limit_calls, fast_acquire=True)
             async with slots:
                 outcome = await self._call_in_slot(action, payload, limit, validate, message_id)
+            answer = self._unpack(outcome, response_type)
         finally:
             self._active_calls -= 1
             self._check_drained()
-        return self._unpack(outcome, response_type)
+            if done is not None:
+                done(answer)
+        return answer
 
     async def _call_in_slot(
         self,

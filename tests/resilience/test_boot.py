@@ -227,3 +227,75 @@ async def test_a_call_triggered_after_the_trigger_was_answered_goes_at_once() ->
             assert await queued.answer() == {}
             assert not station.booted
     assert rec.actions() == ["BootNotification", "StatusNotification"]
+
+
+async def test_the_csms_boot_gate_lets_through_what_it_triggered_until_the_next_boot() -> None:
+    rec = Recorder()
+    rec.boot_answers = ["Pending", "Accepted"]
+    answers = {
+        "StatusNotification": "Accepted",
+        "MeterValues": "Rejected",
+        "SignChargePointCertificate": "Accepted",
+    }
+    station_router = Router()
+
+    @station_router.on("TriggerMessage")
+    @station_router.on("ExtendedTriggerMessage")
+    def trigger(request: Any, ctx: CallContext) -> Any:
+        return {"status": answers[request["requestedMessage"]]}
+
+    meter = {"connectorId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [{"value": "1"}]}]}
+    async with ocpprpc.serve(router=rec.router, require_boot=True, boot_registry={}) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        # A bare session (no station-side gate), so the CSMS's gate is what is tested.
+        async with ocpprpc.connect(url, "CP1", router=station_router) as station:
+            assert (await station.call("BootNotification", BOOT))["status"] == "Pending"
+            with pytest.raises(ocpprpc.OCPPError) as refused:
+                await station.call("StatusNotification", STATUS)
+            assert refused.value.code is ocpprpc.ErrorCode.SECURITY_ERROR
+            csms = server.clients["CP1"]
+            await csms.call("TriggerMessage", {"requestedMessage": "StatusNotification"})
+            # One trigger may bring a message per connector: both pass.
+            await station.call("StatusNotification", STATUS)
+            await station.call("StatusNotification", {**STATUS, "connectorId": 2})
+            # A trigger the station rejected lets nothing through.
+            await csms.call("TriggerMessage", {"requestedMessage": "MeterValues"})
+            with pytest.raises(ocpprpc.OCPPError):
+                await station.call("MeterValues", meter)
+            # 1.6 security extension: SignChargePointCertificate is answered with SignCertificate.
+            await csms.call("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"})
+            await station.call(
+                "SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}, validate=False
+            )
+            # The next boot withdraws what was triggered; Accepted opens everything.
+            assert (await station.call("BootNotification", BOOT))["status"] == "Accepted"
+            await station.call("MeterValues", meter)
+    assert rec.actions() == [
+        "BootNotification",
+        "StatusNotification",
+        "StatusNotification",
+        "SignCertificate",
+        "BootNotification",
+        "MeterValues",
+    ]
+
+
+async def test_a_pending_station_is_refused_what_was_triggered_before_its_new_boot() -> None:
+    rec = Recorder()
+    rec.boot_answers = ["Pending", "Pending"]
+    station_router = Router()
+
+    @station_router.on("TriggerMessage")
+    def trigger(request: Any, ctx: CallContext) -> Any:
+        return {"status": "Accepted"}
+
+    async with ocpprpc.serve(router=rec.router, require_boot=True, boot_registry={}) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        async with ocpprpc.connect(url, "CP1", router=station_router) as station:
+            await station.call("BootNotification", BOOT)
+            await server.clients["CP1"].call("TriggerMessage", {"requestedMessage": "StatusNotification"})
+            await station.call("StatusNotification", STATUS)
+            await station.call("BootNotification", BOOT)  # Pending again: the allowance is gone
+            with pytest.raises(ocpprpc.OCPPError) as refused:
+                await station.call("StatusNotification", STATUS)
+            assert refused.value.code is ocpprpc.ErrorCode.SECURITY_ERROR
