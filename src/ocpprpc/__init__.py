@@ -130,6 +130,7 @@ if _TYPE_CHECKING:
         MemoryOutbox,
         OutboxRecord,
         OutboxStore,
+        ProvisionalTransaction,
         SQLiteOutbox,
         is_transaction_message,
     )
@@ -139,6 +140,7 @@ if _TYPE_CHECKING:
     from ._station import (
         BootAnswered,
         CallDropped,
+        Closed,
         Connected,
         Connecting,
         Delivered,
@@ -146,10 +148,13 @@ if _TYPE_CHECKING:
         GaveUp,
         MessageDropped,
         OutboxFull,
+        QueuedCall,
         Reconnecting,
         Station,
         StationEvent,
         StationState,
+        TransactionNotStarted,
+        TransactionStart,
     )
 
 _LAZY.update(
@@ -157,6 +162,7 @@ _LAZY.update(
         (
             "BootAnswered",
             "CallDropped",
+            "Closed",
             "Connected",
             "Connecting",
             "Delivered",
@@ -164,10 +170,13 @@ _LAZY.update(
             "GaveUp",
             "MessageDropped",
             "OutboxFull",
+            "QueuedCall",
             "Reconnecting",
             "Station",
             "StationEvent",
             "StationState",
+            "TransactionNotStarted",
+            "TransactionStart",
         ),
         "._station",
     )
@@ -175,7 +184,14 @@ _LAZY.update(
 _LAZY["ReplayCache"] = "._csms_guard"
 _LAZY.update(
     dict.fromkeys(
-        ("MemoryOutbox", "OutboxRecord", "OutboxStore", "SQLiteOutbox", "is_transaction_message"),
+        (
+            "MemoryOutbox",
+            "OutboxRecord",
+            "OutboxStore",
+            "ProvisionalTransaction",
+            "SQLiteOutbox",
+            "is_transaction_message",
+        ),
         "._outbox",
     )
 )
@@ -264,6 +280,7 @@ __all__ = (
     "Backoff",
     "BootAnswered",
     "CallDropped",
+    "Closed",
     "Connected",
     "Connecting",
     "Delivered",
@@ -276,6 +293,8 @@ __all__ = (
     "OutboxFullPolicy",
     "OutboxRecord",
     "OutboxStore",
+    "ProvisionalTransaction",
+    "QueuedCall",
     "Reconnecting",
     "ReplayCache",
     "Retry",
@@ -283,6 +302,8 @@ __all__ = (
     "Station",
     "StationEvent",
     "StationState",
+    "TransactionNotStarted",
     "TransactionRetry",
+    "TransactionStart",
     "is_transaction_message",
 )

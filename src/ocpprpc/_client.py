@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -16,15 +17,17 @@ from ._handshake import (
     WsCodecName,
     open_websocket,
 )
+from ._keepalive import keepalive as _keepalive
+from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
 from ._tcp import TcpStreamName
-from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT, WebSocketStream
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["connect"]
+__all__ = ["connect", "station_session"]
 
 log = logging.getLogger("ocpprpc.client")
 
@@ -50,6 +53,9 @@ async def connect(
     max_outstanding_calls: int | None = None,
     detailed_errors: bool = False,
     max_bad_messages: int | None = None,
+    keepalive: Keepalive | None = None,
+    max_queued_calls: int | None = 256,
+    send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     **session_options: Any,
 ) -> AsyncIterator[Session]:
     """Connect as charging station *identity* and run a session until the block ends.
@@ -85,6 +91,14 @@ async def connect(
         descriptions (off: it may leak internals to the peer).
     :param max_bad_messages: close with 1002 after this many malformed messages
         in a row (each is answered as OCPP-J says meanwhile); ``None``: never.
+    :param keepalive: WebSocket pings to the CSMS (:class:`Keepalive`); a CSMS
+        that stops answering is dropped (1006) and the session ends, as for a
+        :class:`Station` (which also reconnects).  ``None`` (default): no pings.
+    :param max_queued_calls: the CSMS's CALLs that may wait for a busy handler
+        before the session stops reading (see :class:`Session`); ``None``: no bound.
+    :param send_timeout: seconds the CSMS gets to take our bytes once more than
+        64 KiB wait for it, before the link is dropped (1006, "peer stopped
+        reading"); ``None``: no limit.
     :param session_options: further :class:`Session` options (``call_timeout``,
         ``max_concurrent_handlers``, ``ordered_handlers``, ``on_message``, ...).
 
@@ -108,21 +122,58 @@ async def connect(
         ws_codec=ws_codec,
         tcp_stream=tcp_stream,
     )
+    stream.identity = identity
+    stream.send_timeout = send_timeout
     try:
-        protocol = stream.subprotocol
-        assert protocol is not None  # open_websocket refuses a server that picks none
-        connection, options = session_parts(
-            Role.CHARGING_STATION,
-            protocol,
-            validation,
+        session = station_session(
+            stream,
+            identity=identity,
+            router=router,
+            validation=validation,
             max_outstanding_calls=max_outstanding_calls,
             detailed_errors=detailed_errors,
             max_bad_messages=max_bad_messages,
+            max_queued_calls=max_queued_calls,
+            **session_options,
         )
-        session = Session(stream, connection, router=router, identity=identity, **options, **session_options)
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
-    log.info("connected to %s as %s, speaking %s", url, identity, protocol)
-    async with session:
-        yield session
+    log.info("connected to %s as %s, speaking %s", url, identity, session.protocol)
+    if keepalive is None:
+        async with session:  # no keepalive context manager: it costs memory per connection
+            yield session
+    else:
+        async with session, _keepalive(stream, keepalive):
+            yield session
+
+
+#: The engine options of :func:`session_parts` (everything after role, protocol, validation).
+_ENGINE_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(session_parts).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def station_session(
+    stream: WebSocketStream,
+    *,
+    identity: str,
+    router: Router | None,
+    validation: ValidationArg,
+    **options: Any,
+) -> Session:
+    """The session a charging station runs on an open WebSocket: :func:`connect` and
+    :class:`~ocpprpc.Station` both build theirs here, so they take the same options.
+
+    *options* are passed by name: those :func:`session_parts` takes configure the
+    engine (``max_outstanding_calls``, ``detailed_errors``, ``max_bad_messages``,
+    ...), the rest go to :class:`Session`.  A new option of either flows through
+    without a change here.
+    """
+    protocol = stream.subprotocol
+    assert protocol is not None  # open_websocket refuses a server that picks none
+    engine = {name: options.pop(name) for name in _ENGINE_OPTIONS & options.keys()}
+    connection, parts = session_parts(Role.CHARGING_STATION, protocol, validation, **engine)
+    return Session(stream, connection, router=router, identity=identity, **parts, **options)

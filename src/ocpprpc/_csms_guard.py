@@ -13,8 +13,15 @@ answer, and SecurityError exists there too, so the same code is used for every
 version.  Whether a station booted is remembered per identity in a mapping the
 application may persist (``boot_registry``), because a station that only lost
 its link does not boot again (OCPP 2.0.1 B01: BootNotification follows a
-(re)boot, not a reconnect).  Not handled: the 2.0.1 exception for messages a
-Pending station sends because the CSMS triggered them (TriggerMessage).
+(re)boot, not a reconnect).  Messages the CSMS asked for pass: once the CSMS
+sends a station TriggerMessage (or 1.6's ExtendedTriggerMessage) for, say,
+StatusNotification, that action is let through for the station until its next
+BootNotification (1.6 4.2.1 and 2.0.1 B02: a Pending station sends requests only
+when the CSMS triggers them; one trigger may bring several messages, one per
+connector or EVSE).  The allowance is made when the TriggerMessage is sent,
+because the station may send the triggered message before our task sees the
+answer, and withdrawn if the answer is not ``Accepted``.  The
+``Sign...Certificate`` triggers map to the SignCertificate action.
 
 **Replay cache** (``Server(replay_cache=N)``): the answers to each station's
 last *N* CALLs are remembered by message id.  A station that lost its link
@@ -28,8 +35,9 @@ exceptions are not remembered: a retry may succeed.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -38,12 +46,18 @@ import msgspec
 from ._errors import OCPPError
 from ._router import NO_REPLY, CallContext, Route, Router
 from ._rules import ErrorCode
+from ._session import CallWatch
 
 __all__ = ["GuardedRouter", "ReplayCache"]
 
 log = logging.getLogger("ocpprpc.server")
 
 _BOOT = "BootNotification"
+_TRIGGERS = frozenset({"TriggerMessage", "ExtendedTriggerMessage"})
+#: SignChargePointCertificate (1.6), SignChargingStationCertificate, SignV2GCertificate,
+#: SignCombinedCertificate (2.x): all answered by the station with SignCertificate.
+_SIGN_TRIGGER = re.compile(r"Sign\w*Certificate")
+_SIGN_CERTIFICATE = "SignCertificate"
 
 
 class _Answer:
@@ -118,6 +132,33 @@ class GuardedRouter(Router):
         #: identity -> whether its last BootNotification was answered ``Accepted``.
         self.booted: MutableMapping[str, bool] = boot_registry if boot_registry is not None else {}
         self.replay_cache = replay_cache
+        # identity -> actions the CSMS triggered and the station may send before its boot is accepted.
+        self._triggered: dict[str, dict[str, int]] = {}
+
+    def watch(self, identity: str) -> CallWatch:
+        """The :attr:`Session.call_watch` that lets triggered messages pass the boot gate."""
+
+        def on_call(action: str, payload: Any) -> Callable[[Any], None] | None:
+            if action not in _TRIGGERS:
+                return None
+            requested = _field(payload, "requestedMessage")
+            if not requested:
+                return None
+            target = _SIGN_CERTIFICATE if _SIGN_TRIGGER.fullmatch(requested) else requested
+            allowed = self._triggered.setdefault(identity, {})
+            allowed[target] = allowed.get(target, 0) + 1
+
+            def done(answer: Any) -> None:
+                if _field(answer, "status") != "Accepted":
+                    left = allowed.get(target, 0) - 1
+                    if left > 0:
+                        allowed[target] = left
+                    else:
+                        allowed.pop(target, None)
+
+            return done
+
+        return on_call
 
     def resolve(self, action: str, protocol: str) -> Route | None:
         route = self.inner.resolve(action, protocol)
@@ -141,7 +182,12 @@ class GuardedRouter(Router):
 
     async def _handle(self, route: Route | None, request: Any, ctx: CallContext) -> Any:
         identity = ctx.identity or ""
-        if self.require_boot and ctx.action != _BOOT and not self.booted.get(identity, False):
+        if (
+            self.require_boot
+            and ctx.action != _BOOT
+            and not self.booted.get(identity, False)
+            and ctx.action not in self._triggered.get(identity, ())
+        ):
             log.info("station %r sent %s before an accepted boot; SecurityError", identity, ctx.action)
             raise OCPPError(
                 ErrorCode.SECURITY_ERROR,
@@ -156,6 +202,7 @@ class GuardedRouter(Router):
         else:
             result = await route.handler(request, ctx)
         if ctx.action == _BOOT and not ctx.is_send:
+            self._triggered.pop(identity, None)
             status = _status(result)
             self.booted[identity] = status == "Accepted"
             log.debug("station %r boot answered %s", identity, status)
@@ -168,10 +215,16 @@ def action_known(ctx: CallContext) -> bool:
 
 
 def _status(result: Any) -> str:
-    if result is NO_REPLY:
+    return _field(result, "status")
+
+
+def _field(payload: Any, name: str) -> str:
+    """A top-level string field of a payload, dict or typed (by its wire name); "" if absent."""
+    if payload is NO_REPLY or payload is None:
         return ""
-    if isinstance(result, msgspec.Struct):
-        result = msgspec.to_builtins(result)
-    if isinstance(result, dict):
-        return str(result.get("status", ""))
+    if isinstance(payload, msgspec.Struct):
+        payload = msgspec.to_builtins(payload)
+    if isinstance(payload, dict):
+        value = payload.get(name, "")
+        return value if isinstance(value, str) else ""
     return ""

@@ -10,9 +10,19 @@ reason becomes an abnormal 1006, the session's reader ends, waiting calls fail
 with :class:`~ocpprpc.ConnectionLost`, and a :class:`~ocpprpc.Station`
 reconnects.
 
-The loop runs beside the session (a CSMS runs one per station); the pongs
-themselves are read by the session's reader, which hands them over through
-``WebSocketStream.on_pong``.
+The verdict names its cause.  The ping waits its turn in the stream's write
+queue, so when it is still unsent at the timeout the peer has stopped reading
+(or the link stopped taking bytes): "keepalive: peer stopped reading: N bytes
+unsent for T s".  A ping that went out but got no answer: "keepalive: no pong
+within T s".  The ping is written by a task of its own, never cancelled by the
+timeout: cancelling a write cuts a frame in half, and the abort fails the
+stuck write anyway.
+
+The pongs themselves are read by the session's reader, which hands them over
+through ``WebSocketStream.on_pong``.  A reader that has stopped reading
+because the handlers fell behind (the session's backpressure) cannot see a
+pong either; the timeout then runs again instead of blaming the peer, as long
+as nobody is reading (``WebSocketStream.reading``).
 """
 
 from __future__ import annotations
@@ -47,6 +57,15 @@ async def keepalive(stream: MessageStream, config: Keepalive | None) -> AsyncIte
             task_group.cancel_scope.cancel()
 
 
+async def _ping(stream: WebSocketStream, payload: bytes, written: anyio.Event) -> None:
+    try:
+        await stream.ping(payload)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass  # the stream ended; its reader reports how
+    finally:
+        written.set()
+
+
 async def run_keepalive(stream: WebSocketStream, config: Keepalive) -> None:
     """Ping *stream* until it ends; abort it (1006) when the peer stops answering.
 
@@ -64,32 +83,51 @@ async def run_keepalive(stream: WebSocketStream, config: Keepalive) -> None:
     stream.on_pong = on_pong
     reads_seen = stream.reads
     try:
-        while stream.close_reason is None:
-            await anyio.sleep(config.next_interval())
-            if config.defer_on_traffic and stream.reads != reads_seen:
+        async with anyio.create_task_group() as pings:
+            while stream.close_reason is None:
+                await anyio.sleep(config.next_interval())
+                if config.defer_on_traffic and stream.reads != reads_seen:
+                    reads_seen = stream.reads
+                    continue  # data arrived during the interval: the peer is alive
+                expected = str(next(counter)).encode()
+                answered = anyio.Event()
+                written = anyio.Event()
+                reads_at_ping = stream.reads
+                pings.start_soon(_ping, stream, expected, written)
+                why = await _verdict(stream, config, answered, written, reads_at_ping)
+                if stream.close_reason is not None:
+                    break
+                if why is not None:
+                    log.warning("%r: %s; dropping the connection", stream, why)
+                    await stream.abort(why)
+                    break
                 reads_seen = stream.reads
-                continue  # data arrived during the interval: the peer is alive
-            expected = str(next(counter)).encode()
-            answered = anyio.Event()
-            reads_at_ping = stream.reads
-            # The ping's own write counts against the timeout: on a black-holed
-            # link the send buffer fills and the write itself stalls.
-            with anyio.move_on_after(config.timeout):
-                try:
-                    await stream.ping(expected)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return  # the stream ended; its reader reports how
-                await answered.wait()
-            if answered.is_set():
-                reads_seen = stream.reads
-                continue
-            if config.defer_on_traffic and stream.reads != reads_at_ping:
-                reads_seen = stream.reads
-                continue
-            if stream.close_reason is not None:
-                return
-            log.warning("no pong within %g s: the peer is gone, dropping the connection", config.timeout)
-            await stream.abort(f"keepalive: no pong within {config.timeout:g} s")
-            return
+            pings.cancel_scope.cancel()
     finally:
         stream.on_pong = None
+
+
+async def _verdict(
+    stream: WebSocketStream,
+    config: Keepalive,
+    answered: anyio.Event,
+    written: anyio.Event,
+    reads_at_ping: int,
+) -> str | None:
+    """Wait for the pong; ``None`` if the peer proved alive, else why it counts as dead."""
+    timeout = config.timeout
+    while True:
+        # The ping's own write counts against the timeout: on a peer that stopped
+        # reading (or a black hole that filled the send buffer) the write itself stalls.
+        with anyio.move_on_after(timeout):
+            await answered.wait()
+        if answered.is_set() or stream.close_reason is not None:
+            return None
+        if config.defer_on_traffic and stream.reads != reads_at_ping:
+            return None
+        if not written.is_set():
+            return f"keepalive: peer stopped reading: {stream.unsent} bytes unsent for {timeout:g} s"
+        if stream.reading:
+            return f"keepalive: no pong within {timeout:g} s"
+        # Nobody reads (the session paused its reader): the pong may be waiting unread.
+        log.debug("%r: no pong within %g s, but nothing was read meanwhile; waiting on", stream, timeout)

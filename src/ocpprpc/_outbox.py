@@ -23,6 +23,12 @@ what to send when.  Two implementations:
 
 Order is fixed when :meth:`OutboxStore.add` is *called* (its sequence number
 is taken before the first suspension), not when the write finishes.
+
+A store also keeps the *provisional transaction ids* of OCPP 1.6 transactions
+started offline (:meth:`~ocpprpc.Station.start_transaction`): the stand-in
+each got, and the CSMS's ``transactionId`` once the StartTransaction is
+answered, so the messages queued under the stand-in are sent with the real id
+even after a restart (:class:`ProvisionalTransaction`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "OutboxFull",
     "OutboxRecord",
     "OutboxStore",
+    "ProvisionalTransaction",
     "SQLiteOutbox",
     "TRANSACTION_ACTIONS",
     "is_transaction_message",
@@ -120,6 +127,22 @@ class OutboxRecord:
         return msgspec.json.decode(self.payload)
 
 
+@dataclass(slots=True)
+class ProvisionalTransaction:
+    """A 1.6 transaction started before the CSMS answered its StartTransaction.
+
+    :param provisional_id: the stand-in ``transactionId`` the station handed out
+        (negative, never reused by the same store).
+    :param start_message_id: the message id of its StartTransaction.
+    :param transaction_id: the CSMS's ``transactionId``, once the StartTransaction
+        was answered; ``None`` before.
+    """
+
+    provisional_id: int
+    start_message_id: str
+    transaction_id: int | None = None
+
+
 class OutboxStore(abc.ABC):
     """Where durable messages wait until the CSMS answers them.
 
@@ -173,6 +196,30 @@ class OutboxStore(abc.ABC):
         if await self._delete(message_id):
             self._count -= 1
 
+    # -- provisional transaction ids (OCPP 1.6 transactions started offline) -------------------
+    # Not abstract: a store written before these existed still works, without offline 1.6
+    # transactions (Station.start_transaction() then fails with NotImplementedError).
+
+    async def add_transaction(self, start_message_id: str) -> int:
+        """Store a new provisional transaction for the StartTransaction *start_message_id*.
+
+        Returns its provisional id: negative, and never handed out twice by
+        this store (not even after it was removed).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep provisional transaction ids")
+
+    async def set_transaction_id(self, provisional_id: int, transaction_id: int) -> None:
+        """Save the CSMS's *transaction_id* for *provisional_id*."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep provisional transaction ids")
+
+    async def remove_transaction(self, provisional_id: int) -> None:
+        """Forget *provisional_id* (its transaction ended); unknown ids are ignored."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep provisional transaction ids")
+
+    async def transactions(self) -> list[ProvisionalTransaction]:
+        """The provisional transactions stored (oldest first); none by default."""
+        return []
+
     @abc.abstractmethod
     async def _open(self) -> list[OutboxRecord]: ...
 
@@ -211,6 +258,8 @@ class MemoryOutbox(OutboxStore):
     def __init__(self, *, max_messages: int | None = None) -> None:
         super().__init__(max_messages=max_messages)
         self._records: dict[str, OutboxRecord] = {}
+        self._transactions: dict[int, ProvisionalTransaction] = {}
+        self._last_provisional = 0
 
     async def _open(self) -> list[OutboxRecord]:
         return await self.records()
@@ -237,6 +286,26 @@ class MemoryOutbox(OutboxStore):
     async def close(self) -> None:
         pass
 
+    async def add_transaction(self, start_message_id: str) -> int:
+        self._last_provisional -= 1
+        provisional = self._last_provisional
+        self._transactions[provisional] = ProvisionalTransaction(provisional, start_message_id)
+        return provisional
+
+    async def set_transaction_id(self, provisional_id: int, transaction_id: int) -> None:
+        stored = self._transactions.get(provisional_id)
+        if stored is not None:
+            stored.transaction_id = transaction_id
+
+    async def remove_transaction(self, provisional_id: int) -> None:
+        self._transactions.pop(provisional_id, None)
+
+    async def transactions(self) -> list[ProvisionalTransaction]:
+        return [
+            ProvisionalTransaction(t.provisional_id, t.start_message_id, t.transaction_id)
+            for t in self._transactions.values()
+        ]
+
     def __repr__(self) -> str:
         return f"<MemoryOutbox {len(self._records)} messages>"
 
@@ -253,8 +322,10 @@ def _copy(record: OutboxRecord) -> OutboxRecord:
     )
 
 
-_SCHEMA_VERSION = 1
-_SCHEMA = """
+# Version 2 added the transactions table; opening a version-1 file adds it.
+_SCHEMA_VERSION = 2
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL UNIQUE,
@@ -264,7 +335,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 )
-"""
+""",
+    # The provisional id is -id; AUTOINCREMENT never hands out an id twice.
+    """
+CREATE TABLE IF NOT EXISTS transactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    start_message_id TEXT NOT NULL,
+    transaction_id INTEGER
+)
+""",
+)
 _COLUMNS = "seq, message_id, action, payload, attempts, next_attempt_at, created_at"
 
 
@@ -335,7 +415,8 @@ class SQLiteOutbox(OutboxStore):
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version > _SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer ocpprpc (schema {version})")
-            db.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                db.execute(statement)
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -356,6 +437,18 @@ class SQLiteOutbox(OutboxStore):
 
     async def records(self) -> list[OutboxRecord]:
         return await self._run(_select)
+
+    async def add_transaction(self, start_message_id: str) -> int:
+        return await self._run(_insert_transaction, start_message_id)
+
+    async def set_transaction_id(self, provisional_id: int, transaction_id: int) -> None:
+        await self._run(_update_transaction, provisional_id, transaction_id)
+
+    async def remove_transaction(self, provisional_id: int) -> None:
+        await self._run(_delete_transaction, provisional_id)
+
+    async def transactions(self) -> list[ProvisionalTransaction]:
+        return await self._run(_select_transactions)
 
     async def close(self) -> None:
         if self._db is None:
@@ -399,3 +492,22 @@ def _update(db: sqlite3.Connection, record: OutboxRecord) -> None:
 def _select(db: sqlite3.Connection) -> list[OutboxRecord]:
     rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
     return [OutboxRecord(*row) for row in rows]
+
+
+def _insert_transaction(db: sqlite3.Connection, start_message_id: str) -> int:
+    cursor = db.execute("INSERT INTO transactions (start_message_id) VALUES (?)", (start_message_id,))
+    assert cursor.lastrowid is not None
+    return -cursor.lastrowid
+
+
+def _update_transaction(db: sqlite3.Connection, provisional_id: int, transaction_id: int) -> None:
+    db.execute("UPDATE transactions SET transaction_id = ? WHERE id = ?", (transaction_id, -provisional_id))
+
+
+def _delete_transaction(db: sqlite3.Connection, provisional_id: int) -> None:
+    db.execute("DELETE FROM transactions WHERE id = ?", (-provisional_id,))
+
+
+def _select_transactions(db: sqlite3.Connection) -> list[ProvisionalTransaction]:
+    rows = db.execute("SELECT id, start_message_id, transaction_id FROM transactions ORDER BY id").fetchall()
+    return [ProvisionalTransaction(-row_id, start, transaction_id) for row_id, start, transaction_id in rows]

@@ -40,7 +40,7 @@ from ._rules import Role
 from ._session import Session
 from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener
 from ._transport import ConnectionLost
-from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from ._ws_errors import HandshakeError
 from ._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -121,6 +121,15 @@ class Server:
     :param keepalive: WebSocket pings to every station (:class:`Keepalive`); a
         station that stops answering is dropped (1006).  ``None``: no pings (the
         CSMS still answers the stations' pings).
+    :param max_queued_calls: a station's CALLs that may wait for a busy handler;
+        at this many the CSMS stops reading from that station until a handler is
+        free (TCP holds the station back).  ``None``: no bound.  See
+        :class:`Session` for how this avoids deadlock when a handler calls the
+        station back.
+    :param send_timeout: seconds a station that stopped reading gets once more
+        than 64 KiB wait to be sent to it: then it is dropped (1006, "peer
+        stopped reading") with a warning.  ``None``: no limit (what is buffered
+        for it stays bounded either way).
     :param require_boot: refuse every CALL but BootNotification with a
         ``SecurityError`` from a station whose boot the CSMS has not accepted
         (OCPP 2.0.1 B02.FR.09/B03.FR.07).
@@ -152,6 +161,8 @@ class Server:
         max_bad_messages: int | None = None,
         on_message: ServerMessageHook | None = None,
         keepalive: Keepalive | None = None,
+        max_queued_calls: int | None = 256,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         require_boot: bool = False,
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
@@ -182,6 +193,8 @@ class Server:
         self.session_options = session_options
         # -- resilience (issue 5)
         self.keepalive = keepalive
+        self.max_queued_calls = max_queued_calls
+        self.send_timeout = send_timeout
         self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
         self._session_router: Router = self.router
         if require_boot or self.replay_cache is not None:
@@ -316,6 +329,8 @@ class Server:
             await request.reject(500)
             return
         websocket = await request.accept(protocol)
+        websocket.identity = identity
+        websocket.send_timeout = self.send_timeout
         try:
             assert websocket.subprotocol is not None  # accept() refuses a handshake with none
             connection, options = session_parts(
@@ -333,6 +348,7 @@ class Server:
                 identity=identity,
                 data=dict(accept.data),
                 close_timeout=self.close_timeout,
+                max_queued_calls=self.max_queued_calls,
                 on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
                 **options,
                 **self.session_options,
@@ -340,26 +356,37 @@ class Server:
         except BaseException:
             await anyio.aclose_forcefully(websocket)
             raise
+        router = self._session_router
+        if isinstance(router, GuardedRouter) and router.require_boot:
+            session.call_watch = router.watch(identity)  # triggered messages pass the boot gate
         if previous is not None:
             log.info("station %r reconnected; closing its previous connection", identity)
             await previous.close(_REPLACED, "replaced by a new connection", graceful=False)
-        async with session, _keepalive(websocket, self.keepalive):
-            self._clients[identity] = session
-            log.info("station %r connected (%s)", identity, session.protocol)
-            try:
-                if self.on_connect is not None:
-                    try:
-                        await self.on_connect(session)
-                    except ConnectionLost as exc:
-                        log.info("station %r left during on_connect: %s", identity, exc)
-                    except Exception:
-                        # Application code failing is not the station's fault: log, keep serving it.
-                        log.exception("on_connect failed for station %r", identity)
-                await session.closed.wait()
-            finally:
-                if self._clients.get(identity) is session:
-                    del self._clients[identity]
-                log.info("station %r disconnected: %s", identity, session.close_reason)
+        # Registered before the session reads anything (run() starts it without a checkpoint).
+        self._clients[identity] = session
+        log.info("station %r connected (%s)", identity, session.protocol)
+        try:
+            # This task is the session's reader: one task per idle connection (W4).
+            on_open = None if self.on_connect is None else self._on_connect
+            if self.keepalive is None:
+                await session.run(on_open)
+            else:
+                async with _keepalive(websocket, self.keepalive):
+                    await session.run(on_open)
+        finally:
+            if self._clients.get(identity) is session:
+                del self._clients[identity]
+            log.info("station %r disconnected: %s", identity, session.close_reason)
+
+    async def _on_connect(self, session: Session) -> None:
+        assert self.on_connect is not None
+        try:
+            await self.on_connect(session)
+        except ConnectionLost as exc:
+            log.info("station %r left during on_connect: %s", session.identity, exc)
+        except Exception:
+            # Application code failing is not the station's fault: log, keep serving it.
+            log.exception("on_connect failed for station %r", session.identity)
 
     async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.

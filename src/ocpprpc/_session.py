@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`Session` owns one task group for its whole life (``async with
 session:``); nothing it starts runs outside it, and leaving the block leaves no
-task behind.  Inside it a single *runner* task holds an inner task group with:
+task behind.  In it run:
 
 * exactly one **reader** task: it receives text messages, feeds them to the
   engine and acts on the events: results and errors wake the ``call()`` waiting
@@ -12,8 +12,9 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   engine prepared;
 * the **handler workers**: long-lived tasks fed by a FIFO queue of inbound
   CALLs, started on demand up to ``max_concurrent_handlers`` (one with
-  ``ordered_handlers=True``); CALLs beyond that wait in the queue, never
-  refused (refusing busy calls made CitrineOS' peers retry in storms).  A worker
+  ``ordered_handlers=True``); CALLs beyond that wait in the queue rather than
+  being refused (refusing busy calls made CitrineOS' peers retry in storms;
+  the one exception is under "Backpressure" below).  A worker
   that finds the queue empty parks until the reader hands it the next CALL.
   Reusing workers instead of starting a task per CALL is the hot path's biggest
   saving (see bench/README.md, "Transport hot path"); each handler still runs in
@@ -24,10 +25,27 @@ task behind.  Inside it a single *runner* task holds an inner task group with:
   nothing is queued, the reader runs it itself (in a fresh context copy, counted
   against the bound) and writes the answer, saving two task switches per CALL.
 
-The inner group exists so the session can stop its own tasks (the peer closed,
-:meth:`Session.close`) without cancelling the user's code in the ``async with``
-body; an *error* in the session's tasks still cancels the body, as structured
-concurrency requires.
+Each of these tasks runs in a cancel scope of its own, so the session can stop
+its tasks (the peer closed, :meth:`Session.close`) without cancelling the
+user's code in the ``async with`` body; an *error* in the session's tasks still
+cancels the body, as structured concurrency requires.  (Scopes rather than an
+inner task group with a runner task: an idle connection then costs one task,
+the reader, which matters to a CSMS holding thousands; bench/README.md, W4.)
+
+Backpressure: the reader stops reading while ``max_queued_calls`` CALLs wait
+in the queue (every worker busy), and reads on once a worker takes one; the
+unread bytes stay in the kernel, whose TCP flow control then stops the peer.
+One compare per message costs the hot path nothing.  Pausing the reader has
+one danger: a handler (or any task) waiting for the answer to *our* CALL needs
+the reader, and that answer sits behind the CALLs we stopped reading.  So the
+reader does not pause while one of our calls awaits its answer; it reads on,
+and a CALL that finds the queue full meanwhile is answered at once with a
+CALLERROR (``InternalError``, "busy"; a SEND is dropped with a warning).
+Neither growing the queue nor waiting for the call to time out is safe: the
+first is unbounded memory, the second a deadlock until the call timeout (for
+ever without one).  OCPP-J allows a peer one CALL in flight, so a peer that
+follows it never fills the queue, and only one that pipelines hundreds of
+CALLs while we call it is ever refused.
 
 ``call()`` runs in the caller's task.  It queues in FIFO order for one of the
 engine's outstanding-call slots (OCPP-J allows one CALL in flight per side),
@@ -50,11 +68,12 @@ import enum
 import inspect
 import logging
 import math
+import sys
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Container, Coroutine, Generator, MutableSet
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+from typing import Any, Final, Literal, Self, TypeAlias, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -93,8 +112,12 @@ _R = TypeVar("_R", bound=Response)
 #: (``"in"``) or about to be written (``"out"``).
 MessageHook: TypeAlias = Callable[[Literal["in", "out"], str], None]
 
+#: See :attr:`Session.call_watch`.
+CallWatch: TypeAlias = Callable[[str, Any], Callable[[Any], None] | None]
+
 # WebSocket close code (RFC 6455 7.4.1) for a peer that keeps sending garbage.
 _PROTOCOL_ERROR = 1002
+_INTERNAL_ERROR = 1011
 
 
 class _Default(enum.Enum):
@@ -176,10 +199,13 @@ def _run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, _T])
 
 class _Handoff(enum.Enum):
     QUEUED = enum.auto()
+    REFUSED = enum.auto()
 
 
 #: ``Session._dispatch()``: the CALL was queued for a worker (or dropped), not for the reader.
-_QUEUED = _Handoff.QUEUED
+_QUEUED: Final = _Handoff.QUEUED
+#: ``Session._dispatch()``: the queue is full and the reader may not pause: refuse the CALL.
+_REFUSED: Final = _Handoff.REFUSED
 
 #: An inbound CALL for a worker: the message, its route, and, for an inline handler
 #: that returned an awaitable, the context it ran in and that awaitable.
@@ -220,6 +246,12 @@ class Session:
         more are queued, never refused.  Pass a :class:`anyio.CapacityLimiter` to
         share one bound among many sessions.
     :param ordered_handlers: handle inbound CALLs one at a time, in arrival order.
+    :param max_queued_calls: inbound CALLs that may wait for a busy handler
+        worker; at this many the session stops reading from the peer until a
+        worker takes one (TCP then holds the peer back).  While one of our own
+        calls awaits its answer it reads on and answers CALLs beyond the bound
+        with an ``InternalError`` CALLERROR instead (see the module docstring).
+        ``None``: no bound.
     :param known_actions: actions this protocol version defines; one of these
         without a handler is answered ``NotSupported``, any other unhandled action
         ``NotImplemented``.  Default: none known.
@@ -234,6 +266,12 @@ class Session:
         answering ``InternalError``, failing the session (for tests).
     """
 
+    # Backpressure state, as class defaults until first used: nothing per idle connection.
+    #: Set by a worker taking a CALL, or by a new call of ours, while the reader is paused.
+    _room: anyio.Event | None = None
+    _pauses = 0
+    _refused = 0
+
     def __init__(
         self,
         stream: MessageStream,
@@ -245,6 +283,7 @@ class Session:
         call_timeout: float | None = 30,
         max_concurrent_handlers: int | anyio.CapacityLimiter = 16,
         ordered_handlers: bool = False,
+        max_queued_calls: int | None = 256,
         known_actions: Container[str] = frozenset(),
         unvalidated_actions: MutableSet[str] | None = None,
         close_timeout: float = 5,
@@ -262,6 +301,11 @@ class Session:
         self.close_timeout = close_timeout
         self.on_message = on_message
         self.raise_handler_errors = raise_handler_errors
+        #: ``watch(action, payload)`` is called as each of our CALLs starts; the
+        #: callable it returns (if any) gets the answer's payload when the call
+        #: ends (``None`` if it failed).  The CSMS's boot gate uses it to see
+        #: TriggerMessage (:mod:`ocpprpc._csms_guard`).
+        self.call_watch: CallWatch | None = None
         self.unvalidated_actions: MutableSet[str] = (
             unvalidated_actions if unvalidated_actions is not None else set()
         )
@@ -270,6 +314,9 @@ class Session:
         if isinstance(max_concurrent_handlers, int) and max_concurrent_handlers < 1:
             raise ValueError("max_concurrent_handlers must be at least 1")
         self._max_handlers = max_concurrent_handlers
+        if max_queued_calls is not None and max_queued_calls < 1:
+            raise ValueError("max_queued_calls must be at least 1 (or None for no bound)")
+        self._max_queued = sys.maxsize if max_queued_calls is None else max_queued_calls
         self._pending: dict[str, _Pending] = {}
         self._close_reason: CloseReason | None = None
         self._entered = False
@@ -279,7 +326,11 @@ class Session:
         self._active_handlers = 0
         self._active_calls = 0
         self._drained: anyio.Event | None = None
-        self._tasks_done = False
+        # The session's tasks still running (reader and workers), and their cancel scopes.
+        self._tasks = 0
+        self._scopes: list[anyio.CancelScope] = []
+        # Made when first awaited (closed property, a shutdown): one event less per idle connection.
+        self._closed: anyio.Event | None = None
         # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
         self._inbox: deque[_Work] = deque()
         self._idle: list[anyio.Event] = []
@@ -288,13 +339,55 @@ class Session:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        await self._start()
+        self._spawn(self._reader, "reader")
+        return self
+
+    async def run(self, on_open: Callable[[Session], Coroutine[Any, Any, object]] | None = None) -> None:
+        """Run the session in the calling task until the connection ends.
+
+        The same as ``async with session:`` around ``await on_open(session)``
+        and ``await session.closed.wait()``, except that the reader runs in the
+        calling task instead of a task of its own: a server holding thousands of
+        mostly idle connections saves a task per connection (W4 in
+        bench/README.md).  *on_open*, if given, runs in a task of the session
+        while the reader reads, so it may call the peer; an exception it raises
+        fails the session, as one from an ``async with`` body would.
+        """
+        await self._start()
+        try:
+            if on_open is not None:
+                self._task_group.start_soon(self._on_open, on_open, name=f"ocpprpc on_open {self}")
+            self._tasks += 1
+            try:
+                with anyio.CancelScope() as scope:
+                    self._scopes.append(scope)
+                    await self._reader()
+            finally:
+                self._tasks -= 1
+                self._check_closed()
+        except BaseException as exc:
+            if not await self.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await self.__aexit__(None, None, None)
+
+    async def _on_open(self, on_open: Callable[[Session], Coroutine[Any, Any, object]]) -> None:
+        try:
+            await on_open(self)
+        except Exception:
+            # Like an exception leaving an ``async with`` body: close with 1011 first.
+            with anyio.CancelScope(shield=True):
+                await self.close(_INTERNAL_ERROR, graceful=False)
+            raise
+
+    async def _start(self) -> None:
         if self._entered:
             raise RuntimeError("a Session can be entered only once")
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
-        self._closed = anyio.Event()
-        # fast_acquire: no trip through the event loop when uncontended (the common case).
-        self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
+        # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
+        self._slots: anyio.Semaphore | None = None
         limiter = self._max_handlers
         if self.ordered_handlers:
             self._limiter: anyio.CapacityLimiter | None = None
@@ -309,12 +402,6 @@ class Session:
             self._max_workers = limiter
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        try:
-            await self._task_group.start(self._run, name=f"ocpprpc session {self}")
-        except BaseException as exc:
-            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -334,19 +421,25 @@ class Session:
                 raise
         return suppress
 
-    async def _run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    def _spawn(self, func: Callable[[], Awaitable[None]], role: str) -> None:
+        """Start one of the session's tasks (the reader, a worker) in its own cancel scope."""
+        self._tasks += 1
+        self._task_group.start_soon(self._scoped, func, name=f"ocpprpc {role} {self}")
+
+    async def _scoped(self, func: Callable[[], Awaitable[None]]) -> None:
         try:
-            async with anyio.create_task_group() as inner:
-                self._inner = inner
-                inner.start_soon(self._reader, name=f"ocpprpc reader {self}")
-                task_status.started()
+            with anyio.CancelScope() as scope:
+                if self._shutting_down:
+                    return  # stopped before it started
+                self._scopes.append(scope)
+                await func()
         finally:
-            self._tasks_done = True
+            self._tasks -= 1
             self._check_closed()
 
     def _check_closed(self) -> None:
         # "Closed" means both: the connection is over and no task of ours still runs.
-        if self._tasks_done and self._close_reason is not None:
+        if self._closed is not None and self._tasks == 0 and self._close_reason is not None:
             self._closed.set()
 
     @property
@@ -355,6 +448,11 @@ class Session:
 
         ``await session.closed.wait()``; then :attr:`close_reason` says how it ended.
         """
+        if self._closed is None:
+            if not self._entered:
+                raise RuntimeError("the session was never started (use 'async with session:')")
+            self._closed = anyio.Event()
+            self._check_closed()
         return self._closed
 
     @property
@@ -366,6 +464,16 @@ class Session:
     def protocol(self) -> str:
         """The OCPP subprotocol spoken on this session."""
         return self.connection.protocol
+
+    @property
+    def max_queued_calls(self) -> int | None:
+        """Inbound CALLs that may wait for a handler worker (``None``: no bound)."""
+        return None if self._max_queued == sys.maxsize else self._max_queued
+
+    @property
+    def queued_calls(self) -> int:
+        """Inbound CALLs waiting for a handler worker (at most ``max_queued_calls``)."""
+        return len(self._inbox)
 
     def __repr__(self) -> str:
         return f"<Session {self.identity or '?'} {self.connection.role.value} {self.protocol}>"
@@ -412,14 +520,15 @@ class Session:
             self._shutting_down = self._closing = True
             await self._stop(reason, peer_ended)
         # From inside (the reader, a handler) this raises the cancellation at once.
-        await self._closed.wait()
+        await self.closed.wait()
 
     async def _stop(self, reason: CloseReason, peer_ended: bool) -> None:
         if self._drained is not None:
             self._drained.set()
         # Synchronous first, so it all happens even if this task is the reader,
         # whose own scope is being cancelled here.
-        self._inner.cancel_scope.cancel()
+        for scope in self._scopes:
+            scope.cancel()
         self._fail_pending(reason)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
             if peer_ended:
@@ -540,14 +649,25 @@ class Session:
         if self._closing:
             raise ConnectionLost(self._close_reason, "the session is closing")
         limit = self.call_timeout if timeout is _DEFAULT else timeout
+        watch = self.call_watch
+        done = None if watch is None else watch(action, payload)
+        answer: Any = None
         self._active_calls += 1
         try:
-            async with self._slots:
+            slots = self._slots
+            if slots is None:
+                # fast_acquire: no trip through the event loop when uncontended (the common case).
+                limit_calls = self.connection.max_outstanding_calls
+                slots = self._slots = anyio.Semaphore(limit_calls, fast_acquire=True)
+            async with slots:
                 outcome = await self._call_in_slot(action, payload, limit, validate, message_id)
+            answer = self._unpack(outcome, response_type)
         finally:
             self._active_calls -= 1
             self._check_drained()
-        return self._unpack(outcome, response_type)
+            if done is not None:
+                done(answer)
+        return answer
 
     async def _call_in_slot(
         self,
@@ -564,6 +684,8 @@ class Session:
         message_id = event.message_id
         text = conn.send(event, validate=validate)
         pending = self._pending[message_id] = _Pending(action)
+        if self._room is not None:
+            self._room.set()  # a paused reader must read on: this answer will be behind
         try:
             with anyio.move_on_after(math.inf if answer_timeout is None else answer_timeout) as scope:
                 await self._write(text)
@@ -633,8 +755,12 @@ class Session:
     async def _reader(self) -> None:
         stream = self.stream
         conn = self.connection
+        inbox = self._inbox
+        limit = self._max_queued
         try:
             while True:
+                if inbox and len(inbox) >= limit:
+                    await self._make_room()
                 text = await stream.receive()
                 if self.on_message is not None:
                     self._hook("in", text)
@@ -645,7 +771,10 @@ class Session:
                     if isinstance(event, (Call, Send)):
                         route = self._dispatch(event)
                         if route is not _QUEUED:
-                            await self._run_inline(event, route)
+                            if route is _REFUSED:
+                                await self._refuse(event)
+                            else:
+                                await self._run_inline(event, route)
                     elif isinstance(event, (CallResult, CallError)):
                         pending = self._pending.get(event.message_id)
                         if pending is not None:
@@ -700,7 +829,7 @@ class Session:
 
     # -- handling inbound calls ------------------------------------------------------------
 
-    def _dispatch(self, message: Call | Send) -> Route | Literal[_Handoff.QUEUED] | None:
+    def _dispatch(self, message: Call | Send) -> Route | Literal[_Handoff.QUEUED, _Handoff.REFUSED] | None:
         """Queue *message* for a worker, or return its route for the reader to run inline.
 
         Inline means: a plain-function handler (or none at all), and the reader
@@ -708,7 +837,9 @@ class Session:
         concurrency bound holds and, with ``ordered_handlers``, nothing is
         overtaken.  Not when more messages are already buffered: answered from
         workers, a pipelined burst leaves in one write instead of one per answer.
-        Returns ``_QUEUED`` otherwise (also when closing: nothing to do).
+        Returns ``_QUEUED`` otherwise (also when closing: nothing to do), or
+        ``_REFUSED`` when the queue is full (the reader did not pause because one
+        of our calls awaits its answer).
         """
         if self._closing:
             log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
@@ -724,8 +855,61 @@ class Session:
             and (self._limiter is None or self._borrow())
         ):
             return route
+        if len(self._inbox) >= self._max_queued:
+            self._active_handlers -= 1
+            return _REFUSED
         self._enqueue((message, route, None))
         return _QUEUED
+
+    async def _make_room(self) -> None:
+        """Backpressure: the queue is full; stop reading until a worker takes a CALL.
+
+        Not while one of our calls awaits its answer, which the reader must
+        deliver (the module docstring); a call made while paused wakes it.
+        """
+        if self._pending:
+            return
+        self._pauses += 1
+        (log.warning if self._pauses == 1 else log.debug)(
+            "%s: %d CALLs waiting for a handler; not reading from the peer until one is taken",
+            self,
+            len(self._inbox),
+        )
+        while len(self._inbox) >= self._max_queued and not self._pending:
+            room = self._room = anyio.Event()
+            await room.wait()
+        self._room = None
+
+    async def _refuse(self, message: Call | Send) -> None:
+        """Answer a CALL that found the queue full while the reader could not pause."""
+        self._refused += 1
+        level = logging.WARNING if self._refused == 1 else logging.INFO
+        queued = len(self._inbox)
+        if isinstance(message, Send):
+            log.log(
+                level,
+                "%s: %d CALLs waiting for a handler; dropped SEND %s (%s)",
+                self,
+                queued,
+                message.action,
+                message.message_id,
+            )
+            return
+        log.log(
+            level,
+            "%s: %d CALLs waiting for a handler; refused %s (%s) as busy",
+            self,
+            queued,
+            message.action,
+            message.message_id,
+        )
+        await self._answer(
+            CallError(
+                message_id=message.message_id,
+                code=ErrorCode.INTERNAL_ERROR,
+                description=f"busy: {queued} calls are waiting to be handled (OCPP-J allows one at a time)",
+            )
+        )
 
     def _borrow(self) -> bool:
         assert self._limiter is not None
@@ -741,7 +925,7 @@ class Session:
             self._idle.pop().set()
         elif self._workers < self._max_workers:
             self._workers += 1
-            self._inner.start_soon(self._worker, name=f"ocpprpc handlers {self}")
+            self._spawn(self._worker, "handlers")
         # else: every worker is busy; the first one free takes it from the inbox.
 
     async def _worker(self) -> None:
@@ -751,6 +935,8 @@ class Session:
         while True:
             while inbox:
                 work = inbox.popleft()
+                if self._room is not None:
+                    self._room.set()  # the reader was paused on a full queue
                 try:
                     if limiter is None:
                         await self._work(context, work)

@@ -20,13 +20,34 @@ writer becomes it and writes the queue, joined into one ``send()`` on the byte
 stream, until it is empty; senders arriving meanwhile (the writer's ``send()``
 yields to the event loop) only queue their frame and return.  Answers produced
 together (pipelined calls, W2 in bench/README.md) thus leave in one write
-instead of one each, and an uncontended write takes no lock.  Backpressure: a
-sender waits for the writer when more than ``_HIGH_WATER`` bytes are queued, so
-the queue stays bounded even if the peer stops reading.  A frame that was
+instead of one each, and an uncontended write takes no lock.  A frame that was
 queued is on its way like bytes in a kernel socket buffer: if the link dies
 before it is written, ``receive()`` reports the loss.  Automatic replies the
 codec queued (pong, close echo) ride along with the next write or are flushed
 by the reader.
+
+A peer that stops reading
+-------------------------
+:attr:`WebSocketStream.unsent` counts the bytes queued or being written and
+not yet taken by the byte stream.  Every sender (``send()``, ``ping()``, the
+reader flushing pongs) checks it *before* it frames its message: above
+``_HIGH_WATER`` (64 KiB) it waits for the writer first.  So what one connection
+buffers never exceeds ``_HIGH_WATER`` plus one frame (plus, once, a close
+frame), whoever writes: handler answers, calls, pings, pongs.  Frames are
+still made and queued in one synchronous step, so codec order stays wire
+order.  The writer hands the byte stream at most ``_HIGH_WATER`` bytes per
+``send()``, so a large message makes progress in steps.
+
+Waiting is the slow path, and only there is a clock involved: a waiting
+sender allows the writer ``send_timeout`` seconds per step of progress.  When
+that passes with nothing written, the peer has stopped reading (its TCP
+window stayed closed, something TCP itself never gives up on): the stream
+logs a warning and drops the link as lost (1006, "peer stopped reading: N
+bytes unsent for S s"), which fails the stuck writer and every waiter.  A
+write that blocks while less than ``_HIGH_WATER`` is queued makes nobody wait,
+so it is noticed when more is sent, or at once by a keepalive
+(:mod:`ocpprpc._keepalive`), whose ping waits its turn in the same queue.  No
+per-write timer or cancel scope exists on the fast path.
 
 How a stream ends (the :class:`MessageStream` contract):
 
@@ -52,7 +73,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,7 +82,7 @@ import anyio.abc
 from ._transport import CloseReason, MessageStream
 from ._wsproto_codec import CloseReceived, PongReceived, ProtocolFailure, WebSocketCodec
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "WebSocketStream"]
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "WebSocketStream"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +93,13 @@ DEFAULT_CLOSE_TIMEOUT = 10.0
 
 _RECEIVE_SIZE = 65536
 
-#: Bytes queued behind the writer beyond which a sender waits for the writer.
+#: How long a sender waiting for the writer lets it go without progress before
+#: the peer counts as not reading: nginx's ``send_timeout`` (the time allowed
+#: between two successive writes to a client), 60 s.
+DEFAULT_SEND_TIMEOUT = 60.0
+
+#: Unsent bytes beyond which a sender waits for the writer before queueing, and
+#: the most the writer hands the byte stream in one ``send()``.
 _HIGH_WATER = 65536
 
 
@@ -91,6 +117,11 @@ class WebSocketStream(MessageStream):
     :param subprotocol: the negotiated subprotocol.
     :param compression: whether permessage-deflate was negotiated (informational).
     :param close_timeout: bound on the close handshake, in seconds.
+    :param send_timeout: seconds a sender waiting for the writer allows it without
+        progress before the peer counts as not reading and the link is dropped
+        (1006); ``None``: wait as long as it takes.  Settable later
+        (:attr:`send_timeout`).
+    :param identity: the station identity, for log messages.
     """
 
     def __init__(
@@ -102,6 +133,8 @@ class WebSocketStream(MessageStream):
         subprotocol: str | None,
         compression: bool = False,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        identity: str | None = None,
     ) -> None:
         self._stream = stream
         self._codec = codec
@@ -109,21 +142,30 @@ class WebSocketStream(MessageStream):
         self._subprotocol = subprotocol
         self._compression = compression
         self._close_timeout = close_timeout
-        self._messages: deque[str] = deque()
+        self._messages: list[str] = []  # a deque costs 0.6 KB even empty (W4)
         self._close_reason: CloseReason | None = None
         # What receive() raises once nothing more will come; None while open.
         self._end: type[Exception] | None = None
         self._closed_by_us = False
         self._failed = False
         self._transport_closed = False
-        self._read_lock = anyio.Lock(fast_acquire=True)
+        # The read "lock" (reader vs close()): a flag, and an event made only when contended;
+        # an anyio.Lock would cost ~0.8 KB per idle connection (W4 in bench/README.md).
+        self._reading = False
+        self._read_free: anyio.Event | None = None
         # The outgoing queue (frames in codec order) and its writer, see the module docstring.
         self._out: list[bytes] = []
-        self._out_size = 0
+        # Bytes ever queued, and ever written: their difference is what is unsent.
+        self._queued = 0
+        self._sent = 0
         self._writing = False
         self._write_failed = False
-        # Set (and dropped) each time the writer has emptied the queue or failed.
-        self._written: anyio.Event | None = None
+        # Set (and dropped) each time the writer made progress, failed or stopped.
+        self._progress: anyio.Event | None = None
+        #: Seconds a waiting sender allows the writer without progress (see the module docstring).
+        self.send_timeout = send_timeout
+        #: The station identity, for log messages.
+        self.identity = identity
         # Frames may have arrived in the same read as the end of the HTTP upgrade;
         # the codec holds them until fed, so the first read starts by feeding nothing.
         self._unprimed = True
@@ -152,6 +194,23 @@ class WebSocketStream(MessageStream):
         return self._compression
 
     @property
+    def unsent(self) -> int:
+        """Bytes queued for the peer (or being written) that the byte stream has not taken yet.
+
+        At most 64 KiB plus one frame: senders wait before queueing more.
+        """
+        return self._queued - self._sent
+
+    @property
+    def reading(self) -> bool:
+        """Whether a ``receive()`` is under way (``False`` while nobody reads, e.g. a paused session)."""
+        return self._reading
+
+    def __repr__(self) -> str:
+        side = "client" if self._client else "server"
+        return f"<WebSocketStream {self.identity or '?'} {side}>"
+
+    @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         # Peer address, TLS certificate, ... of the underlying stream.
         return self._stream.extra_attributes
@@ -163,23 +222,21 @@ class WebSocketStream(MessageStream):
         :raises anyio.BrokenResourceError: the link died or the peer broke the protocol.
         """
         if self._messages:
-            return self._messages.popleft()
-        lock = self._read_lock
-        try:
-            # Uncontended (the session's one reader): no trip through the scheduler;
-            # the byte stream's receive() below is the checkpoint.
-            lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await lock.acquire()
+            return self._messages.pop(0)
+        # Uncontended (the session's one reader): no trip through the scheduler;
+        # the byte stream's receive() below is the checkpoint.
+        if self._reading:
+            await self._acquire_read()
+        self._reading = True
         try:
             while True:
                 if self._messages:
-                    return self._messages.popleft()
+                    return self._messages.pop(0)
                 if self._end is not None:
                     raise self._end
                 await self._read_once()
         finally:
-            lock.release()
+            self._release_read()
 
     async def send(self, item: str) -> None:
         """Send one text message.
@@ -193,14 +250,18 @@ class WebSocketStream(MessageStream):
         codec = self._codec
         if not codec.open or self._end is not None or self._write_failed:
             raise self._send_error()
+        if self._queued - self._sent > _HIGH_WATER:
+            await self._wait_for_room()
         self._queue(codec.data_to_send())
         self._queue(codec.send_text(item))
         await self._send_queued(wait=False)
 
     async def ping(self, payload: bytes = b"") -> None:
-        """Send a ping (the hook for keepalives; pongs are currently not tracked)."""
+        """Send a ping and return once it is written (pongs go to :attr:`on_pong`)."""
         if not self._codec.open or self._write_failed:
             raise self._send_error()
+        if self._queued - self._sent > _HIGH_WATER:
+            await self._wait_for_room()
         self._queue(self._codec.data_to_send())
         self._queue(self._codec.send_ping(payload))
         await self._send_queued(wait=True)
@@ -235,6 +296,20 @@ class WebSocketStream(MessageStream):
         self._finish(anyio.EndOfStream)
 
     # -- reading --------------------------------------------------------------
+
+    async def _acquire_read(self) -> None:
+        """Wait until nobody reads; the caller then sets ``_reading`` in the same step."""
+        while self._reading:
+            if self._read_free is None:
+                self._read_free = anyio.Event()
+            await self._read_free.wait()
+
+    def _release_read(self) -> None:
+        self._reading = False
+        free = self._read_free
+        if free is not None:
+            self._read_free = None
+            free.set()
 
     async def _read_once(self) -> None:
         """Read once from the byte stream and apply what the codec makes of it (read lock held)."""
@@ -294,11 +369,15 @@ class WebSocketStream(MessageStream):
 
     async def _flush(self) -> None:
         """Write the codec's automatic replies, if any (pongs, close frames)."""
-        data = self._codec.data_to_send()
-        if data and not self._write_failed:
-            self._queue(data)
-            # On failure _write recorded the loss; the reader reports it next.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if self._write_failed:
+            return
+        # On failure the loss is recorded; the reader reports it next.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if self._queued - self._sent > _HIGH_WATER:
+                await self._wait_for_room()
+            data = self._codec.data_to_send()
+            if data:
+                self._queue(data)
                 await self._send_queued(wait=True)
 
     # -- writing --------------------------------------------------------------
@@ -307,22 +386,18 @@ class WebSocketStream(MessageStream):
         """Append bytes to the outgoing queue (call in the same step as the codec made them)."""
         if data:
             self._out.append(data)
-            self._out_size += len(data)
+            self._queued += len(data)
 
     async def _send_queued(self, *, wait: bool) -> None:
         """Get the queue written: become the writer, or leave it to the one at work.
 
-        With *wait* (or a queue over the high-water mark) a sender that is not the
-        writer waits until the writer has written everything queued so far.
-        Raises ``BrokenResourceError`` / ``ClosedResourceError`` if the writing failed.
+        With *wait* a sender that is not the writer waits until the writer has
+        written everything queued so far.  Raises ``BrokenResourceError`` /
+        ``ClosedResourceError`` if the writing failed.
         """
         if self._writing:
-            if wait or self._out_size > _HIGH_WATER:
-                if self._written is None:
-                    self._written = anyio.Event()
-                await self._written.wait()
-                if self._write_failed:
-                    raise self._send_error()
+            if wait:
+                await self._wait_sent(self._queued)
             return
         self._writing = True
         try:
@@ -330,18 +405,72 @@ class WebSocketStream(MessageStream):
                 out = self._out
                 data = out[0] if len(out) == 1 else b"".join(out)
                 self._out = []
-                self._out_size = 0
-                await self._write(data)
+                taken = self._queued  # data holds every byte queued so far and not yet sent
+                if taken - self._sent <= _HIGH_WATER:
+                    await self._write(data)
+                else:
+                    await self._write_in_steps(data)
+                self._sent = taken
+                if self._progress is not None:
+                    self._made_progress()
         except BaseException:
             self._write_failed = True
             self._out = []
-            self._out_size = 0
+            self._sent = self._queued  # nothing more will be written
             raise
         finally:
             self._writing = False
-            if self._written is not None:
-                self._written.set()
-                self._written = None
+            if self._progress is not None:
+                self._made_progress()
+
+    async def _write_in_steps(self, data: bytes) -> None:
+        """Write a large queue in ``_HIGH_WATER`` steps, so that waiting senders see progress."""
+        for start in range(0, len(data), _HIGH_WATER):
+            chunk = data[start : start + _HIGH_WATER]
+            await self._write(chunk)
+            self._sent += len(chunk)
+            self._made_progress()
+
+    def _made_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    async def _wait_for_room(self) -> None:
+        """Wait until no more than ``_HIGH_WATER`` bytes are unsent (before queueing more)."""
+        await self._wait_sent(self._queued - _HIGH_WATER)
+        if not self._codec.open or self._write_failed:
+            raise self._send_error()
+
+    async def _wait_sent(self, target: int) -> None:
+        """Wait until the writer has written the first *target* bytes ever queued.
+
+        The slow path: the writer allows ``send_timeout`` seconds per step of
+        progress, then the peer counts as not reading (see the module docstring).
+        """
+        while self._sent < target:
+            # Unsent bytes mean there is a writer at work, which sets the event.
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = anyio.Event()
+            timeout = self.send_timeout
+            if timeout is None:
+                await progress.wait()
+                continue
+            with anyio.move_on_after(timeout):
+                await progress.wait()
+            if not progress.is_set():
+                await self._stalled(timeout)
+        if self._write_failed:
+            raise self._send_error()
+
+    async def _stalled(self, seconds: float) -> None:
+        """No write progress for *seconds*: the peer stopped reading; drop the link."""
+        why = f"peer stopped reading: {self.unsent} bytes unsent for {seconds:g} s"
+        if self._close_reason is None:
+            log.warning("%r: %s; dropping the connection", self, why)
+        await self._lost(why)
+        raise self._send_error()
 
     async def _write(self, data: bytes) -> None:
         """Write bytes as the writer; any failure ends the connection."""
@@ -354,7 +483,7 @@ class WebSocketStream(MessageStream):
             raise anyio.BrokenResourceError from exc
         except BaseException:
             # Cancelled mid-write: a partial frame may be on the wire.
-            await self._lost("a write was interrupted")
+            await self._lost(f"a write was interrupted ({self.unsent} bytes unsent)")
             raise
 
     def _send_error(self) -> Exception:
@@ -387,9 +516,13 @@ class WebSocketStream(MessageStream):
         if self._out:
             await self._send_queued(wait=True)
         while not self._codec.closed and not self._transport_closed:
-            async with self._read_lock:
+            await self._acquire_read()
+            self._reading = True
+            try:
                 if not self._codec.closed and not self._transport_closed:
                     await self._read_once()
+            finally:
+                self._release_read()
 
     async def _linger(self) -> None:
         """Before closing TCP, let the peer close first where the RFC says it should.
@@ -408,12 +541,16 @@ class WebSocketStream(MessageStream):
                 return  # TLS has no half-close: close now
         elif not self._client:
             return
-        async with self._read_lock:
+        await self._acquire_read()
+        self._reading = True
+        try:
             while not self._transport_closed:
                 try:
                     await self._stream.receive(_RECEIVE_SIZE)
                 except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     return
+        finally:
+            self._release_read()
 
     async def _close_transport(self) -> None:
         if not self._transport_closed:

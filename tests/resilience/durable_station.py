@@ -5,12 +5,16 @@ Run as ``python durable_station.py URL DB BACKEND PROTOCOL MODE``:
 * MODE ``generate``: store a transaction (start, 50 meter values, stop) in the
   outbox (the CSMS is unreachable meanwhile), print ``stored 52``, then
   deliver it;
+* MODE ``provisional`` (1.6 only): the same, but the transaction is started
+  with ``Station.start_transaction()`` while the CSMS is unreachable, so its
+  5 meter values and its stop carry the provisional transactionId (printed as
+  ``provisional <id>``) and the station rewrites them;
 * MODE ``resume``: deliver what an earlier process left in the outbox.
 
-Either way it prints ``delivered <action> <message id> <restored>`` for every
-answer ``on_delivered`` receives, and exits 0 once everything it was given is
-delivered.  Only ``ocpprpc`` is imported: the process is what a station
-application would be.
+Either way it prints ``delivered <action> <message id> <restored>
+<transactionId sent> <provisional id>`` for every answer ``on_delivered``
+receives, and exits 0 once everything it was given is delivered.  Only
+``ocpprpc`` is imported: the process is what a station application would be.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ocpprpc
 
 NOW = "2024-01-01T00:00:00Z"
 METER_VALUES = 50
+PROVISIONAL_METER_VALUES = 5
 
 
 def transaction(protocol: str) -> list[tuple[str, dict[str, Any]]]:
@@ -81,7 +86,15 @@ async def main(url: str, db: str, protocol: str, mode: str) -> None:
 
     def on_delivered(delivery: ocpprpc.Delivered) -> None:
         nonlocal delivered
-        say("delivered", delivery.action, delivery.message_id, delivery.restored)
+        sent = delivery.payload.get("transactionId")
+        say(
+            "delivered",
+            delivery.action,
+            delivery.message_id,
+            delivery.restored,
+            sent,
+            delivery.provisional_transaction_id,
+        )
         delivered += 1
         if delivered == expected:
             done.set()
@@ -89,6 +102,8 @@ async def main(url: str, db: str, protocol: str, mode: str) -> None:
     messages = transaction(protocol)
     if mode == "generate":
         expected = len(messages)
+    elif mode == "provisional":
+        expected = PROVISIONAL_METER_VALUES + 2
     else:
         async with store:  # what an earlier process left, counted before anything is delivered
             expected = len(store)
@@ -109,6 +124,20 @@ async def main(url: str, db: str, protocol: str, mode: str) -> None:
                 raise SystemExit(f"{db} is not empty")
             for action, payload in messages:
                 await station.submit(action, payload)
+            say("stored", len(store))
+        elif mode == "provisional":
+            if len(store):
+                raise SystemExit(f"{db} is not empty")
+            start = await station.start_transaction(
+                {"connectorId": 1, "idTag": "TAG", "meterStart": 0, "timestamp": NOW}
+            )
+            say("provisional", start.provisional_id)
+            for n in range(PROVISIONAL_METER_VALUES):
+                meter = [{"timestamp": NOW, "sampledValue": [{"value": str(n)}]}]
+                values = {"connectorId": 1, "transactionId": start.transaction_id, "meterValue": meter}
+                await station.submit("MeterValues", values)
+            stop = {"transactionId": start.transaction_id, "meterStop": 5, "timestamp": NOW}
+            await station.submit("StopTransaction", stop)
             say("stored", len(store))
         if expected:
             await done.wait()

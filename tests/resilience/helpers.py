@@ -20,6 +20,9 @@ class Recorder:
         self.handled: list[tuple[str, str, Any]] = []  # (action, message id, payload)
         self.changed = anyio.Event()
         self.boot_answers: list[str] = []
+        #: What StartTransaction answers: the transactionId and the idTag status.
+        self.transaction_id = 1
+        self.id_tag_status = "Accepted"
         self.router.add_any(self._any)
 
     async def _any(self, request: Any, ctx: CallContext) -> Any:
@@ -32,7 +35,7 @@ class Recorder:
         if ctx.action == "Heartbeat":
             return {"currentTime": NOW}
         if ctx.action == "StartTransaction":
-            return {"transactionId": 1, "idTagInfo": {"status": "Accepted"}}
+            return {"transactionId": self.transaction_id, "idTagInfo": {"status": self.id_tag_status}}
         if ctx.action in ("StopTransaction",):
             return {"idTagInfo": {"status": "Accepted"}}
         return {}

@@ -594,3 +594,70 @@ async def test_a_killed_station_process_delivers_every_message_exactly_once_afte
     assert [fields[2] for fields in delivered] == mids
     assert [fields[3] for fields in delivered[kill_at - 1 :]] == ["True"] * 33
     assert _stored_rows(db) == 0
+
+
+async def test_a_transaction_started_offline_keeps_its_real_id_across_a_killed_station_process(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    """1.6 offline start: the CSMS's transactionId reaches the messages a second process sends.
+
+    The first process starts a transaction (provisional id) and queues 5 meter
+    values and the stop while the CSMS is unreachable, then is killed right
+    after the CSMS handled the second meter value (its answer never arrives):
+    the StartTransaction was answered, so the pair provisional -> real is in the
+    file.  The second process sends the rest with the real id.
+    """
+    db = tmp_path / "outbox.db"
+    rec = Recorder()
+    rec.transaction_id = 4242
+    kill_at = 3  # StartTransaction, MeterValues 0, MeterValues 1 (unanswered)
+    async with (
+        ocpprpc.serve(router=rec.router, replay_cache=1000) as server,
+        fault_proxy(server.port) as proxy,
+    ):
+        proxy.refuse = True
+        args = (proxy.url, str(db), anyio_backend, "ocpp1.6")
+        victim: list[anyio.abc.Process] = []
+        killed = anyio.Event()
+        original = rec._any
+
+        async def faulty(request: Any, ctx: ocpprpc.CallContext) -> Any:
+            answer = await original(request, ctx)
+            if len(rec.handled) == kill_at and victim:
+                victim.pop().send_signal(signal.SIGKILL)
+                killed.set()
+            return answer
+
+        rec.router.remove_any()
+        rec.router.add_any(faulty)
+
+        async with station_process(tmp_path, "first", *args, "provisional") as (first, first_out):
+            assert await first_out.wait_for("stored") == "stored 7"
+            provisional = int((await first_out.wait_for("provisional")).split()[1])
+            assert provisional < 0
+            victim.append(first)
+            proxy.refuse = False
+            await killed.wait()
+            assert await first.wait() == -signal.SIGKILL
+        async with station_process(tmp_path, "second", *args, "resume") as (second, second_out):
+            with anyio.fail_after(30):
+                code = await second.wait()
+        assert code == 0, (tmp_path / "second.stderr").read_text()
+        assert second_out.lines[0] == "restored 5"
+
+    # Exactly once, in order, every message after the start with the CSMS's id.
+    assert rec.actions() == ["StartTransaction", *["MeterValues"] * 5, "StopTransaction"]
+    assert [p["transactionId"] for _, _, p in rec.handled[1:]] == [4242] * 6
+    values = [p["meterValue"][0]["sampledValue"][0]["value"] for _, _, p in rec.handled[1:6]]
+    assert values == ["0", "1", "2", "3", "4"]
+    assert len({mid for _, mid, _ in rec.handled}) == 7
+    assert server.replay_cache is not None and server.replay_cache.replays == 1  # the kill
+    # Each answer reached the application once, with what was sent and the id it stood for.
+    delivered = [line.split() for line in first_out.lines + second_out.lines if line.startswith("delivered")]
+    assert [fields[2] for fields in delivered] == [mid for _, mid, _ in rec.handled]
+    assert [fields[4] for fields in delivered] == ["None", *["4242"] * 6]
+    assert {fields[5] for fields in delivered} == {str(provisional)}
+    assert [fields[3] for fields in delivered] == ["False", "False", *["True"] * 5]
+    assert _stored_rows(db) == 0
+    db_rows = sqlite3.connect(db).execute("SELECT count(*) FROM transactions").fetchone()
+    assert db_rows == (0,)  # the stop ended it: the pair is gone from the file too

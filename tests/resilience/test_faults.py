@@ -11,7 +11,7 @@ import anyio.abc
 import pytest
 
 import ocpprpc
-from ocpprpc import Backoff, Connected, Connecting, Disconnected, Keepalive, Retry, Station
+from ocpprpc import Backoff, Connected, Connecting, Disconnected, Keepalive, Reconnecting, Retry, Station
 from tests.faults.proxy import fault_proxy
 from tests.resilience.helpers import EventLog, Recorder
 
@@ -176,14 +176,19 @@ async def test_reconnect_storm_is_spread_out_and_everyone_gets_back() -> None:
                 f" stdev {statistics.pstdev(retries):.3f} s,"
                 f" all back {anyio.current_time() - lost_at:.3f} s after the loss"
             )
-            assert spread > 0.3
+            # The assertions use the delays the stations chose, not when their timers ran: a
+            # loaded machine runs timers that expired together in one burst (the printed
+            # spread above is the observation; the delays are the behaviour under test).
+            delays = sorted(
+                next(e.delay for _, e in log.events if isinstance(e, Reconnecting) and e.attempt == 1)
+                for log in logs
+            )
+            assert delays[-1] - delays[0] > 0.3
             # The middle half of the stations is spread too (uniform over 0.5 s: IQR 0.25 s).
-            quartiles = statistics.quantiles(retries, n=4)
+            quartiles = statistics.quantiles(delays, n=4)
             assert quartiles[2] - quartiles[0] > 0.1
-            # No herd: without jitter all 200 would retry within a few ms.  The bound is loose
-            # because a loaded event loop runs timers that expired together in one burst.
-            retries.sort()
-            assert max(sum(1 for r in retries if start <= r < start + 0.01) for start in retries) < count // 3
+            # No herd: without jitter all 200 would retry at the same moment.
+            assert max(sum(1 for d in delays if start <= d < start + 0.01) for start in delays) < count // 10
             assert all(station.state is ocpprpc.StationState.OPEN for station in stations)
 
 

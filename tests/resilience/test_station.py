@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -272,3 +273,92 @@ async def test_event_stream_and_reconnect_after_a_server_restart_on_the_same_por
             await next_of(Connected)
             assert await station.call("Heartbeat", {})
         assert rec.actions() == ["Heartbeat", "Heartbeat"]
+
+
+async def test_station_takes_every_session_option_connect_takes() -> None:
+    async with ocpprpc.serve() as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        log = EventLog()
+        async with Station(
+            url,
+            "CP1",
+            reconnect=FAST,
+            on_event=log,
+            max_bad_messages=2,
+            session_options={"ordered_handlers": True, "close_timeout": 1.5},
+        ) as station:
+            session = station.session
+            assert session is not None
+            assert session.ordered_handlers and session.close_timeout == 1.5
+            assert session.connection.max_bad_messages == 2
+            # A CSMS that sends garbage: the station closes with 1002 after two, and reconnects.
+            csms = server.clients["CP1"]
+            await csms.stream.send("not OCPP")
+            await csms.stream.send("not OCPP either")
+            disconnected = await log.wait_for(Disconnected)
+            assert disconnected.reason.code == 1002
+            await log.wait_for(Connected, 2)
+            assert station.session is not None and station.session.connection.max_bad_messages == 2
+        # Engine options by name in session_options flow too.
+        async with Station(url, "CP2", session_options={"max_bad_messages": 3}) as station:
+            assert station.session is not None and station.session.connection.max_bad_messages == 3
+    # The station's own parameters are refused there.
+    with pytest.raises(ValueError, match="call_timeout, data"):
+        Station(url, "CP1", session_options={"data": {}, "call_timeout": 1})
+
+
+async def test_closing_the_station_publishes_disconnected_then_closed_last() -> None:
+    async with ocpprpc.serve() as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        log = EventLog()
+        async with Station(url, "CP1", on_event=log) as station:
+            events = station.events()
+        with events:
+            streamed = [type(event).__name__ async for event in events]
+        kinds = [type(event).__name__ for _, event in log.events]
+        assert kinds == ["Connecting", "Connected", "Disconnected", "Closed"]
+        assert streamed == ["Disconnected", "Closed"]  # subscribed after Connected; ends after Closed
+        assert log.of(Disconnected)[0].reason.code == 1000
+        assert log.of(ocpprpc.Closed)[0].reason == "the station is closed"
+        # A stream asked for once the station is closed ends at once (rather than waiting forever).
+        async with station.events() as late:
+            assert [event async for event in late] == []
+
+
+async def test_a_station_that_gives_up_publishes_gave_up_then_closed() -> None:
+    async with ocpprpc.serve() as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp"
+        log = EventLog()
+        async with Station(url, "CP1", reconnect=None, on_event=log) as station:
+            await server.clients["CP1"].close()
+            await log.wait_for(ocpprpc.Closed)
+            assert station.state is StationState.CLOSED
+    kinds = [type(event).__name__ for _, event in log.events]
+    assert kinds == ["Connecting", "Connected", "Disconnected", "GaveUp", "Closed"]
+    assert "reconnecting is off" in log.of(ocpprpc.Closed)[0].reason
+
+
+async def test_send_interval_throttles_the_flush_after_a_reconnect() -> None:
+    router = Router()
+    arrived: list[float] = []
+
+    @router.on("Heartbeat")
+    def beat(request: Any, ctx: CallContext) -> Any:
+        arrived.append(anyio.current_time())
+        return {"currentTime": "2024-01-01T00:00:00Z"}
+
+    async with ocpprpc.serve(router=router) as server, fault_proxy(server.port) as proxy:
+        log = EventLog()
+        async with Station(proxy.url, "CP1", reconnect=FAST, on_event=log, send_interval=0.1) as station:
+            proxy.refuse = True
+            proxy.drop()
+            await log.wait_for(Reconnecting)
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(station.call, "Heartbeat", {})
+                await anyio.wait_all_tasks_blocked()
+                assert station.outbox_length == 4
+                proxy.refuse = False
+    assert len(arrived) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
+    assert all(gap >= 0.09 for gap in gaps), gaps  # never faster than one call per send_interval
