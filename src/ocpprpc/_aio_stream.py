@@ -240,6 +240,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
             # into its next write): a burst of answers leaves in a few writes, not
             # one each, while request/response traffic never yields here.
             self._ops = 0
+            self._sent = True
             await asyncio.sleep(0)
         if self._closed or self._eof_sent:
             raise anyio.ClosedResourceError
