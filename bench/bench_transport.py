@@ -22,6 +22,17 @@ TCP stream (``tcp_stream="asyncio"``, the default there) and over anyio's
 (``"anyio"``), alternating, so the two are compared in the same run; trio has
 only anyio's.
 
+TLS and permessage-deflate (``--tls``, ``--compression``, each ``off``, ``on``
+or ``both``): ``on`` runs over ``wss://`` (a throw-away CA and a certificate for
+127.0.0.1 made with :mod:`trustme`; contexts from :func:`ocpprpc.server_ssl_context`
+and :func:`ocpprpc.client_ssl_context`, as a user would make them) and/or with
+permessage-deflate negotiated by both ends; ``both`` runs the configurations
+interleaved (plain, tls, deflate, tls+deflate for every shape, stream and round)
+and prints each one's ratio to plain measured in the same round.
+``--breakdown N`` prints, for every configuration's cProfile pass, where the
+time goes by layer (``ssl`` / anyio's ``TLSStream`` / ``zlib`` / websockets /
+ocpprpc / the event loop) and the N functions with the most own time.
+
 Run: ``python bench/bench_transport.py`` (both backends, all three shapes,
 about 20-30 s; ``nox -s bench`` runs this) or e.g. ``--backend trio --calls 20000 --callers 32``.
 """
@@ -32,8 +43,10 @@ import argparse
 import cProfile
 import json
 import pstats
+import ssl
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
@@ -67,6 +80,10 @@ class Result:
     cpu_us: float
     wall_us: float
     py_calls_per_rt: float | None = None
+    config: str = "plain"
+    round: int = 0
+    #: cProfile own time per layer, as a share of the total (``--breakdown``).
+    layers: dict[str, float] = field(default_factory=dict)
 
 
 #: ``"plain"``: the server's handlers are plain functions (run inline by the reader);
@@ -99,6 +116,27 @@ def _router() -> ocpprpc.Router:
     return router
 
 
+_TLS: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
+
+
+def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for 127.0.0.1: a trustme CA, made once per process."""
+    global _TLS
+    if _TLS is None:
+        import tempfile
+
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        with tempfile.TemporaryDirectory() as tmp:
+            chain, ca_pem = f"{tmp}/chain.pem", f"{tmp}/ca.pem"
+            cert.private_key_and_cert_chain_pem.write_to_path(chain)
+            ca.cert_pem.write_to_path(ca_pem)
+            _TLS = (ocpprpc.server_ssl_context(chain), ocpprpc.client_ssl_context(cafile=ca_pem))
+    return _TLS
+
+
 async def _run(
     calls: int,
     callers: int,
@@ -107,20 +145,37 @@ async def _run(
     strict: bool,
     stream: TcpStreamName,
     profile: cProfile.Profile | None,
+    config: str = "plain",
 ) -> tuple[float, float]:
     action, payload = ("Heartbeat", {}) if msg == "hb" else ("MeterValues", METER_VALUES)
     per_worker = max(1, calls // (callers * connections))
+    tls = "tls" in config
+    deflate = "deflate" in config
+    server_ctx, client_ctx = _tls_contexts() if tls else (None, None)
     async with ocpprpc.serve(
-        router=_router(), protocols=["ocpp1.6"], validation=strict, tcp_stream=stream
+        router=_router(),
+        protocols=["ocpp1.6"],
+        validation=strict,
+        tcp_stream=stream,
+        ssl_context=server_ctx,
+        compression=deflate,
     ) as server:
-        url = f"ws://127.0.0.1:{server.port}"
+        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{server.port}"
         done = anyio.Event()
         stations: list[ocpprpc.Session] = []
 
         async def hold(i: int, *, task_status: anyio.abc.TaskStatus[None]) -> None:
             async with ocpprpc.connect(
-                url, f"CP-{i}", validation=strict, max_outstanding_calls=callers, tcp_stream=stream
+                url,
+                f"CP-{i}",
+                validation=strict,
+                max_outstanding_calls=callers,
+                tcp_stream=stream,
+                ssl_context=client_ctx,
+                compression=deflate,
             ) as station:
+                # The configuration is what was negotiated, not only what was asked for.
+                assert getattr(station.stream, "compression", False) == deflate, config
                 stations.append(station)
                 task_status.started()
                 await done.wait()
@@ -152,6 +207,41 @@ async def _run(
     return (cpu1 - cpu0) / total * 1e6, (wall1 - wall0) / total * 1e6
 
 
+#: cProfile entries by layer: (name, test on (file, function name)), first match wins.
+LAYERS: list[tuple[str, Any]] = [
+    ("_ssl (C)", lambda f, n: f == "~" and "_ssl." in n),
+    ("ssl.py", lambda f, n: f.endswith("/ssl.py")),
+    ("anyio TLSStream", lambda f, n: f.endswith("anyio/streams/tls.py")),
+    ("zlib (C)", lambda f, n: f == "~" and "zlib." in n),
+    ("websockets", lambda f, n: "/websockets/" in f),
+    ("ocpprpc", lambda f, n: "/ocpprpc/" in f),
+    ("msgspec (C)", lambda f, n: f == "~" and "msgspec" in n),
+    ("anyio other", lambda f, n: "/anyio/" in f),
+    ("asyncio", lambda f, n: "/asyncio/" in f),
+    ("trio", lambda f, n: "/trio/" in f),
+    ("socket/select (C)", lambda f, n: f == "~" and ("socket" in n or "poll" in n or "select" in n)),
+    ("other builtins (C)", lambda f, n: f == "~"),
+    ("other Python", lambda f, n: True),
+]
+
+
+def _layers(stats: pstats.Stats, per_rt: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Own time share (%) and Python calls per round trip, per layer."""
+    own: dict[str, float] = dict.fromkeys((name for name, _ in LAYERS), 0.0)
+    calls: dict[str, float] = dict.fromkeys(own, 0.0)
+    for (file, _line, func), (_cc, nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        for name, test in LAYERS:
+            if test(file, func):
+                own[name] += tt
+                calls[name] += nc
+                break
+    total = sum(own.values()) or 1.0
+    return (
+        {k: round(100 * v / total, 1) for k, v in own.items() if v},
+        {k: round(v / per_rt, 1) for k, v in calls.items() if v},
+    )
+
+
 def measure(
     backend: str,
     stream: TcpStreamName,
@@ -161,17 +251,61 @@ def measure(
     msg: str,
     strict: bool,
     count: int,
+    config: str = "plain",
+    breakdown: int = 0,
 ) -> Result:
     shape = f"{msg} conns={connections} callers={callers}"
-    cpu, wall = anyio.run(_run, calls, callers, connections, msg, strict, stream, None, backend=backend)
-    result = Result(backend, stream, shape, strict, calls, round(cpu, 1), round(wall, 1))
+    cpu, wall = anyio.run(
+        _run, calls, callers, connections, msg, strict, stream, None, config, backend=backend
+    )
+    result = Result(backend, stream, shape, strict, calls, round(cpu, 1), round(wall, 1), config=config)
     if count:
         profile = cProfile.Profile()
-        anyio.run(_run, count, callers, connections, msg, strict, stream, profile, backend=backend)
+        anyio.run(_run, count, callers, connections, msg, strict, stream, profile, config, backend=backend)
         stats = pstats.Stats(profile)
         per_worker = max(1, count // (callers * connections))
-        result.py_calls_per_rt = round(stats.total_calls / (per_worker * callers * connections), 1)  # type: ignore[attr-defined]
+        total = per_worker * callers * connections
+        result.py_calls_per_rt = round(stats.total_calls / total, 1)  # type: ignore[attr-defined]
+        if breakdown:
+            result.layers, layer_calls = _layers(stats, total)
+            print(f"  -- {backend}/{stream} {shape} {config}: own time % (calls/rt) by layer:")
+            print(
+                "     " + ", ".join(f"{k} {v}% ({layer_calls.get(k, 0)})" for k, v in result.layers.items())
+            )
+            rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:breakdown]  # type: ignore[attr-defined]
+            tt_total = sum(v[2] for v in stats.stats.values()) or 1.0  # type: ignore[attr-defined]
+            for (file, line, func), (_cc, nc, tt, _ct, _c) in rows:
+                where = (
+                    func
+                    if file == "~"
+                    else f"{file.rsplit('/', 2)[-2]}/{file.rsplit('/', 1)[-1]}:{line} {func}"
+                )
+                print(f"     {100 * tt / tt_total:5.1f}%  {nc / total:6.2f}/rt  {where}")
     return result
+
+
+def _summary(results: list[Result], configs: list[str]) -> None:
+    """Median CPU per configuration over rounds and the median of per-round ratios to plain."""
+    if len(configs) < 2:
+        return
+    print(f"\n{'backend':8} {'stream':8} {'shape':28} " + " ".join(f"{c:>22}" for c in configs))
+    keys = list(dict.fromkeys((r.backend, r.stream, r.shape) for r in results))
+    for key in keys:
+        cells = []
+        by_round: dict[int, dict[str, float]] = {}
+        for r in results:
+            if (r.backend, r.stream, r.shape) == key:
+                by_round.setdefault(r.round, {})[r.config] = r.cpu_us
+        for c in configs:
+            cpu = statistics.median(v[c] for v in by_round.values() if c in v)
+            ratios = [v[c] / v["plain"] for v in by_round.values() if c in v and "plain" in v]
+            if c == "plain" or not ratios:
+                cells.append(f"{cpu:8.1f}")
+            else:
+                cells.append(
+                    f"{cpu:8.1f} x{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+                )
+        print(f"{key[0]:8} {key[1]:8} {key[2]:28} " + " ".join(f"{c:>22}" for c in cells))
 
 
 def main() -> None:
@@ -181,10 +315,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--calls", type=int, default=3000, help="timed calls per measurement")
     parser.add_argument("--callers", type=int, nargs="*", help="callers per connection (default: 1 and 32)")
-    parser.add_argument(
-        "--connections", type=int, default=None, help="connections (default: shapes W1, W2, W3)"
-    )
-    parser.add_argument("--msg", choices=["hb", "mv"], default="hb")
+    parser.add_argument("--connections", type=int, nargs="*", help="connections (default: shapes W1, W2, W3)")
+    parser.add_argument("--msg", choices=["hb", "mv"], nargs="+", default=["hb"])
     parser.add_argument(
         "--handlers", choices=["plain", "async"], default="plain", help="server handlers: def or async def"
     )
@@ -194,6 +326,15 @@ def main() -> None:
         choices=["both", "asyncio", "anyio"],
         default="both",
         help="TCP byte stream on asyncio: ocpprpc's own, anyio's, or both alternating (default)",
+    )
+    parser.add_argument(
+        "--tls", choices=["off", "on", "both"], default="off", help="wss:// (trustme certificates)"
+    )
+    parser.add_argument(
+        "--compression", choices=["off", "on", "both"], default="off", help="permessage-deflate, both ends"
+    )
+    parser.add_argument(
+        "--breakdown", type=int, default=0, metavar="N", help="print the cProfile pass by layer and its top N"
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement (interleaved)")
     parser.add_argument("--count", type=int, default=1000, help="calls in the cProfile pass (0: skip)")
@@ -205,29 +346,47 @@ def main() -> None:
     if args.callers is None and args.connections is None:
         shapes = [(1, 1), (1, 32), (20, 1)]
     else:
-        shapes = [(args.connections or 1, c) for c in (args.callers or [1])]
+        shapes = [(n, c) for n in (args.connections or [1]) for c in (args.callers or [1])]
     streams: list[TcpStreamName] = ["asyncio", "anyio"] if args.tcp_stream == "both" else [args.tcp_stream]
+    tls = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
+    deflate = {"off": [False], "on": [True], "both": [False, True]}[args.compression]
+    configs = [
+        "+".join(n for n, on in (("tls", t), ("deflate", d)) if on) or "plain" for d in deflate for t in tls
+    ]
     results = []
     print(
-        f"{'backend':8} {'stream':8} {'shape':28} {'strict':6} {'cpu µs/rt':>10} {'wall µs/rt':>10}"
-        f" {'py calls/rt':>11}"
+        f"{'backend':8} {'stream':8} {'shape':28} {'strict':6} {'config':12} {'cpu µs/rt':>10}"
+        f" {'wall µs/rt':>10} {'py calls/rt':>11}"
     )
     for round_ in range(args.rounds):
         for backend in backends:
-            for connections, callers in shapes:
-                backend_streams: list[TcpStreamName] = streams if backend == "asyncio" else ["anyio"]
-                for stream in backend_streams:
-                    count = args.count if round_ == 0 else 0
-                    r = measure(
-                        backend, stream, args.calls, callers, connections, args.msg, args.strict, count
-                    )
-                    results.append(r)
-                    print(
-                        f"{r.backend:8} {r.stream:8} {r.shape:28} {r.strict!s:6} {r.cpu_us:10.1f}"
-                        f" {r.wall_us:10.1f}"
-                        f" {r.py_calls_per_rt if r.py_calls_per_rt is not None else '-':>11}",
-                        flush=True,
-                    )
+            for msg in args.msg:
+                for connections, callers in shapes:
+                    backend_streams: list[TcpStreamName] = streams if backend == "asyncio" else ["anyio"]
+                    for stream in backend_streams:
+                        for config in configs:
+                            count = args.count if round_ == 0 else 0
+                            r = measure(
+                                backend,
+                                stream,
+                                args.calls,
+                                callers,
+                                connections,
+                                msg,
+                                args.strict,
+                                count,
+                                config,
+                                args.breakdown,
+                            )
+                            r.round = round_
+                            results.append(r)
+                            print(
+                                f"{r.backend:8} {r.stream:8} {r.shape:28} {r.strict!s:6} {config:12}"
+                                f" {r.cpu_us:10.1f} {r.wall_us:10.1f}"
+                                f" {r.py_calls_per_rt if r.py_calls_per_rt is not None else '-':>11}",
+                                flush=True,
+                            )
+    _summary(results, configs)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) for r in results], f, indent=2)
