@@ -48,13 +48,15 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_transport as bt  # noqa: E402
+import contextlib
+
+import bench_transport as bt
 
 CONFIGS = ["plain", "tls", "deflate", "tls+deflate"]
 
@@ -81,7 +83,7 @@ def _ocpp_classes(skip: bool) -> Any:
     class CentralSystemCP(Base):  # type: ignore[misc]
         @on(Action.heartbeat, skip_schema_validation=skip)  # type: ignore[untyped-decorator]
         def on_heartbeat(self, **kwargs: Any) -> Any:
-            return call_result.Heartbeat(current_time=datetime.now(timezone.utc).isoformat())
+            return call_result.Heartbeat(current_time=datetime.now(UTC).isoformat())
 
         @on(Action.meter_values, skip_schema_validation=skip)  # type: ignore[untyped-decorator]
         def on_meter_values(self, connector_id: int, meter_value: Any, **kwargs: Any) -> Any:
@@ -110,10 +112,8 @@ async def _run_ocpp(
 
     async def on_connect(ws: Any) -> None:
         cp = central_cls(ws.request.path.strip("/"), ws)
-        try:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await cp.start()
-        except websockets.exceptions.ConnectionClosed:
-            pass
 
     server = await websockets.serve(
         on_connect, "127.0.0.1", 0, subprotocols=[Subprotocol("ocpp1.6")], ssl=server_ctx, **kw
@@ -198,13 +198,12 @@ def summary(results: list[Result], impls: list[str]) -> None:
     }
 
     def ratio(num: tuple[Any, ...], den: tuple[Any, ...]) -> str:
-        vals = [
-            cell[num + (n,)] / cell[den + (n,)] for n in rounds if num + (n,) in cell and den + (n,) in cell
-        ]
+        vals = [cell[(*num, n)] / cell[(*den, n)] for n in rounds if (*num, n) in cell and (*den, n) in cell]
         return f"{statistics.median(vals):.2f}" if vals else "-"
 
     print(
-        f"\n{'shape':16} {'valid.':6} {'config':12} {'impl':16} {'cpu µs/rt':>9} {'x plain':>8} {'py calls':>8}"
+        f"\n{'shape':16} {'valid.':6} {'config':12} {'impl':16} {'cpu µs/rt':>9} {'x plain':>8}"
+        f" {'py calls':>8}"
         f" {'/ ocpp':>7}"
     )
     for shape, validation in keys:
@@ -244,7 +243,8 @@ def main() -> None:
     args = parser.parse_args()
     results: list[Result] = []
     print(
-        f"{'impl':16} {'shape':16} {'valid.':6} {'config':12} {'cpu µs/rt':>9} {'wall µs/rt':>10} {'py calls':>8}"
+        f"{'impl':16} {'shape':16} {'valid.':6} {'config':12} {'cpu µs/rt':>9} {'wall µs/rt':>10}"
+        f" {'py calls':>8}"
     )
     for rnd in range(args.rounds):
         for validation in (v == "on" for v in args.validation):
