@@ -22,18 +22,24 @@ async def main(args: argparse.Namespace) -> None:
     action, payload = action_and_payload(args.msg)
     _, boot_payload = action_and_payload("boot")
     done = anyio.Event()
+    ssl_context = (
+        ocpprpc.client_ssl_context(cafile=os.path.join(cert_dir(), "cert.pem")) if args.tls else None
+    )
     async with anyio.create_task_group() as stations:
 
         async def hold(i: int, *, task_status: anyio.abc.TaskStatus[ocpprpc.Session]) -> None:
             # Each station lives in its own task: a session is entered and left in one task.
             async with ocpprpc.connect(
-                f"ws://{args.host}:{args.port}",
+                f"{'wss' if args.tls else 'ws'}://{args.host}:{args.port}",
                 f"CP-{i}",
                 protocols=["ocpp1.6"],
                 validation=bool(args.strict),
                 max_outstanding_calls=args.inflight,
                 tcp_stream=args.tcp_stream,
+                ssl_context=ssl_context,
+                compression=bool(args.deflate),
             ) as station:
+                assert station.stream.compression == bool(args.deflate)  # type: ignore[attr-defined]
                 task_status.started(station)
                 await done.wait()
 
@@ -58,6 +64,16 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "asyncio", "anyio"],
         help="ocpprpc's tcp_stream option",
     )
+    parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
+    parser.add_argument("--deflate", type=int, default=0, help="1: permessage-deflate on both ends")
+
+
+def cert_dir() -> str:
+    """The folder holding the self-signed cert.pem/key.pem that the TLS variants share."""
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "make_cert.sh")
+    return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

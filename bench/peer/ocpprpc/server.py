@@ -48,6 +48,12 @@ async def main(args: argparse.Namespace) -> None:
         protocols=["ocpp1.6"],
         validation=bool(args.strict),
         tcp_stream=args.tcp_stream,
+        ssl_context=ocpprpc.server_ssl_context(
+            os.path.join(cert_dir(), "cert.pem"), os.path.join(cert_dir(), "key.pem")
+        )
+        if args.tls
+        else None,
+        compression=bool(args.deflate),
     ):
         emit({"event": "ready", "port": args.port})
         await anyio.sleep_forever()
@@ -60,6 +66,16 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "asyncio", "anyio"],
         help="ocpprpc's tcp_stream option",
     )
+    parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
+    parser.add_argument("--deflate", type=int, default=0, help="1: permessage-deflate on both ends")
+
+
+def cert_dir() -> str:
+    """The folder holding the self-signed cert.pem/key.pem that the TLS variants share."""
+    import subprocess
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "make_cert.sh")
+    return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":
