@@ -53,6 +53,8 @@ from typing import Any
 
 import anyio
 
+from ocpprpc._tcp import TcpStreamName
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import contextlib
 
@@ -123,6 +125,7 @@ async def _run_ocpp(
     stations = []
     for i in range(connections):
         ws = await websockets.connect(url % i, subprotocols=[Subprotocol("ocpp1.6")], ssl=client_ctx, **kw)
+        assert ws.response is not None
         extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
         assert ("permessage-deflate" in extensions) == ("deflate" in config), extensions
         cp = station_cls(f"CP-{i}", ws)
@@ -169,7 +172,7 @@ def _once(
     if impl == "ocpp":
         return asyncio.run(_run_ocpp(calls, connections, msg, validation, config, profile))
     backend = impl.removeprefix("ocpprpc-")
-    stream = "asyncio" if backend == "asyncio" else "anyio"
+    stream: TcpStreamName = "asyncio" if backend == "asyncio" else "anyio"
     return anyio.run(
         bt._run, calls, 1, connections, msg, validation, stream, profile, config, backend=backend
     )
