@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -213,6 +214,14 @@ def test_default_ids_are_uuid4(version: str, initiator: Role) -> None:
     ids = {engine.new_call("Heartbeat", {}).message_id for _ in range(50)}
     assert len(ids) == 50
     assert all(len(i) == 36 and i[14] == "4" for i in ids)
+    # Formatted exactly like uuid.UUID: version 4, RFC 4122 variant, lower-case 8-4-4-4-12.
+    more = [engine.new_call("Heartbeat", {}).message_id for _ in range(600)]  # spans pool refills
+    assert len(set(more) | ids) == 650
+    for text in more:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_callerror_only_answers_a_call(version: str, initiator: Role) -> None:
