@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import enum
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
-from ._codec import JsonObjectCodec, PayloadCodec, PayloadKind
+from ._codec import TRUSTED_CODECS, JsonObjectCodec, PayloadCodec, PayloadKind
 from ._errors import (
     LocalProtocolError,
     OCPPError,
@@ -80,9 +81,16 @@ from ._rules import (
 __all__ = ["Connection", "ConnectionState", "uuid4_message_id"]
 
 _encode = msgspec.json.Encoder().encode
+_dict_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_ENCODE_ERRORS = (TypeError, ValueError, msgspec.MsgspecError)
 _REQUEST = PayloadKind.REQUEST
 _RESPONSE = PayloadKind.RESPONSE
 _OPEN_BRACE = ord("{")  # a Raw value starts at its first byte, never at whitespace
+_MISSING: Any = object()
+
+
+class _NotAnObject(Exception):
+    """A payload is not a JSON object (raised and caught inside the engine)."""
 
 
 _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
@@ -176,7 +184,7 @@ class Connection:
     ) -> None:
         self.role = role
         self.rules = rules_for(protocol)
-        self.codec: PayloadCodec = codec if codec is not None else JsonObjectCodec()
+        self.codec = codec if codec is not None else JsonObjectCodec()
         self._id_factory = id_factory
         limit = (
             self.rules.default_max_outstanding_calls
@@ -192,17 +200,40 @@ class Connection:
         self.detailed_errors = detailed_errors
         self._finished_memory = finished_memory
         self._decoder = decoder_for(self.rules.message_types)
-        self._state = ConnectionState.OPEN
+        self._closed = False
         self._events: list[Event] = []
         self._outstanding: dict[str, str] = {}
         # Ids of our outstanding CALLs sent with validate=False: their answer is not validated either.
         self._unvalidated: set[str] = set()
         self._inbound: dict[str, str] = {}
-        self._finished: dict[str, str] = {}
-        self._answered: dict[str, str] = {}
+        # Ordered: the oldest entry is forgotten first, in O(1) (a dict's next(iter()) is not).
+        self._finished: OrderedDict[str, str] = OrderedDict()
+        self._answered: OrderedDict[str, str] = OrderedDict()
         self._bad_in_a_row = 0
 
     # -- introspection ---------------------------------------------------------------
+
+    @property
+    def rules(self) -> ProtocolRules:
+        """The rules of the subprotocol."""
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: ProtocolRules) -> None:
+        self._rules = rules
+        self._max_id = rules.max_message_id_length
+
+    @property
+    def codec(self) -> PayloadCodec:
+        """The payload codec."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: PayloadCodec) -> None:
+        self._codec = codec
+        # What the codec lets the engine skip (see TRUSTED_CODECS).
+        self._trusted = type(codec) in TRUSTED_CODECS
+        self._plain = self._trusted and bool(getattr(codec, "plain", False))
 
     @property
     def protocol(self) -> str:
@@ -211,7 +242,7 @@ class Connection:
 
     @property
     def state(self) -> ConnectionState:
-        return self._state
+        return ConnectionState.CLOSED if self._closed else ConnectionState.OPEN
 
     @property
     def outstanding_calls(self) -> Mapping[str, str]:
@@ -230,7 +261,7 @@ class Connection:
 
     def __repr__(self) -> str:
         return (
-            f"<Connection {self.role.value} {self.protocol} {self._state.value}"
+            f"<Connection {self.role.value} {self.protocol} {self.state.value}"
             f" outstanding={len(self._outstanding)} inbound={len(self._inbound)}>"
         )
 
@@ -245,7 +276,7 @@ class Connection:
         if data is None:
             self._close()
             return
-        if self._state is ConnectionState.CLOSED:
+        if self._closed:
             raise LocalProtocolError("receive_message() called after the connection closed")
         try:
             frame = self._decoder.decode(data)
@@ -296,23 +327,30 @@ class Connection:
                 )
             )
             return
-        if len(message_id) > self.rules.max_message_id_length:
+        if len(message_id) > self._max_id:
             self._bad_call(frame, Violation.ID_TOO_LONG, self.rules.frame_error)
             return
-        if message_id in self._inbound:
+        inbound = self._inbound
+        if message_id in inbound:
             self._bad_call(frame, Violation.DUPLICATE_CALL, self.rules.duplicate_call)
             return
-        view = memoryview(frame.payload)
-        if view[0] != _OPEN_BRACE:
-            self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
-            return
         action = frame.action
-        try:
-            payload = self.codec.decode(action, _REQUEST, view)
-        except PayloadError as exc:
-            self._bad_call(frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details))
-            return
-        self._inbound[message_id] = action
+        payload = _MISSING
+        if self._plain:
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                payload = _dict_decode(frame.payload)
+            except msgspec.MsgspecError:
+                pass  # the codec says why, below
+        if payload is _MISSING:
+            try:
+                payload = self._read(action, _REQUEST, frame.payload, True)
+            except _NotAnObject:
+                self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
+                return
+            except PayloadError as exc:
+                self._bad_call(frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details))
+                return
+        inbound[message_id] = action
         self._bad_in_a_row = 0
         self._events.append(Call(message_id=message_id, action=action, payload=payload))
 
@@ -350,15 +388,15 @@ class Connection:
         details: dict[str, Any] = {}
         if not message_id:
             violation, description = Violation.UNREADABLE_ID, UNREADABLE_ID_DESCRIPTION
-        elif len(message_id) > self.rules.max_message_id_length:
+        elif len(message_id) > self._max_id:
             violation = Violation.ID_TOO_LONG
-            description = _DESCRIPTIONS[violation].format(limit=self.rules.max_message_id_length)
-        elif (view := memoryview(frame.payload))[0] != _OPEN_BRACE:
-            violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
-            description = _DESCRIPTIONS[violation]
+            description = _DESCRIPTIONS[violation].format(limit=self._max_id)
         else:
             try:
-                payload = self.codec.decode(frame.action, _REQUEST, view)
+                payload = self._read(frame.action, _REQUEST, frame.payload, True)
+            except _NotAnObject:
+                violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
+                description = _DESCRIPTIONS[violation]
             except PayloadError as exc:
                 violation, code, description = Violation.INVALID_PAYLOAD, exc.code, exc.description
                 details = dict(exc.details)
@@ -383,28 +421,52 @@ class Connection:
         if action is None:
             self._unmatched(MessageType.CALL_RESULT, message_id)
             return
-        validate = not (self._unvalidated and message_id in self._unvalidated)
-        self._finish(message_id, action)
-        view = memoryview(frame.payload)
-        if view[0] != _OPEN_BRACE:
-            self._invalid_result(
-                message_id,
-                action,
-                self.rules.payload_not_object,
-                _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT],
-                {},
-            )
-            return
-        try:
-            if validate:
-                payload = self.codec.decode(action, _RESPONSE, view)
-            else:
-                payload = self.codec.decode(action, _RESPONSE, view, validate=False)
-        except PayloadError as exc:
-            self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
-            return
+        # The CALL is over: remember it (to spot late answers), forget its options (_finish, inline).
+        validate = True
+        unvalidated = self._unvalidated
+        if unvalidated and message_id in unvalidated:
+            validate = False
+            unvalidated.discard(message_id)
+        finished = self._finished
+        finished[message_id] = action
+        if len(finished) > self._finished_memory:
+            finished.popitem(last=False)
+        payload = _MISSING
+        if self._plain:
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                payload = _dict_decode(frame.payload)
+            except msgspec.MsgspecError:
+                pass  # the codec says why, below
+        if payload is _MISSING:
+            try:
+                payload = self._read(action, _RESPONSE, frame.payload, validate)
+            except _NotAnObject:
+                description = _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT]
+                self._invalid_result(message_id, action, self.rules.payload_not_object, description, {})
+                return
+            except PayloadError as exc:
+                self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
+                return
         self._bad_in_a_row = 0
         self._events.append(CallResult(message_id=message_id, payload=payload, action=action))
+
+    def _read(self, action: str, kind: PayloadKind, raw: msgspec.Raw, validate: bool) -> Any:
+        """The codec's reading of a payload; raises :class:`_NotAnObject` or :class:`PayloadError`."""
+        codec = self._codec
+        if self._trusted:
+            # It refuses anything but an object itself: look at the first byte only then.
+            try:
+                return codec.decode(action, kind, raw, validate=validate)
+            except PayloadError:
+                if bytes(raw)[0] != _OPEN_BRACE:
+                    raise _NotAnObject from None
+                raise
+        view = memoryview(raw)
+        if view[0] != _OPEN_BRACE:
+            raise _NotAnObject
+        if validate:
+            return codec.decode(action, kind, view)
+        return codec.decode(action, kind, view, validate=False)
 
     def _invalid_result(
         self, message_id: str, action: str, code: ErrorCode, description: str, details: dict[str, Any]
@@ -537,9 +599,9 @@ class Connection:
             self._events.append(TooManyBadMessages(count=self._bad_in_a_row, limit=self.max_bad_messages))
 
     def _close(self) -> None:
-        if self._state is ConnectionState.CLOSED:
+        if self._closed:
             return
-        self._state = ConnectionState.CLOSED
+        self._closed = True
         for message_id, action in self._outstanding.items():
             self._remember(self._finished, message_id, action)
         self._unvalidated.clear()
@@ -557,10 +619,10 @@ class Connection:
         if self._unvalidated:
             self._unvalidated.discard(message_id)
 
-    def _remember(self, memory: dict[str, str], message_id: str, action: str) -> None:
+    def _remember(self, memory: OrderedDict[str, str], message_id: str, action: str) -> None:
         memory[message_id] = action
         if len(memory) > self._finished_memory:
-            del memory[next(iter(memory))]
+            memory.popitem(last=False)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -578,55 +640,65 @@ class Connection:
         ``validate=False`` opts this message out of the codec's schema
         validation; for a :class:`Call`, its answer is not validated either.
         """
-        return self.send_bytes(event, validate=validate).decode()
+        # send_bytes(), inline: one call less per message.
+        sender = _SENDERS.get(type(event))
+        if sender is None or self._closed:
+            self._refuse(event)
+        return sender(self, event, validate).decode()
 
     def send_bytes(self, event: Event, *, validate: bool = True) -> bytes:
         """Like :meth:`send`, but the UTF-8 encoded text message."""
-        if self._state is ConnectionState.CLOSED:
-            raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
         # Exact types, not isinstance: events are final (subclasses would not round-trip).
-        if type(event) is CallResult:
-            return self._send_result(event, validate)
-        if type(event) is Call:
-            return self._send_call(event, validate)
-        if type(event) is CallError:
-            return self._send_error(event)
-        if type(event) is Send:
-            return self._send_send(event, validate)
-        if type(event) is CallResultError:
-            return self._send_result_error(event)
+        sender = _SENDERS.get(type(event))
+        if sender is None or self._closed:
+            self._refuse(event)
+        return sender(self, event, validate)
+
+    def _refuse(self, event: Event) -> NoReturn:
+        if self._closed:
+            raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
         raise LocalProtocolError(f"{type(event).__name__} is not a message that can be sent")
 
     def _check_outbound_id(self, message_id: str) -> None:
-        if not message_id or len(message_id) > self.rules.max_message_id_length:
-            raise LocalProtocolError(
-                f"message id must be 1 to {self.rules.max_message_id_length} characters, got {message_id!r}"
-            )
+        if not message_id or len(message_id) > self._max_id:
+            raise LocalProtocolError(f"message id must be 1 to {self._max_id} characters, got {message_id!r}")
 
     def _encode_payload(self, action: str, kind: PayloadKind, payload: Any, validate: bool) -> msgspec.Raw:
         try:
             if validate:
-                return msgspec.Raw(self.codec.encode(action, kind, payload))
-            return msgspec.Raw(self.codec.encode(action, kind, payload, validate=False))
+                return msgspec.Raw(self._codec.encode(action, kind, payload))
+            return msgspec.Raw(self._codec.encode(action, kind, payload, validate=False))
         except PayloadError as exc:
             raise OutboundPayloadError(action, exc) from exc
 
     def _send_call(self, event: Call, validate: bool) -> bytes:
         message_id = event.message_id
         self._check_outbound_id(message_id)
-        if message_id in self._outstanding:
+        outstanding = self._outstanding
+        if message_id in outstanding:
             raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
-        if len(self._outstanding) >= self.max_outstanding_calls:
+        if len(outstanding) >= self.max_outstanding_calls:
             raise TooManyOutstandingCalls(
-                f"{len(self._outstanding)} CALL(s) already await an answer"
-                f" (limit {self.max_outstanding_calls})"
+                f"{len(outstanding)} CALL(s) already await an answer (limit {self.max_outstanding_calls})"
             )
         action = event.action
-        payload = self._encode_payload(action, _REQUEST, event.payload, validate)
-        self._outstanding[message_id] = action
+        payload = event.payload
+        if self._plain and type(payload) is dict:
+            # The frame in one msgspec call; if that fails, the codec says why, below.
+            try:
+                data = _encode((2, message_id, action, payload))
+            except _ENCODE_ERRORS:
+                pass
+            else:
+                outstanding[message_id] = action
+                if not validate:
+                    self._unvalidated.add(message_id)
+                return data
+        raw = self._encode_payload(action, _REQUEST, payload, validate)
+        outstanding[message_id] = action
         if not validate:
             self._unvalidated.add(message_id)
-        return _encode((2, message_id, action, payload))
+        return _encode((2, message_id, action, raw))
 
     def _send_send(self, event: Send, validate: bool) -> bytes:
         self._check_supported(MessageType.SEND)
@@ -636,16 +708,27 @@ class Connection:
 
     def _send_result(self, event: CallResult, validate: bool) -> bytes:
         message_id = event.message_id
-        action = self._inbound.get(message_id)
+        inbound = self._inbound
+        action = inbound.get(message_id)
         if action is None:
             raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
+        payload = event.payload
+        if self._plain and type(payload) is dict:
+            try:
+                data = _encode((3, message_id, payload))
+            except _ENCODE_ERRORS:
+                pass  # the codec says why, below
+            else:
+                del inbound[message_id]
+                self._remember(self._answered, message_id, action)
+                return data
         # On a bad payload the CALL stays open, so the caller can still answer it with an error.
-        payload = self._encode_payload(action, _RESPONSE, event.payload, validate)
-        del self._inbound[message_id]
+        raw = self._encode_payload(action, _RESPONSE, payload, validate)
+        del inbound[message_id]
         self._remember(self._answered, message_id, action)
-        return _encode((3, message_id, payload))
+        return _encode((3, message_id, raw))
 
-    def _send_error(self, event: CallError) -> bytes:
+    def _send_error(self, event: CallError, validate: bool) -> bytes:
         # A CALLERROR only ever answers a CALL ([J16] 4.2.3; EVerest/libocpp#995).
         message_id = event.message_id
         if message_id not in self._inbound:
@@ -659,7 +742,7 @@ class Connection:
         del self._inbound[message_id]
         return frame.encode()
 
-    def _send_result_error(self, event: CallResultError) -> bytes:
+    def _send_result_error(self, event: CallResultError, validate: bool) -> bytes:
         self._check_supported(MessageType.CALL_RESULT_ERROR)
         if event.message_id not in self._finished:
             raise LocalProtocolError(
@@ -728,3 +811,13 @@ class Connection:
             return False
         self._finish(message_id, action)
         return True
+
+
+#: How each kind of message event is sent (exact types: events are final).
+_SENDERS: dict[type[Event], Callable[[Connection, Any, bool], bytes]] = {
+    CallResult: Connection._send_result,
+    Call: Connection._send_call,
+    CallError: Connection._send_error,
+    Send: Connection._send_send,
+    CallResultError: Connection._send_result_error,
+}

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from ocpprpc import (
+    BadMessage,
     Call,
     CallError,
     CallResult,
@@ -17,6 +18,8 @@ from ocpprpc import (
     ConnectionClosed,
     ConnectionState,
     ErrorCode,
+    InvalidResponse,
+    JsonObjectCodec,
     LocalProtocolError,
     MessageType,
     OCPPError,
@@ -26,6 +29,7 @@ from ocpprpc import (
     Role,
     TooManyOutstandingCalls,
     UnmatchedResponse,
+    Violation,
 )
 
 from .helpers import ROLES, VERSIONS, ConnectionPair, counter_ids, other
@@ -303,6 +307,17 @@ def test_structs_are_accepted_as_payloads(version: str, initiator: Role) -> None
     )
 
 
+def test_unserialisable_result_payload_keeps_the_call_answerable(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    with pytest.raises(OutboundPayloadError, match="not JSON-serialisable"):
+        pair.conn[responder].send(CallResult(message_id=call.message_id, payload={"when": object()}))
+    assert call.message_id in pair.conn[responder].inbound_calls
+    assert call.message_id not in pair.conn[responder]._answered
+
+
 def test_invalid_handler_response_keeps_the_call_answerable(version: str, initiator: Role) -> None:
     pair = ConnectionPair(version)
     responder = other(initiator)
@@ -362,6 +377,15 @@ def test_only_messages_can_be_sent(version: str, initiator: Role) -> None:
         engine.send(ConnectionClosed(unanswered_calls=(), unanswered_inbound=()))
 
 
+def test_send_bytes_refuses_what_send_refuses(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    with pytest.raises(LocalProtocolError, match="not a message"):
+        engine.send_bytes(ConnectionClosed(unanswered_calls=(), unanswered_inbound=()))
+    engine.receive_message(None)
+    with pytest.raises(LocalProtocolError, match="closed"):
+        engine.send_bytes(engine.new_call("Heartbeat", {}))
+
+
 def test_send_bytes_matches_send(version: str, initiator: Role) -> None:
     a = Connection(initiator, version, id_factory=counter_ids("x"))
     b = Connection(initiator, version, id_factory=counter_ids("x"))
@@ -406,6 +430,41 @@ def test_custom_codec_sees_action_and_kind(version: str, initiator: Role) -> Non
         ("Authorize", PayloadKind.REQUEST, b'{"idTag":"A"}', True),
         ("Authorize", PayloadKind.RESPONSE, b"<encode>", True),
     ]
+
+
+def test_custom_codec_never_sees_a_payload_that_is_not_an_object(version: str, initiator: Role) -> None:
+    codec = _Recorder()
+    engine = Connection(initiator, version, codec=codec)
+    call = engine.new_call("Heartbeat", {})
+    engine.send(call)
+    engine.receive_message('[2,"in","Heartbeat",[1]]')
+    engine.receive_message(f'[3,"{call.message_id}","text"]')
+    bad, invalid = engine.events()
+    assert isinstance(bad, BadMessage) and bad.violation is Violation.PAYLOAD_NOT_OBJECT
+    assert isinstance(invalid, InvalidResponse) and invalid.description == "payload must be a JSON object"
+    assert codec.seen == [("Heartbeat", PayloadKind.REQUEST, b"<encode>", True)]
+
+
+def test_codec_can_be_replaced(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    assert isinstance(engine.codec, JsonObjectCodec)
+    engine.codec = codec = _Recorder()
+    assert engine.codec is codec
+    engine.send(engine.new_call("Heartbeat", {}))
+    assert codec.seen == [("Heartbeat", PayloadKind.REQUEST, b"<encode>", True)]
+
+
+def test_opt_out_is_remembered_with_the_default_codec(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.conn[responder].receive_message(pair.conn[initiator].send(call, validate=False))
+    assert call.message_id in pair.conn[initiator]._unvalidated
+    events = pair.send(responder, CallResult(message_id=call.message_id, payload={"currentTime": "t"}))
+    assert events == [
+        CallResult(message_id=call.message_id, payload={"currentTime": "t"}, action="Heartbeat")
+    ]
+    assert not pair.conn[initiator]._unvalidated
 
 
 def test_validation_opt_out_covers_the_message_and_its_answer(version: str, initiator: Role) -> None:
