@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -206,9 +206,12 @@ class Connection:
         # Ids of our outstanding CALLs sent with validate=False: their answer is not validated either.
         self._unvalidated: set[str] = set()
         self._inbound: dict[str, str] = {}
-        # Ordered: the oldest entry is forgotten first, in O(1) (a dict's next(iter()) is not).
-        self._finished: OrderedDict[str, str] = OrderedDict()
-        self._answered: OrderedDict[str, str] = OrderedDict()
+        # Bounded memories, oldest first: each id also queued in first-insertion order, so
+        # forgetting the oldest is O(1) (a dict's next(iter()) skips deleted slots).
+        self._finished: dict[str, str] = {}
+        self._finished_order: deque[str] = deque()
+        self._answered: dict[str, str] = {}
+        self._answered_order: deque[str] = deque()
         self._bad_in_a_row = 0
 
     # -- introspection ---------------------------------------------------------------
@@ -341,6 +344,11 @@ class Connection:
                 payload = _dict_decode(frame.payload)
             except msgspec.MsgspecError:
                 pass  # the codec says why, below
+        elif self._trusted:
+            try:  # noqa: SIM105
+                payload = self._codec.decode(action, _REQUEST, frame.payload)
+            except PayloadError:
+                pass  # asked again below, to tell a non-object from an invalid one
         if payload is _MISSING:
             try:
                 payload = self._read(action, _REQUEST, frame.payload, True)
@@ -428,15 +436,22 @@ class Connection:
             validate = False
             unvalidated.discard(message_id)
         finished = self._finished
+        if message_id not in finished:
+            self._finished_order.append(message_id)
         finished[message_id] = action
         if len(finished) > self._finished_memory:
-            finished.popitem(last=False)
+            del finished[self._finished_order.popleft()]
         payload = _MISSING
         if self._plain:
             try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                 payload = _dict_decode(frame.payload)
             except msgspec.MsgspecError:
                 pass  # the codec says why, below
+        elif self._trusted:
+            try:  # noqa: SIM105
+                payload = self._codec.decode(action, _RESPONSE, frame.payload, validate=validate)
+            except PayloadError:
+                pass  # asked again below, to tell a non-object from an invalid one
         if payload is _MISSING:
             try:
                 payload = self._read(action, _RESPONSE, frame.payload, validate)
@@ -603,7 +618,7 @@ class Connection:
             return
         self._closed = True
         for message_id, action in self._outstanding.items():
-            self._remember(self._finished, message_id, action)
+            self._remember(self._finished, self._finished_order, message_id, action)
         self._unvalidated.clear()
         self._events.append(
             ConnectionClosed(
@@ -615,14 +630,16 @@ class Connection:
 
     def _finish(self, message_id: str, action: str) -> None:
         """Our CALL *message_id* is over: remember it (to spot late answers), forget its options."""
-        self._remember(self._finished, message_id, action)
+        self._remember(self._finished, self._finished_order, message_id, action)
         if self._unvalidated:
             self._unvalidated.discard(message_id)
 
-    def _remember(self, memory: OrderedDict[str, str], message_id: str, action: str) -> None:
+    def _remember(self, memory: dict[str, str], order: deque[str], message_id: str, action: str) -> None:
+        if message_id not in memory:
+            order.append(message_id)
         memory[message_id] = action
         if len(memory) > self._finished_memory:
-            memory.popitem(last=False)
+            del memory[order.popleft()]
 
     # -- sending ---------------------------------------------------------------------
 
@@ -720,12 +737,12 @@ class Connection:
                 pass  # the codec says why, below
             else:
                 del inbound[message_id]
-                self._remember(self._answered, message_id, action)
+                self._remember(self._answered, self._answered_order, message_id, action)
                 return data
         # On a bad payload the CALL stays open, so the caller can still answer it with an error.
         raw = self._encode_payload(action, _RESPONSE, payload, validate)
         del inbound[message_id]
-        self._remember(self._answered, message_id, action)
+        self._remember(self._answered, self._answered_order, message_id, action)
         return _encode((3, message_id, raw))
 
     def _send_error(self, event: CallError, validate: bool) -> bytes:

@@ -527,3 +527,16 @@ def test_memories_of_answered_calls_are_bounded(version: str, initiator: Role) -
     assert list(pair.conn[responder]._answered) == ids[1:]
     late = pair.deliver(initiator, f'[3,"{ids[0]}",{{}}]') + pair.deliver(initiator, f'[3,"{ids[2]}",{{}}]')
     assert [e.late for e in late if isinstance(e, UnmatchedResponse)] == [False, True]
+
+
+def test_a_reused_id_keeps_its_place_in_the_memories(version: str, initiator: Role) -> None:
+    """Like a dict: remembering an id again updates it where it is (the oldest is forgotten first)."""
+    pair = ConnectionPair(version, finished_memory=2)
+    responder = other(initiator)
+    for message_id in ("a", "b", "a", "c"):
+        pair.send(initiator, Call(message_id=message_id, action="Heartbeat", payload={}))
+        pair.send(responder, CallResult(message_id=message_id, payload={}))
+        if message_id == "a":
+            assert list(pair.conn[initiator]._finished) == list(pair.conn[responder]._answered)
+    assert list(pair.conn[initiator]._finished) == ["b", "c"]
+    assert list(pair.conn[responder]._answered) == ["b", "c"]
