@@ -690,7 +690,8 @@ class Connection:
 
     def _send_call(self, event: Call, validate: bool) -> bytes:
         message_id = event.message_id
-        self._check_outbound_id(message_id)
+        if not message_id or len(message_id) > self._max_id:  # _check_outbound_id(), inline
+            self._check_outbound_id(message_id)
         outstanding = self._outstanding
         if message_id in outstanding:
             raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
@@ -737,7 +738,12 @@ class Connection:
                 pass  # the codec says why, below
             else:
                 del inbound[message_id]
-                self._remember(self._answered, self._answered_order, message_id, action)
+                answered = self._answered  # _remember(), inline
+                if message_id not in answered:
+                    self._answered_order.append(message_id)
+                answered[message_id] = action
+                if len(answered) > self._finished_memory:
+                    del answered[self._answered_order.popleft()]
                 return data
         # On a bad payload the CALL stays open, so the caller can still answer it with an error.
         raw = self._encode_payload(action, _RESPONSE, payload, validate)
