@@ -540,3 +540,6 @@ def test_a_reused_id_keeps_its_place_in_the_memories(version: str, initiator: Ro
             assert list(pair.conn[initiator]._finished) == list(pair.conn[responder]._answered)
     assert list(pair.conn[initiator]._finished) == ["b", "c"]
     assert list(pair.conn[responder]._answered) == ["b", "c"]
+    pair.conn[initiator].send(Call(message_id="b", action="Reset", payload={}))
+    assert pair.conn[initiator].abandon_call("b")
+    assert pair.conn[initiator]._finished == {"b": "Reset", "c": "Heartbeat"}
