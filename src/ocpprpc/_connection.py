@@ -701,22 +701,27 @@ class Connection:
             )
         action = event.action
         payload = event.payload
+        data = None
         if self._plain and type(payload) is dict:
             # The frame in one msgspec call; if that fails, the codec says why, below.
-            try:
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                 data = _encode((2, message_id, action, payload))
             except _ENCODE_ERRORS:
                 pass
-            else:
-                outstanding[message_id] = action
-                if not validate:
-                    self._unvalidated.add(message_id)
-                return data
-        raw = self._encode_payload(action, _REQUEST, payload, validate)
+        if data is None:
+            # _encode_payload(), inline
+            try:
+                if validate:
+                    out = self._codec.encode(action, _REQUEST, payload)
+                else:
+                    out = self._codec.encode(action, _REQUEST, payload, validate=False)
+            except PayloadError as exc:
+                raise OutboundPayloadError(action, exc) from exc
+            data = _encode((2, message_id, action, msgspec.Raw(out)))
         outstanding[message_id] = action
         if not validate:
             self._unvalidated.add(message_id)
-        return _encode((2, message_id, action, raw))
+        return data
 
     def _send_send(self, event: Send, validate: bool) -> bytes:
         self._check_supported(MessageType.SEND)
@@ -731,25 +736,31 @@ class Connection:
         if action is None:
             raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
         payload = event.payload
+        data = None
         if self._plain and type(payload) is dict:
-            try:
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                 data = _encode((3, message_id, payload))
             except _ENCODE_ERRORS:
                 pass  # the codec says why, below
-            else:
-                del inbound[message_id]
-                answered = self._answered  # _remember(), inline
-                if message_id not in answered:
-                    self._answered_order.append(message_id)
-                answered[message_id] = action
-                if len(answered) > self._finished_memory:
-                    del answered[self._answered_order.popleft()]
-                return data
-        # On a bad payload the CALL stays open, so the caller can still answer it with an error.
-        raw = self._encode_payload(action, _RESPONSE, payload, validate)
+        if data is None:
+            # _encode_payload(), inline.  On a bad payload the CALL stays open, so the
+            # caller can still answer it with an error.
+            try:
+                if validate:
+                    out = self._codec.encode(action, _RESPONSE, payload)
+                else:
+                    out = self._codec.encode(action, _RESPONSE, payload, validate=False)
+            except PayloadError as exc:
+                raise OutboundPayloadError(action, exc) from exc
+            data = _encode((3, message_id, msgspec.Raw(out)))
         del inbound[message_id]
-        self._remember(self._answered, self._answered_order, message_id, action)
-        return _encode((3, message_id, raw))
+        answered = self._answered  # _remember(), inline
+        if message_id not in answered:
+            self._answered_order.append(message_id)
+        answered[message_id] = action
+        if len(answered) > self._finished_memory:
+            del answered[self._answered_order.popleft()]
+        return data
 
     def _send_error(self, event: CallError, validate: bool) -> bytes:
         # A CALLERROR only ever answers a CALL ([J16] 4.2.3; EVerest/libocpp#995).
