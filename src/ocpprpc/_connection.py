@@ -87,6 +87,17 @@ _REQUEST = PayloadKind.REQUEST
 _RESPONSE = PayloadKind.RESPONSE
 _OPEN_BRACE = ord("{")  # a Raw value starts at its first byte, never at whitespace
 _MISSING: Any = object()
+#: Struct types that encode as a JSON object (not ``array_like``), learnt as they are sent:
+#: a plain codec writes them exactly as the engine would inside the frame.
+_OBJECT_STRUCTS: set[type] = set()
+
+
+def _encodes_as_object(kind: type) -> bool:
+    """Whether a payload of type *kind* is a JSON object when encoded (dicts aside)."""
+    if issubclass(kind, msgspec.Struct) and not kind.__struct_config__.array_like:
+        _OBJECT_STRUCTS.add(kind)
+        return True
+    return False
 
 
 class _NotAnObject(Exception):
@@ -702,7 +713,8 @@ class Connection:
         action = event.action
         payload = event.payload
         data = None
-        if self._plain and type(payload) is dict:
+        kind = type(payload)
+        if self._plain and (kind is dict or kind in _OBJECT_STRUCTS or _encodes_as_object(kind)):
             # The frame in one msgspec call; if that fails, the codec says why, below.
             try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                 data = _encode((2, message_id, action, payload))
@@ -737,7 +749,8 @@ class Connection:
             raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
         payload = event.payload
         data = None
-        if self._plain and type(payload) is dict:
+        kind = type(payload)
+        if self._plain and (kind is dict or kind in _OBJECT_STRUCTS or _encodes_as_object(kind)):
             try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                 data = _encode((3, message_id, payload))
             except _ENCODE_ERRORS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from ocpprpc import (
@@ -15,6 +16,7 @@ from ocpprpc import (
     ErrorCode,
     InvalidResponse,
     OutboundPayloadError,
+    PayloadKind,
     Role,
     Send,
     ValidationPolicy,
@@ -26,6 +28,7 @@ from ocpprpc import (
 )
 
 STATION, CSMS = Role.CHARGING_STATION, Role.CSMS
+REQUEST, RESPONSE = PayloadKind.REQUEST, PayloadKind.RESPONSE
 
 
 def pair(protocol: str, policy: ValidationPolicy | None = None) -> tuple[Connection, Connection]:
@@ -161,3 +164,38 @@ def test_send_only_action_is_typed() -> None:
     [bad] = csms.events()
     assert isinstance(bad, BadMessage) and bad.reply is None  # a SEND is never answered
     assert bad.code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+
+
+class _Pair(msgspec.Struct, array_like=True):
+    a: int
+    b: int
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.1"])
+def test_without_validation_payloads_are_written_exactly_as_the_codec_would(protocol: str) -> None:
+    """The engine writes plain payloads itself; the frames are what the codec's bytes would give."""
+    station, csms = pair(protocol, ValidationPolicy.off())
+    codec = codec_for(protocol, ValidationPolicy.off())
+    typed = v16.HeartbeatResponse(current_time=datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC))
+    for payload in (
+        {"currentTime": "now", "n": [1, 2.5, None]},
+        typed,
+        typed,
+    ):  # a Struct, then its type known
+        call = station.new_call("Heartbeat", payload)
+        wire = station.send(call)
+        assert (
+            wire
+            == f'[2,"{call.message_id}","Heartbeat",{codec.encode("Heartbeat", REQUEST, payload).decode()}]'
+        )
+        csms.receive_message(wire)
+        [received] = csms.events()
+        assert isinstance(received, Call) and received.payload == json.loads(wire)[3]
+        answer = csms.send(CallResult(message_id=call.message_id, payload=payload))
+        assert answer == f'[3,"{call.message_id}",{codec.encode("Heartbeat", RESPONSE, payload).decode()}]'
+        station.receive_message(answer)
+        assert station.events()
+    # An array-like Struct is not a JSON object: refused, as the codec refuses it.
+    with pytest.raises(OutboundPayloadError, match="must be a JSON object"):
+        station.send(station.new_call("Heartbeat", _Pair(1, 2)))
+    assert not station.outstanding_calls
