@@ -22,6 +22,14 @@ The engine keeps three tables:
 Everything the peer can get wrong becomes an event; where the protocol defines
 an answer, the event carries it serialised (``reply``).  The decisions come
 from :mod:`ocpprpc._rules`; this module only applies them.
+
+The per-message path is kept short (bench/README.md has the costs).  With a codec
+of :data:`~ocpprpc._codec.TRUSTED_CODECS` the engine hands over the frame's
+``msgspec.Raw`` and looks for a non-object payload only after the codec refused
+one; with a *plain* one (no schema validation) it reads a payload into a ``dict``
+itself and writes a ``dict`` or Struct payload inside its frame in one msgspec
+call.  Whenever such a shortcut fails, the general path runs and produces exactly
+the outcome it always did.
 """
 
 from __future__ import annotations
