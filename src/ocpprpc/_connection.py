@@ -72,8 +72,12 @@ from ._frames import (
     CallResultErrorFrame,
     CallResultFrame,
     Defect,
+    PlainCallFrame,
+    PlainCallResultFrame,
+    PlainSendFrame,
     SendFrame,
     decoder_for,
+    plain_decoder_for,
     salvage,
 )
 from ._rules import (
@@ -89,7 +93,6 @@ from ._rules import (
 __all__ = ["Connection", "ConnectionState", "uuid4_message_id"]
 
 _encode = msgspec.json.Encoder().encode
-_dict_decode = msgspec.json.Decoder(dict[str, Any]).decode
 _ENCODE_ERRORS = (TypeError, ValueError, msgspec.MsgspecError)
 _REQUEST = PayloadKind.REQUEST
 _RESPONSE = PayloadKind.RESPONSE
@@ -218,7 +221,6 @@ class Connection:
         self.max_bad_messages = max_bad_messages
         self.detailed_errors = detailed_errors
         self._finished_memory = finished_memory
-        self._decoder = decoder_for(self.rules.message_types)
         self._closed = False
         self._events: list[Event] = []
         self._outstanding: dict[str, str] = {}
@@ -244,6 +246,8 @@ class Connection:
     def rules(self, rules: ProtocolRules) -> None:
         self._rules = rules
         self._max_id = rules.max_message_id_length
+        if hasattr(self, "_codec"):
+            self._choose_decoders()
 
     @property
     def codec(self) -> PayloadCodec:
@@ -256,6 +260,15 @@ class Connection:
         # What the codec lets the engine skip (see TRUSTED_CODECS).
         self._trusted = type(codec) in TRUSTED_CODECS
         self._plain = self._trusted and bool(getattr(codec, "plain", False))
+        # A trusted codec that validates: called directly on the happy path.
+        self._direct = self._trusted and not self._plain
+        self._choose_decoders()
+
+    def _choose_decoders(self) -> None:
+        message_types = self._rules.message_types
+        self._decoder = decoder_for(message_types)
+        # With a plain codec, payloads are read in the same pass as their frame.
+        self._decode_frame = (plain_decoder_for(message_types) if self._plain else self._decoder).decode
 
     @property
     def protocol(self) -> str:
@@ -301,36 +314,41 @@ class Connection:
         if self._closed:
             raise LocalProtocolError("receive_message() called after the connection closed")
         try:
-            frame = self._decoder.decode(data)
+            frame = self._decode_frame(data)
         except msgspec.MsgspecError as exc:
-            if not (data if isinstance(data, str) else bytes(data)).strip():
-                # An empty text frame: ignored, as ocpp-rpc does "for compatibility with some
-                # particular charge point vendors".  Not counted as a bad message.
-                self._events.append(
-                    BadMessage(
-                        violation=Violation.EMPTY,
-                        message_type=None,
-                        message_id=None,
-                        action=None,
-                        code=ErrorCode.GENERIC_ERROR,
-                        description=Violation.EMPTY.value,
-                    )
-                )
+            frame = self._decode_again(data, exc)
+            if frame is None:
                 return
-            rules = self.rules
-            self._on_defect(salvage(data, rules.message_types, str(exc), rules.max_message_id_length))
+        _RECEIVERS[type(frame)](self, frame)
+
+    def _decode_again(self, data: str | bytes | bytearray | memoryview, exc: msgspec.MsgspecError) -> Any:
+        """The frame the general decoder reads, after the plain one failed; ``None`` if none."""
+        if self._plain:
+            try:
+                return self._decoder.decode(data)  # e.g. a payload that is not an object
+            except msgspec.MsgspecError as again:
+                exc = again  # its message describes the frame
+        self._undecodable(data, exc)
+        return None
+
+    def _undecodable(self, data: str | bytes | bytearray | memoryview, exc: msgspec.MsgspecError) -> None:
+        """A message no frame type accepts: empty, or a defect the rules answer."""
+        if not (data if isinstance(data, str) else bytes(data)).strip():
+            # An empty text frame: ignored, as ocpp-rpc does "for compatibility with some
+            # particular charge point vendors".  Not counted as a bad message.
+            self._events.append(
+                BadMessage(
+                    violation=Violation.EMPTY,
+                    message_type=None,
+                    message_id=None,
+                    action=None,
+                    code=ErrorCode.GENERIC_ERROR,
+                    description=Violation.EMPTY.value,
+                )
+            )
             return
-        kind = type(frame)
-        if kind is CallResultFrame:
-            self._on_call_result(frame)
-        elif kind is CallFrame:
-            self._on_call(frame)
-        elif kind is CallErrorFrame:
-            self._on_call_error(frame)
-        elif kind is SendFrame:
-            self._on_send(frame)
-        else:
-            self._on_call_result_error(frame)
+        rules = self.rules
+        self._on_defect(salvage(data, rules.message_types, str(exc), rules.max_message_id_length))
 
     def events(self) -> list[Event]:
         """Take the events produced so far, oldest first (the engine forgets them)."""
@@ -340,7 +358,7 @@ class Connection:
         self._events = []
         return events
 
-    def _on_call(self, frame: CallFrame) -> None:
+    def _on_call(self, frame: CallFrame | PlainCallFrame) -> None:
         message_id = frame.message_id
         if not message_id:
             self._on_defect(
@@ -357,33 +375,32 @@ class Connection:
             self._bad_call(frame, Violation.DUPLICATE_CALL, self.rules.duplicate_call)
             return
         action = frame.action
-        payload = _MISSING
-        if self._plain:
-            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
-                payload = _dict_decode(frame.payload)
-            except msgspec.MsgspecError:
-                pass  # the codec says why, below
-        elif self._trusted:
-            try:  # noqa: SIM105
-                payload = self._codec.decode(action, _REQUEST, frame.payload)
-            except PayloadError:
-                pass  # asked again below, to tell a non-object from an invalid one
-        if payload is _MISSING:
-            try:
-                payload = self._read(action, _REQUEST, frame.payload, True)
-            except _NotAnObject:
-                self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
-                return
-            except PayloadError as exc:
-                self._bad_call(frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details))
-                return
+        payload = frame.payload  # already a dict from a plain frame
+        if type(frame) is CallFrame:  # a Raw payload, for the codec to read
+            payload = _MISSING
+            if self._direct:
+                try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                    payload = self._codec.decode(action, _REQUEST, frame.payload)
+                except PayloadError:
+                    pass  # asked again below, to tell a non-object from an invalid one
+            if payload is _MISSING:
+                try:
+                    payload = self._read(action, _REQUEST, frame.payload, True)
+                except _NotAnObject:
+                    self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
+                    return
+                except PayloadError as exc:
+                    self._bad_call(
+                        frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details)
+                    )
+                    return
         inbound[message_id] = action
         self._bad_in_a_row = 0
         self._events.append(Call(message_id=message_id, action=action, payload=payload))
 
     def _bad_call(
         self,
-        frame: CallFrame,
+        frame: CallFrame | PlainCallFrame,
         violation: Violation,
         code: ErrorCode,
         description: str | None = None,
@@ -406,7 +423,7 @@ class Connection:
             )
         )
 
-    def _on_send(self, frame: SendFrame) -> None:
+    def _on_send(self, frame: SendFrame | PlainSendFrame) -> None:
         # A SEND is never answered ([P4-21] 4.2.5), so a bad one is only reported.
         message_id = frame.message_id
         violation: Violation | None = None
@@ -418,7 +435,7 @@ class Connection:
         elif len(message_id) > self._max_id:
             violation = Violation.ID_TOO_LONG
             description = _DESCRIPTIONS[violation].format(limit=self._max_id)
-        else:
+        elif type(frame) is SendFrame:  # a Raw payload, for the codec to read
             try:
                 payload = self._read(frame.action, _REQUEST, frame.payload, True)
             except _NotAnObject:
@@ -427,6 +444,8 @@ class Connection:
             except PayloadError as exc:
                 violation, code, description = Violation.INVALID_PAYLOAD, exc.code, exc.description
                 details = dict(exc.details)
+        else:
+            payload = frame.payload  # already a dict from a plain frame
         if violation is not None:
             self._bad(
                 BadMessage(
@@ -442,7 +461,7 @@ class Connection:
             return
         self._good(Send(message_id=message_id, action=frame.action, payload=payload))
 
-    def _on_call_result(self, frame: CallResultFrame) -> None:
+    def _on_call_result(self, frame: CallResultFrame | PlainCallResultFrame) -> None:
         message_id = frame.message_id
         action = self._outstanding.pop(message_id, None)
         if action is None:
@@ -460,27 +479,24 @@ class Connection:
         finished[message_id] = action
         if len(finished) > self._finished_memory:
             del finished[self._finished_order.popleft()]
-        payload = _MISSING
-        if self._plain:
-            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
-                payload = _dict_decode(frame.payload)
-            except msgspec.MsgspecError:
-                pass  # the codec says why, below
-        elif self._trusted:
-            try:  # noqa: SIM105
-                payload = self._codec.decode(action, _RESPONSE, frame.payload, validate=validate)
-            except PayloadError:
-                pass  # asked again below, to tell a non-object from an invalid one
-        if payload is _MISSING:
-            try:
-                payload = self._read(action, _RESPONSE, frame.payload, validate)
-            except _NotAnObject:
-                description = _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT]
-                self._invalid_result(message_id, action, self.rules.payload_not_object, description, {})
-                return
-            except PayloadError as exc:
-                self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
-                return
+        payload = frame.payload  # already a dict from a plain frame
+        if type(frame) is CallResultFrame:  # a Raw payload, for the codec to read
+            payload = _MISSING
+            if self._direct:
+                try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                    payload = self._codec.decode(action, _RESPONSE, frame.payload, validate=validate)
+                except PayloadError:
+                    pass  # asked again below, to tell a non-object from an invalid one
+            if payload is _MISSING:
+                try:
+                    payload = self._read(action, _RESPONSE, frame.payload, validate)
+                except _NotAnObject:
+                    description = _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT]
+                    self._invalid_result(message_id, action, self.rules.payload_not_object, description, {})
+                    return
+                except PayloadError as exc:
+                    self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
+                    return
         self._bad_in_a_row = 0
         self._events.append(CallResult(message_id=message_id, payload=payload, action=action))
 
@@ -875,4 +891,16 @@ _SENDERS: dict[type[Event], Callable[[Connection, Any, bool], bytes]] = {
     CallError: Connection._send_error,
     Send: Connection._send_send,
     CallResultError: Connection._send_result_error,
+}
+
+#: How each kind of frame is handled.
+_RECEIVERS: dict[type[Any], Callable[[Connection, Any], None]] = {
+    CallResultFrame: Connection._on_call_result,
+    PlainCallResultFrame: Connection._on_call_result,
+    CallFrame: Connection._on_call,
+    PlainCallFrame: Connection._on_call,
+    CallErrorFrame: Connection._on_call_error,
+    SendFrame: Connection._on_send,
+    PlainSendFrame: Connection._on_send,
+    CallResultErrorFrame: Connection._on_call_result_error,
 }

@@ -27,9 +27,11 @@ from ocpprpc import (
     PayloadError,
     PayloadKind,
     Role,
+    Send,
     TooManyOutstandingCalls,
     UnmatchedResponse,
     Violation,
+    rules_for,
 )
 
 from .helpers import ROLES, VERSIONS, ConnectionPair, counter_ids, other
@@ -452,6 +454,25 @@ def test_codec_can_be_replaced(version: str, initiator: Role) -> None:
     assert engine.codec is codec
     engine.send(engine.new_call("Heartbeat", {}))
     assert codec.seen == [("Heartbeat", PayloadKind.REQUEST, b"<encode>", True)]
+
+
+@pytest.mark.parametrize(
+    "data", ['[2,"m"]', '[2,"m","Heartbeat",[]]', '[3,"m",[1]]', "[", "   ", '[9,"m"]', '{"a":1}']
+)
+def test_any_codec_gets_the_same_answers_to_broken_frames(version: str, initiator: Role, data: str) -> None:
+    plain = Connection(initiator, version)
+    custom = Connection(initiator, version, codec=_Recorder())
+    for engine in (plain, custom):
+        engine.send(Call(message_id="m", action="Heartbeat", payload={}))
+        engine.receive_message(data)
+    assert plain.events() == custom.events()
+
+
+def test_rules_can_be_replaced(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    engine.rules = rules_for("ocpp2.1")
+    engine.receive_message('[6,"s","NotifyPeriodicEventStream",{}]')
+    assert engine.events() == [Send(message_id="s", action="NotifyPeriodicEventStream", payload={})]
 
 
 def test_opt_out_is_remembered_with_the_default_codec(version: str, initiator: Role) -> None:
