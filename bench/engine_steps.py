@@ -23,7 +23,7 @@ import payloads  # bench/payloads.py: the shared MeterValues
 
 from ocpprpc import Call, CallResult, Connection, PayloadKind, Role, codec_for, convert, v16
 from ocpprpc._connection import uuid4_message_id
-from ocpprpc._frames import decoder_for
+from ocpprpc._frames import decoder_for, plain_decoder_for
 from ocpprpc._rules import rules_for
 
 BOOT = {"chargePointVendor": "VendorX", "chargePointModel": "ModelY", "chargePointSerialNumber": "SN-0001"}
@@ -78,15 +78,13 @@ def round_trip(action: str, payload: Any, result: Any, strict: bool) -> Callable
 def steps(action: str, payload: Any, result: Any, strict: bool) -> list[tuple[str, Callable[[], object]]]:
     """The unavoidable pieces of one round trip, each a callable doing it once."""
     encode = msgspec.json.Encoder().encode
-    frames = decoder_for(rules_for("ocpp1.6").message_types).decode
+    message_types = rules_for("ocpp1.6").message_types
+    frames = decoder_for(message_types).decode  # payloads stay Raw
     message_id = uuid4_message_id()
     raw = msgspec.Raw
     call_bytes = encode((2, message_id, action, payload))
     result_bytes = encode((3, message_id, result))
     call_text, result_text = call_bytes.decode(), result_bytes.decode()
-    call_payload = frames(call_text).payload
-    result_payload = frames(result_text).payload
-    request_out, response_out = encode(payload), encode(result)
     pieces: list[tuple[str, Callable[[], object]]] = [
         ("message id (uuid4_message_id)", uuid4_message_id),
         ("event: Call (new_call)", lambda: Call(message_id=message_id, action=action, payload=payload)),
@@ -96,25 +94,26 @@ def steps(action: str, payload: Any, result: Any, strict: bool) -> list[tuple[st
             "event: CallResult (received)",
             lambda: CallResult(message_id=message_id, payload=result, action=action),
         ),
-        ("msgspec: decode the CALL frame", lambda: frames(call_text)),
-        ("msgspec: decode the CALLRESULT frame", lambda: frames(result_text)),
-        ("bytes -> str of both frames (send() returns str)", lambda: call_text.encode().decode()),
+        (
+            "bytes -> str of both frames (send() returns str)",
+            lambda: (call_bytes.decode(), result_bytes.decode()),
+        ),
     ]
     if not strict:
-        dicts = msgspec.json.Decoder(dict[str, Any]).decode
+        plain_frames = plain_decoder_for(message_types).decode  # payloads read as dicts, same pass
         pieces += [
             (
-                "msgspec: encode the CALL frame (payload inside)",
+                "msgspec: encode the CALL frame, payload inside",
                 lambda: encode((2, message_id, action, payload)),
             ),
-            (
-                "msgspec: encode the CALLRESULT frame (payload inside)",
-                lambda: encode((3, message_id, result)),
-            ),
-            ("msgspec: decode the CALL payload (dict)", lambda: dicts(call_payload)),
-            ("msgspec: decode the CALLRESULT payload (dict)", lambda: dicts(result_payload)),
+            ("msgspec: encode the CALLRESULT frame, payload inside", lambda: encode((3, message_id, result))),
+            ("msgspec: decode the CALL frame, payload into a dict", lambda: plain_frames(call_text)),
+            ("msgspec: decode the CALLRESULT frame, payload into a dict", lambda: plain_frames(result_text)),
         ]
         return pieces
+    call_payload = frames(call_text).payload
+    result_payload = frames(result_text).payload
+    request_out, response_out = encode(payload), encode(result)
     types = codec_for("ocpp1.6").types
     request = types.entry(action, PayloadKind.REQUEST)
     response = types.entry(action, PayloadKind.RESPONSE)
@@ -133,6 +132,8 @@ def steps(action: str, payload: Any, result: Any, strict: bool) -> list[tuple[st
             "msgspec: encode the CALLRESULT frame (Raw payload)",
             lambda: encode((3, message_id, raw(response_out))),
         ),
+        ("msgspec: decode the CALL frame (Raw payload)", lambda: frames(call_text)),
+        ("msgspec: decode the CALLRESULT frame (Raw payload)", lambda: frames(result_text)),
         ("msgspec: decode the CALL payload (typed)", lambda: read_request(call_payload)),
         ("msgspec: decode the CALLRESULT payload (typed)", lambda: read_response(result_payload)),
     ]
