@@ -18,6 +18,7 @@ from ocpprpc import (
     OutboundPayloadError,
     PayloadKind,
     Role,
+    SchemaCodec,
     Send,
     ValidationPolicy,
     Violation,
@@ -199,3 +200,42 @@ def test_without_validation_payloads_are_written_exactly_as_the_codec_would(prot
     with pytest.raises(OutboundPayloadError, match="must be a JSON object"):
         station.send(station.new_call("Heartbeat", _Pair(1, 2)))
     assert not station.outstanding_calls
+
+
+class _GeneralPath(SchemaCodec):
+    """SchemaCodec's behaviour, but a subclass: the engine takes no shortcut for it."""
+
+
+@pytest.mark.parametrize(
+    ("protocol", "frame"),
+    [
+        ("ocpp1.6", '[2,"c","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'),
+        ("ocpp1.6", '[2,"c","BootNotification",{"chargePointVendor":"V"}]'),
+        ("ocpp1.6", '[2,"c","BootNotification",{"chargePointVendor":"V","chargePointModel":7}]'),
+        ("ocpp1.6", '[2,"c","BootNotification",["V","M"]]'),
+        ("ocpp1.6", '[2,"c","BootNotification",{"x":1e400}]'),
+        ("ocpp1.6", '[2,"c","AcmeVendorAction",{"x":1}]'),
+        ("ocpp1.6", '[3,"a",{"currentTime":"2024-01-01T00:00:00Z"}]'),
+        ("ocpp1.6", '[3,"a",{"currentTime":"yesterday"}]'),
+        ("ocpp1.6", '[3,"a",[]]'),
+        ("ocpp2.0.1", '[2,"c","Heartbeat",{"customData":{"vendorId":"v","x":1}}]'),
+        ("ocpp2.0.1", '[3,"a",{"currentTime":"2024-01-01T00:00:00Z","customData":{"vendorId":7}}]'),
+        ("ocpp2.1", '[3,"a",{"currentTime":"2024-01-01T00:00:00Z"}]'),
+        ("ocpp2.1", '[3,"a","no"]'),
+        (
+            "ocpp2.1",
+            '[6,"s","NotifyPeriodicEventStream",{"id":1.0,"pending":0,"basetime":"2024-01-01T00:00:00Z","data":[]}]',
+        ),
+        ("ocpp2.1", '[6,"s","NotifyPeriodicEventStream",7]'),
+    ],
+)
+def test_shortcuts_change_no_outcome(protocol: str, frame: str) -> None:
+    """The engine's shortcuts for SchemaCodec give exactly the general path's events."""
+    outcomes = []
+    for codec in (codec_for(protocol), _GeneralPath(protocol)):
+        engine = Connection(STATION, protocol, codec=codec)
+        engine.send(Call(message_id="a", action="Heartbeat", payload={}))
+        engine.receive_message(frame)
+        outcomes.append(engine.events())
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]
