@@ -94,7 +94,8 @@ MESSAGES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
 
 def ours(protocol: str, action: str, data: bytes) -> Callable[[], object]:
     decode = codec_for(protocol).decode
-    return lambda: decode(action, PayloadKind.REQUEST, data)
+    request = PayloadKind.REQUEST  # an enum attribute lookup costs ~45 ns: the harness's, not the codec's
+    return lambda: decode(action, request, data)
 
 
 def ocpp_validation(version: str, action: str, data: bytes) -> Callable[[], object]:

@@ -17,7 +17,7 @@ import msgspec
 from ._errors import PayloadError
 from ._rules import ErrorCode
 
-__all__ = ["JsonObjectCodec", "PayloadCodec", "PayloadKind"]
+__all__ = ["TRUSTED_CODECS", "JsonObjectCodec", "PayloadCodec", "PayloadKind"]
 
 
 class PayloadKind(enum.Enum):
@@ -61,8 +61,11 @@ class JsonObjectCodec:
     A msgspec Struct is also accepted on send (it encodes as an object).
     """
 
+    #: Every payload is a plain JSON object (see :data:`TRUSTED_CODECS`).
+    plain = True
+
     def decode(
-        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+        self, action: str, kind: PayloadKind, data: bytes | memoryview | msgspec.Raw, *, validate: bool = True
     ) -> Any:
         try:
             return _dict_decoder.decode(data)
@@ -81,3 +84,22 @@ class JsonObjectCodec:
             raise PayloadError(
                 ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}"
             ) from exc
+
+
+#: The codec classes whose behaviour the engine relies on to skip work per message.
+#: Exact classes only (a subclass may override either method).  Such a codec
+#:
+#: * accepts the payload as the :class:`msgspec.Raw` of the frame (no memoryview), and
+#:   refuses with :class:`PayloadError` every payload that is not a JSON object, so the
+#:   engine looks at the payload's first byte only after a refusal;
+#: * has a ``plain`` attribute, fixed at construction: when true, ``decode`` is exactly
+#:   ``msgspec.json.Decoder(dict[str, Any]).decode`` (a failure raised as a
+#:   ``FormatViolation`` :class:`PayloadError` with msgspec's text) and ``encode`` of a
+#:   ``dict`` is exactly ``msgspec.json.Encoder().encode``, whatever the action, kind and
+#:   ``validate``.  The engine then decodes and encodes such payloads itself, a dict
+#:   payload inside its frame in one msgspec call, and goes through the codec only when
+#:   that fails (to raise the codec's error).
+#:
+#: :class:`ocpprpc.SchemaCodec` adds itself (plain when its policy never validates
+#: its protocol).
+TRUSTED_CODECS: set[type] = {JsonObjectCodec}

@@ -22,19 +22,28 @@ The engine keeps three tables:
 Everything the peer can get wrong becomes an event; where the protocol defines
 an answer, the event carries it serialised (``reply``).  The decisions come
 from :mod:`ocpprpc._rules`; this module only applies them.
+
+The per-message path is kept short (bench/README.md has the costs).  With a codec
+of :data:`~ocpprpc._codec.TRUSTED_CODECS` the engine hands over the frame's
+``msgspec.Raw`` and looks for a non-object payload only after the codec refused
+one; with a *plain* one (no schema validation) it reads a payload into a ``dict``
+itself and writes a ``dict`` or Struct payload inside its frame in one msgspec
+call.  Whenever such a shortcut fails, the general path runs and produces exactly
+the outcome it always did.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
-from ._codec import JsonObjectCodec, PayloadCodec, PayloadKind
+from ._codec import TRUSTED_CODECS, JsonObjectCodec, PayloadCodec, PayloadKind
 from ._errors import (
     LocalProtocolError,
     OCPPError,
@@ -63,8 +72,12 @@ from ._frames import (
     CallResultErrorFrame,
     CallResultFrame,
     Defect,
+    PlainCallFrame,
+    PlainCallResultFrame,
+    PlainSendFrame,
     SendFrame,
     decoder_for,
+    plain_decoder_for,
     salvage,
 )
 from ._rules import (
@@ -80,9 +93,26 @@ from ._rules import (
 __all__ = ["Connection", "ConnectionState", "uuid4_message_id"]
 
 _encode = msgspec.json.Encoder().encode
+_ENCODE_ERRORS = (TypeError, ValueError, msgspec.MsgspecError)
 _REQUEST = PayloadKind.REQUEST
 _RESPONSE = PayloadKind.RESPONSE
 _OPEN_BRACE = ord("{")  # a Raw value starts at its first byte, never at whitespace
+_MISSING: Any = object()
+#: Struct types that encode as a JSON object (not ``array_like``), learnt as they are sent:
+#: a plain codec writes them exactly as the engine would inside the frame.
+_OBJECT_STRUCTS: set[type] = set()
+
+
+def _encodes_as_object(kind: type) -> bool:
+    """Whether a payload of type *kind* is a JSON object when encoded (dicts aside)."""
+    if issubclass(kind, msgspec.Struct) and not kind.__struct_config__.array_like:
+        _OBJECT_STRUCTS.add(kind)
+        return True
+    return False
+
+
+class _NotAnObject(Exception):
+    """A payload is not a JSON object (raised and caught inside the engine)."""
 
 
 _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
@@ -96,18 +126,23 @@ def _refill_id_pool(count: int = 256) -> None:
     raw = bytearray(os.urandom(16 * count))
     raw[6::16] = raw[6::16].translate(_VERSION_4)  # version 4 (RFC 4122 4.4)
     raw[8::16] = raw[8::16].translate(_VARIANT_RFC4122)
-    h = raw.hex()
-    _id_pool.extend(
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * count, 32)
-    )
+    # Formatted in bulk, in C: hex in groups of 4 digits, then per id (40 characters,
+    # "xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-") drop the dashes at 4, 29 and 34
+    # (8-4-4-4-12) and turn the last one into a space to split on.
+    text = bytearray(raw.hex("-", 2).encode())
+    text.append(0x2D)
+    del text[4::40]
+    del text[28::39]
+    del text[32::38]
+    text[36::37] = b" " * count
+    _id_pool.extend(text.decode().split())
 
 
 def uuid4_message_id() -> str:
     """The default message id: a random UUID4 string, 36 characters ([P4-201] 4.1.4).
 
     The same randomness as :func:`uuid.uuid4` (``os.urandom``), drawn 256 ids at
-    a time and formatted in bulk: about 4x cheaper per id.
+    a time and formatted in bulk: about 10x cheaper per id than :func:`uuid.uuid4`.
     """
     try:
         return _id_pool.pop()
@@ -171,7 +206,7 @@ class Connection:
     ) -> None:
         self.role = role
         self.rules = rules_for(protocol)
-        self.codec: PayloadCodec = codec if codec is not None else JsonObjectCodec()
+        self.codec = codec if codec is not None else JsonObjectCodec()
         self._id_factory = id_factory
         limit = (
             self.rules.default_max_outstanding_calls
@@ -186,18 +221,54 @@ class Connection:
         self.max_bad_messages = max_bad_messages
         self.detailed_errors = detailed_errors
         self._finished_memory = finished_memory
-        self._decoder = decoder_for(self.rules.message_types)
-        self._state = ConnectionState.OPEN
+        self._closed = False
         self._events: list[Event] = []
         self._outstanding: dict[str, str] = {}
         # Ids of our outstanding CALLs sent with validate=False: their answer is not validated either.
         self._unvalidated: set[str] = set()
         self._inbound: dict[str, str] = {}
+        # Bounded memories, oldest first: each id also queued in first-insertion order, so
+        # forgetting the oldest is O(1) (a dict's next(iter()) skips deleted slots).
         self._finished: dict[str, str] = {}
+        self._finished_order: deque[str] = deque()
         self._answered: dict[str, str] = {}
+        self._answered_order: deque[str] = deque()
         self._bad_in_a_row = 0
 
     # -- introspection ---------------------------------------------------------------
+
+    @property
+    def rules(self) -> ProtocolRules:
+        """The rules of the subprotocol."""
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: ProtocolRules) -> None:
+        self._rules = rules
+        self._max_id = rules.max_message_id_length
+        if hasattr(self, "_codec"):
+            self._choose_decoders()
+
+    @property
+    def codec(self) -> PayloadCodec:
+        """The payload codec."""
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec: PayloadCodec) -> None:
+        self._codec = codec
+        # What the codec lets the engine skip (see TRUSTED_CODECS).
+        self._trusted = type(codec) in TRUSTED_CODECS
+        self._plain = self._trusted and bool(getattr(codec, "plain", False))
+        # A trusted codec that validates: called directly on the happy path.
+        self._direct = self._trusted and not self._plain
+        self._choose_decoders()
+
+    def _choose_decoders(self) -> None:
+        message_types = self._rules.message_types
+        self._decoder = decoder_for(message_types)
+        # With a plain codec, payloads are read in the same pass as their frame.
+        self._decode_frame = (plain_decoder_for(message_types) if self._plain else self._decoder).decode
 
     @property
     def protocol(self) -> str:
@@ -206,7 +277,7 @@ class Connection:
 
     @property
     def state(self) -> ConnectionState:
-        return self._state
+        return ConnectionState.CLOSED if self._closed else ConnectionState.OPEN
 
     @property
     def outstanding_calls(self) -> Mapping[str, str]:
@@ -225,7 +296,7 @@ class Connection:
 
     def __repr__(self) -> str:
         return (
-            f"<Connection {self.role.value} {self.protocol} {self._state.value}"
+            f"<Connection {self.role.value} {self.protocol} {self.state.value}"
             f" outstanding={len(self._outstanding)} inbound={len(self._inbound)}>"
         )
 
@@ -240,39 +311,44 @@ class Connection:
         if data is None:
             self._close()
             return
-        if self._state is ConnectionState.CLOSED:
+        if self._closed:
             raise LocalProtocolError("receive_message() called after the connection closed")
         try:
-            frame = self._decoder.decode(data)
+            frame = self._decode_frame(data)
         except msgspec.MsgspecError as exc:
-            if not (data if isinstance(data, str) else bytes(data)).strip():
-                # An empty text frame: ignored, as ocpp-rpc does "for compatibility with some
-                # particular charge point vendors".  Not counted as a bad message.
-                self._events.append(
-                    BadMessage(
-                        violation=Violation.EMPTY,
-                        message_type=None,
-                        message_id=None,
-                        action=None,
-                        code=ErrorCode.GENERIC_ERROR,
-                        description=Violation.EMPTY.value,
-                    )
-                )
+            frame = self._decode_again(data, exc)
+            if frame is None:
                 return
-            rules = self.rules
-            self._on_defect(salvage(data, rules.message_types, str(exc), rules.max_message_id_length))
+        _RECEIVERS[type(frame)](self, frame)
+
+    def _decode_again(self, data: str | bytes | bytearray | memoryview, exc: msgspec.MsgspecError) -> Any:
+        """The frame the general decoder reads, after the plain one failed; ``None`` if none."""
+        if self._plain:
+            try:
+                return self._decoder.decode(data)  # e.g. a payload that is not an object
+            except msgspec.MsgspecError as again:
+                exc = again  # its message describes the frame
+        self._undecodable(data, exc)
+        return None
+
+    def _undecodable(self, data: str | bytes | bytearray | memoryview, exc: msgspec.MsgspecError) -> None:
+        """A message no frame type accepts: empty, or a defect the rules answer."""
+        if not (data if isinstance(data, str) else bytes(data)).strip():
+            # An empty text frame: ignored, as ocpp-rpc does "for compatibility with some
+            # particular charge point vendors".  Not counted as a bad message.
+            self._events.append(
+                BadMessage(
+                    violation=Violation.EMPTY,
+                    message_type=None,
+                    message_id=None,
+                    action=None,
+                    code=ErrorCode.GENERIC_ERROR,
+                    description=Violation.EMPTY.value,
+                )
+            )
             return
-        kind = type(frame)
-        if kind is CallResultFrame:
-            self._on_call_result(frame)
-        elif kind is CallFrame:
-            self._on_call(frame)
-        elif kind is CallErrorFrame:
-            self._on_call_error(frame)
-        elif kind is SendFrame:
-            self._on_send(frame)
-        else:
-            self._on_call_result_error(frame)
+        rules = self.rules
+        self._on_defect(salvage(data, rules.message_types, str(exc), rules.max_message_id_length))
 
     def events(self) -> list[Event]:
         """Take the events produced so far, oldest first (the engine forgets them)."""
@@ -282,7 +358,7 @@ class Connection:
         self._events = []
         return events
 
-    def _on_call(self, frame: CallFrame) -> None:
+    def _on_call(self, frame: CallFrame | PlainCallFrame) -> None:
         message_id = frame.message_id
         if not message_id:
             self._on_defect(
@@ -291,29 +367,40 @@ class Connection:
                 )
             )
             return
-        if len(message_id) > self.rules.max_message_id_length:
+        if len(message_id) > self._max_id:
             self._bad_call(frame, Violation.ID_TOO_LONG, self.rules.frame_error)
             return
-        if message_id in self._inbound:
+        inbound = self._inbound
+        if message_id in inbound:
             self._bad_call(frame, Violation.DUPLICATE_CALL, self.rules.duplicate_call)
             return
-        view = memoryview(frame.payload)
-        if view[0] != _OPEN_BRACE:
-            self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
-            return
         action = frame.action
-        try:
-            payload = self.codec.decode(action, _REQUEST, view)
-        except PayloadError as exc:
-            self._bad_call(frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details))
-            return
-        self._inbound[message_id] = action
+        payload = frame.payload  # already a dict from a plain frame
+        if type(frame) is CallFrame:  # a Raw payload, for the codec to read
+            payload = _MISSING
+            if self._direct:
+                try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                    payload = self._codec.decode(action, _REQUEST, frame.payload)
+                except PayloadError:
+                    pass  # asked again below, to tell a non-object from an invalid one
+            if payload is _MISSING:
+                try:
+                    payload = self._read(action, _REQUEST, frame.payload, True)
+                except _NotAnObject:
+                    self._bad_call(frame, Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object)
+                    return
+                except PayloadError as exc:
+                    self._bad_call(
+                        frame, Violation.INVALID_PAYLOAD, exc.code, exc.description, dict(exc.details)
+                    )
+                    return
+        inbound[message_id] = action
         self._bad_in_a_row = 0
         self._events.append(Call(message_id=message_id, action=action, payload=payload))
 
     def _bad_call(
         self,
-        frame: CallFrame,
+        frame: CallFrame | PlainCallFrame,
         violation: Violation,
         code: ErrorCode,
         description: str | None = None,
@@ -336,7 +423,7 @@ class Connection:
             )
         )
 
-    def _on_send(self, frame: SendFrame) -> None:
+    def _on_send(self, frame: SendFrame | PlainSendFrame) -> None:
         # A SEND is never answered ([P4-21] 4.2.5), so a bad one is only reported.
         message_id = frame.message_id
         violation: Violation | None = None
@@ -345,18 +432,20 @@ class Connection:
         details: dict[str, Any] = {}
         if not message_id:
             violation, description = Violation.UNREADABLE_ID, UNREADABLE_ID_DESCRIPTION
-        elif len(message_id) > self.rules.max_message_id_length:
+        elif len(message_id) > self._max_id:
             violation = Violation.ID_TOO_LONG
-            description = _DESCRIPTIONS[violation].format(limit=self.rules.max_message_id_length)
-        elif (view := memoryview(frame.payload))[0] != _OPEN_BRACE:
-            violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
-            description = _DESCRIPTIONS[violation]
-        else:
+            description = _DESCRIPTIONS[violation].format(limit=self._max_id)
+        elif type(frame) is SendFrame:  # a Raw payload, for the codec to read
             try:
-                payload = self.codec.decode(frame.action, _REQUEST, view)
+                payload = self._read(frame.action, _REQUEST, frame.payload, True)
+            except _NotAnObject:
+                violation, code = Violation.PAYLOAD_NOT_OBJECT, self.rules.payload_not_object
+                description = _DESCRIPTIONS[violation]
             except PayloadError as exc:
                 violation, code, description = Violation.INVALID_PAYLOAD, exc.code, exc.description
                 details = dict(exc.details)
+        else:
+            payload = frame.payload  # already a dict from a plain frame
         if violation is not None:
             self._bad(
                 BadMessage(
@@ -372,34 +461,62 @@ class Connection:
             return
         self._good(Send(message_id=message_id, action=frame.action, payload=payload))
 
-    def _on_call_result(self, frame: CallResultFrame) -> None:
+    def _on_call_result(self, frame: CallResultFrame | PlainCallResultFrame) -> None:
         message_id = frame.message_id
         action = self._outstanding.pop(message_id, None)
         if action is None:
             self._unmatched(MessageType.CALL_RESULT, message_id)
             return
-        validate = not (self._unvalidated and message_id in self._unvalidated)
-        self._finish(message_id, action)
-        view = memoryview(frame.payload)
-        if view[0] != _OPEN_BRACE:
-            self._invalid_result(
-                message_id,
-                action,
-                self.rules.payload_not_object,
-                _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT],
-                {},
-            )
-            return
-        try:
-            if validate:
-                payload = self.codec.decode(action, _RESPONSE, view)
-            else:
-                payload = self.codec.decode(action, _RESPONSE, view, validate=False)
-        except PayloadError as exc:
-            self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
-            return
+        # The CALL is over: remember it (to spot late answers), forget its options (_finish, inline).
+        validate = True
+        unvalidated = self._unvalidated
+        if unvalidated and message_id in unvalidated:
+            validate = False
+            unvalidated.discard(message_id)
+        finished = self._finished
+        if message_id not in finished:
+            self._finished_order.append(message_id)
+        finished[message_id] = action
+        if len(finished) > self._finished_memory:
+            del finished[self._finished_order.popleft()]
+        payload = frame.payload  # already a dict from a plain frame
+        if type(frame) is CallResultFrame:  # a Raw payload, for the codec to read
+            payload = _MISSING
+            if self._direct:
+                try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                    payload = self._codec.decode(action, _RESPONSE, frame.payload, validate=validate)
+                except PayloadError:
+                    pass  # asked again below, to tell a non-object from an invalid one
+            if payload is _MISSING:
+                try:
+                    payload = self._read(action, _RESPONSE, frame.payload, validate)
+                except _NotAnObject:
+                    description = _DESCRIPTIONS[Violation.PAYLOAD_NOT_OBJECT]
+                    self._invalid_result(message_id, action, self.rules.payload_not_object, description, {})
+                    return
+                except PayloadError as exc:
+                    self._invalid_result(message_id, action, exc.code, exc.description, dict(exc.details))
+                    return
         self._bad_in_a_row = 0
         self._events.append(CallResult(message_id=message_id, payload=payload, action=action))
+
+    def _read(self, action: str, kind: PayloadKind, raw: msgspec.Raw, validate: bool) -> Any:
+        """The codec's reading of a payload; raises :class:`_NotAnObject` or :class:`PayloadError`."""
+        codec = self._codec
+        if self._trusted:
+            # It refuses anything but an object itself: look at the first byte only then.
+            try:
+                return codec.decode(action, kind, raw, validate=validate)
+            except PayloadError:
+                if bytes(raw)[0] != _OPEN_BRACE:
+                    raise _NotAnObject from None
+                raise
+        view = memoryview(raw)
+        if view[0] != _OPEN_BRACE:
+            raise _NotAnObject
+        if validate:
+            return codec.decode(action, kind, view)
+        return codec.decode(action, kind, view, validate=False)
 
     def _invalid_result(
         self, message_id: str, action: str, code: ErrorCode, description: str, details: dict[str, Any]
@@ -532,11 +649,11 @@ class Connection:
             self._events.append(TooManyBadMessages(count=self._bad_in_a_row, limit=self.max_bad_messages))
 
     def _close(self) -> None:
-        if self._state is ConnectionState.CLOSED:
+        if self._closed:
             return
-        self._state = ConnectionState.CLOSED
+        self._closed = True
         for message_id, action in self._outstanding.items():
-            self._remember(self._finished, message_id, action)
+            self._remember(self._finished, self._finished_order, message_id, action)
         self._unvalidated.clear()
         self._events.append(
             ConnectionClosed(
@@ -548,14 +665,16 @@ class Connection:
 
     def _finish(self, message_id: str, action: str) -> None:
         """Our CALL *message_id* is over: remember it (to spot late answers), forget its options."""
-        self._remember(self._finished, message_id, action)
+        self._remember(self._finished, self._finished_order, message_id, action)
         if self._unvalidated:
             self._unvalidated.discard(message_id)
 
-    def _remember(self, memory: dict[str, str], message_id: str, action: str) -> None:
+    def _remember(self, memory: dict[str, str], order: deque[str], message_id: str, action: str) -> None:
+        if message_id not in memory:
+            order.append(message_id)
         memory[message_id] = action
         if len(memory) > self._finished_memory:
-            del memory[next(iter(memory))]
+            del memory[order.popleft()]
 
     # -- sending ---------------------------------------------------------------------
 
@@ -573,55 +692,72 @@ class Connection:
         ``validate=False`` opts this message out of the codec's schema
         validation; for a :class:`Call`, its answer is not validated either.
         """
-        return self.send_bytes(event, validate=validate).decode()
+        # send_bytes(), inline: one call less per message.
+        sender = _SENDERS.get(type(event))
+        if sender is None or self._closed:
+            self._refuse(event)
+        return sender(self, event, validate).decode()
 
     def send_bytes(self, event: Event, *, validate: bool = True) -> bytes:
         """Like :meth:`send`, but the UTF-8 encoded text message."""
-        if self._state is ConnectionState.CLOSED:
-            raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
         # Exact types, not isinstance: events are final (subclasses would not round-trip).
-        if type(event) is CallResult:
-            return self._send_result(event, validate)
-        if type(event) is Call:
-            return self._send_call(event, validate)
-        if type(event) is CallError:
-            return self._send_error(event)
-        if type(event) is Send:
-            return self._send_send(event, validate)
-        if type(event) is CallResultError:
-            return self._send_result_error(event)
+        sender = _SENDERS.get(type(event))
+        if sender is None or self._closed:
+            self._refuse(event)
+        return sender(self, event, validate)
+
+    def _refuse(self, event: Event) -> NoReturn:
+        if self._closed:
+            raise LocalProtocolError(f"cannot send {type(event).__name__}: the connection is closed")
         raise LocalProtocolError(f"{type(event).__name__} is not a message that can be sent")
 
     def _check_outbound_id(self, message_id: str) -> None:
-        if not message_id or len(message_id) > self.rules.max_message_id_length:
-            raise LocalProtocolError(
-                f"message id must be 1 to {self.rules.max_message_id_length} characters, got {message_id!r}"
-            )
+        if not message_id or len(message_id) > self._max_id:
+            raise LocalProtocolError(f"message id must be 1 to {self._max_id} characters, got {message_id!r}")
 
     def _encode_payload(self, action: str, kind: PayloadKind, payload: Any, validate: bool) -> msgspec.Raw:
         try:
             if validate:
-                return msgspec.Raw(self.codec.encode(action, kind, payload))
-            return msgspec.Raw(self.codec.encode(action, kind, payload, validate=False))
+                return msgspec.Raw(self._codec.encode(action, kind, payload))
+            return msgspec.Raw(self._codec.encode(action, kind, payload, validate=False))
         except PayloadError as exc:
             raise OutboundPayloadError(action, exc) from exc
 
     def _send_call(self, event: Call, validate: bool) -> bytes:
         message_id = event.message_id
-        self._check_outbound_id(message_id)
-        if message_id in self._outstanding:
+        if not message_id or len(message_id) > self._max_id:  # _check_outbound_id(), inline
+            self._check_outbound_id(message_id)
+        outstanding = self._outstanding
+        if message_id in outstanding:
             raise LocalProtocolError(f"a CALL with message id {message_id!r} is already awaiting an answer")
-        if len(self._outstanding) >= self.max_outstanding_calls:
+        if len(outstanding) >= self.max_outstanding_calls:
             raise TooManyOutstandingCalls(
-                f"{len(self._outstanding)} CALL(s) already await an answer"
-                f" (limit {self.max_outstanding_calls})"
+                f"{len(outstanding)} CALL(s) already await an answer (limit {self.max_outstanding_calls})"
             )
         action = event.action
-        payload = self._encode_payload(action, _REQUEST, event.payload, validate)
-        self._outstanding[message_id] = action
+        payload = event.payload
+        data = None
+        kind = type(payload)
+        if self._plain and (kind is dict or kind in _OBJECT_STRUCTS or _encodes_as_object(kind)):
+            # The frame in one msgspec call; if that fails, the codec says why, below.
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                data = _encode((2, message_id, action, payload))
+            except _ENCODE_ERRORS:
+                pass
+        if data is None:
+            # _encode_payload(), inline
+            try:
+                if validate:
+                    out = self._codec.encode(action, _REQUEST, payload)
+                else:
+                    out = self._codec.encode(action, _REQUEST, payload, validate=False)
+            except PayloadError as exc:
+                raise OutboundPayloadError(action, exc) from exc
+            data = _encode((2, message_id, action, msgspec.Raw(out)))
+        outstanding[message_id] = action
         if not validate:
             self._unvalidated.add(message_id)
-        return _encode((2, message_id, action, payload))
+        return data
 
     def _send_send(self, event: Send, validate: bool) -> bytes:
         self._check_supported(MessageType.SEND)
@@ -631,16 +767,39 @@ class Connection:
 
     def _send_result(self, event: CallResult, validate: bool) -> bytes:
         message_id = event.message_id
-        action = self._inbound.get(message_id)
+        inbound = self._inbound
+        action = inbound.get(message_id)
         if action is None:
             raise LocalProtocolError(f"no CALL with message id {message_id!r} is awaiting an answer")
-        # On a bad payload the CALL stays open, so the caller can still answer it with an error.
-        payload = self._encode_payload(action, _RESPONSE, event.payload, validate)
-        del self._inbound[message_id]
-        self._remember(self._answered, message_id, action)
-        return _encode((3, message_id, payload))
+        payload = event.payload
+        data = None
+        kind = type(payload)
+        if self._plain and (kind is dict or kind in _OBJECT_STRUCTS or _encodes_as_object(kind)):
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
+                data = _encode((3, message_id, payload))
+            except _ENCODE_ERRORS:
+                pass  # the codec says why, below
+        if data is None:
+            # _encode_payload(), inline.  On a bad payload the CALL stays open, so the
+            # caller can still answer it with an error.
+            try:
+                if validate:
+                    out = self._codec.encode(action, _RESPONSE, payload)
+                else:
+                    out = self._codec.encode(action, _RESPONSE, payload, validate=False)
+            except PayloadError as exc:
+                raise OutboundPayloadError(action, exc) from exc
+            data = _encode((3, message_id, msgspec.Raw(out)))
+        del inbound[message_id]
+        answered = self._answered  # _remember(), inline
+        if message_id not in answered:
+            self._answered_order.append(message_id)
+        answered[message_id] = action
+        if len(answered) > self._finished_memory:
+            del answered[self._answered_order.popleft()]
+        return data
 
-    def _send_error(self, event: CallError) -> bytes:
+    def _send_error(self, event: CallError, validate: bool) -> bytes:
         # A CALLERROR only ever answers a CALL ([J16] 4.2.3; EVerest/libocpp#995).
         message_id = event.message_id
         if message_id not in self._inbound:
@@ -654,7 +813,7 @@ class Connection:
         del self._inbound[message_id]
         return frame.encode()
 
-    def _send_result_error(self, event: CallResultError) -> bytes:
+    def _send_result_error(self, event: CallResultError, validate: bool) -> bytes:
         self._check_supported(MessageType.CALL_RESULT_ERROR)
         if event.message_id not in self._finished:
             raise LocalProtocolError(
@@ -723,3 +882,25 @@ class Connection:
             return False
         self._finish(message_id, action)
         return True
+
+
+#: How each kind of message event is sent (exact types: events are final).
+_SENDERS: dict[type[Event], Callable[[Connection, Any, bool], bytes]] = {
+    CallResult: Connection._send_result,
+    Call: Connection._send_call,
+    CallError: Connection._send_error,
+    Send: Connection._send_send,
+    CallResultError: Connection._send_result_error,
+}
+
+#: How each kind of frame is handled.
+_RECEIVERS: dict[type[Any], Callable[[Connection, Any], None]] = {
+    CallResultFrame: Connection._on_call_result,
+    PlainCallResultFrame: Connection._on_call_result,
+    CallFrame: Connection._on_call,
+    PlainCallFrame: Connection._on_call,
+    CallErrorFrame: Connection._on_call_error,
+    SendFrame: Connection._on_send,
+    PlainSendFrame: Connection._on_send,
+    CallResultErrorFrame: Connection._on_call_result_error,
+}

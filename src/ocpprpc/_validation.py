@@ -48,7 +48,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from ._codec import PayloadKind
+from ._codec import TRUSTED_CODECS, PayloadKind
 from ._errors import PayloadError
 from ._messages import ActionSpec, Direction
 from ._rules import ErrorCode
@@ -390,6 +390,9 @@ class SchemaCodec:
         self._responses: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
         self._opt_outs = self.policy.handler_opt_outs  # the same (mutable) set
         self._digits: int | None = None
+        #: No message of the protocol is ever validated: payloads are plain dicts
+        #: (the engine then reads and writes them itself, see ``TRUSTED_CODECS``).
+        self.plain = not self.policy.covers(protocol)
 
     def __repr__(self) -> str:
         return f"<SchemaCodec {self.protocol} {self.policy!r}>"
@@ -420,7 +423,7 @@ class SchemaCodec:
         return self.types.entry(action, kind)
 
     def decode(
-        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+        self, action: str, kind: PayloadKind, data: bytes | memoryview | msgspec.Raw, *, validate: bool = True
     ) -> Any:
         if validate:
             try:
@@ -473,7 +476,11 @@ class SchemaCodec:
         return out
 
     def _retry(
-        self, action: str, kind: PayloadKind, data: bytes | memoryview, exc: msgspec.ValidationError
+        self,
+        action: str,
+        kind: PayloadKind,
+        data: bytes | memoryview | msgspec.Raw,
+        exc: msgspec.ValidationError,
     ) -> Any:
         """Draft 6 reads ``7.0`` as an integer: fix each such value the error names, convert again."""
         entry = self._entry(action, kind)
@@ -527,6 +534,10 @@ def _cap_fractions(value: Any, digits: int) -> Any:
             text = text[:19] + "." + kept + text[19:]
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     return value
+
+
+# The engine may hand it a frame's msgspec.Raw and skip work for it (see TRUSTED_CODECS).
+TRUSTED_CODECS.add(SchemaCodec)
 
 
 def codec_for(protocol: str, policy: ValidationPolicy | None = None) -> SchemaCodec:

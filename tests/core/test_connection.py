@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
 import pytest
 
 from ocpprpc import (
+    BadMessage,
     Call,
     CallError,
     CallResult,
@@ -16,6 +18,8 @@ from ocpprpc import (
     ConnectionClosed,
     ConnectionState,
     ErrorCode,
+    InvalidResponse,
+    JsonObjectCodec,
     LocalProtocolError,
     MessageType,
     OCPPError,
@@ -23,8 +27,11 @@ from ocpprpc import (
     PayloadError,
     PayloadKind,
     Role,
+    Send,
     TooManyOutstandingCalls,
     UnmatchedResponse,
+    Violation,
+    rules_for,
 )
 
 from .helpers import ROLES, VERSIONS, ConnectionPair, counter_ids, other
@@ -213,6 +220,14 @@ def test_default_ids_are_uuid4(version: str, initiator: Role) -> None:
     ids = {engine.new_call("Heartbeat", {}).message_id for _ in range(50)}
     assert len(ids) == 50
     assert all(len(i) == 36 and i[14] == "4" for i in ids)
+    # Formatted exactly like uuid.UUID: version 4, RFC 4122 variant, lower-case 8-4-4-4-12.
+    more = [engine.new_call("Heartbeat", {}).message_id for _ in range(600)]  # spans pool refills
+    assert len(set(more) | ids) == 650
+    for text in more:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_callerror_only_answers_a_call(version: str, initiator: Role) -> None:
@@ -294,6 +309,17 @@ def test_structs_are_accepted_as_payloads(version: str, initiator: Role) -> None
     )
 
 
+def test_unserialisable_result_payload_keeps_the_call_answerable(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.send(initiator, call)
+    with pytest.raises(OutboundPayloadError, match="not JSON-serialisable"):
+        pair.conn[responder].send(CallResult(message_id=call.message_id, payload={"when": object()}))
+    assert call.message_id in pair.conn[responder].inbound_calls
+    assert call.message_id not in pair.conn[responder]._answered
+
+
 def test_invalid_handler_response_keeps_the_call_answerable(version: str, initiator: Role) -> None:
     pair = ConnectionPair(version)
     responder = other(initiator)
@@ -353,6 +379,15 @@ def test_only_messages_can_be_sent(version: str, initiator: Role) -> None:
         engine.send(ConnectionClosed(unanswered_calls=(), unanswered_inbound=()))
 
 
+def test_send_bytes_refuses_what_send_refuses(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    with pytest.raises(LocalProtocolError, match="not a message"):
+        engine.send_bytes(ConnectionClosed(unanswered_calls=(), unanswered_inbound=()))
+    engine.receive_message(None)
+    with pytest.raises(LocalProtocolError, match="closed"):
+        engine.send_bytes(engine.new_call("Heartbeat", {}))
+
+
 def test_send_bytes_matches_send(version: str, initiator: Role) -> None:
     a = Connection(initiator, version, id_factory=counter_ids("x"))
     b = Connection(initiator, version, id_factory=counter_ids("x"))
@@ -397,6 +432,60 @@ def test_custom_codec_sees_action_and_kind(version: str, initiator: Role) -> Non
         ("Authorize", PayloadKind.REQUEST, b'{"idTag":"A"}', True),
         ("Authorize", PayloadKind.RESPONSE, b"<encode>", True),
     ]
+
+
+def test_custom_codec_never_sees_a_payload_that_is_not_an_object(version: str, initiator: Role) -> None:
+    codec = _Recorder()
+    engine = Connection(initiator, version, codec=codec)
+    call = engine.new_call("Heartbeat", {})
+    engine.send(call)
+    engine.receive_message('[2,"in","Heartbeat",[1]]')
+    engine.receive_message(f'[3,"{call.message_id}","text"]')
+    bad, invalid = engine.events()
+    assert isinstance(bad, BadMessage) and bad.violation is Violation.PAYLOAD_NOT_OBJECT
+    assert isinstance(invalid, InvalidResponse) and invalid.description == "payload must be a JSON object"
+    assert codec.seen == [("Heartbeat", PayloadKind.REQUEST, b"<encode>", True)]
+
+
+def test_codec_can_be_replaced(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    assert isinstance(engine.codec, JsonObjectCodec)
+    engine.codec = codec = _Recorder()
+    assert engine.codec is codec
+    engine.send(engine.new_call("Heartbeat", {}))
+    assert codec.seen == [("Heartbeat", PayloadKind.REQUEST, b"<encode>", True)]
+
+
+@pytest.mark.parametrize(
+    "data", ['[2,"m"]', '[2,"m","Heartbeat",[]]', '[3,"m",[1]]', "[", "   ", '[9,"m"]', '{"a":1}']
+)
+def test_any_codec_gets_the_same_answers_to_broken_frames(version: str, initiator: Role, data: str) -> None:
+    plain = Connection(initiator, version)
+    custom = Connection(initiator, version, codec=_Recorder())
+    for engine in (plain, custom):
+        engine.send(Call(message_id="m", action="Heartbeat", payload={}))
+        engine.receive_message(data)
+    assert plain.events() == custom.events()
+
+
+def test_rules_can_be_replaced(version: str, initiator: Role) -> None:
+    engine = Connection(initiator, version)
+    engine.rules = rules_for("ocpp2.1")
+    engine.receive_message('[6,"s","NotifyPeriodicEventStream",{}]')
+    assert engine.events() == [Send(message_id="s", action="NotifyPeriodicEventStream", payload={})]
+
+
+def test_opt_out_is_remembered_with_the_default_codec(version: str, initiator: Role) -> None:
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    call = pair.conn[initiator].new_call("Heartbeat", {})
+    pair.conn[responder].receive_message(pair.conn[initiator].send(call, validate=False))
+    assert call.message_id in pair.conn[initiator]._unvalidated
+    events = pair.send(responder, CallResult(message_id=call.message_id, payload={"currentTime": "t"}))
+    assert events == [
+        CallResult(message_id=call.message_id, payload={"currentTime": "t"}, action="Heartbeat")
+    ]
+    assert not pair.conn[initiator]._unvalidated
 
 
 def test_validation_opt_out_covers_the_message_and_its_answer(version: str, initiator: Role) -> None:
@@ -459,3 +548,19 @@ def test_memories_of_answered_calls_are_bounded(version: str, initiator: Role) -
     assert list(pair.conn[responder]._answered) == ids[1:]
     late = pair.deliver(initiator, f'[3,"{ids[0]}",{{}}]') + pair.deliver(initiator, f'[3,"{ids[2]}",{{}}]')
     assert [e.late for e in late if isinstance(e, UnmatchedResponse)] == [False, True]
+
+
+def test_a_reused_id_keeps_its_place_in_the_memories(version: str, initiator: Role) -> None:
+    """Like a dict: remembering an id again updates it where it is (the oldest is forgotten first)."""
+    pair = ConnectionPair(version, finished_memory=2)
+    responder = other(initiator)
+    for message_id in ("a", "b", "a", "c"):
+        pair.send(initiator, Call(message_id=message_id, action="Heartbeat", payload={}))
+        pair.send(responder, CallResult(message_id=message_id, payload={}))
+        if message_id == "a":
+            assert list(pair.conn[initiator]._finished) == list(pair.conn[responder]._answered)
+    assert list(pair.conn[initiator]._finished) == ["b", "c"]
+    assert list(pair.conn[responder]._answered) == ["b", "c"]
+    pair.conn[initiator].send(Call(message_id="b", action="Reset", payload={}))
+    assert pair.conn[initiator].abandon_call("b")
+    assert pair.conn[initiator]._finished == {"b": "Reset", "c": "Heartbeat"}

@@ -22,6 +22,7 @@ from ocpprpc import (
     ErrorCode,
     Event,
     InvalidResponse,
+    JsonObjectCodec,
     Role,
     Send,
     Violation,
@@ -177,3 +178,42 @@ def test_round_trips(
         pair = ConnectionPair(version)
         send = Send(message_id=message_id, action=action, payload=payload)
         assert pair.send(Role.CSMS, send) == [send]
+
+
+class _GeneralPath(JsonObjectCodec):
+    """JsonObjectCodec's behaviour, but a subclass: the engine takes no shortcut for it."""
+
+
+def _both_paths(version: str, role: Role, data: str | bytes) -> None:
+    outcomes = []
+    for codec in (JsonObjectCodec(), _GeneralPath()):
+        engine = Connection(role, version, codec=codec, max_outstanding_calls=4, max_bad_messages=2)
+        for message_id in ("a", "b"):
+            engine.send(engine.new_call("Heartbeat", {}, message_id=message_id))
+        engine.receive_message(data)
+        outcomes.append(engine.events())
+    assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=500)
+@given(
+    version=st.sampled_from(VERSIONS),
+    role=st.sampled_from([Role.CSMS, Role.CHARGING_STATION]),
+    data=(frame_like | near_frames).map(msgspec.json.encode) | st.text(),
+)
+def test_shortcuts_change_no_outcome(version: str, role: Role, data: str | bytes) -> None:
+    """The engine's shortcuts for its own codecs give exactly the general path's events."""
+    _both_paths(version, role, data)
+
+
+@settings(max_examples=200)
+@given(version=st.sampled_from(VERSIONS), payload=json_objects | json_values, message_id=message_ids)
+def test_shortcuts_write_the_same_frames(version: str, payload: Any, message_id: str) -> None:
+    frames = []
+    for codec in (JsonObjectCodec(), _GeneralPath()):
+        engine = Connection(Role.CHARGING_STATION, version, codec=codec)
+        try:
+            frames.append(engine.send(Call(message_id=message_id, action="A", payload=payload)))
+        except Exception as exc:  # the same refusal either way
+            frames.append(f"{type(exc).__name__}: {exc}")
+    assert frames[0] == frames[1]

@@ -14,6 +14,7 @@ from ocpprpc import (
     ErrorCode,
     InvalidResponse,
     LocalProtocolError,
+    OutboundPayloadError,
     PayloadError,
     PayloadKind,
     Role,
@@ -44,6 +45,36 @@ def test_send_goes_out_while_a_call_is_outstanding(initiator: Role) -> None:
     engine.send(engine.new_call("Heartbeat", {}))
     for _ in range(3):  # the one-outstanding-CALL rule does not hold SENDs back ([P4-21] 4.2.5)
         assert pair.send(initiator, engine.new_send("NotifyPeriodicEventStream", PERIODIC))
+
+
+class _Hints:
+    """A codec that records the validate hint of each payload it encodes."""
+
+    def __init__(self) -> None:
+        self.hints: list[bool] = []
+
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview, *, validate: bool = True
+    ) -> object:
+        return msgspec.json.decode(data)
+
+    def encode(self, action: str, kind: PayloadKind, payload: object, *, validate: bool = True) -> bytes:
+        self.hints.append(validate)
+        if payload == {"refuse": True}:
+            raise PayloadError(ErrorCode.PROPERTY_CONSTRAINT_VIOLATION, "refused")
+        return msgspec.json.encode(payload)
+
+
+def test_send_payload_goes_through_the_codec() -> None:
+    codec = _Hints()
+    engine = Connection(Role.CHARGING_STATION, "ocpp2.1", codec=codec)
+    engine.send(engine.new_send("NotifyPeriodicEventStream", PERIODIC))
+    engine.send(engine.new_send("NotifyPeriodicEventStream", PERIODIC), validate=False)
+    assert codec.hints == [True, False]
+    with pytest.raises(OutboundPayloadError) as info:
+        engine.send(engine.new_send("NotifyPeriodicEventStream", {"refuse": True}))
+    assert info.value.code is ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+    assert info.value.action == "NotifyPeriodicEventStream"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from ocpprpc import (
@@ -15,7 +16,9 @@ from ocpprpc import (
     ErrorCode,
     InvalidResponse,
     OutboundPayloadError,
+    PayloadKind,
     Role,
+    SchemaCodec,
     Send,
     ValidationPolicy,
     Violation,
@@ -26,6 +29,7 @@ from ocpprpc import (
 )
 
 STATION, CSMS = Role.CHARGING_STATION, Role.CSMS
+REQUEST, RESPONSE = PayloadKind.REQUEST, PayloadKind.RESPONSE
 
 
 def pair(protocol: str, policy: ValidationPolicy | None = None) -> tuple[Connection, Connection]:
@@ -161,3 +165,77 @@ def test_send_only_action_is_typed() -> None:
     [bad] = csms.events()
     assert isinstance(bad, BadMessage) and bad.reply is None  # a SEND is never answered
     assert bad.code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+
+
+class _Pair(msgspec.Struct, array_like=True):
+    a: int
+    b: int
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.1"])
+def test_without_validation_payloads_are_written_exactly_as_the_codec_would(protocol: str) -> None:
+    """The engine writes plain payloads itself; the frames are what the codec's bytes would give."""
+    station, csms = pair(protocol, ValidationPolicy.off())
+    codec = codec_for(protocol, ValidationPolicy.off())
+    typed = v16.HeartbeatResponse(current_time=datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC))
+    for payload in (
+        {"currentTime": "now", "n": [1, 2.5, None]},
+        typed,
+        typed,
+    ):  # a Struct, then its type known
+        call = station.new_call("Heartbeat", payload)
+        wire = station.send(call)
+        assert (
+            wire
+            == f'[2,"{call.message_id}","Heartbeat",{codec.encode("Heartbeat", REQUEST, payload).decode()}]'
+        )
+        csms.receive_message(wire)
+        [received] = csms.events()
+        assert isinstance(received, Call) and received.payload == json.loads(wire)[3]
+        answer = csms.send(CallResult(message_id=call.message_id, payload=payload))
+        assert answer == f'[3,"{call.message_id}",{codec.encode("Heartbeat", RESPONSE, payload).decode()}]'
+        station.receive_message(answer)
+        assert station.events()
+    # An array-like Struct is not a JSON object: refused, as the codec refuses it.
+    with pytest.raises(OutboundPayloadError, match="must be a JSON object"):
+        station.send(station.new_call("Heartbeat", _Pair(1, 2)))
+    assert not station.outstanding_calls
+
+
+class _GeneralPath(SchemaCodec):
+    """SchemaCodec's behaviour, but a subclass: the engine takes no shortcut for it."""
+
+
+@pytest.mark.parametrize(
+    ("protocol", "frame"),
+    [
+        ("ocpp1.6", '[2,"c","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'),
+        ("ocpp1.6", '[2,"c","BootNotification",{"chargePointVendor":"V"}]'),
+        ("ocpp1.6", '[2,"c","BootNotification",{"chargePointVendor":"V","chargePointModel":7}]'),
+        ("ocpp1.6", '[2,"c","BootNotification",["V","M"]]'),
+        ("ocpp1.6", '[2,"c","BootNotification",{"x":1e400}]'),
+        ("ocpp1.6", '[2,"c","AcmeVendorAction",{"x":1}]'),
+        ("ocpp1.6", '[3,"a",{"currentTime":"2024-01-01T00:00:00Z"}]'),
+        ("ocpp1.6", '[3,"a",{"currentTime":"yesterday"}]'),
+        ("ocpp1.6", '[3,"a",[]]'),
+        ("ocpp2.0.1", '[2,"c","Heartbeat",{"customData":{"vendorId":"v","x":1}}]'),
+        ("ocpp2.0.1", '[3,"a",{"currentTime":"2024-01-01T00:00:00Z","customData":{"vendorId":7}}]'),
+        ("ocpp2.1", '[3,"a",{"currentTime":"2024-01-01T00:00:00Z"}]'),
+        ("ocpp2.1", '[3,"a","no"]'),
+        (
+            "ocpp2.1",
+            '[6,"s","NotifyPeriodicEventStream",{"id":1.0,"pending":0,"basetime":"2024-01-01T00:00:00Z","data":[]}]',
+        ),
+        ("ocpp2.1", '[6,"s","NotifyPeriodicEventStream",7]'),
+    ],
+)
+def test_shortcuts_change_no_outcome(protocol: str, frame: str) -> None:
+    """The engine's shortcuts for SchemaCodec give exactly the general path's events."""
+    outcomes = []
+    for codec in (codec_for(protocol), _GeneralPath(protocol)):
+        engine = Connection(STATION, protocol, codec=codec)
+        engine.send(Call(message_id="a", action="Heartbeat", payload={}))
+        engine.receive_message(frame)
+        outcomes.append(engine.events())
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]
