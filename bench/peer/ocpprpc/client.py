@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from peer_options import add_tcp_stream, cert_dir
 from pyharness import action_and_payload, client_args, drive  # type: ignore[import-not-found]
 
 import ocpprpc
@@ -55,25 +56,6 @@ async def main(args: argparse.Namespace) -> None:
 
         await drive(args, connect=connect, make_call=make_call, boot=boot, concurrency="anyio")
         done.set()
-
-
-def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tcp-stream",
-        default="auto",
-        choices=["auto", "asyncio", "anyio"],
-        help="ocpprpc's tcp_stream option",
-    )
-    parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
-    parser.add_argument("--deflate", type=int, default=0, help="1: permessage-deflate on both ends")
-
-
-def cert_dir() -> str:
-    """The folder holding the self-signed cert.pem/key.pem that the TLS variants share."""
-    import subprocess
-
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "make_cert.sh")
-    return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":
