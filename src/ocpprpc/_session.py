@@ -330,6 +330,8 @@ class Session:
         self._scopes: list[anyio.CancelScope] = []
         # Made when first awaited (closed property, a shutdown): one event less per idle connection.
         self._closed: anyio.Event | None = None
+        # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
+        self._slots: anyio.Semaphore | None = None
         # Inbound CALLs not yet taken by a worker, and the parked workers' wake-up events.
         self._inbox: list[_Work] = []  # bounded by max_queued_calls; a deque costs 0.6 KB even empty
         self._idle: list[anyio.Event] = []
@@ -358,13 +360,7 @@ class Session:
             if on_open is not None:
                 self._task_group.start_soon(self._on_open, on_open, name=f"ocpprpc on_open {self}")
             self._tasks += 1
-            try:
-                with anyio.CancelScope() as scope:
-                    self._scopes.append(scope)
-                    await self._reader()
-            finally:
-                self._tasks -= 1
-                self._check_closed()
+            await self._scoped(self._reader)  # as _spawn() would, in this task
         except BaseException as exc:
             if not await self.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
@@ -385,8 +381,6 @@ class Session:
             raise RuntimeError("a Session can be entered only once")
         self._entered = True
         # anyio primitives are made here, inside the event loop that will use them.
-        # Made by the first call(): many connections never call (memory, W4 in bench/README.md).
-        self._slots: anyio.Semaphore | None = None
         limiter = self._max_handlers
         if self.ordered_handlers:
             self._limiter: anyio.CapacityLimiter | None = None
