@@ -43,13 +43,20 @@ class Backoff:
         ``backoffMin``).  Named after the formula, not "min": with full jitter
         a wait may be shorter than it.
     :param cap: no wait is ever longer than this (ocpp-ws-io's ``backoffMax``).
-    :param max_attempts: give up after this many failed reconnects in a row;
+    :param max_attempts: give up after this many failed reconnects in a row
+        (a connection that closes within ``stable_after`` counts as failed);
         ``None`` retries forever (the right default for a charging station).
     :param retry_first_connect: ``False``: if the very first connection fails,
         entering the station raises at once (a configuration error shows up
         immediately); ``True``: keep retrying as after any later loss, so a
         station that boots before its network comes up still connects.
     :param factor: growth of the ceiling per attempt.
+    :param stable_after: a connection must stay open this many seconds before
+        the attempt count starts again from 1.  A CSMS that accepts the upgrade
+        and closes at once (overloaded, misconfigured, restarting in a loop)
+        otherwise sees every station come back within ``base`` seconds forever;
+        with it, the waits keep growing towards ``cap`` until a connection
+        lasts.  ``0``: any successful upgrade resets the count.
     :param rng: source of randomness in ``[0, 1)``; inject a fixed one in tests.
     """
 
@@ -58,10 +65,11 @@ class Backoff:
     max_attempts: int | None = None
     retry_first_connect: bool = False
     factor: float = 2.0
+    stable_after: float = 10.0
     rng: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_non_negative(base=self.base, cap=self.cap)
+        _check_non_negative(base=self.base, cap=self.cap, stable_after=self.stable_after)
         if self.factor < 1:
             raise ValueError(f"factor must be at least 1, got {self.factor!r}")
         if self.max_attempts is not None and self.max_attempts < 1:

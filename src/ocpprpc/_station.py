@@ -896,10 +896,13 @@ class Station:
             except (HandshakeError, OSError) as exc:
                 error = exc
             else:
-                attempt = 0
+                opened = anyio.current_time()
                 # Entering the station returns once the first connection is open.
                 await self._run_connection(stream, None if started else task_status.started)
                 started = True
+                # Only a connection that lasted starts the count again (Backoff.stable_after).
+                if backoff is None or anyio.current_time() - opened >= backoff.stable_after:
+                    attempt = 0
             if error is not None:
                 log.info("%s: connecting failed: %s", self, error)
                 if not started:

@@ -362,3 +362,35 @@ async def test_send_interval_throttles_the_flush_after_a_reconnect() -> None:
     assert len(arrived) == 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
     assert all(gap >= 0.09 for gap in gaps), gaps  # never faster than one call per send_interval
+
+
+async def test_a_csms_that_closes_at_once_makes_the_waits_grow_until_a_connection_lasts() -> None:
+    closing = True
+    lasting = anyio.Event()
+
+    async def on_connect(session: ocpprpc.Session) -> None:
+        if closing:
+            await session.close(1000, "accepted, then closed at once")
+        else:
+            lasting.set()
+
+    log = EventLog()
+    async with ocpprpc.serve(on_connect=on_connect) as server:
+        backoff = Backoff(base=0.001, cap=0.05, stable_after=0.3, retry_first_connect=True)
+        async with Station(f"ws://127.0.0.1:{server.port}/ocpp", "CP1", reconnect=backoff, on_event=log):
+            await log.wait_for(Reconnecting, 4)
+            # Each short-lived connection counts as a failed attempt: the ceiling keeps growing.
+            assert [event.attempt for event in log.of(Reconnecting)][:4] == [1, 2, 3, 4]
+            assert len(log.of(Connected)) >= 4
+            closing = False
+            await lasting.wait()
+            await anyio.sleep(0.4)  # longer than stable_after: this connection counts as recovered
+            reconnects = len(log.of(Reconnecting))
+            await server.clients["CP1"].close(1001, "restart")
+            after = await log.wait_for(Reconnecting, reconnects + 1)
+            assert after.attempt == 1
+
+
+def test_stable_after_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="stable_after"):
+        Backoff(stable_after=-1)
