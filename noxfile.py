@@ -18,6 +18,7 @@ SESSION = ["_router", "_session", "testing"]
 TRANSPORT = [
     "_aio_stream",
     "_handshake",
+    "_raw_stream",
     "_tcp",
     "_tls",
     "_websocket",

@@ -19,8 +19,9 @@ a small fan-in (W3 in miniature).
 
 Byte streams (``--tcp-stream``): on asyncio each shape runs over ocpprpc's own
 TCP stream (``tcp_stream="asyncio"``, the default there) and over anyio's
-(``"anyio"``), alternating, so the two are compared in the same run; trio has
-only anyio's.
+(``"anyio"``), alternating, so the two are compared in the same run; on trio
+over the raw-socket stream (``"socket"``, :mod:`ocpprpc._raw_stream`) and
+anyio's.
 
 TLS and permessage-deflate (``--tls``, ``--compression``, each ``off``, ``on``
 or ``both``): ``on`` runs over ``wss://`` (a throw-away CA and a certificate for
@@ -323,9 +324,10 @@ def main() -> None:
     parser.add_argument("--strict", action="store_true", help="strict schema validation on both sides")
     parser.add_argument(
         "--tcp-stream",
-        choices=["both", "asyncio", "anyio"],
+        choices=["both", "asyncio", "anyio", "socket"],
         default="both",
-        help="TCP byte stream on asyncio: ocpprpc's own, anyio's, or both alternating (default)",
+        help="TCP byte stream: ocpprpc's own (asyncio only), anyio's, the raw-socket one,"
+        " or both alternating (default: own+anyio on asyncio, socket+anyio on trio)",
     )
     parser.add_argument(
         "--tls", choices=["off", "on", "both"], default="off", help="wss:// (trustme certificates)"
@@ -347,7 +349,14 @@ def main() -> None:
         shapes = [(1, 1), (1, 32), (20, 1)]
     else:
         shapes = [(n, c) for n in (args.connections or [1]) for c in (args.callers or [1])]
-    streams: list[TcpStreamName] = ["asyncio", "anyio"] if args.tcp_stream == "both" else [args.tcp_stream]
+
+    def streams_on(backend: str) -> list[TcpStreamName]:
+        if args.tcp_stream == "both":
+            return ["asyncio", "anyio"] if backend == "asyncio" else ["socket", "anyio"]
+        if args.tcp_stream == "asyncio" and backend != "asyncio":
+            return ["anyio"]
+        return [args.tcp_stream]
+
     tls = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
     deflate = {"off": [False], "on": [True], "both": [False, True]}[args.compression]
     configs = [
@@ -362,8 +371,7 @@ def main() -> None:
         for backend in backends:
             for msg in args.msg:
                 for connections, callers in shapes:
-                    backend_streams: list[TcpStreamName] = streams if backend == "asyncio" else ["anyio"]
-                    for stream in backend_streams:
+                    for stream in streams_on(backend):
                         for config in configs:
                             count = args.count if round_ == 0 else 0
                             r = measure(

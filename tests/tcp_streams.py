@@ -1,9 +1,9 @@
-"""The ``anyio_backend`` fixture of the transport and integration tests: both TCP streams on asyncio.
+"""The ``anyio_backend`` fixture of the transport and integration tests: both TCP streams per backend.
 
 Those directories import it into their conftest, so each of their async tests
-runs three times: on asyncio over ocpprpc's own TCP stream (``tcp_stream="auto"``,
-the default), on asyncio over anyio's stream, and on trio (anyio's stream, the
-only one there).
+runs four times: on asyncio over ocpprpc's own TCP stream (``tcp_stream="auto"``,
+the default), on asyncio over anyio's stream, on trio over the raw-socket
+stream (the default there) and on trio over anyio's stream.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ import pytest
 
 import ocpprpc._tcp
 
-#: The extra backend id: asyncio with anyio's TCP stream instead of ocpprpc's.
+#: The extra backend ids: anyio's TCP stream instead of the default one.
 ASYNCIO_ANYIO_STREAM = "asyncio+anyio-stream"
+TRIO_ANYIO_STREAM = "trio+anyio-stream"
 
 
-@pytest.fixture(params=["asyncio", ASYNCIO_ANYIO_STREAM, "trio"])
+@pytest.fixture(params=["asyncio", ASYNCIO_ANYIO_STREAM, "trio", TRIO_ANYIO_STREAM])
 def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The backend to run on; for the extra id, asyncio with ``"anyio"`` as the default TCP stream.
+    """The backend to run on; for the extra ids, ``"anyio"`` as the default TCP stream.
 
     Everything that follows the default (``connect()``, ``serve()``, the test
     peers of ``tests/transport/helpers.py``) then uses anyio's stream.
     """
-    if request.param == ASYNCIO_ANYIO_STREAM:
+    if request.param in (ASYNCIO_ANYIO_STREAM, TRIO_ANYIO_STREAM):
         monkeypatch.setattr(ocpprpc._tcp, "DEFAULT_TCP_STREAM", "anyio")
-        return "asyncio"
+        return str(request.param).partition("+")[0]
     return str(request.param)

@@ -81,8 +81,8 @@ async def connect(
     :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
         default ``"auto"``: websockets if installed (docs: "WebSocket codec").
     :param tcp_stream: the TCP byte stream, ``"asyncio"`` (ocpprpc's own, asyncio
-        only) or ``"anyio"``; default ``"auto"``: the own one on asyncio (docs:
-        "TCP byte stream").
+        only), ``"socket"`` (raw socket, trio only) or ``"anyio"``; default
+        ``"auto"``: the own one on asyncio, the raw one on trio (docs: "TCP byte stream").
     :param router: handlers for the CALLs the CSMS sends.
     :param validation: strict schema validation (see :class:`ValidationPolicy`):
         ``False`` (default), ``True``, or a policy.

@@ -572,7 +572,7 @@ async def open_websocket(
     :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
         ``None``: :data:`DEFAULT_WS_CODEC`).
     :param tcp_stream: the TCP byte stream (:data:`~ocpprpc._tcp.TcpStreamName`;
-        ``None``: ``"auto"``, ocpprpc's own on asyncio, anyio's elsewhere).
+        ``None``: ``"auto"``, ocpprpc's own on asyncio, the raw-socket one elsewhere).
     :raises HandshakeRejected: the server answered with an HTTP error.
     :raises HandshakeTimeout: it all took longer than ``connect_timeout``.
     :raises HandshakeError: TLS failed, the server broke the upgrade or picked no subprotocol.

@@ -113,8 +113,9 @@ class Server:
     :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
         default ``"auto"``: websockets if installed (docs: "WebSocket codec").
     :param tcp_stream: the TCP byte stream :meth:`serve` accepts with, ``"asyncio"``
-        (ocpprpc's own, asyncio only) or ``"anyio"``; default ``"auto"``: the own
-        one on asyncio (docs: "TCP byte stream").
+        (ocpprpc's own, asyncio only), ``"socket"`` (raw socket, trio only) or
+        ``"anyio"``; default ``"auto"``: the own one on asyncio, the raw one on trio
+        (docs: "TCP byte stream").
     :param on_message: ``on_message(identity, direction, text)`` sees every
         message in (``"in"``) and out (``"out"``) of every station, for an
         exchange log; it must be fast and must not raise.

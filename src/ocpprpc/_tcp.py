@@ -1,10 +1,15 @@
-"""Which TCP byte stream carries a connection: ocpprpc's own on asyncio, anyio's otherwise.
+"""Which TCP byte stream carries a connection: ocpprpc's own on asyncio, a raw-socket one on trio.
+
+``"socket"`` (:mod:`ocpprpc._raw_stream`) drives the non-blocking socket
+directly with ``anyio.wait_readable``/``wait_writable``; trio only (it takes the
+socket over from anyio's stream, which on asyncio may already have read ahead).
 
 On asyncio, ocpprpc opens and accepts TCP connections with its own
 ``anyio.abc.SocketStream`` (:mod:`ocpprpc._aio_stream`, an
 ``asyncio.BufferedProtocol``), which costs several times less CPU per message
-than anyio's asyncio stream; on trio (and wherever it is not wanted) anyio's
-own stream does it.  Everything above the byte stream (TLS via
+than anyio's asyncio stream; on trio ``"auto"`` picks the raw-socket stream
+(about an eighth less CPU per call than anyio's; bench/README.md), and
+``"anyio"`` opts out of both.  Everything above the byte stream (TLS via
 ``anyio.streams.tls.TLSStream``, the WebSocket, the session) is the same either
 way.  docs/client-server.rst, "TCP byte stream", says why and how to opt out.
 
@@ -30,12 +35,16 @@ __all__ = [
 
 #: ``"asyncio"``: ocpprpc's own stream (asyncio only); ``"anyio"``: anyio's
 #: ``connect_tcp``/``create_tcp_listener``; ``"auto"``: the own stream when the
-#: running event loop is asyncio's, else anyio's.
-TcpStreamName = Literal["auto", "asyncio", "anyio"]
+#: running event loop is asyncio's, else :data:`AUTO_ELSEWHERE`; ``"socket"``:
+#: :mod:`ocpprpc._raw_stream` (not on asyncio).
+TcpStreamName = Literal["auto", "asyncio", "anyio", "socket"]
 #: What ``None`` stands for (tests switch it, as they do the WebSocket codec).
 DEFAULT_TCP_STREAM: TcpStreamName = "auto"
 
-_NAMES = ("auto", "asyncio", "anyio")
+#: What ``"auto"`` picks when the event loop is not asyncio's (trio).
+AUTO_ELSEWHERE: Literal["anyio", "socket"] = "socket"
+
+_NAMES = ("auto", "asyncio", "anyio", "socket")
 
 
 def check_tcp_stream(name: str | None) -> None:
@@ -44,7 +53,7 @@ def check_tcp_stream(name: str | None) -> None:
     :raises ValueError: not one of :data:`TcpStreamName`.
     """
     if name is not None and name not in _NAMES:
-        raise ValueError(f"unknown TCP stream {name!r}: use 'auto', 'asyncio' or 'anyio'")
+        raise ValueError(f"unknown TCP stream {name!r}: use 'auto', 'asyncio', 'anyio' or 'socket'")
 
 
 def _running_asyncio() -> bool:
@@ -65,11 +74,12 @@ def _running_asyncio() -> bool:
         return False
 
 
-def resolve_tcp_stream(name: str | None = None) -> Literal["asyncio", "anyio"]:
+def resolve_tcp_stream(name: str | None = None) -> Literal["asyncio", "anyio", "socket"]:
     """The stream ``name`` stands for in the running event loop (``None``: :data:`DEFAULT_TCP_STREAM`).
 
     :raises ValueError: an unknown name.
-    :raises RuntimeError: ``"asyncio"`` asked for explicitly while another event loop (trio) runs.
+    :raises RuntimeError: ``"asyncio"`` asked for explicitly while another event loop (trio) runs,
+        or ``"socket"`` while asyncio's runs.
     """
     check_tcp_stream(name)
     if name is None:
@@ -77,9 +87,15 @@ def resolve_tcp_stream(name: str | None = None) -> Literal["asyncio", "anyio"]:
     if name == "anyio":
         return "anyio"
     if _running_asyncio():
+        if name == "socket":
+            raise RuntimeError(
+                "tcp_stream='socket' is not for asyncio; use 'auto', 'asyncio' or 'anyio' there"
+            )
         return "asyncio"
     if name == "auto":
-        return "anyio"
+        return AUTO_ELSEWHERE
+    if name == "socket":
+        return "socket"
     raise RuntimeError(
         "tcp_stream='asyncio' needs an asyncio event loop; use 'auto' or 'anyio' on other event loops"
     )
@@ -90,10 +106,15 @@ async def connect_tcp(host: str, port: int, *, tcp_stream: str | None = None) ->
 
     :raises OSError: the connection could not be made.
     """
-    if resolve_tcp_stream(tcp_stream) == "asyncio":
+    resolved = resolve_tcp_stream(tcp_stream)
+    if resolved == "asyncio":
         from ._aio_stream import connect_tcp as connect_asyncio
 
         return await connect_asyncio(host, port)
+    if resolved == "socket":
+        from ._raw_stream import connect_tcp as connect_socket
+
+        return await connect_socket(host, port)
     return await anyio.connect_tcp(host, port)
 
 
@@ -104,8 +125,13 @@ async def create_tcp_listener(
 
     :raises OSError: binding failed.
     """
-    if resolve_tcp_stream(tcp_stream) == "asyncio":
+    resolved = resolve_tcp_stream(tcp_stream)
+    if resolved == "asyncio":
         from ._aio_stream import create_tcp_listener as listen_asyncio
 
         return await listen_asyncio(host, port)
+    if resolved == "socket":
+        from ._raw_stream import create_tcp_listener as listen_socket
+
+        return await listen_socket(host, port)
     return await anyio.create_tcp_listener(local_host=host, local_port=port)

@@ -639,9 +639,11 @@ def test_happy_eyeballs_order_is_anyios() -> None:
 
 
 async def test_the_choice_follows_the_running_loop(anyio_backend: str) -> None:
-    on_asyncio = anyio_backend == "asyncio" and ocpprpc._tcp.DEFAULT_TCP_STREAM == "auto"
+    by_default = ocpprpc._tcp.DEFAULT_TCP_STREAM == "auto"
+    on_asyncio = anyio_backend == "asyncio" and by_default
     assert resolve_tcp_stream("anyio") == "anyio"
-    assert resolve_tcp_stream() == ("asyncio" if on_asyncio else "anyio")
+    elsewhere = ocpprpc._tcp.AUTO_ELSEWHERE if by_default else "anyio"
+    assert resolve_tcp_stream() == ("asyncio" if on_asyncio else elsewhere)
     with pytest.raises(ValueError, match="unknown TCP stream"):
         resolve_tcp_stream("fast")
     async with await ocpprpc._tcp.create_tcp_listener("127.0.0.1", 0) as listener:
@@ -655,13 +657,13 @@ async def test_the_choice_follows_the_running_loop(anyio_backend: str) -> None:
         assert resolve_tcp_stream("asyncio") == "asyncio"
         assert resolve_tcp_stream("auto") == "asyncio"
     else:
-        assert resolve_tcp_stream("auto") == "anyio"
+        assert resolve_tcp_stream("auto") == ocpprpc._tcp.AUTO_ELSEWHERE
         with pytest.raises(RuntimeError, match="needs an asyncio event loop"):
             resolve_tcp_stream("asyncio")
 
 
-def test_outside_an_event_loop_only_anyio_resolves() -> None:
-    assert resolve_tcp_stream("auto") == "anyio"
+def test_outside_an_event_loop_asyncio_does_not_resolve() -> None:
+    assert resolve_tcp_stream("auto") == ocpprpc._tcp.AUTO_ELSEWHERE
     with pytest.raises(RuntimeError):
         resolve_tcp_stream("asyncio")
 

@@ -1,0 +1,485 @@
+"""ocpprpc's raw-socket TCP stream (``_raw_stream``) over real loopback sockets.
+
+The stream is for trio (it takes connections over from anyio's streams, which
+read ahead on asyncio), so most tests run on trio only (a module-level
+``anyio_backend`` parameter overrides the directory's); the choice of stream is
+tested on every backend, and the differential tests run the same exchange over
+this stream and over anyio's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import pytest
+import trustme
+from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+import ocpprpc
+import ocpprpc._raw_stream as raw
+import ocpprpc._tcp
+from ocpprpc._raw_stream import RawSocketStream, RawTCPListener, connect_tcp, create_tcp_listener
+from ocpprpc._tcp import TcpStreamName, resolve_tcp_stream
+from ocpprpc._tls import client_ssl_context, server_ssl_context
+from ocpprpc._websocket import WebSocketStream
+
+from ..integration.helpers import eventually
+from .test_aio_stream import linger_reset, ocpp_exchange, read_all, receive_exactly
+
+pytestmark = pytest.mark.timeout(30)
+
+trio_only = pytest.mark.parametrize("anyio_backend", ["trio"])
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@asynccontextmanager
+async def stream_pair() -> AsyncIterator[tuple[RawSocketStream, RawSocketStream]]:
+    """A connected (client, server) pair of our streams over 127.0.0.1; both closed on exit."""
+    accepted: list[anyio.abc.SocketStream] = []
+    got = anyio.Event()
+
+    async def take(stream: anyio.abc.SocketStream) -> None:
+        accepted.append(stream)
+        got.set()
+        await anyio.sleep_forever()
+
+    async with await create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, take, tg)
+        client = await connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+        await got.wait()
+        (server,) = accepted
+        assert isinstance(server, RawSocketStream)
+        async with client, server:
+            yield client, server
+        tg.cancel_scope.cancel()
+
+
+# -- basics -------------------------------------------------------------------------
+
+
+@trio_only
+async def test_echo_and_socket_attributes_match_anyio() -> None:
+    async with stream_pair() as (client, server):
+        await client.send(b"ping")
+        assert await server.receive() == b"ping"
+        await server.send(b"pong")
+        assert await client.receive() == b"pong"
+        assert client.extra(SocketAttribute.remote_address) == server.extra(SocketAttribute.local_address)
+        assert server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
+        assert client.extra(SocketAttribute.remote_port) == server.extra(SocketAttribute.local_port)
+        assert client.extra(SocketAttribute.family) == socket.AF_INET
+        sock = client.extra(SocketAttribute.raw_socket)
+        assert sock.fileno() >= 0 and sock.getblocking() is False
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # as anyio set it
+
+
+@trio_only
+async def test_max_bytes() -> None:
+    async with stream_pair() as (client, server):
+        with pytest.raises(ValueError, match="positive"):
+            await server.receive(0)
+        await client.send(b"abcdefghij")
+        assert await server.receive(2) == b"ab"
+        assert await receive_exactly(server, 8) == b"cdefghij"
+
+
+@trio_only
+async def test_big_payloads_both_ways_at_once() -> None:
+    size = 8 * 1024 * 1024
+    up, down = os.urandom(size), os.urandom(size)
+    got: dict[str, bytes] = {}
+
+    async def pump(stream: anyio.abc.ByteStream, data: bytes) -> None:
+        await stream.send(data[: 1 << 20])
+        view = memoryview(data)
+        for start in range(1 << 20, size, 1 << 20):
+            await stream.send(view[start : start + (1 << 20)])  # type: ignore[arg-type]
+
+    async def drain(stream: anyio.abc.ByteStream, key: str) -> None:
+        got[key] = await receive_exactly(stream, size)
+
+    async with stream_pair() as (client, server), anyio.create_task_group() as tg:
+        tg.start_soon(pump, client, up)
+        tg.start_soon(pump, server, down)
+        tg.start_soon(drain, server, "up")
+        tg.start_soon(drain, client, "down")
+    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
+
+
+@trio_only
+async def test_many_concurrent_connections() -> None:
+    count = 100
+
+    async def echo(stream: anyio.abc.SocketStream) -> None:
+        assert isinstance(stream, RawSocketStream)
+        async with stream:
+            try:
+                while True:
+                    await stream.send(await stream.receive())
+            except anyio.EndOfStream:
+                pass
+
+    async def station(port: int, i: int) -> None:
+        async with await connect_tcp("127.0.0.1", port) as stream:
+            for n in range(10):
+                message = f"{i}:{n}".encode()
+                await stream.send(message)
+                assert await receive_exactly(stream, len(message)) == message
+            await stream.send_eof()
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
+
+    async with await create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as server:
+        server.start_soon(listener.serve, echo, server)
+        async with anyio.create_task_group() as stations:
+            for i in range(count):
+                stations.start_soon(station, listener.extra(SocketAttribute.local_port), i)
+        server.cancel_scope.cancel()
+
+
+# -- how a stream ends --------------------------------------------------------------
+
+
+@trio_only
+async def test_eof_after_the_data_and_half_close() -> None:
+    async with stream_pair() as (client, server):
+        await client.send(b"last words")
+        await client.send_eof()
+        await client.send_eof()  # idempotent
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.send(b"after our EOF")
+        assert await receive_exactly(server, 10) == b"last words"
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()  # and again
+        await server.send(b"still here")
+        assert await receive_exactly(client, 10) == b"still here"
+        await server.aclose()
+        with pytest.raises(anyio.EndOfStream):
+            await client.receive()
+
+
+@trio_only
+async def test_reset_breaks_both_directions() -> None:
+    async with stream_pair() as (client, server):
+        outcome: list[BaseException] = []
+
+        async def reader() -> None:
+            try:
+                await client.receive()
+            except anyio.BrokenResourceError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            linger_reset(server)
+            await server.aclose()
+        (broken,) = outcome
+        assert isinstance(broken.__cause__, ConnectionResetError)
+        with pytest.raises(anyio.BrokenResourceError):
+            for _ in range(10):  # the first send after a reset may still be accepted by the kernel
+                await client.send(b"into the void")
+        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream)):
+            await client.receive()
+        await client.send_eof()  # nothing to end: no error, as with anyio's stream
+
+
+@trio_only
+async def test_use_after_aclose_and_aclose_wakes_blocked_operations() -> None:
+    async with stream_pair() as (client, server):
+        await client.send(b"unread")
+        await server.aclose()
+        await server.aclose()  # idempotent
+        for operation in (server.receive(), server.send(b"x"), server.send_eof()):
+            with pytest.raises(anyio.ClosedResourceError):
+                await operation
+
+    outcome: list[BaseException] = []
+    async with stream_pair() as (client, server), stream_pair() as (_other_client, other_server):
+
+        async def reader() -> None:
+            try:
+                await client.receive()  # nothing comes
+            except anyio.ClosedResourceError as exc:
+                outcome.append(exc)
+
+        async def writer() -> None:
+            try:
+                while True:
+                    await other_server.send(b"s" * 65536)  # other_client never reads
+            except anyio.ClosedResourceError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(writer)
+            await eventually(lambda: other_server._sending)
+            await anyio.wait_all_tasks_blocked()
+            await client.aclose()
+            await other_server.aclose()
+        assert len(outcome) == 2
+
+
+@trio_only
+async def test_concurrent_receivers_and_senders_are_refused() -> None:
+    async with stream_pair() as (client, server), anyio.create_task_group() as tg:
+        tg.start_soon(server.receive)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(anyio.BusyResourceError):
+            await server.receive()
+
+        async def sender() -> None:
+            while True:
+                await client.send(b"b" * 65536)  # nobody reads past the first receive
+
+        tg.start_soon(sender)
+        await eventually(lambda: client._sending)
+        with pytest.raises(anyio.BusyResourceError):
+            await client.send(b"concurrently")
+        tg.cancel_scope.cancel()
+
+
+# -- cancellation ---------------------------------------------------------------------
+
+
+@trio_only
+async def test_cancelled_receive_loses_nothing() -> None:
+    async with stream_pair() as (client, server):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.receive)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert not server._receiving
+        await client.send(b"after")
+        assert await receive_exactly(server, 5) == b"after"
+
+
+@trio_only
+async def test_cancelled_send_while_the_peer_does_not_read() -> None:
+    async with stream_pair() as (client, server):
+        chunk = b"x" * 65536
+
+        async def sender() -> None:
+            while True:
+                await client.send(chunk)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            await eventually(lambda: client._sending)  # blocked: the server never reads
+            tg.cancel_scope.cancel()
+        assert not client._sending
+        # The stream still works: what was written arrives, then what follows.
+        async with anyio.create_task_group() as tg:
+
+            async def finish() -> None:
+                await client.send(b"!")
+                await client.send_eof()
+
+            tg.start_soon(finish)
+            received = await read_all(server)
+        assert received.endswith(b"x!") and set(received[:-1]) == {ord("x")}
+
+
+# -- fairness -------------------------------------------------------------------------
+
+
+@trio_only
+async def test_a_busy_stream_yields_to_others_and_sees_cancellation() -> None:
+    async with stream_pair() as (client, server):
+        await client.send(bytes(1000))
+        await eventually(lambda: len(server.extra(SocketAttribute.raw_socket).recv(1, socket.MSG_PEEK)) == 1)
+        other_ran = 0
+        done = False
+
+        async def other() -> None:
+            nonlocal other_ran
+            while not done:
+                other_ran += 1
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            for _ in range(8 * raw._FAIR_OPS):
+                assert len(await server.receive(1)) == 1  # data at hand: no wait
+            assert other_ran >= 3
+            done = True
+
+        received = 0
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            while True:
+                await server.receive(1)
+                received += 1
+        assert received <= raw._FAIR_OPS
+        sends = 0
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            while True:
+                await client.send(b".")
+                sends += 1
+        assert sends <= raw._FAIR_OPS
+
+
+@trio_only
+async def test_a_second_send_in_a_row_yields_first() -> None:
+    """Request/response never yields in send(); back-to-back sends checkpoint first."""
+    async with stream_pair() as (client, server):
+        await client.send(b"request")
+        assert await receive_exactly(server, 7) == b"request"
+        await server.send(b"answer")
+        assert await receive_exactly(client, 6) == b"answer"
+        sent = []
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await client.send(b"request")  # a receive() since the last send: no checkpoint
+            sent.append(1)
+            await client.send(b"more")  # back to back: checkpoints (here: cancelled) before writing
+            sent.append(2)  # pragma: no cover
+        assert sent == [1]
+        await client.send_eof()
+        assert await read_all(server) == b"request"
+
+
+# -- TLS over the stream --------------------------------------------------------------
+
+
+@trio_only
+async def test_tls_stream_over_it(ca: trustme.CA) -> None:
+    server_context = server_ssl_context()
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
+    async with stream_pair() as (client, server):
+        async with anyio.create_task_group() as tg:
+            wrapped: list[TLSStream] = []
+
+            async def server_side() -> None:
+                wrapped.append(
+                    await TLSStream.wrap(
+                        server, server_side=True, ssl_context=server_context, standard_compatible=False
+                    )
+                )
+
+            tg.start_soon(server_side)
+            tls_client = await TLSStream.wrap(
+                client, hostname="localhost", ssl_context=client_context, standard_compatible=False
+            )
+        (tls_server,) = wrapped
+        payload = os.urandom(300_000)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tls_client.send, payload)
+            assert await receive_exactly(tls_server, len(payload)) == payload
+        assert tls_client.extra(TLSAttribute.cipher) is not None
+        assert tls_server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
+        await tls_client.aclose()
+        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError)):
+            await tls_server.receive()
+        await tls_server.aclose()
+
+
+# -- listener and connect ---------------------------------------------------------------
+
+
+@trio_only
+async def test_listener_and_connect() -> None:
+    listener = await create_tcp_listener("127.0.0.1", 0)
+    assert isinstance(listener, RawTCPListener)
+    port = listener.extra(SocketAttribute.local_port)
+    assert listener.extra(SocketAttribute.local_address) == ("127.0.0.1", port)
+    async with anyio.create_task_group() as tg:
+
+        async def answer(stream: anyio.abc.SocketStream) -> None:
+            async with stream:
+                await stream.send(str(stream.extra(SocketAttribute.remote_address)).encode())
+
+        tg.start_soon(listener.serve, answer)
+        async with await connect_tcp("localhost", port) as stream:  # by name: anyio resolves
+            assert "127.0.0.1" in (await read_all(stream)).decode()
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+    with pytest.raises(OSError):
+        await connect_tcp("127.0.0.1", port)
+
+
+# -- choosing the stream ----------------------------------------------------------------
+
+
+async def test_socket_is_chosen_by_name_and_refused_on_asyncio(anyio_backend: str) -> None:
+    with pytest.raises(ValueError, match="'socket'"):
+        resolve_tcp_stream("raw")
+    if anyio_backend == "asyncio":
+        assert resolve_tcp_stream("auto") == "asyncio"  # never the raw stream on asyncio
+        with pytest.raises(RuntimeError, match="not for asyncio"):
+            resolve_tcp_stream("socket")
+        with pytest.raises(RuntimeError, match="not for asyncio"):
+            async with ocpprpc.serve(tcp_stream="socket"):
+                pass  # pragma: no cover
+        return
+    assert resolve_tcp_stream("socket") == "socket"
+    assert resolve_tcp_stream("auto") == ocpprpc._tcp.AUTO_ELSEWHERE
+    async with (
+        ocpprpc.serve(tcp_stream="socket") as server,
+        ocpprpc.connect(f"ws://127.0.0.1:{server.port}", "CP1", tcp_stream="socket") as station,
+    ):
+        assert isinstance(station.stream, WebSocketStream)
+        assert isinstance(station.stream._stream, RawSocketStream)
+
+
+# -- differential: the same exchange over both streams -----------------------------------
+
+
+@trio_only
+async def test_the_same_ocpp_exchange_over_both_streams() -> None:
+    reference = await ocpp_exchange("anyio", "anyio")
+    assert len(reference) == 4 * 9
+    pairs: list[tuple[TcpStreamName, TcpStreamName]] = [
+        ("socket", "socket"),
+        ("socket", "anyio"),
+        ("anyio", "socket"),
+    ]
+    for csms_stream, station_stream in pairs:
+        assert await ocpp_exchange(csms_stream, station_stream) == reference
+
+
+@trio_only
+async def test_the_same_bytes_over_both_streams() -> None:
+    pattern = [os.urandom(n) for n in (1, 2, 100, 65535, 65536, 65537, 3, 1 << 20, 7)]
+
+    async def transfer(open_pair: Callable[[], Any]) -> bytes:
+        received = b""
+        async with open_pair() as (client, server), anyio.create_task_group() as tg:
+
+            async def write() -> None:
+                for part in pattern:
+                    await client.send(part)
+                await client.send_eof()
+
+            tg.start_soon(write)
+            received = await read_all(server)
+        return received
+
+    @asynccontextmanager
+    async def anyio_pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]]:
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+            client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+            server = await listener.listeners[0].accept()  # type: ignore[attr-defined]
+            async with client, server:
+                yield client, server
+
+    assert await transfer(stream_pair) == await transfer(anyio_pair) == b"".join(pattern)
