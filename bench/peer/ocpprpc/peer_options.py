@@ -10,7 +10,7 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tcp-stream",
         default="auto",
-        choices=["auto", "asyncio", "anyio"],
+        choices=["auto", "asyncio", "anyio", "socket"],
         help="ocpprpc's tcp_stream option",
     )
     parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
