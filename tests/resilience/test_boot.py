@@ -21,6 +21,8 @@ from ocpprpc import (
     Station,
     TransactionRetry,
 )
+from ocpprpc._csms_guard import GuardedRouter
+from ocpprpc.v16 import MessageTrigger, TriggerMessageRequest
 from tests.faults.proxy import fault_proxy
 from tests.resilience.helpers import NOW, EventLog, Recorder
 
@@ -299,3 +301,23 @@ async def test_a_pending_station_is_refused_what_was_triggered_before_its_new_bo
             with pytest.raises(ocpprpc.OCPPError) as refused:
                 await station.call("StatusNotification", STATUS)
             assert refused.value.code is ocpprpc.ErrorCode.SECURITY_ERROR
+
+
+def test_the_trigger_allowance_ignores_malformed_and_unrelated_calls() -> None:
+    guard = GuardedRouter(Router(), require_boot=True)
+    watch = guard.watch("CP1")
+    # Not a trigger, no requestedMessage, a non-string one, a payload that is not an object: nothing allowed.
+    for action, payload in [
+        ("Reset", {"type": "Soft"}),
+        ("TriggerMessage", {}),
+        ("TriggerMessage", {"requestedMessage": 7}),
+        ("TriggerMessage", ["StatusNotification"]),
+        ("TriggerMessage", None),
+    ]:
+        assert watch(action, payload) is None
+    assert guard._triggered.get("CP1", {}) == {}
+    # A typed request is read by its wire names; an answer that is not an object withdraws it.
+    done = watch("TriggerMessage", TriggerMessageRequest(requested_message=MessageTrigger.HEARTBEAT))
+    assert done is not None and guard._triggered["CP1"] == {"Heartbeat": 1}
+    done("garbage")
+    assert guard._triggered["CP1"] == {}
