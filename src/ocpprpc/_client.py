@@ -122,7 +122,6 @@ async def connect(
         ws_codec=ws_codec,
         tcp_stream=tcp_stream,
     )
-    stream.identity = identity
     stream.send_timeout = send_timeout
     try:
         session = station_session(

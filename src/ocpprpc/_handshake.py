@@ -317,6 +317,7 @@ class StationRequest:
             subprotocol=chosen,
             compression=compression,
             close_timeout=self._close_timeout,
+            identity=self.identity,
         )
         if chosen is None and self._supported:
             await ws.close(1002, "no supported OCPP version offered")
@@ -652,6 +653,7 @@ async def open_websocket(
         subprotocol=accepted.subprotocol,
         compression=any(ext.enabled() for ext in accepted.extensions),
         close_timeout=close_timeout,
+        identity=identity,
     )
     if accepted.subprotocol is None and protocols:
         await ws.close(1002, "no subprotocol accepted")

@@ -330,7 +330,6 @@ class Server:
             await request.reject(500)
             return
         websocket = await request.accept(protocol)
-        websocket.identity = identity
         websocket.send_timeout = self.send_timeout
         try:
             assert websocket.subprotocol is not None  # accept() refuses a handshake with none

@@ -880,7 +880,6 @@ class Station:
                 stream = await open_websocket(
                     self.url, self.identity, protocols=self._protocols, **self.connect_options
                 )
-                stream.identity = self.identity  # named in the stream's stall and keepalive warnings
             except HandshakeRejected as exc:
                 if exc.status in PERMANENT_HANDSHAKE_STATUSES:
                     why = (

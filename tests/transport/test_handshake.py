@@ -174,6 +174,23 @@ def test_select_subprotocol_follows_the_client_order() -> None:
     assert select_subprotocol([], ["ocpp1.6"]) is None
 
 
+async def test_both_ends_name_the_station_on_their_stream() -> None:
+    names: list[str | None] = []
+
+    async def decide(request: StationRequest) -> WebSocketStream:
+        ws = await request.accept()
+        names.append(ws.identity)  # for the stream's own warnings (stalls, keepalive)
+        return ws
+
+    async with gate_server(Gate(decide=decide)) as port:
+        ws = await connect(port, "CP 7", protocols=["ocpp1.6"])
+        await ws.send("hi")
+        assert await ws.receive() == "hi"
+        names.append(ws.identity)
+        await ws.close()
+    assert names == ["CP 7", "CP 7"]
+
+
 async def test_negotiated_subprotocol_is_exposed_on_both_sides() -> None:
     gate = Gate(protocols=["ocpp1.6", "ocpp2.0.1"])
     async with gate_server(gate) as port:
