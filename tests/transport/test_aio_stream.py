@@ -9,32 +9,27 @@ exchange over this stream and over anyio's.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import socket
-import ssl
-import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import cast
 
 import anyio
 import anyio.abc
 import pytest
 import trustme
 from anyio.abc import SocketAttribute
-from anyio.streams.tls import TLSAttribute, TLSStream
 
 import ocpprpc
 import ocpprpc._aio_stream as aio
 import ocpprpc._tcp
 from ocpprpc._aio_stream import AsyncioSocketStream, AsyncioTCPListener, connect_tcp, create_tcp_listener
 from ocpprpc._tcp import TcpStreamName, resolve_tcp_stream
-from ocpprpc._tls import client_ssl_context, server_ssl_context
 from ocpprpc._websocket import WebSocketStream
 
 from ..integration.helpers import eventually
+from .own_streams import linger_reset, ocpp_exchange, read_all, receive_exactly
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -57,39 +52,7 @@ async def stream_pair() -> AsyncIterator[tuple[AsyncioSocketStream, AsyncioSocke
             yield client, server
 
 
-def linger_reset(stream: anyio.abc.SocketStream) -> None:
-    """Make the next close send a TCP reset (SO_LINGER 0)."""
-    stream.extra(SocketAttribute.raw_socket).setsockopt(
-        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-    )
-
-
-async def receive_exactly(stream: anyio.abc.ByteStream, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        data += await stream.receive()
-    return bytes(data)
-
-
 # -- basics -------------------------------------------------------------------------
-
-
-@asyncio_only
-async def test_echo_and_socket_attributes_match_anyio() -> None:
-    async with stream_pair() as (client, server):
-        await client.send(b"ping")
-        assert await server.receive() == b"ping"
-        await server.send(b"pong")
-        assert await client.receive() == b"pong"
-        # The same typed attributes anyio's own streams give, peer address included.
-        assert client.extra(SocketAttribute.remote_address) == server.extra(SocketAttribute.local_address)
-        assert server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
-        assert client.extra(SocketAttribute.remote_port) == server.extra(SocketAttribute.local_port)
-        assert server.extra(SocketAttribute.remote_port) == client.extra(SocketAttribute.local_port)
-        assert client.extra(SocketAttribute.family) == socket.AF_INET
-        assert client.extra(SocketAttribute.raw_socket).fileno() >= 0
-        # Reading and writing need no trip through anyio's socket machinery.
-        assert client.extra(SocketAttribute.raw_socket).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 @asyncio_only
@@ -108,81 +71,7 @@ async def test_max_bytes_splits_and_joins_chunks() -> None:
         assert server._unread == 0
 
 
-@asyncio_only
-async def test_big_payloads_both_ways_at_once() -> None:
-    size = 8 * 1024 * 1024
-    up, down = os.urandom(size), os.urandom(size)
-    got: dict[str, bytes] = {}
-
-    async def pump(stream: anyio.abc.ByteStream, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, size, 1 << 20):
-            await stream.send(view[start : start + (1 << 20)])  # type: ignore[arg-type]
-
-    async def drain(stream: anyio.abc.ByteStream, key: str) -> None:
-        got[key] = await receive_exactly(stream, size)
-
-    async with stream_pair() as (client, server), anyio.create_task_group() as tg:
-        tg.start_soon(pump, client, up)
-        tg.start_soon(pump, server, down)
-        tg.start_soon(drain, server, "up")
-        tg.start_soon(drain, client, "down")
-    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
-    assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
-
-
-@asyncio_only
-async def test_many_concurrent_connections() -> None:
-    count = 100
-
-    async def echo(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            try:
-                while True:
-                    await stream.send(await stream.receive())
-            except anyio.EndOfStream:
-                pass
-
-    async def station(port: int, i: int) -> None:
-        async with await connect_tcp("127.0.0.1", port) as stream:
-            for n in range(10):
-                message = f"{i}:{n}".encode()
-                await stream.send(message)
-                assert await receive_exactly(stream, len(message)) == message
-            await stream.send_eof()
-            with pytest.raises(anyio.EndOfStream):
-                await stream.receive()
-
-    async with await create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as server:
-        server.start_soon(listener.serve, echo, server)
-        async with anyio.create_task_group() as stations:
-            for i in range(count):
-                stations.start_soon(station, listener.extra(SocketAttribute.local_port), i)
-        server.cancel_scope.cancel()
-
-
 # -- how a stream ends --------------------------------------------------------------
-
-
-@asyncio_only
-async def test_eof_after_the_data_and_half_close() -> None:
-    async with stream_pair() as (client, server):
-        await client.send(b"last words")
-        await client.send_eof()
-        await client.send_eof()  # idempotent
-        with pytest.raises(anyio.ClosedResourceError):
-            await client.send(b"after our EOF")
-        assert await receive_exactly(server, 10) == b"last words"
-        with pytest.raises(anyio.EndOfStream):
-            await server.receive()
-        with pytest.raises(anyio.EndOfStream):
-            await server.receive()  # and again
-        # Half-close: the other direction still works.
-        await server.send(b"still here")
-        assert await receive_exactly(client, 10) == b"still here"
-        await server.aclose()
-        with pytest.raises(anyio.EndOfStream):
-            await client.receive()
 
 
 @asyncio_only
@@ -315,15 +204,6 @@ async def test_cancelled_send_while_the_peer_does_not_read() -> None:
             tg.start_soon(finish)
             received = await read_all(server)
         assert len(received) == sent + 1 and received.endswith(b"x!")
-
-
-async def read_all(stream: anyio.abc.ByteStream) -> bytes:
-    data = bytearray()
-    try:
-        while True:
-            data += await stream.receive()
-    except anyio.EndOfStream:
-        return bytes(data)
 
 
 @asyncio_only
@@ -474,39 +354,6 @@ async def test_a_second_send_in_a_row_yields_first() -> None:
 
 
 # -- TLS over the stream --------------------------------------------------------------
-
-
-@asyncio_only
-async def test_tls_stream_over_it(ca: trustme.CA) -> None:
-    server_context = server_ssl_context()
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
-    async with stream_pair() as (client, server):
-        async with anyio.create_task_group() as tg:
-            wrapped: list[TLSStream] = []
-
-            async def server_side() -> None:
-                wrapped.append(
-                    await TLSStream.wrap(
-                        server, server_side=True, ssl_context=server_context, standard_compatible=False
-                    )
-                )
-
-            tg.start_soon(server_side)
-            tls_client = await TLSStream.wrap(
-                client, hostname="localhost", ssl_context=client_context, standard_compatible=False
-            )
-        (tls_server,) = wrapped
-        payload = os.urandom(300_000)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tls_client.send, payload)
-            assert await receive_exactly(tls_server, len(payload)) == payload
-        assert tls_client.extra(TLSAttribute.cipher) is not None
-        assert tls_server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
-        await tls_client.aclose()
-        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError)):
-            await tls_server.receive()
-        await tls_server.aclose()
 
 
 # -- listener and connect ---------------------------------------------------------------
@@ -695,61 +542,6 @@ def test_unknown_stream_names_fail_at_construction() -> None:
 # -- differential: the same exchange over both streams -----------------------------------
 
 
-async def ocpp_exchange(csms_stream: TcpStreamName, station_stream: TcpStreamName) -> list[tuple[str, Any]]:
-    """A scripted OCPP exchange; every message both ends saw, with message ids numbered in order."""
-    log: list[tuple[str, str, str]] = []
-    router = ocpprpc.Router()
-
-    @router.on("BootNotification")
-    async def boot(request: dict[str, Any], ctx: ocpprpc.CallContext) -> dict[str, Any]:
-        return {"status": "Accepted", "currentTime": "2026-01-01T00:00:00Z", "interval": 300}
-
-    @router.on("DataTransfer")
-    async def data_transfer(request: dict[str, Any], ctx: ocpprpc.CallContext) -> dict[str, Any]:
-        if request["vendorId"] == "fail":
-            raise ocpprpc.OCPPError(ocpprpc.ErrorCode.NOT_IMPLEMENTED, "no such vendor")
-        return {"status": "Accepted", "data": request.get("data", "")}
-
-    station_router = ocpprpc.Router()
-
-    @station_router.on("Reset")
-    async def reset(request: dict[str, Any], ctx: ocpprpc.CallContext) -> dict[str, Any]:
-        return {"status": "Accepted"}
-
-    big = "".join(chr(0x20 + i % 90) for i in range(60_000)) + "€ñ"
-    async with (
-        ocpprpc.serve(
-            router=router,
-            tcp_stream=csms_stream,
-            on_message=lambda identity, direction, text: log.append(("csms", direction, text)),
-            protocols=["ocpp1.6"],
-        ) as server,
-        ocpprpc.connect(
-            f"ws://127.0.0.1:{server.port}/ocpp",
-            "CP1",
-            router=station_router,
-            tcp_stream=station_stream,
-            compression=True,
-            on_message=lambda direction, text: log.append(("station", direction, text)),
-        ) as station,
-    ):
-        await station.call("BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"})
-        for n in range(5):
-            await station.call("DataTransfer", {"vendorId": "v", "data": str(n)})
-        await station.call("DataTransfer", {"vendorId": "v", "data": big})
-        with pytest.raises(ocpprpc.OCPPError):
-            await station.call("DataTransfer", {"vendorId": "fail"})
-        await eventually(lambda: "CP1" in server.clients)
-        await server.clients["CP1"].call("Reset", {"type": "Soft"})
-    ids: dict[str, int] = {}
-    normalized = []
-    for side, direction, text in log:
-        message = json.loads(text)
-        message[1] = ids.setdefault(message[1], len(ids))
-        normalized.append((f"{side} {direction}", message))
-    return normalized
-
-
 @asyncio_only
 async def test_the_same_ocpp_exchange_over_both_streams() -> None:
     reference = await ocpp_exchange("anyio", "anyio")
@@ -761,32 +553,3 @@ async def test_the_same_ocpp_exchange_over_both_streams() -> None:
     ]
     for csms_stream, station_stream in pairs:
         assert await ocpp_exchange(csms_stream, station_stream) == reference
-
-
-@asyncio_only
-async def test_the_same_bytes_over_both_streams() -> None:
-    """Send the same irregular write pattern over each stream; the bytes read are identical."""
-    pattern = [os.urandom(n) for n in (1, 2, 100, 65535, 65536, 65537, 3, 1 << 20, 7)]
-
-    async def transfer(open_pair: Callable[[], Any]) -> bytes:
-        received = b""
-        async with open_pair() as (client, server), anyio.create_task_group() as tg:
-
-            async def write() -> None:
-                for part in pattern:
-                    await client.send(part)
-                await client.send_eof()
-
-            tg.start_soon(write)
-            received = await read_all(server)
-        return received
-
-    @asynccontextmanager
-    async def anyio_pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]]:
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
-            server = await listener.listeners[0].accept()  # type: ignore[attr-defined]
-            async with client, server:
-                yield client, server
-
-    assert await transfer(stream_pair) == await transfer(anyio_pair) == b"".join(pattern)

@@ -9,13 +9,8 @@ this stream and over anyio's.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import socket
-import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import anyio.abc
@@ -23,18 +18,17 @@ import anyio.lowlevel
 import pytest
 import trustme
 from anyio.abc import SocketAttribute
-from anyio.streams.tls import TLSAttribute, TLSStream
 
 import ocpprpc
 import ocpprpc._raw_stream as raw
 import ocpprpc._tcp
 from ocpprpc._raw_stream import RawSocketStream, RawTCPListener, connect_tcp, create_tcp_listener
 from ocpprpc._tcp import TcpStreamName, resolve_tcp_stream
-from ocpprpc._tls import client_ssl_context, server_ssl_context
 from ocpprpc._websocket import WebSocketStream
 
 from ..integration.helpers import eventually
-from .test_aio_stream import linger_reset, ocpp_exchange, read_all, receive_exactly
+from . import own_streams
+from .own_streams import RAW, linger_reset, ocpp_exchange, read_all, receive_exactly
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,45 +40,12 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-@asynccontextmanager
-async def stream_pair() -> AsyncIterator[tuple[RawSocketStream, RawSocketStream]]:
+def stream_pair() -> AbstractAsyncContextManager[tuple[RawSocketStream, RawSocketStream]]:
     """A connected (client, server) pair of our streams over 127.0.0.1; both closed on exit."""
-    accepted: list[anyio.abc.SocketStream] = []
-    got = anyio.Event()
-
-    async def take(stream: anyio.abc.SocketStream) -> None:
-        accepted.append(stream)
-        got.set()
-        await anyio.sleep_forever()
-
-    async with await create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, take, tg)
-        client = await connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
-        await got.wait()
-        (server,) = accepted
-        assert isinstance(server, RawSocketStream)
-        async with client, server:
-            yield client, server
-        tg.cancel_scope.cancel()
+    return own_streams.stream_pair(RAW)
 
 
 # -- basics -------------------------------------------------------------------------
-
-
-@trio_only
-async def test_echo_and_socket_attributes_match_anyio() -> None:
-    async with stream_pair() as (client, server):
-        await client.send(b"ping")
-        assert await server.receive() == b"ping"
-        await server.send(b"pong")
-        assert await client.receive() == b"pong"
-        assert client.extra(SocketAttribute.remote_address) == server.extra(SocketAttribute.local_address)
-        assert server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
-        assert client.extra(SocketAttribute.remote_port) == server.extra(SocketAttribute.local_port)
-        assert client.extra(SocketAttribute.family) == socket.AF_INET
-        sock = client.extra(SocketAttribute.raw_socket)
-        assert sock.fileno() >= 0 and sock.getblocking() is False
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # as anyio set it
 
 
 @trio_only
@@ -98,81 +59,12 @@ async def test_max_bytes() -> None:
 
 
 @trio_only
-async def test_big_payloads_both_ways_at_once() -> None:
-    size = 8 * 1024 * 1024
-    up, down = os.urandom(size), os.urandom(size)
-    got: dict[str, bytes] = {}
-
-    async def pump(stream: anyio.abc.ByteStream, data: bytes) -> None:
-        await stream.send(data[: 1 << 20])
-        view = memoryview(data)
-        for start in range(1 << 20, size, 1 << 20):
-            await stream.send(view[start : start + (1 << 20)])  # type: ignore[arg-type]
-
-    async def drain(stream: anyio.abc.ByteStream, key: str) -> None:
-        got[key] = await receive_exactly(stream, size)
-
-    async with stream_pair() as (client, server), anyio.create_task_group() as tg:
-        tg.start_soon(pump, client, up)
-        tg.start_soon(pump, server, down)
-        tg.start_soon(drain, server, "up")
-        tg.start_soon(drain, client, "down")
-    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
-    assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
-
-
-@trio_only
-async def test_many_concurrent_connections() -> None:
-    count = 100
-
-    async def echo(stream: anyio.abc.SocketStream) -> None:
-        assert isinstance(stream, RawSocketStream)
-        async with stream:
-            try:
-                while True:
-                    await stream.send(await stream.receive())
-            except anyio.EndOfStream:
-                pass
-
-    async def station(port: int, i: int) -> None:
-        async with await connect_tcp("127.0.0.1", port) as stream:
-            for n in range(10):
-                message = f"{i}:{n}".encode()
-                await stream.send(message)
-                assert await receive_exactly(stream, len(message)) == message
-            await stream.send_eof()
-            with pytest.raises(anyio.EndOfStream):
-                await stream.receive()
-
-    async with await create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as server:
-        server.start_soon(listener.serve, echo, server)
-        async with anyio.create_task_group() as stations:
-            for i in range(count):
-                stations.start_soon(station, listener.extra(SocketAttribute.local_port), i)
-        server.cancel_scope.cancel()
+async def test_the_socket_is_non_blocking() -> None:
+    async with stream_pair() as (client, _):
+        assert client.extra(SocketAttribute.raw_socket).getblocking() is False
 
 
 # -- how a stream ends --------------------------------------------------------------
-
-
-@trio_only
-async def test_eof_after_the_data_and_half_close() -> None:
-    async with stream_pair() as (client, server):
-        await client.send(b"last words")
-        await client.send_eof()
-        await client.send_eof()  # idempotent
-        with pytest.raises(anyio.ClosedResourceError):
-            await client.send(b"after our EOF")
-        assert await receive_exactly(server, 10) == b"last words"
-        with pytest.raises(anyio.EndOfStream):
-            await server.receive()
-        with pytest.raises(anyio.EndOfStream):
-            await server.receive()  # and again
-        await server.send(b"still here")
-        assert await receive_exactly(client, 10) == b"still here"
-        await server.aclose()
-        with pytest.raises(anyio.EndOfStream):
-            await client.receive()
 
 
 @trio_only
@@ -360,39 +252,6 @@ async def test_a_second_send_in_a_row_yields_first() -> None:
 # -- TLS over the stream --------------------------------------------------------------
 
 
-@trio_only
-async def test_tls_stream_over_it(ca: trustme.CA) -> None:
-    server_context = server_ssl_context()
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
-    async with stream_pair() as (client, server):
-        async with anyio.create_task_group() as tg:
-            wrapped: list[TLSStream] = []
-
-            async def server_side() -> None:
-                wrapped.append(
-                    await TLSStream.wrap(
-                        server, server_side=True, ssl_context=server_context, standard_compatible=False
-                    )
-                )
-
-            tg.start_soon(server_side)
-            tls_client = await TLSStream.wrap(
-                client, hostname="localhost", ssl_context=client_context, standard_compatible=False
-            )
-        (tls_server,) = wrapped
-        payload = os.urandom(300_000)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(tls_client.send, payload)
-            assert await receive_exactly(tls_server, len(payload)) == payload
-        assert tls_client.extra(TLSAttribute.cipher) is not None
-        assert tls_server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
-        await tls_client.aclose()
-        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError)):
-            await tls_server.receive()
-        await tls_server.aclose()
-
-
 # -- listener and connect ---------------------------------------------------------------
 
 
@@ -455,31 +314,3 @@ async def test_the_same_ocpp_exchange_over_both_streams() -> None:
     ]
     for csms_stream, station_stream in pairs:
         assert await ocpp_exchange(csms_stream, station_stream) == reference
-
-
-@trio_only
-async def test_the_same_bytes_over_both_streams() -> None:
-    pattern = [os.urandom(n) for n in (1, 2, 100, 65535, 65536, 65537, 3, 1 << 20, 7)]
-
-    async def transfer(open_pair: Callable[[], Any]) -> bytes:
-        received = b""
-        async with open_pair() as (client, server), anyio.create_task_group() as tg:
-
-            async def write() -> None:
-                for part in pattern:
-                    await client.send(part)
-                await client.send_eof()
-
-            tg.start_soon(write)
-            received = await read_all(server)
-        return received
-
-    @asynccontextmanager
-    async def anyio_pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]]:
-        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-            client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
-            server = await listener.listeners[0].accept()  # type: ignore[attr-defined]
-            async with client, server:
-                yield client, server
-
-    assert await transfer(stream_pair) == await transfer(anyio_pair) == b"".join(pattern)
