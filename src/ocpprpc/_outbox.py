@@ -39,7 +39,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields, replace
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -268,7 +268,7 @@ class MemoryOutbox(OutboxStore):
         if record.message_id in self._records:
             raise ValueError(f"message id {record.message_id!r} is stored already")
         # A copy: the station mutates its own record; the store changes only on update().
-        self._records[record.message_id] = _copy(record)
+        self._records[record.message_id] = replace(record)
 
     async def _delete(self, message_id: str) -> bool:
         return self._records.pop(message_id, None) is not None
@@ -281,7 +281,7 @@ class MemoryOutbox(OutboxStore):
 
     async def records(self) -> list[OutboxRecord]:
         # Insertion order is seq order: add() takes its seq and inserts without suspending.
-        return [_copy(record) for record in self._records.values()]
+        return [replace(record) for record in self._records.values()]
 
     async def close(self) -> None:
         pass
@@ -310,18 +310,6 @@ class MemoryOutbox(OutboxStore):
         return f"<MemoryOutbox {len(self._records)} messages>"
 
 
-def _copy(record: OutboxRecord) -> OutboxRecord:
-    return OutboxRecord(
-        record.seq,
-        record.message_id,
-        record.action,
-        record.payload,
-        record.attempts,
-        record.next_attempt_at,
-        record.created_at,
-    )
-
-
 # Version 2 added the transactions table; opening a version-1 file adds it.
 _SCHEMA_VERSION = 2
 _SCHEMA = (
@@ -345,7 +333,7 @@ CREATE TABLE IF NOT EXISTS transactions (
 )
 """,
 )
-_COLUMNS = "seq, message_id, action, payload, attempts, next_attempt_at, created_at"
+_COLUMNS = ", ".join(field.name for field in fields(OutboxRecord))  # the order astuple() gives
 
 
 class SQLiteOutbox(OutboxStore):
@@ -466,15 +454,7 @@ class SQLiteOutbox(OutboxStore):
 def _insert(db: sqlite3.Connection, record: OutboxRecord) -> None:
     db.execute(
         f"INSERT INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            record.seq,
-            record.message_id,
-            record.action,
-            record.payload,
-            record.attempts,
-            record.next_attempt_at,
-            record.created_at,
-        ),
+        astuple(record),
     )
 
 
