@@ -128,7 +128,9 @@ async def test_profile_3_client_certificate_reaches_the_server(
     ca: trustme.CA, station_ca: trustme.CA
 ) -> None:
     client_context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
-    station_ca.issue_cert(common_name="CP001", organization_name="CPO Inc").configure_cert(client_context)
+    station_ca.issue_cert("cp001.example", common_name="CP001", organization_name="CPO Inc").configure_cert(
+        client_context
+    )
     async with tls_server(csms_context(ca, station_ca)) as (gate, url):
         ws = await open_websocket(url, "CP001", protocols=["ocpp2.0.1"], ssl_context=client_context)
         await ws.send("mutual")
@@ -157,7 +159,7 @@ async def test_profile_3_without_a_client_certificate_fails(ca: trustme.CA, stat
 
 async def test_profile_3_certificate_from_another_ca_fails(ca: trustme.CA, station_ca: trustme.CA) -> None:
     client_context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
-    trustme.CA().issue_cert(common_name="CP001").configure_cert(client_context)
+    trustme.CA().issue_cert("cp001.example", common_name="CP001").configure_cert(client_context)
     async with tls_server(csms_context(ca, station_ca)) as (gate, url):
         with pytest.raises(HandshakeError):
             await open_websocket(url, "CP001", protocols=["ocpp2.0.1"], ssl_context=client_context)
