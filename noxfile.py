@@ -8,6 +8,7 @@ the newest releases on purpose, and ``lock`` rewrites ``constraints.txt`` from t
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -43,7 +44,7 @@ TYPED = ["_messages", "_schema", "_validation"]
 CONSTRAINTS = "constraints.txt"
 #: Every dependency group and extra the lock covers, plus the tools that build and drive it
 #: (the build backend and nox itself, so `pip install -e .` and .ci/run are pinned as well).
-LOCKED_GROUPS = ("test", "lint", "typecheck", "docs", "bench")
+LOCKED_GROUPS = ("test", "lint", "typecheck", "docs", "bench", "fuzz")
 LOCKED_EXTRAS = "trio,trio-websocket"
 LOCKED_TOOLS = ("hatchling", "nox")
 
@@ -121,6 +122,37 @@ def lock(session: nox.Session) -> None:
     with open(CONSTRAINTS, "w", encoding="utf-8") as out:
         out.write(header + "\n".join(pins) + "\n")
     session.log(f"wrote {len(pins)} pins to {CONSTRAINTS}")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing (atheris/libFuzzer) of the engine and of a live server's handshake.
+
+    Each target runs for ``FUZZ_SECONDS`` (default 20) from the corpus in ``fuzz/corpus``;
+    libFuzzer options may be passed as posargs (``nox -s fuzz -- -max_total_time=600``).
+    A finding is written to ``fuzz/findings/`` and fails the session.
+    """
+    _install(session, "fuzz")
+    seconds = session.env.get("FUZZ_SECONDS", "20")
+    findings = Path("fuzz/findings")
+    findings.mkdir(parents=True, exist_ok=True)
+    runs = [("engine", "asyncio"), ("handshake", "asyncio"), ("handshake", "trio")]
+    for target, backend in runs:
+        corpus = Path(session.create_tmp()) / f"corpus-{target}-{backend}"
+        if corpus.exists():
+            shutil.rmtree(corpus)
+        shutil.copytree(Path("fuzz/corpus") / target, corpus)
+        session.run(
+            "python",
+            f"fuzz/fuzz_{target}.py",
+            f"-dict=fuzz/{target}.dict",
+            f"-max_total_time={seconds}",
+            f"-artifact_prefix={findings}/{target}-{backend}-",
+            "-print_final_stats=1",
+            *session.posargs,
+            str(corpus),
+            env={"FUZZ_BACKEND": backend},
+        )
 
 
 @nox.session

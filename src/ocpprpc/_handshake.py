@@ -464,6 +464,10 @@ async def accept_websocket(
                             request = event
                 except RemoteProtocolError as exc:
                     raise _refusal_for(exc) from exc
+                except UnicodeError as exc:
+                    # wsproto decodes the Host header as IDNA and lets the error escape
+                    # (fuzzing found it: one such request ended the whole server).
+                    raise _Refused(400, "malformed HTTP request (a header value is not ASCII)") from exc
             identity = _identity_from_path(request.target.partition("?")[0], max_identity_length)
             password = _basic_password(list(request.extra_headers), identity)
     except _Refused as refused:

@@ -269,6 +269,10 @@ class Server:
         """
         try:
             await self._handle(stream)
+        except Exception:
+            # The backstop of "never raises": a bug reached by one station's input must cost
+            # that station its connection, never the listener and every other station.
+            log.exception("unexpected error while serving a connection")
         finally:
             # Normally the WebSocket (or a refusal) already closed it; this is the backstop.
             await anyio.aclose_forcefully(stream)
