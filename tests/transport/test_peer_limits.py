@@ -1,0 +1,95 @@
+"""Limits on what one peer can make a CSMS hold or do, over real sockets to a real server.
+
+Each attack comes from a hand-made station (raw frames); a second, normal station
+keeps calling Heartbeat throughout and must never notice.  Every test runs on
+both backends and, where frames matter, both WebSocket codecs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+import ocpprpc
+from ocpprpc import CallContext, Router, Server
+from tests.integration.helpers import PROMPT, eventually, raw_station, ws_url
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("ws_codec")]
+
+HEARTBEAT_ANSWER = {"currentTime": "2025-01-01T00:00:00Z"}
+
+
+def csms_router() -> Router:
+    router = Router()
+
+    @router.on("Heartbeat")
+    async def heartbeat(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return HEARTBEAT_ANSWER
+
+    return router
+
+
+@asynccontextmanager
+async def bystander(server: Server) -> AsyncIterator[Callable[[], int]]:
+    """A normal station calling Heartbeat in a loop; yields how many calls succeeded so far.
+
+    On the way out it checks that calls still succeed on the same connection.
+    """
+    done = 0
+    async with (
+        ocpprpc.connect(ws_url(server), "BYSTANDER") as station,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def keep_calling() -> None:
+            nonlocal done
+            while True:
+                assert await station.call("Heartbeat") == HEARTBEAT_ANSWER
+                done += 1
+
+        tg.start_soon(keep_calling)
+        await eventually(lambda: done > 0)
+        yield lambda: done
+        before = done
+        await eventually(lambda: done > before + 5)
+        assert station.close_reason is None
+        tg.cancel_scope.cancel()
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+async def test_deeply_nested_json_is_answered_as_malformed(
+    protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A million brackets is a malformed message (RecursionError inside msgspec), not a crash (1011)."""
+    caplog.set_level(logging.WARNING)
+    async with (
+        ocpprpc.serve(router=csms_router(), max_message_size=4 << 20) as server,
+        bystander(server),
+        raw_station(server.port, "DEEP", protocols=[protocol]) as deep,
+    ):
+        for text in (_nested(500_000), f'[2,"1","Heartbeat",{{"a":{_nested(500_000)}}}]'):
+            await deep.send_text(text)
+        await deep.send_text('[2,"good","Heartbeat",{}]')
+        replies: list[list[Any]] = []
+        with anyio.fail_after(PROMPT):
+            while not replies or replies[-1][1] != "good":
+                replies.append(json.loads(await deep.next_text()))
+        assert replies[-1] == [3, "good", HEARTBEAT_ANSWER]
+        if protocol == "ocpp1.6":
+            assert replies[:-1] == []  # 1.6: a message whose id cannot be read gets no answer
+        else:
+            assert [reply[:4] for reply in replies[:-1]] == [
+                [4, "-1", "RpcFrameworkError", "JSON nested too deeply to be read"]
+            ] * 2
+        assert "DEEP" in server.clients
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
