@@ -57,7 +57,8 @@ How a stream ends (the :class:`MessageStream` contract):
   ``receive()`` raises ``anyio.EndOfStream`` and ``send()``
   ``anyio.ClosedResourceError``; ``by_peer=False``;
 * the peer breaks the protocol or our policy (binary frame 1003, invalid UTF-8
-  1007, message too big 1009, bad framing 1002): we send that close code and
+  1007, message too big 1009, message in too many frames 1008, bad framing
+  1002): we send that close code and
   ``receive()`` raises ``anyio.BrokenResourceError``; ``close_reason`` is the
   code we sent, ``by_peer=False``;
 * the link dies (EOF or reset without a close frame): ``receive()`` raises

@@ -7,6 +7,7 @@ both backends and, where frames matter, both WebSocket codecs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -18,9 +19,12 @@ import pytest
 
 import ocpprpc
 from ocpprpc import CallContext, Router, Server
-from tests.integration.helpers import PROMPT, eventually, raw_station, ws_url
+from ocpprpc._wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, max_fragments
+from tests.integration.helpers import PROMPT, TEXT, eventually, frame, raw_station, ws_url
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("ws_codec")]
+
+CONTINUATION = 0x0
 
 HEARTBEAT_ANSWER = {"currentTime": "2025-01-01T00:00:00Z"}
 
@@ -93,3 +97,48 @@ async def test_deeply_nested_json_is_answered_as_malformed(
             ] * 2
         assert "DEEP" in server.clients
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _fragmented(text: bytes, frames: int) -> bytes:
+    """*text* as one message in *frames* frames: the text first, then empty continuation frames."""
+    assert frames >= 2
+    return (
+        frame(TEXT, text, fin=False)
+        + frame(CONTINUATION, b"", fin=False) * (frames - 2)
+        + frame(CONTINUATION, b"", fin=True)
+    )
+
+
+async def test_a_message_in_too_many_frames_is_refused_with_1008() -> None:
+    """Empty continuation frames add nothing to the size; the frame count stops them (1008)."""
+    limit = max_fragments(DEFAULT_MAX_MESSAGE_SIZE)
+    async with (
+        ocpprpc.serve(router=csms_router()) as server,
+        bystander(server),
+        raw_station(server.port, "FRAGMENTS") as attacker,
+    ):
+        # A message in exactly the limit is fine.
+        await attacker.send_raw(_fragmented(b'[2,"ok","Heartbeat",{}]', limit))
+        with anyio.fail_after(PROMPT):
+            assert json.loads(await attacker.next_text()) == [3, "ok", HEARTBEAT_ANSWER]
+        await eventually(lambda: "FRAGMENTS" in server.clients)
+        on_server = server.clients["FRAGMENTS"]
+        # One that never ends: empty fragments, sent in batches as long as the server takes them.
+        await attacker.send_raw(frame(TEXT, b"[", fin=False))
+        empty = frame(CONTINUATION, b"", fin=False) * 1000
+        with anyio.fail_after(PROMPT):
+            async with anyio.create_task_group() as tg:
+
+                async def flood() -> None:
+                    with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                        for _ in range(limit):  # at most limit * 1000 frames
+                            await attacker.send_raw(empty)
+
+                tg.start_soon(flood)
+                assert await attacker.close_code(echo=False) == 1008
+                tg.cancel_scope.cancel()
+            await attacker.stream.aclose()
+            await on_server.closed.wait()
+        assert on_server.close_reason is not None
+        assert on_server.close_reason.code == 1008
+        assert on_server.close_reason.reason == f"message in more than {limit} frames"
