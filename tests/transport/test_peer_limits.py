@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 import ocpprpc
@@ -25,6 +27,7 @@ from tests.integration.helpers import PROMPT, TEXT, eventually, frame, raw_stati
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("ws_codec")]
 
 CONTINUATION = 0x0
+PING = 0x9
 
 HEARTBEAT_ANSWER = {"currentTime": "2025-01-01T00:00:00Z"}
 
@@ -142,3 +145,42 @@ async def test_a_message_in_too_many_frames_is_refused_with_1008() -> None:
         assert on_server.close_reason is not None
         assert on_server.close_reason.code == 1008
         assert on_server.close_reason.reason == f"message in more than {limit} frames"
+
+
+async def test_a_station_that_pings_and_never_reads_its_pongs_is_dropped_after_send_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pongs pile up unread; the reader writing them is timed like any sender (send_timeout)."""
+    caplog.set_level(logging.WARNING)
+    send_timeout = 0.5
+    async with (
+        ocpprpc.serve(router=csms_router(), send_timeout=send_timeout, compression=False) as server,
+        bystander(server),
+        raw_station(server.port, "PINGER") as pinger,
+    ):
+        await eventually(lambda: "PINGER" in server.clients)
+        on_server = server.clients["PINGER"]
+        # A small receive buffer fills sooner; the CSMS's send buffer still takes megabytes.
+        sock = pinger.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        pings = frame(PING, b"p" * 125) * 500
+        async with anyio.create_task_group() as tg:
+
+            async def flood() -> None:
+                # Until the CSMS stops reading us (its reader is stuck writing pongs) or drops us.
+                with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                    while True:
+                        await pinger.send_raw(pings)
+
+            tg.start_soon(flood)
+            with anyio.fail_after(PROMPT + send_timeout * 4):
+                await on_server.closed.wait()
+            tg.cancel_scope.cancel()
+        assert on_server.close_reason is not None
+        assert on_server.close_reason.code == 1006
+        assert on_server.close_reason.reason.startswith("peer stopped reading")
+        await eventually(lambda: "PINGER" not in server.clients)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "peer stopped reading" in r.getMessage()
+    ]
+    assert warnings and "PINGER" in warnings[0].getMessage()
