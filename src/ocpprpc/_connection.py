@@ -66,6 +66,7 @@ from ._events import (
     Violation,
 )
 from ._frames import (
+    TOO_DEEP_DESCRIPTION,
     UNREADABLE_ID_DESCRIPTION,
     CallErrorFrame,
     CallFrame,
@@ -315,23 +316,25 @@ class Connection:
             raise LocalProtocolError("receive_message() called after the connection closed")
         try:
             frame = self._decode_frame(data)
-        except msgspec.MsgspecError as exc:
+        except (msgspec.MsgspecError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than msgspec follows (it counts
+            # against the interpreter's recursion limit); malformed like the rest.
             frame = self._decode_again(data, exc)
             if frame is None:
                 return
         _RECEIVERS[type(frame)](self, frame)
 
-    def _decode_again(self, data: str | bytes | bytearray | memoryview, exc: msgspec.MsgspecError) -> Any:
+    def _decode_again(self, data: str | bytes | bytearray | memoryview, exc: Exception) -> Any:
         """The frame the general decoder reads, after the plain one failed; ``None`` if none."""
         if self._plain:
             try:
                 return self._decoder.decode(data)  # e.g. a payload that is not an object
-            except msgspec.MsgspecError as again:
+            except (msgspec.MsgspecError, RecursionError) as again:
                 exc = again  # its message describes the frame
         self._undecodable(data, exc)
         return None
 
-    def _undecodable(self, data: str | bytes | bytearray | memoryview, exc: msgspec.MsgspecError) -> None:
+    def _undecodable(self, data: str | bytes | bytearray | memoryview, exc: Exception) -> None:
         """A message no frame type accepts: empty, or a defect the rules answer."""
         if not (data if isinstance(data, str) else bytes(data)).strip():
             # An empty text frame: ignored, as ocpp-rpc does "for compatibility with some
@@ -381,7 +384,7 @@ class Connection:
             if self._direct:
                 try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                     payload = self._codec.decode(action, _REQUEST, frame.payload)
-                except PayloadError:
+                except (PayloadError, RecursionError):
                     pass  # asked again below, to tell a non-object from an invalid one
             if payload is _MISSING:
                 try:
@@ -485,7 +488,7 @@ class Connection:
             if self._direct:
                 try:  # noqa: SIM105 (contextlib.suppress costs a context manager per message)
                     payload = self._codec.decode(action, _RESPONSE, frame.payload, validate=validate)
-                except PayloadError:
+                except (PayloadError, RecursionError):
                     pass  # asked again below, to tell a non-object from an invalid one
             if payload is _MISSING:
                 try:
@@ -503,20 +506,24 @@ class Connection:
     def _read(self, action: str, kind: PayloadKind, raw: msgspec.Raw, validate: bool) -> Any:
         """The codec's reading of a payload; raises :class:`_NotAnObject` or :class:`PayloadError`."""
         codec = self._codec
-        if self._trusted:
-            # It refuses anything but an object itself: look at the first byte only then.
-            try:
-                return codec.decode(action, kind, raw, validate=validate)
-            except PayloadError:
-                if bytes(raw)[0] != _OPEN_BRACE:
-                    raise _NotAnObject from None
-                raise
-        view = memoryview(raw)
-        if view[0] != _OPEN_BRACE:
-            raise _NotAnObject
-        if validate:
-            return codec.decode(action, kind, view)
-        return codec.decode(action, kind, view, validate=False)
+        try:
+            if self._trusted:
+                # It refuses anything but an object itself: look at the first byte only then.
+                try:
+                    return codec.decode(action, kind, raw, validate=validate)
+                except (PayloadError, RecursionError):
+                    if bytes(raw)[0] != _OPEN_BRACE:
+                        raise _NotAnObject from None
+                    raise
+            view = memoryview(raw)
+            if view[0] != _OPEN_BRACE:
+                raise _NotAnObject
+            if validate:
+                return codec.decode(action, kind, view)
+            return codec.decode(action, kind, view, validate=False)
+        except RecursionError:
+            # Nested deeper than the decoder (msgspec, or a codec's own walk) can follow.
+            raise PayloadError(ErrorCode.FORMAT_VIOLATION, TOO_DEEP_DESCRIPTION) from None
 
     def _invalid_result(
         self, message_id: str, action: str, code: ErrorCode, description: str, details: dict[str, Any]

@@ -28,6 +28,7 @@ from ._events import Violation
 from ._rules import MessageType
 
 __all__ = [
+    "TOO_DEEP_DESCRIPTION",
     "UNREADABLE_ID_DESCRIPTION",
     "CallErrorFrame",
     "CallFrame",
@@ -176,6 +177,7 @@ class Defect:
 
 
 UNREADABLE_ID_DESCRIPTION = "message id could not be read"
+TOO_DEEP_DESCRIPTION = "JSON nested too deeply to be read"
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _any = msgspec.json.Decoder()
@@ -184,7 +186,7 @@ _any = msgspec.json.Decoder()
 def _element(raw: msgspec.Raw) -> Any:
     try:
         return _any.decode(raw)
-    except msgspec.MsgspecError:  # valid JSON msgspec cannot hold, e.g. 1e400
+    except (msgspec.MsgspecError, RecursionError):  # valid JSON msgspec cannot hold, e.g. 1e400
         return None
 
 
@@ -207,6 +209,10 @@ def salvage(
         return Defect(Violation.NOT_AN_ARRAY, "an OCPP-J message is a JSON array")
     except msgspec.DecodeError as exc:
         return Defect(Violation.NOT_JSON, str(exc))
+    except RecursionError:
+        # msgspec follows nesting within the interpreter's recursion limit; deeper
+        # JSON (``[[[[...`` a megabyte deep) cannot be read, even to skip it.
+        return Defect(Violation.NOT_JSON, TOO_DEEP_DESCRIPTION)
 
     message_type = _element(items[0]) if items else None
     if type(message_type) is not int:

@@ -39,7 +39,10 @@ order.  The writer hands the byte stream at most ``_HIGH_WATER`` bytes per
 ``send()``, so a large message makes progress in steps.
 
 Waiting is the slow path, and only there is a clock involved: a waiting
-sender allows the writer ``send_timeout`` seconds per step of progress.  When
+sender allows the writer ``send_timeout`` seconds per step of progress.  The
+one writer that is timed itself is the reader writing the codec's automatic
+replies (pongs, close echoes): while it writes nobody reads, so a peer that
+pings and never reads our pongs would stall it for ever unnoticed.  When
 that passes with nothing written, the peer has stopped reading (its TCP
 window stayed closed, something TCP itself never gives up on): the stream
 logs a warning and drops the link as lost (1006, "peer stopped reading: N
@@ -57,7 +60,8 @@ How a stream ends (the :class:`MessageStream` contract):
   ``receive()`` raises ``anyio.EndOfStream`` and ``send()``
   ``anyio.ClosedResourceError``; ``by_peer=False``;
 * the peer breaks the protocol or our policy (binary frame 1003, invalid UTF-8
-  1007, message too big 1009, bad framing 1002): we send that close code and
+  1007, message too big 1009, message in too many frames 1008, bad framing
+  1002): we send that close code and
   ``receive()`` raises ``anyio.BrokenResourceError``; ``close_reason`` is the
   code we sent, ``by_peer=False``;
 * the link dies (EOF or reset without a close frame): ``receive()`` raises
@@ -378,7 +382,9 @@ class WebSocketStream(MessageStream):
             data = self._codec.data_to_send()
             if data:
                 self._queue(data)
-                await self._send_queued(wait=True)
+                # Timed even as the writer: a peer that pings and never reads our
+                # pongs would otherwise stall the reader in this write for ever.
+                await self._send_queued(wait=True, timed=True)
 
     # -- writing --------------------------------------------------------------
 
@@ -388,11 +394,13 @@ class WebSocketStream(MessageStream):
             self._out.append(data)
             self._queued += len(data)
 
-    async def _send_queued(self, *, wait: bool) -> None:
+    async def _send_queued(self, *, wait: bool, timed: bool = False) -> None:
         """Get the queue written: become the writer, or leave it to the one at work.
 
         With *wait* a sender that is not the writer waits until the writer has
-        written everything queued so far.  Raises ``BrokenResourceError`` /
+        written everything queued so far.  With *timed* a sender that becomes
+        the writer allows each write ``send_timeout`` seconds (the reader's path:
+        see :meth:`_write`).  Raises ``BrokenResourceError`` /
         ``ClosedResourceError`` if the writing failed.
         """
         if self._writing:
@@ -407,9 +415,9 @@ class WebSocketStream(MessageStream):
                 self._out = []
                 taken = self._queued  # data holds every byte queued so far and not yet sent
                 if taken - self._sent <= _HIGH_WATER:
-                    await self._write(data)
+                    await self._write(data, timed=timed)
                 else:
-                    await self._write_in_steps(data)
+                    await self._write_in_steps(data, timed=timed)
                 self._sent = taken
                 if self._progress is not None:
                     self._made_progress()
@@ -423,11 +431,11 @@ class WebSocketStream(MessageStream):
             if self._progress is not None:
                 self._made_progress()
 
-    async def _write_in_steps(self, data: bytes) -> None:
+    async def _write_in_steps(self, data: bytes, *, timed: bool) -> None:
         """Write a large queue in ``_HIGH_WATER`` steps, so that waiting senders see progress."""
         for start in range(0, len(data), _HIGH_WATER):
             chunk = data[start : start + _HIGH_WATER]
-            await self._write(chunk)
+            await self._write(chunk, timed=timed)
             self._sent += len(chunk)
             self._made_progress()
 
@@ -472,12 +480,28 @@ class WebSocketStream(MessageStream):
         await self._lost(why)
         raise self._send_error()
 
-    async def _write(self, data: bytes) -> None:
-        """Write bytes as the writer; any failure ends the connection."""
+    async def _write(self, data: bytes, *, timed: bool = False) -> None:
+        """Write bytes as the writer; any failure ends the connection.
+
+        *timed*: allow the write ``send_timeout`` seconds, then the peer counts as
+        not reading.  Only the reader's writes are timed (pongs, close echoes, and
+        whatever was queued meanwhile): it is the one task that, stuck here, would
+        never be noticed, since nobody reads while it writes.  Other writers are
+        not timed (a cancel scope per write costs more than the write): senders
+        queueing behind them time the wait, and so does the reader, for every
+        pong, once it waits for the writer.
+        """
         if self._transport_closed:
             raise self._send_error()
+        timeout = self.send_timeout if timed else None
         try:
-            await self._stream.send(data)
+            if timeout is None:
+                await self._stream.send(data)
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    await self._stream.send(data)
+                if scope.cancelled_caught:
+                    await self._stalled(timeout)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             await self._lost(f"connection lost while writing ({exc!r})")
             raise anyio.BrokenResourceError from exc

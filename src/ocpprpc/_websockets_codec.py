@@ -56,6 +56,8 @@ from ._wsproto_codec import (
     PingReceived,
     PongReceived,
     ProtocolFailure,
+    max_fragments,
+    too_many_fragments,
 )
 
 __all__ = ["WebsocketsCodec", "websockets_extensions"]
@@ -143,11 +145,13 @@ class WebsocketsCodec:
         proto.extensions = list(extensions)
         self._proto = proto
         self._max = max_message_size
+        self._max_fragments = max_fragments(max_message_size)
         self._outbox: list[bytes] = []
         self._reported = False
         # A fragmented text message in progress: its decoded parts, size so far, decoder.
         self._parts: list[str] = []
         self._size = 0
+        self._fragments = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         if initial_data:
             proto.receive_data(initial_data)
@@ -236,6 +240,10 @@ class WebsocketsCodec:
                 self._size += len(payload)
                 if self._size > self._max:
                     return self._fail_into(out, 1009, "")
+                self._fragments += 1
+                if self._fragments > self._max_fragments:
+                    # Empty continuation frames add nothing to the size (see _wsproto_codec).
+                    return self._fail_into(out, 1008, too_many_fragments(self._max_fragments))
                 try:
                     self._parts.append(self._decoder.decode(payload, frame.fin))
                 except UnicodeDecodeError as exc:
@@ -244,6 +252,7 @@ class WebsocketsCodec:
                     out.append("".join(self._parts))
                     self._parts.clear()
                     self._size = 0
+                    self._fragments = 0
                     self._decoder = None
             elif opcode is PING:
                 # websockets queued the pong already (it is in the outbox above).

@@ -27,6 +27,11 @@ OCPP-J policy lives here, not in wsproto:
   permessage-deflate the *inflated* size counts, and inflation itself is
   bounded (:class:`_BoundedPerMessageDeflate`) so a small compressed frame
   cannot expand to megabytes before the check;
+* a maximum number of frames per message (:func:`max_fragments`): empty
+  continuation frames add nothing to the size, so without a count a peer could
+  keep one message open forever with millions of them (memory and CPU for
+  nothing); the frame past the limit fails the connection with 1008 (policy
+  violation: the message is not too big in bytes, it is cut too finely);
 * invalid UTF-8 (1007) and framing errors (1002) come from wsproto, which
   decodes text incrementally and so catches bad UTF-8 split across fragments.
 """
@@ -54,6 +59,8 @@ __all__ = [
     "WebSocketCodec",
     "WsprotoCodec",
     "deflate_extension",
+    "max_fragments",
+    "too_many_fragments",
 ]
 
 #: Close codes a close frame may carry on the wire (RFC 6455 7.4.1, IANA registry, and
@@ -66,6 +73,24 @@ WIRE_CLOSE_CODES = frozenset(
 #: (certificate chains, 10 000 characters) fit comfortably; a CSMS expecting
 #: bigger DataTransfer payloads raises it.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+
+#: The fewest frames a message may arrive in before it is refused (see :func:`max_fragments`).
+MIN_MAX_FRAGMENTS = 1024
+
+
+def max_fragments(max_message_size: int) -> int:
+    """How many frames one message may arrive in: 1024, or one per KiB of ``max_message_size`` if more.
+
+    Real senders fragment at kilobytes (browsers and websockets not at all, some
+    gateways at 4 KiB), so this leaves every honest sender room while a peer
+    that sends empty continuation frames is stopped at a few thousand.
+    """
+    return max(MIN_MAX_FRAGMENTS, max_message_size // 1024)
+
+
+def too_many_fragments(limit: int) -> str:
+    """The close reason for a message cut into more than *limit* frames."""
+    return f"message in more than {limit} frames"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +241,11 @@ class WsprotoCodec:
             raise ValueError("max_message_size must be positive")
         self._conn = connection
         self._max = max_message_size
+        self._max_fragments = max_fragments(max_message_size)
         self._parts: list[str] = []
         self._size = 0
+        # Frames of the message in progress that are complete (wsproto may report a frame in pieces).
+        self._fragments = 0
         self._failed = False
         self._outbox = bytearray()
 
@@ -272,9 +300,14 @@ class WsprotoCodec:
                 if self._size > self._max:
                     return self._fail_into(out, 1009, "")
                 if not event.message_finished:
+                    if event.frame_finished:
+                        self._fragments += 1
+                        if self._fragments >= self._max_fragments:
+                            return self._fail_into(out, 1008, too_many_fragments(self._max_fragments))
                     self._parts.append(chunk)
                     continue
                 self._size = 0
+                self._fragments = 0
                 if self._parts:
                     self._parts.append(chunk)
                     chunk = "".join(self._parts)

@@ -217,3 +217,19 @@ def test_shortcuts_write_the_same_frames(version: str, payload: Any, message_id:
         except Exception as exc:  # the same refusal either way
             frames.append(f"{type(exc).__name__}: {exc}")
     assert frames[0] == frames[1]
+
+
+@settings(max_examples=100)
+@given(
+    version=st.sampled_from(VERSIONS),
+    frame=near_frames,
+    depth=st.integers(min_value=0, max_value=5000),
+    where=st.integers(min_value=0, max_value=4),
+    opener=st.sampled_from(["[", '{"a":']),
+)
+def test_nesting_at_any_depth(version: str, frame: list[Any], depth: int, where: int, opener: str) -> None:
+    """Nesting around the interpreter's recursion limit, anywhere in a frame, is answered, never raised."""
+    closer = "]" if opener == "[" else "}"
+    elements = [msgspec.json.encode(item).decode() for item in frame]
+    elements[min(where, len(elements) - 1)] = opener * depth + "1" + closer * depth
+    _check(version, "[" + ",".join(elements) + "]", Role.CSMS)

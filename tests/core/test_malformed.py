@@ -19,10 +19,15 @@ from ocpprpc import (
     Connection,
     ErrorCode,
     InvalidResponse,
+    JsonObjectCodec,
     MessageType,
+    PayloadCodec,
+    PayloadKind,
     Role,
     TooManyBadMessages,
+    ValidationPolicy,
     Violation,
+    codec_for,
 )
 
 from .helpers import ROLES, VERSIONS, answer_own_call
@@ -309,3 +314,76 @@ def test_every_spelling_is_accepted_on_receive(version: str, spelling: str) -> N
         ErrorCode.FORMAT_VIOLATION if "Format" in spelling else ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
     )
     assert isinstance(event, CallError) and event.code is expected
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+#: JSON nested far past the interpreter's recursion limit, which msgspec counts against.
+DEEP = 100_000
+
+DEEP_MESSAGES = {
+    "whole-message": _nested(DEEP),
+    "call-payload": f'[2,"1","Heartbeat",{_nested(DEEP)}]',
+    "call-payload-member": f'[2,"1","Heartbeat",{{"a":{_nested(DEEP)}}}]',
+    "result-payload": f'[3,"1",{_nested(DEEP)}]',
+    "error-details": f'[4,"1","GenericError","",{{"a":{_nested(DEEP)}}}]',
+}
+
+
+class _GeneralPath(JsonObjectCodec):
+    """JsonObjectCodec's behaviour, but a subclass: the engine takes no shortcut for it."""
+
+
+def _codecs(version: str) -> list[PayloadCodec]:
+    return [JsonObjectCodec(), _GeneralPath(), codec_for(version, ValidationPolicy.on())]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", DEEP_MESSAGES)
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])
+def test_deeply_nested_json_is_a_malformed_message(version: str, name: str, as_bytes: bool) -> None:
+    """A RecursionError inside the decoder is peer input: a BadMessage and the malformed-frame reply."""
+    text = DEEP_MESSAGES[name]
+    for codec in _codecs(version):
+        engine = Connection(Role.CSMS, version, codec=codec, max_bad_messages=5)
+        engine.receive_message(text.encode() if as_bytes else text)
+        [event] = engine.events()
+        assert isinstance(event, BadMessage)
+        assert event.violation is Violation.NOT_JSON
+        assert event.description == "JSON nested too deeply to be read"
+        if version == "ocpp1.6":
+            assert event.reply is None  # 1.6 has no reply for a message whose id cannot be read
+        else:
+            assert event.reply is not None
+            assert msgspec.json.decode(event.reply)[:3] == [4, "-1", "RpcFrameworkError"]
+        # The engine carries on: a good CALL after it is read.
+        engine.receive_message('[2,"2","Heartbeat",{}]')
+        assert [type(e) for e in engine.events()] == [Call]
+
+
+class _RecursingCodec(JsonObjectCodec):
+    """A user codec whose own walk of the payload (a custom validator, say) overflows the stack."""
+
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview | msgspec.Raw, *, validate: bool = True
+    ) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_codec_that_recurses_too_deep_is_a_format_violation(version: str) -> None:
+    engine = Connection(Role.CSMS, version, codec=_RecursingCodec())
+    engine.receive_message('[2,"1","Heartbeat",{"a":[[[1]]]}]')
+    [event] = engine.events()
+    assert isinstance(event, BadMessage)
+    assert event.violation is Violation.INVALID_PAYLOAD
+    assert event.code is ErrorCode.FORMAT_VIOLATION
+    assert event.reply is not None
+    reply = msgspec.json.decode(event.reply)
+    assert reply[:2] == [4, "1"] and reply[3] == "JSON nested too deeply to be read"
+    # A payload that is not an object is still told apart.
+    engine.receive_message('[2,"2","Heartbeat",[1]]')
+    [event] = engine.events()
+    assert isinstance(event, BadMessage) and event.violation is Violation.PAYLOAD_NOT_OBJECT
