@@ -197,6 +197,31 @@ _LAZY.update(
 )
 # -- end of resilience ----------------------------------------------------------------------
 
+# isort: split
+# -- auth helpers: passwords, client certificates, station identities (lazy: anyio) ---------
+if _TYPE_CHECKING:
+    from ._auth import (
+        PasswordTable,
+        all_of,
+        any_of,
+        hash_password,
+        verify_password,
+    )
+
+_LAZY.update(
+    dict.fromkeys(
+        (
+            "PasswordTable",
+            "all_of",
+            "any_of",
+            "hash_password",
+            "verify_password",
+        ),
+        "._auth",
+    )
+)
+# -- end of auth helpers --------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -306,4 +331,10 @@ __all__ = (
     "TransactionRetry",
     "TransactionStart",
     "is_transaction_message",
+    # -- auth helpers --
+    "PasswordTable",
+    "all_of",
+    "any_of",
+    "hash_password",
+    "verify_password",
 )
