@@ -1,4 +1,4 @@
-"""Authenticating stations: a ready password table and a hand-written check.
+"""Authenticating stations: a ready password table, a hand-written check, and a certificate check.
 
 Profiles 1 and 2 send the password with HTTP Basic auth; the CSMS keeps salted
 hashes and compares in constant time.  Every refusal is the same 401, whether
@@ -40,6 +40,11 @@ async def auth(request: ocpprpc.StationRequest) -> ocpprpc.Accept | ocpprpc.Reje
 
 
 # [/hand-written]
+
+# -- profile 3 with a password on top: both checks must pass --------------------------------
+# [combined]
+profile_3_and_password = ocpprpc.all_of(ocpprpc.certificate_identity(), passwords)
+# [/combined]
 
 
 async def attempt(url: str, identity: str, password: str | bytes | None) -> str:

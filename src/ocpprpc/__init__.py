@@ -204,6 +204,8 @@ if _TYPE_CHECKING:
         PasswordTable,
         all_of,
         any_of,
+        certificate_identity,
+        certificate_names,
         hash_password,
         verify_password,
     )
@@ -214,6 +216,8 @@ _LAZY.update(
             "PasswordTable",
             "all_of",
             "any_of",
+            "certificate_identity",
+            "certificate_names",
             "hash_password",
             "verify_password",
         ),
@@ -335,6 +339,8 @@ __all__ = (
     "PasswordTable",
     "all_of",
     "any_of",
+    "certificate_identity",
+    "certificate_names",
     "hash_password",
     "verify_password",
 )

@@ -1,8 +1,8 @@
-"""Ready auth callbacks for :class:`~ocpprpc.Server`: passwords, and combinations of checks.
+"""Ready auth callbacks for :class:`~ocpprpc.Server`: passwords, client certificates, and both.
 
 Each helper is an ``async (StationRequest) -> Accept | Reject | None`` callable,
 so it goes straight into ``Server(auth=...)``; :func:`all_of` and :func:`any_of`
-compose them.
+compose them (profile 3 with a password on top, say).
 
 Passwords (security profiles 1 and 2) are kept as salted scrypt hashes
 (:func:`hash_password`), compared in constant time, and checked in a worker
@@ -10,6 +10,12 @@ thread: a deliberately slow hash must not stall every other station on the
 event loop.  An unknown identity is refused with the same 401 as a wrong
 password after the same amount of hashing, so neither the answer nor its timing
 tells a prober which identities exist.
+
+Client certificates (profile 3): the TLS layer has already proved the station
+holds a certificate from a trusted CA; :func:`certificate_identity` checks it
+was issued to the identity the station claims (OCPP 2.0.1 A00.FR.417: the
+subject CN carries the station's identity), not to another station of the same
+operator.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import anyio.to_thread
@@ -30,9 +36,12 @@ from ._handshake import StationRequest
 from ._server import Accept, Reject
 
 __all__ = [
+    "CERTIFICATE_FIELDS",
     "PasswordTable",
     "all_of",
     "any_of",
+    "certificate_identity",
+    "certificate_names",
     "hash_password",
     "verify_password",
 ]
@@ -120,15 +129,8 @@ class _Hash:
     def digest(self, secret: bytes) -> bytes:
         if self.method == "scrypt":
             n, r, p = self.params
-            return hashlib.scrypt(
-                secret,
-                salt=self.salt,
-                n=n,
-                r=r,
-                p=p,
-                maxmem=_scrypt_maxmem(n, r, p),
-                dklen=len(self.expected),
-            )
+            size, maxmem = len(self.expected), _scrypt_maxmem(n, r, p)
+            return hashlib.scrypt(secret, salt=self.salt, n=n, r=r, p=p, maxmem=maxmem, dklen=size)
         return hashlib.pbkdf2_hmac("sha256", secret, self.salt, self.params[0], dklen=len(self.expected))
 
     def matches(self, secret: bytes) -> bool:
@@ -234,6 +236,72 @@ class PasswordTable(MutableMapping[str, "str | bytes"]):
             await anyio.to_thread.run_sync(self._decoy.matches, password)
             return False
         return await anyio.to_thread.run_sync(parsed.matches, password)
+
+
+# -- client certificates (profile 3) ----------------------------------------------------
+
+#: The certificate fields :func:`certificate_identity` compares with the identity by
+#: default: the subject's common name and the DNS and URI subject alternative names.
+CERTIFICATE_FIELDS = ("CN", "DNS", "URI")
+
+CertificateNames = Callable[[Mapping[str, Any]], Iterable[str]]
+
+
+def certificate_names(
+    certificate: Mapping[str, Any], fields: Iterable[str] = CERTIFICATE_FIELDS
+) -> list[str]:
+    """The names in a verified certificate (``getpeercert()`` form) of the given ``fields``.
+
+    ``"CN"`` is every commonName in the subject; any other field is a subject
+    alternative name type as Python reports it (``"DNS"``, ``"URI"``, ``"IP Address"``,
+    ``"email"``).
+    """
+    wanted = set(fields)
+    names: list[str] = []
+    if "CN" in wanted:
+        for rdn in certificate.get("subject", ()):
+            names.extend(value for key, value in rdn if key == "commonName")
+    names.extend(value for kind, value in certificate.get("subjectAltName", ()) if kind in wanted)
+    return names
+
+
+def certificate_identity(
+    *,
+    fields: Iterable[str] = CERTIFICATE_FIELDS,
+    names: CertificateNames | None = None,
+    status: int = 403,
+) -> AuthCallback:
+    """An auth callback for profile 3: the client certificate must name the station identity.
+
+    Accepts when one of the certificate's names equals the identity exactly
+    (case-sensitive, as OCPP identities are); refuses otherwise, and when the
+    station sent no certificate (a server without ``client_cafile`` asks for none).
+
+    :param fields: which names count: ``"CN"`` (subject common name) and subject
+        alternative name types (``"DNS"``, ``"URI"``, ...); default :data:`CERTIFICATE_FIELDS`.
+    :param names: your own mapping from the certificate (``getpeercert()`` form)
+        to the identities it may use, e.g. a serial number looked up in a registry;
+        replaces ``fields``.
+    :param status: the HTTP status of a refusal; 403, because the station did
+        authenticate, as someone else (a 401 would invite Basic credentials).
+    """
+    wanted = tuple(fields)
+    for name in wanted:
+        if not isinstance(name, str):
+            raise TypeError(f"certificate fields are strings such as 'CN' or 'DNS', not {name!r}")
+
+    async def check_certificate_identity(request: StationRequest) -> Accept | Reject:
+        certificate = request.client_certificate
+        if certificate is None:
+            log.info("station %r sent no client certificate", request.identity)
+            return Reject(status, "a client certificate is required")
+        allowed = names(certificate) if names is not None else certificate_names(certificate, wanted)
+        if request.identity in allowed:
+            return Accept()
+        log.info("station %r: client certificate issued to another identity", request.identity)
+        return Reject(status, "the client certificate was not issued to this station identity")
+
+    return check_certificate_identity
 
 
 # -- combinators ------------------------------------------------------------------------

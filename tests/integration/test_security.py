@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -162,3 +163,99 @@ async def test_profile_3_mutual_tls(
 
         async with ocpprpc.connect(url, "CP3", ssl_context=station_context(ca, station_cert)) as station:
             await heartbeat_ok(station)
+
+
+# -- the certificate must name the station (ocpprpc.certificate_identity) -----------------
+
+
+async def outcome(url: str, identity: str, context: ssl.SSLContext, password: bytes | None = None) -> int:
+    """101 for accepted, else the HTTP status the station was refused with."""
+    try:
+        async with ocpprpc.connect(url, identity, ssl_context=context, password=password):
+            return 101
+    except HandshakeRejected as refused:
+        assert refused.status is not None
+        return refused.status
+
+
+async def test_certificate_identity_refuses_another_stations_certificate(
+    ca: trustme.CA, server_cert: trustme.LeafCert, station_ca: trustme.CA
+) -> None:
+    cp001 = station_context(ca, station_ca.issue_cert("cp001.example", common_name="CP001"))
+    cp002 = station_context(ca, station_ca.issue_cert("cp002.example", common_name="CP002"))
+    context = server_context(server_cert, client_ca=station_ca)
+    async with ocpprpc.serve(auth=ocpprpc.certificate_identity(), ssl_context=context) as server:
+        url = ws_url(server, secure=True)
+        assert await outcome(url, "CP001", cp001) == 101
+        assert await outcome(url, "CP002", cp002) == 101
+        with pytest.raises(HandshakeRejected) as refused:
+            async with ocpprpc.connect(url, "CP001", ssl_context=cp002):
+                pass
+        assert refused.value.status == 403
+        assert refused.value.body == b"the client certificate was not issued to this station identity"
+        # The DNS name is a name of the certificate too (default fields: CN, DNS, URI).
+        assert await outcome(url, "cp002.example", cp002) == 101
+        assert await outcome(url, "cp002", cp002) == 403  # exact match only
+
+
+async def test_certificate_identity_fields_and_mapping_are_configurable(
+    ca: trustme.CA, server_cert: trustme.LeafCert, station_ca: trustme.CA
+) -> None:
+    cert = station_context(
+        ca, station_ca.issue_cert("cp9.example", common_name="CP9", organization_name="CPO")
+    )
+    context = server_context(server_cert, client_ca=station_ca)
+    async with ocpprpc.serve(auth=ocpprpc.certificate_identity(fields=["CN"]), ssl_context=context) as server:
+        url = ws_url(server, secure=True)
+        assert await outcome(url, "CP9", cert) == 101
+        assert await outcome(url, "cp9.example", cert) == 403
+
+    def by_organization(certificate: Mapping[str, Any]) -> list[str]:
+        subject = dict(pair for rdn in certificate["subject"] for pair in rdn)
+        return [f"{subject['organizationName']}-{subject['commonName']}"]
+
+    check = ocpprpc.certificate_identity(names=by_organization, status=401)
+    async with ocpprpc.serve(auth=check, ssl_context=context) as server:
+        url = ws_url(server, secure=True)
+        assert await outcome(url, "CPO-CP9", cert) == 101
+        assert await outcome(url, "CP9", cert) == 401
+
+
+async def test_certificate_identity_without_a_certificate_is_refused(
+    ca: trustme.CA, server_cert: trustme.LeafCert
+) -> None:
+    # Profile 2 server (no client CA): no certificate is asked for, so none is seen.
+    check = ocpprpc.certificate_identity()
+    async with ocpprpc.serve(auth=check, ssl_context=server_context(server_cert)) as server:
+        assert await outcome(ws_url(server, secure=True), "CP001", station_context(ca)) == 403
+
+
+async def test_certificate_identity_and_password_combined(
+    ca: trustme.CA, server_cert: trustme.LeafCert, station_ca: trustme.CA
+) -> None:
+    cp001 = station_context(ca, station_ca.issue_cert("cp001.example", common_name="CP001"))
+    cp002 = station_context(ca, station_ca.issue_cert("cp002.example", common_name="CP002"))
+    table = ocpprpc.PasswordTable({"CP001": PASSWORD, "CP002": PASSWORD}, plaintext=True)
+    check = ocpprpc.all_of(ocpprpc.certificate_identity(), table)
+    async with ocpprpc.serve(auth=check, ssl_context=server_context(server_cert, station_ca)) as server:
+        url = ws_url(server, secure=True)
+        assert await outcome(url, "CP001", cp001, PASSWORD) == 101
+        assert await outcome(url, "CP001", cp001) == 401  # right certificate, no password
+        assert await outcome(url, "CP001", cp002, PASSWORD) == 403  # right password, wrong certificate
+
+
+def test_certificate_names_reads_cn_and_subject_alternative_names() -> None:
+    certificate = {
+        "subject": ((("organizationName", "CPO"),), (("commonName", "CP001"),)),
+        "subjectAltName": (
+            ("DNS", "cp001.example"),
+            ("URI", "urn:ocpp:cs:CP001"),
+            ("IP Address", "10.0.0.1"),
+        ),
+    }
+    assert ocpprpc.certificate_names(certificate) == ["CP001", "cp001.example", "urn:ocpp:cs:CP001"]
+    assert ocpprpc.certificate_names(certificate, ["URI"]) == ["urn:ocpp:cs:CP001"]
+    assert ocpprpc.certificate_names(certificate, ["CN", "IP Address"]) == ["CP001", "10.0.0.1"]
+    assert ocpprpc.certificate_names({}) == []
+    with pytest.raises(TypeError):
+        ocpprpc.certificate_identity(fields=[b"CN"])  # type: ignore[list-item]
