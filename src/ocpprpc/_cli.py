@@ -20,6 +20,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from ._auth import certificate_identity
 from ._client import connect
 from ._demo import BUILTIN_PROTOCOLS, demo_csms_router, demo_station_router
 from ._errors import OCPPError
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", help="server certificate chain, PEM (profiles 2, 3)")
     serve.add_argument("--key", help="server private key, PEM (if not inside --cert)")
     serve.add_argument("--client-ca", help="CA that signs station certificates, PEM (profile 3)")
+    serve.add_argument(
+        "--no-cert-identity-check",
+        action="store_true",
+        help="profile 3: accept a station certificate issued to another identity (default: its CN, "
+        "DNS or URI name must equal the station identity)",
+    )
     serve.add_argument("--heartbeat-interval", type=int, default=300, help="interval given at boot (s)")
 
     station = commands.add_parser("station", help="simulate a charging station")
@@ -157,6 +164,8 @@ async def run_serve(args: argparse.Namespace) -> None:
     if profile in (1, 2) and password is None:
         raise SystemExit("security profiles 1 and 2 need --password")
 
+    check_certificate = certificate_identity() if profile == 3 and not args.no_cert_identity_check else None
+
     async def auth(request: StationRequest) -> Accept | Reject:
         if password is not None and (
             request.password is None or not hmac.compare_digest(request.password, password)
@@ -165,6 +174,11 @@ async def run_serve(args: argparse.Namespace) -> None:
             return Reject(401)
         if profile == 3 and request.client_certificate is None:
             return Reject(401)
+        if check_certificate is not None:
+            decision = await check_certificate(request)
+            if isinstance(decision, Reject):
+                log.warning("%s: client certificate issued to another identity, refusing", request.identity)
+                return decision
         return Accept()
 
     server = Server(
