@@ -224,6 +224,9 @@ _LAZY.update(
         "._auth",
     )
 )
+if _TYPE_CHECKING:
+    from ._handshake import check_identity
+_LAZY["check_identity"] = "._handshake"
 # -- end of auth helpers --------------------------------------------------------------------
 
 __all__ = (
@@ -343,4 +346,5 @@ __all__ = (
     "certificate_names",
     "hash_password",
     "verify_password",
+    "check_identity",
 )

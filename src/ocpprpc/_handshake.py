@@ -23,7 +23,7 @@ import base64
 import binascii
 import logging
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType
@@ -52,8 +52,10 @@ __all__ = [
     "DEFAULT_WS_CODEC",
     "MAX_IDENTITY_LENGTH",
     "StationRequest",
+    "IdentityCheck",
     "WsCodecName",
     "accept_websocket",
+    "check_identity",
     "open_websocket",
     "resolve_ws_codec",
     "select_subprotocol",
@@ -364,7 +366,36 @@ class _Refused(Exception):
         self.headers = headers or []
 
 
-def _identity_from_path(path: str, max_length: int) -> str:
+#: Judges a percent-decoded station identity: returns to accept, raises
+#: :class:`ValueError` (its message goes into the 400 answer) to refuse.
+IdentityCheck = Callable[[str], None]
+
+
+def check_identity(identity: str) -> None:
+    """OCPP's rules for a station identity; the default ``identity_check`` of a server.
+
+    1 to 48 printable ASCII characters (space to ``~``), no ``/``, no ``\\``, and
+    not ``.`` or ``..``; applied after percent-decoding, so ``%2F`` is a ``/`` too.
+    OCPP 2.0.1 Part 2 A00 (identityString) and the 1.6 security whitepaper allow
+    no more, and a handler that builds a file name, a URL or a log line from the
+    identity never meets a path separator, a parent directory, a control
+    character or a Unicode look-alike of another station's name.  ``\\`` and the
+    dot names are refused because they are path hazards on some systems, though
+    printable.
+
+    :raises ValueError: with the reason, for the 400 answer.
+    """
+    if not 1 <= len(identity) <= MAX_IDENTITY_LENGTH:
+        raise ValueError(f"must be 1 to {MAX_IDENTITY_LENGTH} characters long, not {len(identity)}")
+    if not all(" " <= char <= "~" for char in identity):
+        raise ValueError("must be printable ASCII (no control characters, no non-ASCII letters)")
+    if "/" in identity or "\\" in identity:
+        raise ValueError("must not contain '/' or '\\' (also not percent-encoded)")
+    if identity in (".", ".."):
+        raise ValueError("must not be '.' or '..'")
+
+
+def _identity_from_path(path: str, check: IdentityCheck) -> str:
     raw = path.rsplit("/", 1)[-1]
     if not raw:
         raise _Refused(404, "no charging station identity at the end of the URL path")
@@ -372,10 +403,13 @@ def _identity_from_path(path: str, max_length: int) -> str:
         identity = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise _Refused(400, "the station identity is not valid percent-encoded UTF-8") from None
-    if len(identity) > max_length:
-        raise _Refused(400, f"the station identity is longer than {max_length} characters")
-    if not identity.isprintable():
-        raise _Refused(400, "the station identity contains unprintable characters")
+    try:
+        check(identity)
+    except ValueError as exc:
+        raise _Refused(400, f"invalid station identity: it {exc}") from None
+    except Exception:
+        log.exception("the identity check raised something other than ValueError; answering 500")
+        raise _Refused(500, "the station identity could not be checked") from None
     return identity
 
 
@@ -414,7 +448,7 @@ async def accept_websocket(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool = True,
-    max_identity_length: int = MAX_IDENTITY_LENGTH,
+    identity_check: IdentityCheck = check_identity,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ws_codec: WsCodecName | None = None,
 ) -> StationRequest:
@@ -422,8 +456,8 @@ async def accept_websocket(
 
     Answers by itself, then raises :class:`HandshakeError` (``status`` = what was
     answered): garbage HTTP (400), a request that is not a WebSocket upgrade (426
-    with ``Upgrade: websocket``, or 400), no identity in the path (404), a bad
-    identity (400), malformed credentials (400), a Basic-auth username other
+    with ``Upgrade: websocket``, or 400), no identity in the path (404), an
+    identity ``identity_check`` refuses (400), malformed credentials (400), a Basic-auth username other
     than the identity (401).  A peer that does not finish TLS and its request
     head within ``handshake_timeout`` is dropped with :class:`HandshakeTimeout`.
     ``stream`` is closed whenever this raises.
@@ -435,7 +469,8 @@ async def accept_websocket(
     :param max_message_size: largest message the WebSocket will accept (bytes, inflated).
     :param compression: accept permessage-deflate when the station offers it
         (OCPP 2.0.1 requires a CSMS to support it).
-    :param max_identity_length: longest identity accepted, in characters.
+    :param identity_check: judges the percent-decoded identity (:data:`IdentityCheck`);
+        default :func:`check_identity`, OCPP's rules.  A refusal is answered 400.
     :param close_timeout: bound on the close handshake of the resulting WebSocket.
     :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
         ``None``: :data:`DEFAULT_WS_CODEC`).
@@ -464,7 +499,7 @@ async def accept_websocket(
                             request = event
                 except RemoteProtocolError as exc:
                     raise _refusal_for(exc) from exc
-            identity = _identity_from_path(request.target.partition("?")[0], max_identity_length)
+            identity = _identity_from_path(request.target.partition("?")[0], identity_check)
             password = _basic_password(list(request.extra_headers), identity)
     except _Refused as refused:
         await _answer_and_close(

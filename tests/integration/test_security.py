@@ -259,3 +259,38 @@ def test_certificate_names_reads_cn_and_subject_alternative_names() -> None:
     assert ocpprpc.certificate_names({}) == []
     with pytest.raises(TypeError):
         ocpprpc.certificate_identity(fields=[b"CN"])  # type: ignore[list-item]
+
+
+# -- station identities -------------------------------------------------------------------
+
+
+async def test_server_refuses_identities_ocpp_does_not_allow() -> None:
+    seen: list[str] = []
+
+    async def auth(request: StationRequest) -> Accept:
+        seen.append(request.identity)
+        return Accept()
+
+    async with ocpprpc.serve(auth=auth) as server:
+        for hostile in ("../../etc/passwd", "..", "CP\u041e01", "CP\x00", "x" * 49):
+            with pytest.raises(HandshakeRejected) as refused:
+                async with ocpprpc.connect(ws_url(server), hostile):
+                    pass
+            assert refused.value.status == 400 and b"invalid station identity" in refused.value.body
+        async with ocpprpc.connect(ws_url(server), "CP001"):
+            pass
+    assert seen == ["CP001"]  # the application never saw the others
+
+
+async def test_server_identity_check_is_configurable() -> None:
+    def registry_names(identity: str) -> None:
+        if not identity.startswith("site-") or "/" in identity:
+            raise ValueError("is not a registered site name")
+
+    async with ocpprpc.serve(identity_check=registry_names) as server:
+        async with ocpprpc.connect(ws_url(server), "site-Ladesäule-" + "7" * 48):
+            pass
+        with pytest.raises(HandshakeRejected) as refused:
+            async with ocpprpc.connect(ws_url(server), "CP001"):
+                pass
+        assert refused.value.body == b"invalid station identity: it is not a registered site name\n"
