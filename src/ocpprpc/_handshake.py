@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -541,6 +542,21 @@ async def accept_websocket(
     )
 
 
+#: What h11 quotes from the request in its error messages: ``: b'...'``,
+#: ``bytearray(b'...')`` and everything after.
+_QUOTED = re.compile(r":? *(?:bytearray\()?b['\"].*", re.DOTALL)
+
+
+def _withhold_quoted(message: str) -> str:
+    """h11's complaint without the request bytes it quotes.
+
+    h11 quotes the offending line ("illegal header line: b'Authorization Basic
+    ...'"), which may be a password, a token or a session cookie; the answer and
+    the log get what went wrong, never the line itself.
+    """
+    return _QUOTED.sub("", message)[:200]
+
+
 def _refusal_for(exc: RemoteProtocolError) -> _Refused:
     """Turn wsproto's verdict on a bad request into the HTTP error to answer."""
     hint = exc.event_hint
@@ -549,7 +565,7 @@ def _refusal_for(exc: RemoteProtocolError) -> _Refused:
     if message == "Bad HTTP message":
         # h11 refused the request head itself (garbage, or a head over 16 KiB).
         status = getattr(exc.__context__, "error_status_hint", 400)
-        message = f"malformed HTTP request ({str(exc.__context__)[:200]})"
+        message = f"malformed HTTP request ({_withhold_quoted(str(exc.__context__))})"
         return _Refused(status, message)
     if "'Connection: Upgrade'" in message or "'Upgrade: websocket'" in message:
         return _Refused(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import pytest
 import trustme
 
@@ -18,6 +20,7 @@ from .helpers import PROMPT, ws_url
 pytestmark = pytest.mark.timeout(20)
 
 PASSWORD = b"s3cret:with colon \xff"  # 1.6 passwords may be binary
+SECRET = b"Zm9vYmFyLXNlY3JldC10b2tlbg-7"
 
 
 class PasswordCheck:
@@ -294,3 +297,46 @@ async def test_server_identity_check_is_configurable() -> None:
             async with ocpprpc.connect(ws_url(server), "CP001"):
                 pass
         assert refused.value.body == b"invalid station identity: it is not a registered site name\n"
+
+
+# -- credentials never echoed ---------------------------------------------------------------
+
+
+async def raw_request(server: ocpprpc.Server, request: bytes) -> bytes:
+    """Send ``request`` over a plain socket; return everything the server answers."""
+    answer = b""
+    async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+        await stream.send(request)
+        with anyio.fail_after(PROMPT):
+            try:
+                while True:
+                    answer += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+    return answer
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"Authorization Basic " + base64.b64encode(b"CP001:" + SECRET),  # no colon
+        b"Authorization: Basic " + base64.b64encode(b"CP001:" + SECRET) + b"\x00",
+        b"authorization : Basic " + base64.b64encode(b"CP001:" + SECRET),
+        b"Proxy-Authorization " + SECRET,
+        b"Cookie: session=" + SECRET + b"\r\n folded\x00",
+    ],
+    ids=["no-colon", "nul", "space-before-colon", "proxy", "cookie-folded"],
+)
+async def test_malformed_credentials_are_never_echoed_or_logged(
+    line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    request = b"GET /ocpp/CP001 HTTP/1.1\r\nHost: localhost\r\n" + line + b"\r\n\r\n"
+    async with ocpprpc.serve(auth=ocpprpc.PasswordTable({"CP001": SECRET}, plaintext=True)) as server:
+        answer = await raw_request(server, request)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b"\r\n\r\nmalformed HTTP request (illegal header line)\n")
+    for secret in (SECRET, base64.b64encode(b"CP001:" + SECRET)):
+        assert secret not in answer
+        assert secret.decode() not in caplog.text
+    assert "handshake refused: HTTP 400: malformed HTTP request (illegal header line)" in caplog.text
