@@ -500,6 +500,7 @@ async def accept_websocket(
                             request = event
                 except RemoteProtocolError as exc:
                     raise _refusal_for(exc) from exc
+            _check_websocket_key(request.extra_headers)
             identity = _identity_from_path(request.target.partition("?")[0], identity_check)
             password = _basic_password(list(request.extra_headers), identity)
     except _Refused as refused:
@@ -575,7 +576,24 @@ def _refusal_for(exc: RemoteProtocolError) -> _Refused:
             [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Version", b"13")],
         )
     headers = list(hint.headers) if isinstance(hint, RejectConnection) else []
+    if message == "Missing header, 'Sec-WebSocket-Version'" and status == 426:
+        # wsproto says "missing" for a version it does not speak, too (RFC 6455 4.4).
+        if not any(name.lower() == b"sec-websocket-version" for name, _ in headers):
+            headers.append((b"Sec-WebSocket-Version", b"13"))
+        return _Refused(426, "unsupported Sec-WebSocket-Version: this server speaks version 13", headers)
     return _Refused(status, f"bad WebSocket upgrade request ({message})", headers)
+
+
+def _check_websocket_key(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """RFC 6455 4.2.1: the key is a base64-encoded 16-byte random value; wsproto takes any."""
+    for name, value in headers:
+        if name == b"sec-websocket-key":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True)
+            except binascii.Error:
+                decoded = b""
+            if len(decoded) != 16:
+                raise _Refused(400, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.2.1)")
 
 
 # -- client side ------------------------------------------------------------------

@@ -607,3 +607,65 @@ async def test_an_accepted_request_lets_go_of_the_handshake_state() -> None:
         (request,) = gate.requests
         assert request._handshake is None
         await ws.close()
+
+
+# -- RFC 6455 details ------------------------------------------------------------------
+
+
+def upgrade_request(key: bytes, version: bytes = b"13") -> bytes:
+    return (
+        b"GET /ocpp/CP001 HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Protocol: ocpp1.6\r\nSec-WebSocket-Version: " + version + b"\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"c2hvcnQ=",  # 5 bytes
+        base64.b64encode(bytes(15)),
+        base64.b64encode(bytes(17)),
+        base64.b64encode(bytes(32)),
+        b"not base64 at all!!!!!!!",
+        b"",
+    ],
+)
+async def test_websocket_key_must_be_16_bytes_of_base64(key: bytes) -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(port, upgrade_request(key))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert body == b"Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.2.1)\n"
+    assert gate.errors[0].status == 400 and not gate.requests
+
+
+async def test_websocket_key_of_16_bytes_is_accepted() -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(port, upgrade_request(base64.b64encode(b"0123456789abcdef")), eof=True)
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert gate.requests
+
+
+@pytest.mark.parametrize("version", [b"8", b"12", b"14"])
+async def test_unsupported_websocket_version_gets_426_naming_13(version: bytes) -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(port, upgrade_request(b"dGhlIHNhbXBsZSBub25jZQ==", version))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13" in head
+    assert body == b"unsupported Sec-WebSocket-Version: this server speaks version 13\n"
+    assert b"Missing" not in body
+
+
+async def test_missing_websocket_version_is_still_called_missing() -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(
+            port, upgrade_request(b"dGhlIHNhbXBsZSBub25jZQ==").replace(b"Version: 13", b"X: 1")
+        )
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"Missing header, 'Sec-WebSocket-Version'" in answer
