@@ -7,6 +7,8 @@ made by trustme in the test and written to files, as a user would pass them.
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -108,3 +110,36 @@ def test_profile_3_station_must_present_its_own_certificate(pki: Pki) -> None:
     with csms(pki.root / "serve-unchecked.log", *profile_3, "--no-cert-identity-check") as url:
         code, err = station(url, "CP001", pki, cp002)
         assert code == 0, err
+
+
+def tls12_cipher(url: str, ca: Path, cipher: str) -> str:
+    """Complete a TLS 1.2 handshake offering only ``cipher``; the suite the CSMS agreed to."""
+    host, port = url.removeprefix("wss://").split(":")
+    context = ssl.create_default_context(cafile=str(ca))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher)
+    with (
+        socket.create_connection((host, int(port)), timeout=WAIT) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        negotiated = tls.cipher()
+        assert negotiated is not None
+        return negotiated[0]
+
+
+def test_serve_takes_an_rsa_and_an_ecdsa_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    args: list[str | Path] = ["--security-profile", "2", "--password", "a-long-password-0"]
+    for key_type in ("rsa", "ecdsa"):
+        cert = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType[key_type.upper()])
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{key_type}.crt"))
+        cert.private_key_pem.write_to_path(str(tmp_path / f"{key_type}.key"))
+        args += ["--cert", tmp_path / f"{key_type}.crt", "--key", tmp_path / f"{key_type}.key"]
+    with csms(tmp_path / "serve.log", *args) as url:
+        for cipher in ("AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"):
+            assert tls12_cipher(url, tmp_path / "ca.pem", cipher) == cipher
+
+    mismatched = ocpprpc("serve", *args[:-2], "--port", "0")  # two certificates, one key
+    done = subprocess.run(mismatched, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode != 0 and "one --key per --cert" in done.stderr

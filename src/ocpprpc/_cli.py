@@ -76,8 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 plain, 1 Basic auth, 2 TLS + Basic auth, 3 mutual TLS",
     )
     serve.add_argument("--password", help="the Basic-auth password every station must send (profiles 1, 2)")
-    serve.add_argument("--cert", help="server certificate chain, PEM (profiles 2, 3)")
-    serve.add_argument("--key", help="server private key, PEM (if not inside --cert)")
+    serve.add_argument(
+        "--cert",
+        action="append",
+        help="server certificate chain, PEM (profiles 2, 3); repeat for an RSA and an ECDSA one",
+    )
+    serve.add_argument(
+        "--key",
+        action="append",
+        help="server private key, PEM, one per --cert in order (if not inside --cert)",
+    )
     serve.add_argument("--client-ca", help="CA that signs station certificates, PEM (profile 3)")
     serve.add_argument(
         "--no-cert-identity-check",
@@ -155,8 +163,13 @@ async def run_serve(args: argparse.Namespace) -> None:
     if profile >= 2:
         if not args.cert:
             raise SystemExit("security profiles 2 and 3 need --cert (and --key)")
+        if args.key and len(args.key) != len(args.cert):
+            raise SystemExit(
+                "give one --key per --cert, in the same order (or none: keys inside the --cert files)"
+            )
+        pairs = list(zip(args.cert, args.key or [None] * len(args.cert), strict=True))
         ssl_context = server_ssl_context(
-            args.cert, args.key, client_cafile=args.client_ca if profile == 3 else None
+            *pairs[0], extra_certs=pairs[1:], client_cafile=args.client_ca if profile == 3 else None
         )
         if profile == 3 and not args.client_ca:
             raise SystemExit("security profile 3 needs --client-ca")
