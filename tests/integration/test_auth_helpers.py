@@ -80,7 +80,8 @@ async def test_plaintext_table_only_when_asked() -> None:
 
 def test_hashes_are_salted_and_verifiable() -> None:
     first, second = hash_password("pw"), hash_password("pw")
-    assert first != second and "pw" not in first
+    assert first != second  # salted
+    assert "a-long-password-9" not in hash_password("a-long-password-9")
     assert ocpprpc.verify_password("pw", first) and ocpprpc.verify_password(b"pw", second)
     assert not ocpprpc.verify_password("pW", first)
     pbkdf2 = hash_password(BINARY, method="pbkdf2_sha256", iterations=1000)
