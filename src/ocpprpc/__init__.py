@@ -197,6 +197,38 @@ _LAZY.update(
 )
 # -- end of resilience ----------------------------------------------------------------------
 
+# isort: split
+# -- auth helpers: passwords, client certificates, station identities (lazy: anyio) ---------
+if _TYPE_CHECKING:
+    from ._auth import (
+        PasswordTable,
+        all_of,
+        any_of,
+        certificate_identity,
+        certificate_names,
+        hash_password,
+        verify_password,
+    )
+
+_LAZY.update(
+    dict.fromkeys(
+        (
+            "PasswordTable",
+            "all_of",
+            "any_of",
+            "certificate_identity",
+            "certificate_names",
+            "hash_password",
+            "verify_password",
+        ),
+        "._auth",
+    )
+)
+if _TYPE_CHECKING:
+    from ._handshake import check_identity
+_LAZY["check_identity"] = "._handshake"
+# -- end of auth helpers --------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -306,4 +338,13 @@ __all__ = (
     "TransactionRetry",
     "TransactionStart",
     "is_transaction_message",
+    # -- auth helpers --
+    "PasswordTable",
+    "all_of",
+    "any_of",
+    "certificate_identity",
+    "certificate_names",
+    "hash_password",
+    "verify_password",
+    "check_identity",
 )

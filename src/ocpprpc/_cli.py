@@ -20,6 +20,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from ._auth import certificate_identity
 from ._client import connect
 from ._demo import BUILTIN_PROTOCOLS, demo_csms_router, demo_station_router
 from ._errors import OCPPError
@@ -75,9 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 plain, 1 Basic auth, 2 TLS + Basic auth, 3 mutual TLS",
     )
     serve.add_argument("--password", help="the Basic-auth password every station must send (profiles 1, 2)")
-    serve.add_argument("--cert", help="server certificate chain, PEM (profiles 2, 3)")
-    serve.add_argument("--key", help="server private key, PEM (if not inside --cert)")
+    serve.add_argument(
+        "--cert",
+        action="append",
+        help="server certificate chain, PEM (profiles 2, 3); repeat for an RSA and an ECDSA one",
+    )
+    serve.add_argument(
+        "--key",
+        action="append",
+        help="server private key, PEM, one per --cert in order (if not inside --cert)",
+    )
     serve.add_argument("--client-ca", help="CA that signs station certificates, PEM (profile 3)")
+    serve.add_argument(
+        "--no-cert-identity-check",
+        action="store_true",
+        help="profile 3: accept a station certificate issued to another identity (default: its CN, "
+        "DNS or URI name must equal the station identity)",
+    )
     serve.add_argument("--heartbeat-interval", type=int, default=300, help="interval given at boot (s)")
 
     station = commands.add_parser("station", help="simulate a charging station")
@@ -148,14 +163,21 @@ async def run_serve(args: argparse.Namespace) -> None:
     if profile >= 2:
         if not args.cert:
             raise SystemExit("security profiles 2 and 3 need --cert (and --key)")
+        if args.key and len(args.key) != len(args.cert):
+            raise SystemExit(
+                "give one --key per --cert, in the same order (or none: keys inside the --cert files)"
+            )
+        pairs = list(zip(args.cert, args.key or [None] * len(args.cert), strict=True))
         ssl_context = server_ssl_context(
-            args.cert, args.key, client_cafile=args.client_ca if profile == 3 else None
+            *pairs[0], extra_certs=pairs[1:], client_cafile=args.client_ca if profile == 3 else None
         )
         if profile == 3 and not args.client_ca:
             raise SystemExit("security profile 3 needs --client-ca")
     password = args.password.encode() if args.password else None
     if profile in (1, 2) and password is None:
         raise SystemExit("security profiles 1 and 2 need --password")
+
+    check_certificate = certificate_identity() if profile == 3 and not args.no_cert_identity_check else None
 
     async def auth(request: StationRequest) -> Accept | Reject:
         if password is not None and (
@@ -165,6 +187,11 @@ async def run_serve(args: argparse.Namespace) -> None:
             return Reject(401)
         if profile == 3 and request.client_certificate is None:
             return Reject(401)
+        if check_certificate is not None:
+            decision = await check_certificate(request)
+            if isinstance(decision, Reject):
+                log.warning("%s: client certificate issued to another identity, refusing", request.identity)
+                return decision
         return Accept()
 
     server = Server(

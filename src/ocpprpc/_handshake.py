@@ -22,8 +22,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType
@@ -52,8 +53,10 @@ __all__ = [
     "DEFAULT_WS_CODEC",
     "MAX_IDENTITY_LENGTH",
     "StationRequest",
+    "IdentityCheck",
     "WsCodecName",
     "accept_websocket",
+    "check_identity",
     "open_websocket",
     "resolve_ws_codec",
     "select_subprotocol",
@@ -364,7 +367,36 @@ class _Refused(Exception):
         self.headers = headers or []
 
 
-def _identity_from_path(path: str, max_length: int) -> str:
+#: Judges a percent-decoded station identity: returns to accept, raises
+#: :class:`ValueError` (its message goes into the 400 answer) to refuse.
+IdentityCheck = Callable[[str], None]
+
+
+def check_identity(identity: str) -> None:
+    """OCPP's rules for a station identity; the default ``identity_check`` of a server.
+
+    1 to 48 printable ASCII characters (space to ``~``), no ``/``, no ``\\``, and
+    not ``.`` or ``..``; applied after percent-decoding, so ``%2F`` is a ``/`` too.
+    OCPP 2.0.1 Part 2 A00 (identityString) and the 1.6 security whitepaper allow
+    no more, and a handler that builds a file name, a URL or a log line from the
+    identity never meets a path separator, a parent directory, a control
+    character or a Unicode look-alike of another station's name.  ``\\`` and the
+    dot names are refused because they are path hazards on some systems, though
+    printable.
+
+    :raises ValueError: with the reason, for the 400 answer.
+    """
+    if not 1 <= len(identity) <= MAX_IDENTITY_LENGTH:
+        raise ValueError(f"must be 1 to {MAX_IDENTITY_LENGTH} characters long, not {len(identity)}")
+    if not all(" " <= char <= "~" for char in identity):
+        raise ValueError("must be printable ASCII (no control characters, no non-ASCII letters)")
+    if "/" in identity or "\\" in identity:
+        raise ValueError("must not contain '/' or '\\' (also not percent-encoded)")
+    if identity in (".", ".."):
+        raise ValueError("must not be '.' or '..'")
+
+
+def _identity_from_path(path: str, check: IdentityCheck) -> str:
     raw = path.rsplit("/", 1)[-1]
     if not raw:
         raise _Refused(404, "no charging station identity at the end of the URL path")
@@ -372,10 +404,13 @@ def _identity_from_path(path: str, max_length: int) -> str:
         identity = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise _Refused(400, "the station identity is not valid percent-encoded UTF-8") from None
-    if len(identity) > max_length:
-        raise _Refused(400, f"the station identity is longer than {max_length} characters")
-    if not identity.isprintable():
-        raise _Refused(400, "the station identity contains unprintable characters")
+    try:
+        check(identity)
+    except ValueError as exc:
+        raise _Refused(400, f"invalid station identity: it {exc}") from None
+    except Exception:
+        log.exception("the identity check raised something other than ValueError; answering 500")
+        raise _Refused(500, "the station identity could not be checked") from None
     return identity
 
 
@@ -414,7 +449,7 @@ async def accept_websocket(
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     compression: bool = True,
-    max_identity_length: int = MAX_IDENTITY_LENGTH,
+    identity_check: IdentityCheck = check_identity,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ws_codec: WsCodecName | None = None,
 ) -> StationRequest:
@@ -422,8 +457,8 @@ async def accept_websocket(
 
     Answers by itself, then raises :class:`HandshakeError` (``status`` = what was
     answered): garbage HTTP (400), a request that is not a WebSocket upgrade (426
-    with ``Upgrade: websocket``, or 400), no identity in the path (404), a bad
-    identity (400), malformed credentials (400), a Basic-auth username other
+    with ``Upgrade: websocket``, or 400), no identity in the path (404), an
+    identity ``identity_check`` refuses (400), malformed credentials (400), a Basic-auth username other
     than the identity (401).  A peer that does not finish TLS and its request
     head within ``handshake_timeout`` is dropped with :class:`HandshakeTimeout`.
     ``stream`` is closed whenever this raises.
@@ -435,7 +470,8 @@ async def accept_websocket(
     :param max_message_size: largest message the WebSocket will accept (bytes, inflated).
     :param compression: accept permessage-deflate when the station offers it
         (OCPP 2.0.1 requires a CSMS to support it).
-    :param max_identity_length: longest identity accepted, in characters.
+    :param identity_check: judges the percent-decoded identity (:data:`IdentityCheck`);
+        default :func:`check_identity`, OCPP's rules.  A refusal is answered 400.
     :param close_timeout: bound on the close handshake of the resulting WebSocket.
     :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
         ``None``: :data:`DEFAULT_WS_CODEC`).
@@ -468,7 +504,8 @@ async def accept_websocket(
                     # wsproto decodes the Host header as IDNA and lets the error escape
                     # (fuzzing found it: one such request ended the whole server).
                     raise _Refused(400, "malformed HTTP request (a header value is not ASCII)") from exc
-            identity = _identity_from_path(request.target.partition("?")[0], max_identity_length)
+            _check_websocket_key(request.extra_headers)
+            identity = _identity_from_path(request.target.partition("?")[0], identity_check)
             password = _basic_password(list(request.extra_headers), identity)
     except _Refused as refused:
         await _answer_and_close(
@@ -510,6 +547,21 @@ async def accept_websocket(
     )
 
 
+#: What h11 quotes from the request in its error messages: ``: b'...'``,
+#: ``bytearray(b'...')`` and everything after.
+_QUOTED = re.compile(r":? *(?:bytearray\()?b['\"].*", re.DOTALL)
+
+
+def _withhold_quoted(message: str) -> str:
+    """h11's complaint without the request bytes it quotes.
+
+    h11 quotes the offending line ("illegal header line: b'Authorization Basic
+    ...'"), which may be a password, a token or a session cookie; the answer and
+    the log get what went wrong, never the line itself.
+    """
+    return _QUOTED.sub("", message)[:200]
+
+
 def _refusal_for(exc: RemoteProtocolError) -> _Refused:
     """Turn wsproto's verdict on a bad request into the HTTP error to answer."""
     hint = exc.event_hint
@@ -518,7 +570,7 @@ def _refusal_for(exc: RemoteProtocolError) -> _Refused:
     if message == "Bad HTTP message":
         # h11 refused the request head itself (garbage, or a head over 16 KiB).
         status = getattr(exc.__context__, "error_status_hint", 400)
-        message = f"malformed HTTP request ({str(exc.__context__)[:200]})"
+        message = f"malformed HTTP request ({_withhold_quoted(str(exc.__context__))})"
         return _Refused(status, message)
     if "'Connection: Upgrade'" in message or "'Upgrade: websocket'" in message:
         return _Refused(
@@ -528,7 +580,24 @@ def _refusal_for(exc: RemoteProtocolError) -> _Refused:
             [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Version", b"13")],
         )
     headers = list(hint.headers) if isinstance(hint, RejectConnection) else []
+    if message == "Missing header, 'Sec-WebSocket-Version'" and status == 426:
+        # wsproto says "missing" for a version it does not speak, too (RFC 6455 4.4).
+        if not any(name.lower() == b"sec-websocket-version" for name, _ in headers):
+            headers.append((b"Sec-WebSocket-Version", b"13"))
+        return _Refused(426, "unsupported Sec-WebSocket-Version: this server speaks version 13", headers)
     return _Refused(status, f"bad WebSocket upgrade request ({message})", headers)
+
+
+def _check_websocket_key(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """RFC 6455 4.2.1: the key is a base64-encoded 16-byte random value; wsproto takes any."""
+    for name, value in headers:
+        if name == b"sec-websocket-key":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True)
+            except binascii.Error:
+                decoded = b""
+            if len(decoded) != 16:
+                raise _Refused(400, "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.2.1)")
 
 
 # -- client side ------------------------------------------------------------------

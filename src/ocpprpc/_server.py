@@ -27,9 +27,11 @@ from ._csms_guard import GuardedRouter, ReplayCache
 from ._groups import raise_single
 from ._handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
+    IdentityCheck,
     StationRequest,
     WsCodecName,
     accept_websocket,
+    check_identity,
     resolve_ws_codec,
 )
 from ._keepalive import keepalive as _keepalive
@@ -138,6 +140,9 @@ class Server:
         (identity -> accepted); persist it to survive a CSMS restart.
     :param replay_cache: remember the answers to each station's last N CALLs and
         answer a repeated message id from memory (handlers see each message once).
+    :param identity_check: judges each station identity after percent-decoding;
+        default :func:`~ocpprpc.check_identity` (OCPP: 1-48 printable ASCII, no
+        ``/``); raise ``ValueError`` to refuse (HTTP 400).
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -167,6 +172,7 @@ class Server:
         require_boot: bool = False,
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
+        identity_check: IdentityCheck = check_identity,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -192,6 +198,7 @@ class Server:
         self.max_bad_messages = max_bad_messages
         self.on_message = on_message
         self.session_options = session_options
+        self.identity_check = identity_check
         # -- resilience (issue 5)
         self.keepalive = keepalive
         self.max_queued_calls = max_queued_calls
@@ -288,6 +295,7 @@ class Server:
                 compression=self.compression,
                 close_timeout=self.close_timeout,
                 ws_codec=self.ws_codec,
+                identity_check=self.identity_check,
             )
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)

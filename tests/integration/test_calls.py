@@ -87,13 +87,13 @@ async def test_untyped_calls_both_ways(protocol: str, validation: bool) -> None:
     @station_router.on("ChangeAvailability")
     async def change(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         received.append((ctx.action, request))
-        assert ctx.identity == "CP 7/a"
+        assert ctx.identity == "CP 7:a"
         return {"status": "Rejected"}
 
     async with (
         ocpprpc.serve(router=csms, validation=validation) as server,
         ocpprpc.connect(
-            ws_url(server), "CP 7/a", protocols=[protocol], router=station_router, validation=validation
+            ws_url(server), "CP 7:a", protocols=[protocol], router=station_router, validation=validation
         ) as station,
     ):
         assert await station.call("BootNotification", flavour.boot_dict) == {
@@ -103,8 +103,8 @@ async def test_untyped_calls_both_ways(protocol: str, validation: bool) -> None:
         }
         assert await station.call("Heartbeat") == {"currentTime": "2025-01-01T00:00:00Z"}
         # The identity went through percent-encoding and back.
-        assert list(server.clients) == ["CP 7/a"]
-        answer = await server.clients["CP 7/a"].call("ChangeAvailability", flavour.change_availability_dict)
+        assert list(server.clients) == ["CP 7:a"]
+        answer = await server.clients["CP 7:a"].call("ChangeAvailability", flavour.change_availability_dict)
         assert answer == {"status": "Rejected"}
 
     # Name-keyed handlers get plain JSON values, validated or not.

@@ -14,7 +14,14 @@ import pytest
 from wsproto.events import CloseConnection, Request
 
 from ocpprpc import HandshakeError, HandshakeRejected, HandshakeTimeout
-from ocpprpc._handshake import StationRequest, accept_websocket, open_websocket, select_subprotocol
+from ocpprpc._handshake import (
+    IdentityCheck,
+    StationRequest,
+    accept_websocket,
+    check_identity,
+    open_websocket,
+    select_subprotocol,
+)
 from ocpprpc._websocket import WebSocketStream
 
 from .helpers import RawWebSocket, echo_until_closed, read_until_eof, tcp_server
@@ -31,7 +38,9 @@ class Gate:
         protocols: Sequence[str] = ("ocpp1.6",),
         decide: Decide | None = None,
         handshake_timeout: float = 5.0,
+        identity_check: IdentityCheck = check_identity,
     ) -> None:
+        self.identity_check = identity_check
         self.protocols = protocols
         self.decide = decide
         self.handshake_timeout = handshake_timeout
@@ -42,7 +51,10 @@ class Gate:
     async def handle(self, stream: anyio.abc.SocketStream) -> None:
         try:
             request = await accept_websocket(
-                stream, protocols=self.protocols, handshake_timeout=self.handshake_timeout
+                stream,
+                protocols=self.protocols,
+                handshake_timeout=self.handshake_timeout,
+                identity_check=self.identity_check,
             )
             self.requests.append(request)
             ws = await (self.decide(request) if self.decide else request.accept())
@@ -99,7 +111,7 @@ def basic(credentials: bytes) -> tuple[bytes, bytes]:
     ("identity", "path"),
     [
         ("CP001", "/ocpp/CP001"),
-        ("CP 01/ü", "/ocpp/CP%2001%2F%C3%BC"),
+        ("CP*01|=+@.", "/ocpp/CP%2A01%7C%3D%2B%40."),  # OCPP's identifierString punctuation
         ("RDAM 123", "/ocpp/RDAM%20123"),  # the example in OCPP-J 3.1.1
         ("a:b%41", "/ocpp/a%3Ab%2541"),
     ],
@@ -143,8 +155,23 @@ async def test_url_path_may_end_with_a_slash_and_carry_a_query() -> None:
         ("/ocpp/", 404),
         ("/", 404),
         ("/ocpp/" + "x" * 49, 400),
-        ("/ocpp/CP%07", 400),  # control character
+        ("/ocpp/" + "%41" * 49, 400),  # 49 characters once decoded
+        ("/ocpp/CP%07", 400),  # control characters
+        ("/ocpp/CP%00", 400),
+        ("/ocpp/CP%0D%0AX-Admin:%201", 400),
+        ("/ocpp/CP%7F", 400),  # DEL
+        ("/ocpp/CP%09001", 400),  # tab
         ("/ocpp/CP%FF", 400),  # not UTF-8
+        ("/ocpp/..%2F..%2Fetc%2Fpasswd", 400),  # a '/' once decoded
+        ("/ocpp/CP%2f001", 400),
+        ("/ocpp/..%5C..%5Cwindows", 400),  # '\\'
+        ("/ocpp/%2e%2e", 400),  # '..' once decoded
+        ("/ocpp/..", 400),
+        ("/ocpp/%2E", 400),
+        ("/ocpp/CP%D0%9E01", 400),  # Cyrillic O: looks like CPO01
+        ("/ocpp/%EF%BC%A3P001", 400),  # fullwidth C
+        ("/ocpp/CP%C2%A0001", 400),  # no-break space
+        ("/ocpp/CP001%E2%80%8B", 400),  # zero-width space
     ],
 )
 async def test_bad_identities_are_refused(target: str, status: int) -> None:
@@ -154,6 +181,59 @@ async def test_bad_identities_are_refused(target: str, status: int) -> None:
         await gate.done.wait()
     assert code == status and b"identity" in body
     assert gate.errors[0].status == status and not gate.requests
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("/ocpp/" + "x" * 49, b"must be 1 to 48 characters long, not 49"),
+        ("/ocpp/CP%D0%9E01", b"must be printable ASCII"),
+        ("/ocpp/a%2Fb", b"must not contain '/'"),
+        ("/ocpp/%2e%2e", b"must not be '.' or '..'"),
+    ],
+)
+async def test_identity_refusal_says_why(target: str, reason: bytes) -> None:
+    async with gate_server(Gate()) as port:
+        code, body = await raw_upgrade(port, target)
+    assert code == 400 and body.startswith(b"invalid station identity: it " + reason)
+
+
+@pytest.mark.parametrize("identity", ["CP001", "RDAM 123", "...", "~", "a:b%41", "x" * 48, " "])
+async def test_ocpp_identities_are_accepted(identity: str) -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        ws = await connect(port, identity, protocols=["ocpp1.6"])
+        await ws.close()
+    assert gate.requests[0].identity == identity
+
+
+def test_check_identity_alone() -> None:
+    check_identity("CP001")
+    for bad in ("", "x" * 49, "a/b", "a\\b", ".", "..", "CPÖ", "CP\x7f"):
+        with pytest.raises(ValueError, match="must"):
+            check_identity(bad)
+
+
+async def test_identity_check_is_configurable() -> None:
+    def wider(identity: str) -> None:
+        if not identity.isprintable() or "/" in identity or len(identity) > 64:
+            raise ValueError("is not a name we issue")
+
+    def broken(identity: str) -> None:
+        raise RuntimeError("bug in the application's check")
+
+    gate = Gate(identity_check=wider)
+    async with gate_server(gate) as port:
+        ws = await connect(port, "Ladesäule-" + "x" * 50, protocols=["ocpp1.6"])
+        await ws.close()
+        code, body = await raw_upgrade(port, "/ocpp/a%2Fb")
+    assert gate.requests[0].identity == "Ladesäule-" + "x" * 50
+    assert code == 400 and body == b"invalid station identity: it is not a name we issue\n"
+
+    gate = Gate(identity_check=broken)
+    async with gate_server(gate) as port:
+        code, _ = await raw_upgrade(port, "/ocpp/CP001")
+    assert code == 500 and not gate.requests
 
 
 async def test_identity_of_48_characters_is_fine() -> None:
@@ -527,3 +607,65 @@ async def test_an_accepted_request_lets_go_of_the_handshake_state() -> None:
         (request,) = gate.requests
         assert request._handshake is None
         await ws.close()
+
+
+# -- RFC 6455 details ------------------------------------------------------------------
+
+
+def upgrade_request(key: bytes, version: bytes = b"13") -> bytes:
+    return (
+        b"GET /ocpp/CP001 HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Protocol: ocpp1.6\r\nSec-WebSocket-Version: " + version + b"\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        b"c2hvcnQ=",  # 5 bytes
+        base64.b64encode(bytes(15)),
+        base64.b64encode(bytes(17)),
+        base64.b64encode(bytes(32)),
+        b"not base64 at all!!!!!!!",
+        b"",
+    ],
+)
+async def test_websocket_key_must_be_16_bytes_of_base64(key: bytes) -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(port, upgrade_request(key))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert body == b"Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.2.1)\n"
+    assert gate.errors[0].status == 400 and not gate.requests
+
+
+async def test_websocket_key_of_16_bytes_is_accepted() -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(port, upgrade_request(base64.b64encode(b"0123456789abcdef")), eof=True)
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert gate.requests
+
+
+@pytest.mark.parametrize("version", [b"8", b"12", b"14"])
+async def test_unsupported_websocket_version_gets_426_naming_13(version: bytes) -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(port, upgrade_request(b"dGhlIHNhbXBsZSBub25jZQ==", version))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 426 Upgrade Required\r\n")
+    assert b"\r\nSec-WebSocket-Version: 13" in head
+    assert body == b"unsupported Sec-WebSocket-Version: this server speaks version 13\n"
+    assert b"Missing" not in body
+
+
+async def test_missing_websocket_version_is_still_called_missing() -> None:
+    gate = Gate()
+    async with gate_server(gate) as port:
+        answer = await raw_http(
+            port, upgrade_request(b"dGhlIHNhbXBsZSBub25jZQ==").replace(b"Version: 13", b"X: 1")
+        )
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"Missing header, 'Sec-WebSocket-Version'" in answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,11 +12,12 @@ import anyio
 import anyio.abc
 import pytest
 import trustme
+from anyio.streams.tls import TLSAttribute
 from wsproto.events import BytesMessage, CloseConnection
 
 from ocpprpc import HandshakeError
 from ocpprpc._handshake import StationRequest, accept_websocket, open_websocket
-from ocpprpc._tls import client_ssl_context, server_ssl_context
+from ocpprpc._tls import OCPP_TLS12_CIPHERS, client_ssl_context, server_ssl_context
 
 from .helpers import RawWebSocket, echo_until_closed, tcp_server
 
@@ -197,3 +199,108 @@ def test_contexts_refuse_anything_older_than_tls_1_2() -> None:
     assert client_ssl_context().verify_mode == ssl.CERT_REQUIRED
     assert client_ssl_context().check_hostname
     assert server_ssl_context().verify_mode == ssl.CERT_NONE
+
+
+# -- OCPP's TLS 1.2 suites, RSA and ECDSA certificates side by side --------------------------
+
+
+@pytest.fixture(scope="module")
+def dual_certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path, Path]:
+    """A CA, and the CSMS's RSA and ECDSA certificates (key inside) as files."""
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    folder = tmp_path_factory.mktemp("dual")
+    files = []
+    for key_type in (trustme.KeyType.RSA, trustme.KeyType.ECDSA):
+        path = folder / f"csms-{key_type.name.lower()}.pem"
+        ca.issue_cert("localhost", key_type=key_type).private_key_and_cert_chain_pem.write_to_path(str(path))
+        files.append(path)
+    return ca, files[0], files[1]
+
+
+def tls12_station(ca: trustme.CA, cipher: str) -> ssl.SSLContext:
+    """A station that speaks TLS 1.2 with just one suite."""
+    context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher)
+    return context
+
+
+async def negotiated(url: str, context: ssl.SSLContext) -> tuple[str, str]:
+    ws = await open_websocket(url, "CP001", protocols=["ocpp2.0.1"], ssl_context=context)
+    try:
+        name, version, _ = ws.extra(TLSAttribute.cipher)
+        return name, version
+    finally:
+        await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("cipher", "key_type"),
+    [
+        ("AES128-GCM-SHA256", "RSA"),  # TLS_RSA_WITH_AES_128_GCM_SHA256: plain RSA key exchange
+        ("AES256-GCM-SHA384", "RSA"),
+        ("ECDHE-RSA-AES128-GCM-SHA256", "RSA"),
+        ("ECDHE-RSA-AES256-GCM-SHA384", "RSA"),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDSA"),
+        ("ECDHE-ECDSA-AES256-GCM-SHA384", "ECDSA"),
+    ],
+)
+async def test_ocpp_tls12_suites_with_rsa_and_ecdsa_certificates_at_once(
+    dual_certs: tuple[trustme.CA, Path, Path], cipher: str, key_type: str
+) -> None:
+    ca, rsa, ecdsa = dual_certs
+    context = server_ssl_context(rsa, extra_certs=[(ecdsa, None)])
+    async with tls_server(context) as (gate, url):
+        assert await negotiated(url, tls12_station(ca, cipher)) == (cipher, "TLSv1.2")
+    assert gate.requests  # the station reached the CSMS over that suite
+
+
+async def test_plain_rsa_suite_with_the_rsa_certificate_alone(
+    dual_certs: tuple[trustme.CA, Path, Path],
+) -> None:
+    ca, rsa, _ = dual_certs
+    async with tls_server(server_ssl_context(rsa)) as (_, url):
+        assert await negotiated(url, tls12_station(ca, "AES128-GCM-SHA256")) == (
+            "AES128-GCM-SHA256",
+            "TLSv1.2",
+        )
+        # The ECDSA suites need the ECDSA certificate.
+        with pytest.raises(HandshakeError, match="TLS"):
+            await negotiated(url, tls12_station(ca, "ECDHE-ECDSA-AES128-GCM-SHA256"))
+
+
+async def test_tls13_and_suites_outside_the_list(dual_certs: tuple[trustme.CA, Path, Path]) -> None:
+    ca, rsa, ecdsa = dual_certs
+    async with tls_server(server_ssl_context(rsa, extra_certs=[(ecdsa, None, None)])) as (_, url):
+        modern = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
+        assert (await negotiated(url, modern))[1] == "TLSv1.3"
+        for outside in (
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            "ECDHE-RSA-AES128-SHA256",
+            "DHE-RSA-AES128-GCM-SHA256",
+        ):
+            with pytest.raises(HandshakeError, match="TLS"):
+                await negotiated(url, tls12_station(ca, outside))
+
+
+async def test_tls_1_1_station_is_refused(dual_certs: tuple[trustme.CA, Path, Path]) -> None:
+    ca, rsa, ecdsa = dual_certs
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
+    with warnings.catch_warnings():  # what we build is the deprecated thing a CSMS must refuse
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 speaks TLS < 1.2 only at level 0
+    async with tls_server(server_ssl_context(rsa, extra_certs=[(ecdsa, None)])) as (gate, url):
+        with pytest.raises(HandshakeError, match="TLS"):
+            await negotiated(url, old)
+        await gate.done.wait()
+    assert "TLS handshake failed" in str(gate.errors[0]) and not gate.requests
+
+
+def test_server_context_offers_exactly_the_ocpp_tls12_suites() -> None:
+    tls12 = {c["name"] for c in server_ssl_context().get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert tls12 == set(OCPP_TLS12_CIPHERS.split(":"))
+    default = {c["name"] for c in server_ssl_context(ciphers=None).get_ciphers()}
+    assert "AES128-GCM-SHA256" not in default  # why the default list will not do
