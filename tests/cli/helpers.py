@@ -23,7 +23,7 @@ BANNER = re.compile(
 Arg = str | bytes
 
 
-def ocpprpc(*args: Arg) -> list[Arg]:
+def cli(*args: Arg) -> list[Arg]:
     return [sys.executable, "-m", "ocpprpc", *args]
 
 
@@ -35,12 +35,18 @@ def environment(**extra: str | bytes) -> dict[bytes, bytes]:
 
 
 @contextmanager
-def csms(log_path: Path, *args: Arg, port: int = 0) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def csms(
+    log_path: Path, *args: Arg, port: int = 0, env: dict[bytes, bytes] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Run ``serve``; yield the process and its base URL (logs go to *log_path*)."""
     with (
         log_path.open("w") as log,
         subprocess.Popen(
-            ocpprpc("serve", "--port", str(port), *args), stdout=subprocess.PIPE, stderr=log, text=True
+            cli("serve", "--port", str(port), *args),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
         ) as process,
     ):
         try:
@@ -59,7 +65,7 @@ def station(
 ) -> subprocess.Popen[str]:
     """A ``--once`` station: one session, then its exit status says how it went."""
     return subprocess.Popen(
-        ocpprpc("station", f"{url}/ocpp", identity, "--once", "--interval", "0", "--quiet", *args),
+        cli("station", f"{url}/ocpp", identity, "--once", "--interval", "0", "--quiet", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

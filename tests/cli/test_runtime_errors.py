@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from .helpers import BACKENDS, WAIT, csms, ocpprpc, one_error_line, station
+from .helpers import BACKENDS, WAIT, cli, csms, one_error_line, station
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,7 +26,7 @@ def test_serve_on_a_port_in_use(backend: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            ocpprpc("serve", "--port", str(port), "--backend", backend),
+            cli("serve", "--port", str(port), "--backend", backend),
             capture_output=True,
             text=True,
             timeout=WAIT,
@@ -56,7 +56,7 @@ def test_wrong_password_is_http_401_with_and_without_once(tmp_path: Path, backen
         once = station(url, "CP1", "--password", "wrong", "--backend", backend)
         # Without --once the station reconnects after losses, but not after a 401: retrying cannot help.
         staying = subprocess.Popen(
-            ocpprpc("station", f"{url}/ocpp", "CP2", "--password", "wrong", "--backend", backend),
+            cli("station", f"{url}/ocpp", "CP2", "--password", "wrong", "--backend", backend),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

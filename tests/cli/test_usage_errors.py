@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import WAIT, Arg, environment, ocpprpc, one_error_line
+from .helpers import WAIT, Arg, cli, environment, one_error_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,7 +179,7 @@ def results(
     env.pop(b"OCPPRPC_TEST_UNSET", None)
     processes = {
         name: subprocess.Popen(
-            ocpprpc(*(_fill(arg, tmp) for arg in args)),
+            cli(*(_fill(arg, tmp) for arg in args)),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -216,9 +216,7 @@ def test_a_usage_error_is_one_line_and_exit_status_2(
 
 @pytest.mark.parametrize("command", [(), ("serve",), ("station",)], ids=["main", "serve", "station"])
 def test_help_shows_defaults_and_no_markup(command: tuple[str, ...]) -> None:
-    done = subprocess.run(
-        ocpprpc(*command, "--help"), capture_output=True, text=True, timeout=WAIT, check=False
-    )
+    done = subprocess.run(cli(*command, "--help"), capture_output=True, text=True, timeout=WAIT, check=False)
     assert done.returncode == 0
     assert done.stderr == ""
     assert "``" not in done.stdout and ":mod:" not in done.stdout
