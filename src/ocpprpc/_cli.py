@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     station.add_argument(
         "--max-reconnect-delay",
         metavar="SECONDS",
-        type=_seconds,
+        type=_positive_seconds,
         default=30.0,
         help="longest wait between reconnect attempts; the waits grow from 1 s up to it",
     )

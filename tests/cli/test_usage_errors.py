@@ -37,6 +37,10 @@ CASES: dict[str, tuple[tuple[Arg, ...], str]] = {
         (*STATION, "--interval", "-1"),
         "argument --interval: must be a finite number of seconds >= 0, got '-1'",
     ),
+    "reconnect-delay-zero": (
+        (*STATION, "--max-reconnect-delay", "0"),
+        "argument --max-reconnect-delay: must be more than 0 seconds",
+    ),
     "url-without-scheme": (
         ("station", "127.0.0.1:9000/ocpp", "CP1"),
         "argument url: '127.0.0.1:9000/ocpp' is not a ws:// or wss:// URL (e.g. ws://127.0.0.1:9000/ocpp)",
