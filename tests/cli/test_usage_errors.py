@@ -1,14 +1,11 @@
 """Usage errors: one line on stderr, exit status 2, before any event loop starts.
 
-Every case runs in its own ``python -m ocpprpc`` process; they start all at
-once (a module fixture) because each is a fresh interpreter and nothing in
-them waits on the network.
+Every case runs in its own ``python -m ocpprpc`` process.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -172,50 +169,33 @@ def _fill(arg: Arg, tmp: Path) -> Arg:
 
 
 @pytest.fixture(scope="module")
-def results(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, dict[str, tuple[int, str, str]]]]:
-    """Every case's (exit status, stdout, stderr), the processes run side by side."""
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files the cases name: a PEM file that is not one, an empty password file."""
     tmp = tmp_path_factory.mktemp("usage")
     (tmp / "cert.pem").write_text("not a certificate\n")
     (tmp / "empty.txt").write_bytes(b"\n")
-    env = environment(OCPPRPC_TEST_EMPTY="")
-    env.pop(b"OCPPRPC_TEST_UNSET", None)
-    processes = {
-        name: subprocess.Popen(
-            cli(*(_fill(arg, tmp) for arg in args)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for name, (args, _) in CASES.items()
-    }
-    outcome = {}
-    try:
-        for name, process in processes.items():
-            out, err = process.communicate(timeout=WAIT)
-            outcome[name] = (process.returncode, out, err)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    yield tmp, outcome
+    return tmp
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_usage_error_is_one_line_and_exit_status_2(
-    case: str, results: tuple[Path, dict[str, tuple[int, str, str]]]
-) -> None:
-    tmp, outcome = results
-    status, out, err = outcome[case]
-    expected = str(_fill(CASES[case][1], tmp))
-    line = one_error_line(err)
+def test_a_usage_error_is_one_line_and_exit_status_2(case: str, scratch: Path) -> None:
+    args, expected = CASES[case]
+    env = environment(OCPPRPC_TEST_EMPTY="")
+    env.pop(b"OCPPRPC_TEST_UNSET", None)
+    done = subprocess.run(
+        cli(*(_fill(arg, scratch) for arg in args)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=WAIT,
+        check=False,
+    )
+    line = one_error_line(done.stderr)
+    wanted = str(_fill(expected, scratch))
     # An OpenSSL message ends in its source location, which varies between builds.
-    assert line == expected or line.startswith(expected + " ("), (line, expected)
-    assert status == 2
-    assert out == ""
+    assert line == wanted or line.startswith(wanted + " ("), (line, wanted)
+    assert done.returncode == 2
+    assert done.stdout == ""
 
 
 @pytest.mark.parametrize("command", [(), ("serve",), ("station",)], ids=["main", "serve", "station"])
