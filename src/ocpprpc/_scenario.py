@@ -80,6 +80,14 @@ class ChargingScenario:
 
     async def run(self, interval: float = 0.0) -> None:
         await self.boot()
+        await self.after_boot(interval)
+
+    async def after_boot(self, interval: float = 0.0) -> None:
+        """What a booted station does: status, heartbeat, one charging session, status.
+
+        Apart from :meth:`run` for stations that boot themselves (:class:`ocpprpc.Station`
+        with ``boot=``).
+        """
         await self.status("Available")
         await self.heartbeat()
         await self.charge(interval)

@@ -6,7 +6,6 @@ made by trustme in the test and written to files, as a user would pass them.
 
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+
+from .helpers import BANNER
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,9 +69,9 @@ def csms(log_path: Path, *args: str | Path) -> Iterator[str]:
         try:
             assert process.stdout is not None
             line = process.stdout.readline()
-            match = re.fullmatch(r"ocpprpc CSMS listening on (wss://127\.0\.0\.1:\d+)/\n", line)
+            match = BANNER.fullmatch(line)
             assert match, (line, log_path.read_text())
-            yield match.group(1)
+            yield match.group("url")
         finally:
             process.kill()
 
