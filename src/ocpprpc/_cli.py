@@ -34,7 +34,7 @@ from ._auth import certificate_identity
 from ._client import connect
 from ._demo import BUILTIN_PROTOCOLS, demo_csms_router, demo_station_router
 from ._errors import OCPPError
-from ._handshake import MAX_IDENTITY_LENGTH, StationRequest
+from ._handshake import StationRequest, check_identity
 from ._policies import Backoff
 from ._scenario import ChargingScenario, boot_payload
 from ._server import Accept, Reject, Server
@@ -170,17 +170,11 @@ def _ws_url(text: str) -> str:
 
 
 def _identity(text: str) -> str:
-    """OCPP identities: printable ASCII without ``/``, at most 48 characters (OCPP 2.0.1 Part 4 3.1.1)."""
-    if not text:
-        raise argparse.ArgumentTypeError("the station identity must not be empty")
-    if len(text) > MAX_IDENTITY_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"the station identity is longer than {MAX_IDENTITY_LENGTH} characters"
-        )
-    if not (text.isascii() and text.isprintable()) or "/" in text:
-        raise argparse.ArgumentTypeError(
-            f"invalid station identity {text!r}: use printable ASCII without '/'"
-        )
+    """The server's own rule (:func:`check_identity`), so the CLI refuses what a CSMS would."""
+    try:
+        check_identity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid station identity {text!r}: {exc}") from None
     return text
 
 

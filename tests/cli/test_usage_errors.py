@@ -52,11 +52,36 @@ CASES: dict[str, tuple[tuple[Arg, ...], str]] = {
     ),
     "identity-with-slash": (
         ("station", "ws://127.0.0.1:9/ocpp", "CP/1"),
-        "argument identity: invalid station identity 'CP/1': use printable ASCII without '/'",
+        "argument identity: invalid station identity 'CP/1':"
+        " must not contain '/' or '\\' (also not percent-encoded)",
     ),
     "identity-too-long": (
         ("station", "ws://127.0.0.1:9/ocpp", "C" * 49),
-        "argument identity: the station identity is longer than 48 characters",
+        f"argument identity: invalid station identity '{'C' * 49}': must be 1 to 48 characters long, not 49",
+    ),
+    "identity-dot-dot": (
+        ("station", "ws://127.0.0.1:9/ocpp", ".."),
+        "argument identity: invalid station identity '..': must not be '.' or '..'",
+    ),
+    "key-count-differs": (
+        (
+            "serve",
+            "--security-profile",
+            "3",
+            "--cert",
+            "{tmp}/cert.pem",
+            "--cert",
+            "{tmp}/cert.pem",
+            "--key",
+            "{tmp}/cert.pem",
+            "--client-ca",
+            "{tmp}/cert.pem",
+        ),
+        "give one --key per --cert, in the same order (or none: keys inside the --cert files)",
+    ),
+    "cert-identity-flag-below-profile-3": (
+        ("serve", "--no-cert-identity-check"),
+        "--no-cert-identity-check: station certificates are for security profile 3",
     ),
     "protocol-1.6": (
         (*STATION, "--protocol", "1.6"),
