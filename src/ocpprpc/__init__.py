@@ -229,6 +229,70 @@ if _TYPE_CHECKING:
 _LAZY["check_identity"] = "._handshake"
 # -- end of auth helpers --------------------------------------------------------------------
 
+# isort: split
+# -- protection (issue 14): rate limits, admission, security events -------------------------
+# Pure (stdlib only; the hub imports anyio inside its run()), exported lazily all the same so
+# ``import ocpprpc`` does not pay for ipaddress, inspect and json.
+if _TYPE_CHECKING:
+    from ._admission import AdmissionPolicy, Admit, RefusalKind, Refuse
+    from ._ratelimit import (
+        RATE_LIMIT_ERROR_CODE,
+        Breach,
+        OnBreach,
+        RateLimit,
+        RateLimiter,
+        StationLimits,
+        Verdict,
+    )
+    from ._security_events import (
+        SECURITY_EVENT_KINDS,
+        AuthFailed,
+        AuthTimedOut,
+        BadMessageFlood,
+        CertificateIdentityMismatch,
+        ConnectionRefused,
+        HandshakeAborted,
+        IdentityEvicted,
+        RateLimited,
+        SecurityEvent,
+        SecurityEvents,
+    )
+
+_LAZY.update(dict.fromkeys(("AdmissionPolicy", "Admit", "RefusalKind", "Refuse"), "._admission"))
+_LAZY.update(
+    dict.fromkeys(
+        (
+            "RATE_LIMIT_ERROR_CODE",
+            "Breach",
+            "OnBreach",
+            "RateLimit",
+            "RateLimiter",
+            "StationLimits",
+            "Verdict",
+        ),
+        "._ratelimit",
+    )
+)
+_LAZY.update(
+    dict.fromkeys(
+        (
+            "SECURITY_EVENT_KINDS",
+            "AuthFailed",
+            "AuthTimedOut",
+            "BadMessageFlood",
+            "CertificateIdentityMismatch",
+            "ConnectionRefused",
+            "HandshakeAborted",
+            "IdentityEvicted",
+            "RateLimited",
+            "SecurityEvent",
+            "SecurityEvents",
+        ),
+        "._security_events",
+    )
+)
+# -- end of protection ----------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -347,4 +411,28 @@ __all__ = (
     "hash_password",
     "verify_password",
     "check_identity",
+    # isort: split
+    # -- protection (issue 14) --
+    "RATE_LIMIT_ERROR_CODE",
+    "SECURITY_EVENT_KINDS",
+    "AdmissionPolicy",
+    "Admit",
+    "AuthFailed",
+    "AuthTimedOut",
+    "BadMessageFlood",
+    "Breach",
+    "CertificateIdentityMismatch",
+    "ConnectionRefused",
+    "HandshakeAborted",
+    "IdentityEvicted",
+    "OnBreach",
+    "RateLimit",
+    "RateLimited",
+    "RateLimiter",
+    "RefusalKind",
+    "Refuse",
+    "SecurityEvent",
+    "SecurityEvents",
+    "StationLimits",
+    "Verdict",
 )

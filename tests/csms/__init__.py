@@ -1,0 +1,1 @@
+"""Tests of the CSMS protection layer: rate limits, admission, security events."""
