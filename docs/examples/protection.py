@@ -12,6 +12,7 @@ from ocpprpc import (
     Admit,
     ConnectionRefused,
     OnBreach,
+    RateLimit,
     RateLimited,
     RateLimiter,
     SecurityEvent,
@@ -32,7 +33,11 @@ class Clock:
 def rate_limits(hub: SecurityEvents) -> None:
     clock = Clock()
     limiter = RateLimiter(
-        StationLimits(global_="100/1m", per_action={"MeterValues": "2/10s"}, on_breach="callerror"),
+        StationLimits(
+            global_=RateLimit.parse("100/1m"),
+            per_action={"MeterValues": RateLimit.parse("2/10s")},
+            on_breach=OnBreach.CALLERROR,
+        ),
         clock=clock,
     )
     for second in (0, 0, 0, 5):

@@ -411,7 +411,6 @@ __all__ = (
     "hash_password",
     "verify_password",
     "check_identity",
-    # isort: split
     # -- protection (issue 14) --
     "RATE_LIMIT_ERROR_CODE",
     "SECURITY_EVENT_KINDS",
