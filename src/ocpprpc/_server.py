@@ -105,7 +105,10 @@ class Server:
         :func:`server_ssl_context`).
     :param validation: strict schema validation, as for :func:`connect`.
     :param duplicate: :class:`DuplicatePolicy` for an identity already connected.
-    :param handshake_timeout: bound on TLS + the upgrade request (slowloris guard).
+    :param handshake_timeout: one bound on TLS, the upgrade request and the
+        ``auth`` callback together (slowloris guard); a station whose request is
+        incomplete by then is dropped, one whose auth callback has not decided by
+        then gets HTTP 503 (logged as a warning).
     :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
     :param max_message_size: largest message accepted from a station.
     :param max_bad_messages: close a station's connection (1002) after this many
@@ -274,6 +277,8 @@ class Server:
             await anyio.aclose_forcefully(stream)
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+        # One bound for the whole admission: TLS, the upgrade request and the auth callback.
+        deadline = anyio.current_time() + self.handshake_timeout
         try:
             request = await accept_websocket(
                 stream,
@@ -289,23 +294,34 @@ class Server:
             log.info("handshake refused: %s", exc)
             return
         try:
-            await self._admit(request)
+            await self._admit(request, deadline)
         except HandshakeError as exc:
             log.info("station %r not admitted: %s", request.identity, exc)
         except Exception:
             log.exception("station %r: unexpected error", request.identity)
 
-    async def _admit(self, request: StationRequest) -> None:
+    async def _admit(self, request: StationRequest, deadline: float) -> None:
         if not self._accepting:
             await request.reject(503, "the CSMS is shutting down")
             return
         decision: Accept | Reject | None = Accept()
         if self.auth is not None:
             try:
-                decision = await self.auth(request)
+                with anyio.move_on_at(deadline) as auth_scope:
+                    decision = await self.auth(request)
             except Exception:
                 log.exception("auth callback failed for %r; refusing with 500", request.identity)
                 await request.reject(500)
+                return
+            if auth_scope.cancel_called:
+                # A hung callback (a database that does not answer) must not hold the connection.
+                log.warning(
+                    "auth callback for station %r did not decide within the handshake timeout (%s s); "
+                    "refusing with 503",
+                    request.identity,
+                    self.handshake_timeout,
+                )
+                await request.reject(503, "authentication timed out, try again later")
                 return
         if isinstance(decision, Reject):
             log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)

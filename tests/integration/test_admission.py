@@ -163,3 +163,42 @@ async def test_a_duplicate_identity_can_be_refused() -> None:
         answer = await server.clients["CP1"].call("DataTransfer", transfer())
         assert answer["data"] == "first"
         assert first.close_reason is None
+
+
+async def test_a_hanging_auth_callback_is_answered_503_within_the_handshake_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hanging = anyio.Event()
+
+    async def auth(request: StationRequest) -> Accept:
+        if request.identity == "HANG":
+            hanging.set()
+            await anyio.sleep_forever()  # a database that never answers
+        return Accept()
+
+    refused: list[HandshakeRejected] = []
+
+    async def hung_station(url: str) -> None:
+        with pytest.raises(HandshakeRejected) as info:
+            async with ocpprpc.connect(url, "HANG", password="s3cret-pw"):
+                pass
+        refused.append(info.value)
+
+    with caplog.at_level(logging.WARNING, logger="ocpprpc.server"):
+        async with ocpprpc.serve(router=csms_router(), auth=auth, handshake_timeout=1.0) as server:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hung_station, ws_url(server))
+                with anyio.fail_after(PROMPT):
+                    await hanging.wait()
+                    # Another station is admitted and served while the callback hangs.
+                    async with ocpprpc.connect(ws_url(server), "OK") as station:
+                        assert (await station.call("DataTransfer", transfer()))["status"] == "Accepted"
+                with anyio.fail_after(PROMPT):  # the hung one is answered, not left waiting
+                    while not refused:  # noqa: ASYNC110 (the task reports by appending)
+                        await anyio.sleep(0.01)
+            assert refused[0].status == 503
+            assert b"timed out" in refused[0].body
+            assert "HANG" not in server.clients
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("'HANG'" in record.getMessage() for record in warnings)
+    assert not any("s3cret-pw" in record.getMessage() for record in caplog.records)
