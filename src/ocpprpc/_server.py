@@ -209,6 +209,8 @@ class Server:
                 replay_cache=self.replay_cache,
             )
         self._clients: dict[str, Session] = {}
+        #: Identities between the duplicate check and registration (``duplicate="refuse"``).
+        self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         self._accept_scopes: list[anyio.CancelScope] = []
@@ -329,11 +331,45 @@ class Server:
             return
         accept = decision if decision is not None else Accept()
         identity = request.identity
-        previous = self._clients.get(identity)
-        if previous is not None and self.duplicate is DuplicatePolicy.REFUSE:
-            log.info("station %r is already connected; refusing the new connection", identity)
-            await request.reject(409, "this identity is already connected")
+        refusing = self.duplicate is DuplicatePolicy.REFUSE
+        if refusing:
+            if identity in self._clients or identity in self._claimed:
+                log.info("station %r is already connected; refusing the new connection", identity)
+                await request.reject(409, "this identity is already connected")
+                return
+            self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
+        try:
+            session = await self._open_session(request, accept)
+        finally:
+            if refusing:
+                self._claimed.discard(identity)
+        if session is None:
             return
+        # From here into session.run() nothing yields to another task: taking the identity,
+        # registering the session and starting it are one step, so two connections for one
+        # identity never both count as "the" session (none is orphaned), and an evicted
+        # session has always started (a task group opens without a checkpoint).
+        previous = self._clients.get(identity)
+        self._clients[identity] = session
+        log.info("station %r connected (%s)", identity, session.protocol)
+        try:
+            if previous is None:
+                await self._run(session)
+            else:
+                log.info("station %r reconnected; closing its previous connection", identity)
+                async with anyio.create_task_group() as evicting:
+                    # In the background: a dead old link must not hold up the new one
+                    # for the close timeout its close handshake may take.
+                    evicting.start_soon(_evict, previous)
+                    await self._run(session)
+        finally:
+            if self._clients.get(identity) is session:
+                del self._clients[identity]
+            log.info("station %r disconnected: %s", identity, session.close_reason)
+
+    async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
+        """Complete the upgrade and build the station's session (``None``: refused instead)."""
+        identity = request.identity
         protocol = accept.protocol if accept.protocol is not None else request.subprotocol
         if protocol is not None and protocol not in request.proposed_subprotocols:
             # An application bug; answer it like one rather than drop the connection unanswered.
@@ -344,7 +380,7 @@ class Server:
                 request.proposed_subprotocols,
             )
             await request.reject(500)
-            return
+            return None
         websocket = await request.accept(protocol)
         websocket.send_timeout = self.send_timeout
         try:
@@ -375,24 +411,16 @@ class Server:
         router = self._session_router
         if isinstance(router, GuardedRouter) and router.require_boot:
             session.call_watch = router.watch(identity)  # triggered messages pass the boot gate
-        if previous is not None:
-            log.info("station %r reconnected; closing its previous connection", identity)
-            await previous.close(_REPLACED, "replaced by a new connection", graceful=False)
-        # Registered before the session reads anything (run() starts it without a checkpoint).
-        self._clients[identity] = session
-        log.info("station %r connected (%s)", identity, session.protocol)
-        try:
-            # This task is the session's reader: one task per idle connection (W4).
-            on_open = None if self.on_connect is None else self._on_connect
-            if self.keepalive is None:
+        return session
+
+    async def _run(self, session: Session) -> None:
+        """Run a registered session until it ends; this task is its reader (one task per idle station)."""
+        on_open = None if self.on_connect is None else self._on_connect
+        if self.keepalive is None:
+            await session.run(on_open)
+        else:
+            async with _keepalive(session.stream, self.keepalive):
                 await session.run(on_open)
-            else:
-                async with _keepalive(websocket, self.keepalive):
-                    await session.run(on_open)
-        finally:
-            if self._clients.get(identity) is session:
-                del self._clients[identity]
-            log.info("station %r disconnected: %s", identity, session.close_reason)
 
     async def _on_connect(self, session: Session) -> None:
         assert self.on_connect is not None
@@ -421,6 +449,14 @@ class Server:
                     closing.start_soon(_close_session, session, grace)
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
+
+
+async def _evict(session: Session) -> None:
+    """Close a station's replaced session (1008); it never fails the new one's task."""
+    try:
+        await session.close(_REPLACED, "replaced by a new connection", graceful=False)
+    except Exception:
+        log.exception("closing the replaced session of station %r failed", session.identity)
 
 
 async def _close_session(session: Session, grace: float) -> None:
