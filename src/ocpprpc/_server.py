@@ -38,7 +38,7 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
-from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener
+from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
 from ._transport import ConnectionLost
 from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from ._ws_errors import HandshakeError
@@ -141,6 +141,11 @@ class Server:
         (identity -> accepted); persist it to survive a CSMS restart.
     :param replay_cache: remember the answers to each station's last N CALLs and
         answer a repeated message id from memory (handlers see each message once).
+    :param max_connections: connections served at once, handshakes included;
+        one more is answered HTTP 503 once its upgrade request is read (under
+        ``handshake_timeout``, TLS included) and closed.  ``None`` (default): no
+        limit but the process's file descriptors (running out of those is
+        survived: accepting pauses 100 ms at a time, with a rate-limited warning).
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -170,6 +175,7 @@ class Server:
         require_boot: bool = False,
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
+        max_connections: int | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -208,6 +214,10 @@ class Server:
                 boot_registry=boot_registry,
                 replay_cache=self.replay_cache,
             )
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None: no limit)")
+        self.max_connections = max_connections
+        self._connections = 0
         self._clients: dict[str, Session] = {}
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).
         self._claimed: set[str] = set()
@@ -260,7 +270,7 @@ class Server:
                     self._accept_scopes.append(accepting)
                     task_status.started(self)
                     log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
-                    await listener.serve(self.handle, stations)
+                    await serve_listener(listener, self.handle, stations)
         finally:
             self._listeners.remove(listener)
             with anyio.CancelScope(shield=True):
@@ -271,12 +281,50 @@ class Server:
 
         The embedding entry point: call it from your own listener's handler.
         Never raises for anything the station does; every failure is logged.
+        Counts toward ``max_connections`` from the first byte to the last.
         """
+        if self.max_connections is not None and self._connections >= self.max_connections:
+            try:
+                await self._refuse_over_limit(stream)
+            finally:
+                await anyio.aclose_forcefully(stream)
+            return
+        self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
             await self._handle(stream)
+        except Exception:
+            # A failure of ours (out of descriptors, say) ends this connection, not the server.
+            log.exception("a station connection failed")
         finally:
+            self._connections -= 1
             # Normally the WebSocket (or a refusal) already closed it; this is the backstop.
             await anyio.aclose_forcefully(stream)
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
+        return self._connections
+
+    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream) -> None:
+        """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                compression=False,
+                ws_codec=self.ws_codec,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            return
+        log.info(
+            "station %r refused with 503: %d connections, the limit (max_connections)",
+            request.identity,
+            self._connections,
+        )
+        await request.reject(503, "the CSMS is at its connection limit, try again later")
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         # One bound for the whole admission: TLS, the upgrade request and the auth callback.
