@@ -57,13 +57,14 @@ import asyncio.selector_events
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
 from ipaddress import ip_address
 from typing import cast
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
+
+from ._tcp import DEFAULT_BACKLOG
 
 __all__ = ["AsyncioSocketStream", "AsyncioTCPListener", "connect_tcp", "create_tcp_listener"]
 
@@ -79,6 +80,8 @@ _SHARED_BUFFER = 64 * 1024
 _OWN_BUFFER = 16 * 1024
 #: Operations that completed without waiting before one checkpoints.
 _FAIR_OPS = 32
+#: Connections a listening socket's reader callback accepts per wake-up at most.
+_ACCEPT_BURST = 64
 
 _thread = threading.local()
 
@@ -107,13 +110,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
 
     _transport: asyncio.Transport
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_connected: Callable[[AsyncioSocketStream], None] | None = None,
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._on_connected = on_connected
         self._view = _read_buffer(loop)
         self._chunks: list[bytes] = []  # a deque costs 0.6 KB even empty (W4 memory)
         self._unread = 0
@@ -134,9 +132,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        on_connected, self._on_connected = self._on_connected, None
-        if on_connected is not None:
-            on_connected(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -385,19 +380,27 @@ async def _race(
 
 
 class AsyncioTCPListener(anyio.abc.SocketListener):
-    """Listening sockets served by ``loop.create_server``, handing out :class:`AsyncioSocketStream`.
+    """Listening sockets accepted from by the event loop, handing out :class:`AsyncioSocketStream`.
 
-    The event loop accepts connections as they come; each one waits in a queue
-    until :meth:`accept` (or :meth:`serve`, which runs the handlers in a task
-    group) takes it.  Extra attributes are those of the last socket, as for
-    anyio's multi-socket listener.
+    A reader callback on each listening socket accepts what is waiting (at most
+    ``_ACCEPT_BURST`` per wake-up) into a queue; :meth:`accept` (or
+    :meth:`serve`, which runs the handlers in a task group) takes a socket from
+    it and gives it a transport.  Not ``loop.create_server``: its accept loop
+    repeats up to ``backlog`` times per wake-up even when every attempt fails
+    with ``EMFILE``, logging each one.  Here an accept error (descriptors
+    exhausted, say) stops accepting and is raised by the next :meth:`accept`,
+    after the connections already accepted; the call after that accepts again:
+    the caller decides how long to back off (:func:`ocpprpc._tcp.serve_listener`).
+    Extra attributes are those of the last socket, as for anyio's multi-socket
+    listener.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
         self._loop = loop
         self._sockets = sockets
-        self._servers: list[asyncio.Server] = []
-        self._ready: deque[AsyncioSocketStream] = deque()
+        self._ready: deque[socket.socket] = deque()
+        self._error: OSError | None = None
+        self._reading = False
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._ops = 0
@@ -406,15 +409,37 @@ class AsyncioTCPListener(anyio.abc.SocketListener):
     def _raw_socket(self) -> socket.socket:
         return self._sockets[-1]
 
-    def _protocol(self) -> AsyncioSocketStream:
-        return AsyncioSocketStream(self._loop, self._connected)
+    def _start_reading(self) -> None:
+        if not self._reading and not self._closed:
+            self._reading = True
+            for sock in self._sockets:
+                self._loop.add_reader(sock.fileno(), self._accept_waiting, sock)
 
-    def _connected(self, stream: AsyncioSocketStream) -> None:
-        if self._closed:
-            stream._abort()
-            return
-        self._ready.append(stream)
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            for sock in self._sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    def _accept_waiting(self, sock: socket.socket) -> None:
+        for _ in range(_ACCEPT_BURST):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionAbortedError:
+                continue  # reset before we took it: nothing to hand out
+            except OSError as exc:
+                # EMFILE and friends: the socket stays readable, so stop watching it
+                # until the next accept() (after the caller's back-off).
+                self._stop_reading()
+                self._error = exc
+                break
+            self._ready.append(conn)
         _wake(self._waiter)
+
+    def _protocol(self) -> AsyncioSocketStream:
+        return AsyncioSocketStream(self._loop)
 
     async def accept(self) -> anyio.abc.SocketStream:
         if self._ops < _FAIR_OPS:
@@ -428,49 +453,55 @@ class AsyncioTCPListener(anyio.abc.SocketListener):
                 raise anyio.ClosedResourceError
             if self._waiter is not None:
                 raise anyio.BusyResourceError("accepting connections from")
+            error, self._error = self._error, None
+            if error is not None:
+                raise error
+            self._start_reading()
             waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
             self._ops = 0
-        return ready.popleft()
+        conn = ready.popleft()
+        try:
+            _, stream = await self._loop.connect_accepted_socket(self._protocol, conn)
+        except BaseException:
+            conn.close()
+            raise
+        if self._closed:  # pragma: no cover - closed while the transport was being made
+            stream._abort()
+            raise anyio.ClosedResourceError
+        return stream
 
     async def aclose(self) -> None:
         if not self._closed:
+            self._stop_reading()
             self._closed = True
-            for server in self._servers:
-                server.close()
             for sock in self._sockets:
                 sock.close()
             while self._ready:
-                self._ready.popleft()._abort()
+                self._ready.popleft().close()
             _wake(self._waiter)
         await asyncio.sleep(0)
 
 
 async def create_tcp_listener(
-    host: str | None = None, port: int = 0, *, backlog: int = 65536
+    host: str | None = None, port: int = 0, *, backlog: int = DEFAULT_BACKLOG
 ) -> AsyncioTCPListener:
     """Listen like ``anyio.create_tcp_listener(local_host=host, local_port=port)``.
 
     The sockets are bound by anyio itself (address reuse, IPv6-only flags, one
     dual-stack socket for ``host=None``, the same ephemeral port on every
-    address), then duplicated and served by the event loop.
+    address), then duplicated and watched by the event loop.
     """
     loop = asyncio.get_running_loop()
-    backlog = min(backlog, 65536)
     bound = await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=backlog)
     try:
         sockets = [sub.extra(SocketAttribute.raw_socket).dup() for sub in bound.listeners]
     finally:
         with anyio.CancelScope(shield=True):
             await bound.aclose()
-    listener = AsyncioTCPListener(loop, sockets)
-    try:
-        for sock in sockets:
-            listener._servers.append(await loop.create_server(listener._protocol, sock=sock, backlog=backlog))
-    except BaseException:
-        await anyio.aclose_forcefully(listener)
-        raise
-    return listener
+    for sock in sockets:
+        sock.setblocking(False)
+    return AsyncioTCPListener(loop, sockets)

@@ -34,6 +34,7 @@ exceptions are not remembered: a retry may succeed.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections import OrderedDict
@@ -102,7 +103,7 @@ class ReplayCache:
         while len(answers) > self.size:
             answers.popitem(last=False)
         try:
-            answer.result = await route.handler(request, ctx)
+            answer.result = await call_handler(route, request, ctx)
         except OCPPError as exc:
             answer.error = exc
             raise
@@ -200,13 +201,25 @@ class GuardedRouter(Router):
         if self.replay_cache is not None and not ctx.is_send:
             result = await self.replay_cache.handle(route, request, ctx)
         else:
-            result = await route.handler(request, ctx)
+            result = await call_handler(route, request, ctx)
         if ctx.action == _BOOT and not ctx.is_send:
             self._triggered.pop(identity, None)
             status = _status(result)
             self.booted[identity] = status == "Accepted"
             log.debug("station %r boot answered %s", identity, status)
         return result
+
+
+async def call_handler(route: Route, request: Any, ctx: CallContext) -> Any:
+    """The handler's answer, whether it is ``async def`` or a plain function.
+
+    The router accepts plain handlers everywhere, and the session awaits only an
+    awaitable result (:meth:`Session._handle`); the guards must do the same.
+    """
+    result = route.handler(request, ctx)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def action_known(ctx: CallContext) -> bool:

@@ -49,14 +49,18 @@ takeover would be lost with anyio's stream; :mod:`ocpprpc._tcp` refuses
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.abc import SocketAttribute
+import anyio.streams.stapled
+from anyio.abc import SocketAttribute, SocketListener
+
+from ._tcp import DEFAULT_BACKLOG
 
 __all__ = ["RawSocketStream", "RawTCPListener", "connect_tcp", "create_tcp_listener"]
 
@@ -200,11 +204,21 @@ async def connect_tcp(host: str, port: int) -> RawSocketStream:
 class RawTCPListener(anyio.abc.Listener[anyio.abc.SocketStream]):
     """anyio's TCP listener, handing out :class:`RawSocketStream` instead of anyio's streams.
 
-    Extra attributes are those of anyio's listener (the last socket's).
+    Extra attributes are those of anyio's listener (the last socket's).  The
+    ``dup()`` of each accepted connection happens in the accepting task, so
+    when descriptors run out it fails there (``OSError``, the connection is
+    dropped) and the accept loop backs off (:func:`ocpprpc._tcp.serve_listener`),
+    instead of failing a handler task and with it the task group.
     """
 
     def __init__(self, inner: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
         self._inner = inner
+
+    def accept_sources(self) -> list[Callable[[], Awaitable[anyio.abc.SocketStream]]]:
+        """One ``accept()`` per listening socket (anyio binds one per address family)."""
+        inner = self._inner
+        subs = inner.listeners if isinstance(inner, anyio.streams.stapled.MultiListener) else [inner]
+        return [functools.partial(_accept_raw, sub) for sub in subs if isinstance(sub, SocketListener)]
 
     async def serve(
         self,
@@ -228,9 +242,20 @@ class RawTCPListener(anyio.abc.Listener[anyio.abc.SocketStream]):
         return self._inner.extra_attributes
 
 
-async def create_tcp_listener(host: str | None = None, port: int = 0) -> RawTCPListener:
+async def _accept_raw(listener: SocketListener) -> RawSocketStream:
+    """Accept from one of anyio's listening sockets and take the connection over."""
+    stream = await listener.accept()
+    try:
+        return _take_socket(stream)
+    finally:
+        await anyio.aclose_forcefully(stream)
+
+
+async def create_tcp_listener(
+    host: str | None = None, port: int = 0, *, backlog: int = DEFAULT_BACKLOG
+) -> RawTCPListener:
     """Listen like ``anyio.create_tcp_listener(local_host=host, local_port=port)``.
 
     :raises OSError: binding failed.
     """
-    return RawTCPListener(await anyio.create_tcp_listener(local_host=host, local_port=port))
+    return RawTCPListener(await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=backlog))

@@ -40,7 +40,7 @@ from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
 from ._session import Session
-from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener
+from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
 from ._transport import ConnectionLost
 from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from ._ws_errors import HandshakeError
@@ -107,7 +107,10 @@ class Server:
         :func:`server_ssl_context`).
     :param validation: strict schema validation, as for :func:`connect`.
     :param duplicate: :class:`DuplicatePolicy` for an identity already connected.
-    :param handshake_timeout: bound on TLS + the upgrade request (slowloris guard).
+    :param handshake_timeout: one bound on TLS, the upgrade request and the
+        ``auth`` callback together (slowloris guard); a station whose request is
+        incomplete by then is dropped, one whose auth callback has not decided by
+        then gets HTTP 503 (logged as a warning).
     :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
     :param max_message_size: largest message accepted from a station.
     :param max_bad_messages: close a station's connection (1002) after this many
@@ -143,6 +146,11 @@ class Server:
     :param identity_check: judges each station identity after percent-decoding;
         default :func:`~ocpprpc.check_identity` (OCPP: 1-48 printable ASCII, no
         ``/``); raise ``ValueError`` to refuse (HTTP 400).
+    :param max_connections: connections served at once, handshakes included;
+        one more is answered HTTP 503 once its upgrade request is read (under
+        ``handshake_timeout``, TLS included) and closed.  ``None`` (default): no
+        limit but the process's file descriptors (running out of those is
+        survived: accepting pauses 100 ms at a time, with a rate-limited warning).
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -173,6 +181,7 @@ class Server:
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
         identity_check: IdentityCheck = check_identity,
+        max_connections: int | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -212,7 +221,13 @@ class Server:
                 boot_registry=boot_registry,
                 replay_cache=self.replay_cache,
             )
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None: no limit)")
+        self.max_connections = max_connections
+        self._connections = 0
         self._clients: dict[str, Session] = {}
+        #: Identities between the duplicate check and registration (``duplicate="refuse"``).
+        self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         self._accept_scopes: list[anyio.CancelScope] = []
@@ -262,7 +277,7 @@ class Server:
                     self._accept_scopes.append(accepting)
                     task_status.started(self)
                     log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
-                    await listener.serve(self.handle, stations)
+                    await serve_listener(listener, self.handle, stations)
         finally:
             self._listeners.remove(listener)
             with anyio.CancelScope(shield=True):
@@ -273,7 +288,15 @@ class Server:
 
         The embedding entry point: call it from your own listener's handler.
         Never raises for anything the station does; every failure is logged.
+        Counts toward ``max_connections`` from the first byte to the last.
         """
+        if self.max_connections is not None and self._connections >= self.max_connections:
+            try:
+                await self._refuse_over_limit(stream)
+            finally:
+                await anyio.aclose_forcefully(stream)
+            return
+        self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
             await self._handle(stream)
         except Exception:
@@ -281,10 +304,40 @@ class Server:
             # that station its connection, never the listener and every other station.
             log.exception("unexpected error while serving a connection")
         finally:
+            self._connections -= 1
             # Normally the WebSocket (or a refusal) already closed it; this is the backstop.
             await anyio.aclose_forcefully(stream)
 
+    @property
+    def connection_count(self) -> int:
+        """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
+        return self._connections
+
+    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream) -> None:
+        """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                compression=False,
+                ws_codec=self.ws_codec,
+                identity_check=self.identity_check,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            return
+        log.info(
+            "station %r refused with 503: %d connections, the limit (max_connections)",
+            request.identity,
+            self._connections,
+        )
+        await request.reject(503, "the CSMS is at its connection limit, try again later")
+
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+        # One bound for the whole admission: TLS, the upgrade request and the auth callback.
+        deadline = anyio.current_time() + self.handshake_timeout
         try:
             request = await accept_websocket(
                 stream,
@@ -301,23 +354,34 @@ class Server:
             log.info("handshake refused: %s", exc)
             return
         try:
-            await self._admit(request)
+            await self._admit(request, deadline)
         except HandshakeError as exc:
             log.info("station %r not admitted: %s", request.identity, exc)
         except Exception:
             log.exception("station %r: unexpected error", request.identity)
 
-    async def _admit(self, request: StationRequest) -> None:
+    async def _admit(self, request: StationRequest, deadline: float) -> None:
         if not self._accepting:
             await request.reject(503, "the CSMS is shutting down")
             return
         decision: Accept | Reject | None = Accept()
         if self.auth is not None:
             try:
-                decision = await self.auth(request)
+                with anyio.move_on_at(deadline) as auth_scope:
+                    decision = await self.auth(request)
             except Exception:
                 log.exception("auth callback failed for %r; refusing with 500", request.identity)
                 await request.reject(500)
+                return
+            if auth_scope.cancel_called:
+                # A hung callback (a database that does not answer) must not hold the connection.
+                log.warning(
+                    "auth callback for station %r did not decide within the handshake timeout (%s s); "
+                    "refusing with 503",
+                    request.identity,
+                    self.handshake_timeout,
+                )
+                await request.reject(503, "authentication timed out, try again later")
                 return
         if isinstance(decision, Reject):
             log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
@@ -325,11 +389,45 @@ class Server:
             return
         accept = decision if decision is not None else Accept()
         identity = request.identity
-        previous = self._clients.get(identity)
-        if previous is not None and self.duplicate is DuplicatePolicy.REFUSE:
-            log.info("station %r is already connected; refusing the new connection", identity)
-            await request.reject(409, "this identity is already connected")
+        refusing = self.duplicate is DuplicatePolicy.REFUSE
+        if refusing:
+            if identity in self._clients or identity in self._claimed:
+                log.info("station %r is already connected; refusing the new connection", identity)
+                await request.reject(409, "this identity is already connected")
+                return
+            self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
+        try:
+            session = await self._open_session(request, accept)
+        finally:
+            if refusing:
+                self._claimed.discard(identity)
+        if session is None:
             return
+        # From here into session.run() nothing yields to another task: taking the identity,
+        # registering the session and starting it are one step, so two connections for one
+        # identity never both count as "the" session (none is orphaned), and an evicted
+        # session has always started (a task group opens without a checkpoint).
+        previous = self._clients.get(identity)
+        self._clients[identity] = session
+        log.info("station %r connected (%s)", identity, session.protocol)
+        try:
+            if previous is None:
+                await self._run(session)
+            else:
+                log.info("station %r reconnected; closing its previous connection", identity)
+                async with anyio.create_task_group() as evicting:
+                    # In the background: a dead old link must not hold up the new one
+                    # for the close timeout its close handshake may take.
+                    evicting.start_soon(_evict, previous)
+                    await self._run(session)
+        finally:
+            if self._clients.get(identity) is session:
+                del self._clients[identity]
+            log.info("station %r disconnected: %s", identity, session.close_reason)
+
+    async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
+        """Complete the upgrade and build the station's session (``None``: refused instead)."""
+        identity = request.identity
         protocol = accept.protocol if accept.protocol is not None else request.subprotocol
         if protocol is not None and protocol not in request.proposed_subprotocols:
             # An application bug; answer it like one rather than drop the connection unanswered.
@@ -340,7 +438,7 @@ class Server:
                 request.proposed_subprotocols,
             )
             await request.reject(500)
-            return
+            return None
         websocket = await request.accept(protocol)
         websocket.send_timeout = self.send_timeout
         try:
@@ -371,24 +469,16 @@ class Server:
         router = self._session_router
         if isinstance(router, GuardedRouter) and router.require_boot:
             session.call_watch = router.watch(identity)  # triggered messages pass the boot gate
-        if previous is not None:
-            log.info("station %r reconnected; closing its previous connection", identity)
-            await previous.close(_REPLACED, "replaced by a new connection", graceful=False)
-        # Registered before the session reads anything (run() starts it without a checkpoint).
-        self._clients[identity] = session
-        log.info("station %r connected (%s)", identity, session.protocol)
-        try:
-            # This task is the session's reader: one task per idle connection (W4).
-            on_open = None if self.on_connect is None else self._on_connect
-            if self.keepalive is None:
+        return session
+
+    async def _run(self, session: Session) -> None:
+        """Run a registered session until it ends; this task is its reader (one task per idle station)."""
+        on_open = None if self.on_connect is None else self._on_connect
+        if self.keepalive is None:
+            await session.run(on_open)
+        else:
+            async with _keepalive(session.stream, self.keepalive):
                 await session.run(on_open)
-            else:
-                async with _keepalive(websocket, self.keepalive):
-                    await session.run(on_open)
-        finally:
-            if self._clients.get(identity) is session:
-                del self._clients[identity]
-            log.info("station %r disconnected: %s", identity, session.close_reason)
 
     async def _on_connect(self, session: Session) -> None:
         assert self.on_connect is not None
@@ -417,6 +507,14 @@ class Server:
                     closing.start_soon(_close_session, session, grace)
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
+
+
+async def _evict(session: Session) -> None:
+    """Close a station's replaced session (1008); it never fails the new one's task."""
+    try:
+        await session.close(_REPLACED, "replaced by a new connection", graceful=False)
+    except Exception:
+        log.exception("closing the replaced session of station %r failed", session.identity)
 
 
 async def _close_session(session: Session, grace: float) -> None:
