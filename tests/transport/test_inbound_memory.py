@@ -22,7 +22,7 @@ import anyio.abc
 import pytest
 
 import ocpprpc
-from ocpprpc import CallContext, Router, Server
+from ocpprpc import CallContext, Router, Server, WebSocketStream
 from ocpprpc._handshake import accept_websocket, open_websocket
 from tests.integration.helpers import PROMPT, eventually, ws_url
 from tests.transport.helpers import tcp_server
@@ -247,3 +247,12 @@ async def test_a_compressed_read_is_decoded_only_up_to_the_read_ahead_bound() ->
     # 64 KiB of text is ~25 of these; one 1 KiB slice inflates to ~8 more.  Before
     # the bound the first 64 KiB read inflated to ~500 at once.
     assert max(buffered) < 50, max(buffered)
+
+
+def test_the_read_ahead_bound_is_an_option_of_the_stream() -> None:
+    nothing: Any = None  # the constructor touches neither the byte stream nor the codec
+    with pytest.raises(ValueError, match="max_buffered_inbound"):
+        WebSocketStream(nothing, nothing, client=False, subprotocol=None, max_buffered_inbound=0)
+    ws = WebSocketStream(nothing, nothing, client=False, subprotocol=None, max_buffered_inbound=1024)
+    assert ws.max_buffered_inbound == 1024
+    assert WebSocketStream(nothing, nothing, client=False, subprotocol=None).max_buffered_inbound == 65536
