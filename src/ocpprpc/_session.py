@@ -229,15 +229,16 @@ class InboundBudget:
         """Whether readers with CALLs of their own queued should pause."""
         return self.used >= self.limit
 
-    def take(self, size: int) -> None:
-        self.used += size
-
     def give_back(self, size: int) -> None:
         self.used -= size
         if self._waiters and self.used < self.limit:
-            waiters, self._waiters = self._waiters, []
-            for event in waiters:
-                event.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake every reader paused on the budget (each checks again whether it may read)."""
+        waiters, self._waiters = self._waiters, []
+        for event in waiters:
+            event.set()
 
     def _wait_with(self, event: anyio.Event) -> None:
         self._waiters.append(event)
@@ -877,12 +878,13 @@ class Session:
                 for event in conn.events():
                     # The hot events inline (no coroutine per message); the rest below.
                     if isinstance(event, (Call, Send)):
-                        route = self._dispatch(event, len(text))
+                        size = len(text)
+                        route = self._dispatch(event, size)
                         if route is not _QUEUED:
                             if route is _REFUSED:
                                 await self._refuse(event)
                             else:
-                                await self._run_inline(event, route, len(text))
+                                await self._run_inline(event, route, size)
                     elif isinstance(event, (CallResult, CallError)):
                         pending = self._pending.get(event.message_id)
                         if pending is not None:
@@ -1059,7 +1061,7 @@ class Session:
         size = work[3]
         self._queued_bytes += size
         if self.inbound_budget is not None:
-            self.inbound_budget.take(size)
+            self.inbound_budget.used += size  # take(), inlined: every queued CALL's path
         if self._idle:
             self._idle.pop().set()
         elif self._workers < self._max_workers:
@@ -1087,7 +1089,10 @@ class Session:
                 finally:
                     self._active_handlers -= 1
                     if budget is not None:
-                        budget.give_back(work[3])
+                        # give_back(), inlined: every queued CALL's path.
+                        budget.used -= work[3]
+                        if budget._waiters and budget.used < budget.limit:
+                            budget._wake()
                         if self._room is not None:
                             self._room.set()  # the reader may be paused on the budget
                     self._check_drained()
