@@ -32,6 +32,8 @@ async def main() -> None:
             router=csms,
             max_concurrent_handlers=2,  # handlers at work per station
             max_queued_calls=8,  # then the CSMS stops reading that station
+            max_queued_bytes=64 * 1024,  # or once their text reaches 64 KiB
+            inbound_budget=16 * 1024 * 1024,  # all stations' queued and running CALLs together
             send_timeout=30,  # a station that stopped reading: dropped after 30 s stuck
             keepalive=ocpprpc.Keepalive(interval=30, timeout=10),
         ) as server,

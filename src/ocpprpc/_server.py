@@ -39,7 +39,7 @@ from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
 from ._router import Router
 from ._rules import Role
-from ._session import Session
+from ._session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
 from ._tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
 from ._transport import ConnectionLost
 from ._websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
@@ -132,6 +132,10 @@ class Server:
         free (TCP holds the station back).  ``None``: no bound.  See
         :class:`Session` for how this avoids deadlock when a handler calls the
         station back.
+    :param inbound_budget: bytes of text the CALLs of all stations together may
+        hold while queued or being handled (default 64 MiB); while it is spent a
+        station with a CALL already queued is not read (TCP holds it back), one
+        with none queued still is.  ``None``: no budget.
     :param send_timeout: seconds a station that stopped reading gets once more
         than 64 KiB wait to be sent to it: then it is dropped (1006, "peer
         stopped reading") with a warning.  ``None``: no limit (what is buffered
@@ -177,6 +181,7 @@ class Server:
         keepalive: Keepalive | None = None,
         max_queued_calls: int | None = 256,
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        inbound_budget: int | None = DEFAULT_INBOUND_BUDGET,
         require_boot: bool = False,
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
@@ -212,6 +217,7 @@ class Server:
         self.keepalive = keepalive
         self.max_queued_calls = max_queued_calls
         self.send_timeout = send_timeout
+        self.inbound_budget = None if inbound_budget is None else InboundBudget(inbound_budget)
         self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
         self._session_router: Router = self.router
         if require_boot or self.replay_cache is not None:
@@ -459,6 +465,7 @@ class Server:
                 data=dict(accept.data),
                 close_timeout=self.close_timeout,
                 max_queued_calls=self.max_queued_calls,
+                inbound_budget=self.inbound_budget,
                 on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
                 **options,
                 **self.session_options,

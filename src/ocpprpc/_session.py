@@ -35,7 +35,24 @@ the reader, which matters to a CSMS holding thousands; bench/README.md, W4.)
 Backpressure: the reader stops reading while ``max_queued_calls`` CALLs wait
 in the queue (every worker busy), and reads on once a worker takes one; the
 unread bytes stay in the kernel, whose TCP flow control then stops the peer.
-One compare per message costs the hot path nothing.  Pausing the reader has
+The queue is bounded in bytes as well (``max_queued_bytes``, the text size of
+the queued CALLs): a count alone lets a peer that sends large, well-compressed
+messages pin hundreds of megabytes (256 CALLs of a few KB each parse into
+tens of KB of Python objects apiece).  Either bound pauses the reader, but only
+while something is queued: a CALL bigger than the byte bound is still taken
+when the queue is empty, so no message size can stall a connection.
+
+Across sessions (a server's stations), an :class:`InboundBudget` bounds the
+bytes of CALLs queued or being handled.  A reader pauses on it only while its
+session already has a CALL of its own in hand (queued or in a handler), and
+reads on when one of its handlers finishes or the budget has room again: a
+station with nothing in hand is always read, so a flood never starves a
+well-behaved station, and the total stays within the budget plus about one
+message per connection.  Nobody is refused or dropped for the budget; the stations that
+send most simply wait on TCP.
+
+The checks cost the hot path one truth test of the queue per message (it is
+empty whenever handlers keep up).  Pausing the reader has
 one danger: a handler (or any task) waiting for the answer to *our* CALL needs
 the reader, and that answer sits behind the CALLs we stopped reading.  So the
 reader does not pause while one of our calls awaits its answer; it reads on,
@@ -101,7 +118,15 @@ from ._rules import ErrorCode
 from ._transport import CloseReason, ConnectionLost, MessageStream
 from ._validation import convert
 
-__all__ = ["CallTimeout", "InvalidResponseError", "MessageHook", "Session"]
+__all__ = [
+    "DEFAULT_INBOUND_BUDGET",
+    "DEFAULT_MAX_QUEUED_BYTES",
+    "CallTimeout",
+    "InboundBudget",
+    "InvalidResponseError",
+    "MessageHook",
+    "Session",
+]
 
 log = logging.getLogger("ocpprpc.session")
 
@@ -163,6 +188,66 @@ class InvalidResponseError(Exception):
         super().__init__(f"invalid answer to {action} ({message_id}): {code.value}: {description}")
 
 
+#: Bytes of text the CALLs waiting for a handler may hold per session: four messages
+#: of the default maximum size (64 KiB).  OCPP-J peers keep one CALL in flight, so only
+#: a peer that pipelines ever reaches it, and TCP then holds it back; parsed, the text
+#: takes a few times its size, so this keeps a connection's queue to a few MiB.
+DEFAULT_MAX_QUEUED_BYTES = 256 * 1024
+
+#: A server's :class:`InboundBudget`: 64 MiB of text, a few hundred MiB parsed.  Honest
+#: stations hold one CALL each (a few KB), so ten thousand of them stay far below it;
+#: only floods reach it, and then wait on TCP.
+DEFAULT_INBOUND_BUDGET = 64 * 1024 * 1024
+
+
+class InboundBudget:
+    """A byte budget for inbound CALLs queued or being handled, shared by sessions (a server's).
+
+    A session takes a CALL's size (its text) when it queues the CALL for a
+    worker and gives it back when the handler is done.  A reader pauses on the
+    budget only while its session has a CALL of its own in hand (see the
+    :mod:`module docstring <ocpprpc._session>`), so no connection starves and
+    the total stays within ``limit`` plus about one message per connection.
+
+    :param limit: bytes of text; ``Server(inbound_budget=...)`` makes one.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the inbound budget must be positive")
+        self.limit = limit
+        #: Bytes taken now by every session sharing the budget.
+        self.used = 0
+        # The wake-up events of readers paused on the budget.
+        self._waiters: list[anyio.Event] = []
+
+    def __repr__(self) -> str:
+        return f"<InboundBudget {self.used}/{self.limit} bytes>"
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether readers with CALLs of their own queued should pause."""
+        return self.used >= self.limit
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+        if self._waiters and self.used < self.limit:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake every reader paused on the budget (each checks again whether it may read)."""
+        waiters, self._waiters = self._waiters, []
+        for event in waiters:
+            event.set()
+
+    def _wait_with(self, event: anyio.Event) -> None:
+        self._waiters.append(event)
+
+    def _forget(self, event: anyio.Event) -> None:
+        if event in self._waiters:
+            self._waiters.remove(event)
+
+
 #: Workers per session when a shared :class:`anyio.CapacityLimiter` has no finite bound.
 _MAX_WORKERS = 1024
 
@@ -206,9 +291,10 @@ _QUEUED: Final = _Handoff.QUEUED
 #: ``Session._dispatch()``: the queue is full and the reader may not pause: refuse the CALL.
 _REFUSED: Final = _Handoff.REFUSED
 
-#: An inbound CALL for a worker: the message, its route, and, for an inline handler
-#: that returned an awaitable, the context it ran in and that awaitable.
-_Work: TypeAlias = tuple[Call | Send, Route | None, tuple[contextvars.Context, Awaitable[Any]] | None]
+#: An inbound CALL for a worker: the message, its route, for an inline handler
+#: that returned an awaitable the context it ran in and that awaitable, and the
+#: size of the message's text (for ``max_queued_bytes`` and the inbound budget).
+_Work: TypeAlias = tuple[Call | Send, Route | None, tuple[contextvars.Context, Awaitable[Any]] | None, int]
 
 
 class _Pending:
@@ -251,6 +337,14 @@ class Session:
         calls awaits its answer it reads on and answers CALLs beyond the bound
         with an ``InternalError`` CALLERROR instead (see the module docstring).
         ``None``: no bound.
+    :param max_queued_bytes: the same bound in bytes: the text size of the
+        queued CALLs (default 256 KiB).  The reader pauses at it while at least
+        one CALL is queued, so a bigger CALL is still taken when none waits.
+        ``None``: no bound.
+    :param inbound_budget: an :class:`InboundBudget` shared with other sessions
+        (a server passes its own): bytes of CALLs queued or being handled across
+        all of them.  While it is spent the reader pauses if a CALL of this
+        session is queued or being handled; nothing is refused for it.
     :param known_actions: actions this protocol version defines; one of these
         without a handler is answered ``NotSupported``, any other unhandled action
         ``NotImplemented``.  Default: none known.
@@ -270,6 +364,8 @@ class Session:
     _room: anyio.Event | None = None
     _pauses = 0
     _refused = 0
+    #: Text bytes of the CALLs in the queue.
+    _queued_bytes = 0
 
     def __init__(
         self,
@@ -283,6 +379,8 @@ class Session:
         max_concurrent_handlers: int | anyio.CapacityLimiter = 16,
         ordered_handlers: bool = False,
         max_queued_calls: int | None = 256,
+        max_queued_bytes: int | None = DEFAULT_MAX_QUEUED_BYTES,
+        inbound_budget: InboundBudget | None = None,
         known_actions: Container[str] = frozenset(),
         unvalidated_actions: MutableSet[str] | None = None,
         close_timeout: float = 5,
@@ -316,6 +414,10 @@ class Session:
         if max_queued_calls is not None and max_queued_calls < 1:
             raise ValueError("max_queued_calls must be at least 1 (or None for no bound)")
         self._max_queued = sys.maxsize if max_queued_calls is None else max_queued_calls
+        if max_queued_bytes is not None and max_queued_bytes < 1:
+            raise ValueError("max_queued_bytes must be at least 1 (or None for no bound)")
+        self._max_queued_bytes = sys.maxsize if max_queued_bytes is None else max_queued_bytes
+        self.inbound_budget = inbound_budget
         self._pending: dict[str, _Pending] = {}
         self._close_reason: CloseReason | None = None
         self._entered = False
@@ -468,6 +570,16 @@ class Session:
         """Inbound CALLs waiting for a handler worker (at most ``max_queued_calls``)."""
         return len(self._inbox)
 
+    @property
+    def max_queued_bytes(self) -> int | None:
+        """Text bytes the CALLs waiting for a handler worker may hold (``None``: no bound)."""
+        return None if self._max_queued_bytes == sys.maxsize else self._max_queued_bytes
+
+    @property
+    def queued_bytes(self) -> int:
+        """Text bytes of the inbound CALLs waiting for a handler worker."""
+        return self._queued_bytes
+
     def __repr__(self) -> str:
         return f"<Session {self.identity or '?'} {self.connection.role.value} {self.protocol}>"
 
@@ -541,10 +653,14 @@ class Session:
             for event in self.connection.events():
                 if isinstance(event, ConnectionClosed) and event.unanswered_inbound:
                     log.info("%s: closed with %d CALL(s) unanswered", self, len(event.unanswered_inbound))
-        for _, _, started in self._inbox:
+        budget = self.inbound_budget
+        for _, _, started, size in self._inbox:
             if started is not None and inspect.iscoroutine(started[1]):
                 started[1].close()  # never to be awaited; no "never awaited" warning
+            if budget is not None:
+                budget.give_back(size)
         self._inbox.clear()
+        self._queued_bytes = 0
         log.info("%s: closed, %s", self, reason)
         self._check_closed()
 
@@ -749,10 +865,10 @@ class Session:
         stream = self.stream
         conn = self.connection
         inbox = self._inbox
-        limit = self._max_queued
+        budget = self.inbound_budget
         try:
             while True:
-                if inbox and len(inbox) >= limit:
+                if (inbox or (budget is not None and budget.used >= budget.limit)) and self._full():
                     await self._make_room()
                 text = await stream.receive()
                 if self.on_message is not None:
@@ -762,12 +878,13 @@ class Session:
                 for event in conn.events():
                     # The hot events inline (no coroutine per message); the rest below.
                     if isinstance(event, (Call, Send)):
-                        route = self._dispatch(event)
+                        size = len(text)
+                        route = self._dispatch(event, size)
                         if route is not _QUEUED:
                             if route is _REFUSED:
                                 await self._refuse(event)
                             else:
-                                await self._run_inline(event, route)
+                                await self._run_inline(event, route, size)
                     elif isinstance(event, (CallResult, CallError)):
                         pending = self._pending.get(event.message_id)
                         if pending is not None:
@@ -822,7 +939,9 @@ class Session:
 
     # -- handling inbound calls ------------------------------------------------------------
 
-    def _dispatch(self, message: Call | Send) -> Route | Literal[_Handoff.QUEUED, _Handoff.REFUSED] | None:
+    def _dispatch(
+        self, message: Call | Send, size: int
+    ) -> Route | Literal[_Handoff.QUEUED, _Handoff.REFUSED] | None:
         """Queue *message* for a worker, or return its route for the reader to run inline.
 
         Inline means: a plain-function handler (or none at all), and the reader
@@ -832,7 +951,7 @@ class Session:
         workers, a pipelined burst leaves in one write instead of one per answer.
         Returns ``_QUEUED`` otherwise (also when closing: nothing to do), or
         ``_REFUSED`` when the queue is full (the reader did not pause because one
-        of our calls awaits its answer).
+        of our calls awaits its answer).  *size* is the length of the message's text.
         """
         if self._closing:
             log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
@@ -848,14 +967,27 @@ class Session:
             and (self._limiter is None or self._borrow())
         ):
             return route
-        if len(self._inbox) >= self._max_queued:
+        inbox = self._inbox
+        if inbox and (len(inbox) >= self._max_queued or self._queued_bytes >= self._max_queued_bytes):
             self._active_handlers -= 1
             return _REFUSED
-        self._enqueue((message, route, None))
+        self._enqueue((message, route, None, size))
         return _QUEUED
 
+    def _full(self) -> bool:
+        """Whether the reader should pause: a bound of its own, or the shared budget, is reached.
+
+        The budget stops only a session with a CALL of its own queued or being
+        handled: one with nothing in hand is always read (nobody starves).
+        """
+        inbox = self._inbox
+        if inbox and (len(inbox) >= self._max_queued or self._queued_bytes >= self._max_queued_bytes):
+            return True
+        budget = self.inbound_budget
+        return budget is not None and budget.used >= budget.limit and self._active_handlers > 0
+
     async def _make_room(self) -> None:
-        """Backpressure: the queue is full; stop reading until a worker takes a CALL.
+        """Backpressure: the queue is full or the budget spent; stop reading until that changes.
 
         Not while one of our calls awaits its answer, which the reader must
         deliver (the module docstring); a call made while paused wakes it.
@@ -863,14 +995,26 @@ class Session:
         if self._pending:
             return
         self._pauses += 1
+        budget = self.inbound_budget
+        spent = budget is not None and budget.exhausted
         (log.warning if self._pauses == 1 else log.debug)(
-            "%s: %d CALLs waiting for a handler; not reading from the peer until one is taken",
+            "%s: %d CALLs waiting for a handler (%d bytes%s); not reading from the peer until one is taken",
             self,
             len(self._inbox),
+            self._queued_bytes,
+            f"; inbound budget spent: {budget.used}/{budget.limit}" if spent and budget else "",
         )
-        while len(self._inbox) >= self._max_queued and not self._pending:
+        while self._full() and not self._pending:
             room = self._room = anyio.Event()
-            await room.wait()
+            if budget is None:
+                await room.wait()
+                continue
+            # Woken by a worker of ours taking a CALL, a call of ours, or the budget freed.
+            budget._wait_with(room)
+            try:
+                await room.wait()
+            finally:
+                budget._forget(room)
         self._room = None
 
     async def _refuse(self, message: Call | Send) -> None:
@@ -914,6 +1058,10 @@ class Session:
 
     def _enqueue(self, work: _Work) -> None:
         self._inbox.append(work)
+        size = work[3]
+        self._queued_bytes += size
+        if self.inbound_budget is not None:
+            self.inbound_budget.used += size  # take(), inlined: every queued CALL's path
         if self._idle:
             self._idle.pop().set()
         elif self._workers < self._max_workers:
@@ -924,10 +1072,12 @@ class Session:
     async def _worker(self) -> None:
         inbox = self._inbox
         limiter = self._limiter
+        budget = self.inbound_budget
         context = contextvars.copy_context()
         while True:
             while inbox:
                 work = inbox.pop(0)
+                self._queued_bytes -= work[3]
                 if self._room is not None:
                     self._room.set()  # the reader was paused on a full queue
                 try:
@@ -938,20 +1088,27 @@ class Session:
                             await self._work(context, work)
                 finally:
                     self._active_handlers -= 1
+                    if budget is not None:
+                        # give_back(), inlined: every queued CALL's path.
+                        budget.used -= work[3]
+                        if budget._waiters and budget.used < budget.limit:
+                            budget._wake()
+                        if self._room is not None:
+                            self._room.set()  # the reader may be paused on the budget
                     self._check_drained()
             wake = anyio.Event()
             self._idle.append(wake)
             await wake.wait()
 
     def _work(self, context: contextvars.Context, work: _Work) -> Awaitable[None]:
-        message, route, started = work
+        message, route, started, _ = work
         if started is None:
             # A fresh copy per CALL: what the handler sets stays with that CALL.
             return _run_in_context(context.copy(), self._handle(message, route))
         # An inline handler's awaitable, in the context the handler started in.
         return _run_in_context(started[0], self._finish(message, route, started[1]))
 
-    async def _run_inline(self, message: Call | Send, route: Route | None) -> None:
+    async def _run_inline(self, message: Call | Send, route: Route | None, size: int) -> None:
         """Run a plain-function handler in the reader task and write its answer.
 
         The handler runs in a fresh copy of the context, as in a worker.  If it
@@ -975,7 +1132,7 @@ class Session:
                 return
             if inspect.isawaitable(result):
                 requeued = True
-                self._enqueue((message, route, (context, result)))
+                self._enqueue((message, route, (context, result), size))
                 return
             await self._finish_result(message, route, result)
         finally:

@@ -26,6 +26,18 @@ before it is written, ``receive()`` reports the loss.  Automatic replies the
 codec queued (pong, close echo) ride along with the next write or are flushed
 by the reader.
 
+A peer that compresses
+----------------------
+Without permessage-deflate one read of at most 64 KiB decodes to at most 64 KiB
+of text.  With it, the same read may inflate a hundredfold (450 OCPP messages
+of a few KB each is typical for a flood of similar CALLs), all decoded before
+the session above could pause.  So a compressed read is fed to the codec in
+``_INFLATE_SLICE`` slices, and once the text decoded from it reaches
+``max_buffered_inbound`` (64 KiB) the rest stays compressed in
+``_undecoded`` until the text is taken; the next ``receive()`` decodes from
+there before it reads the socket again.  A paused session thus leaves at most
+the bound (plus one slice's worth) decoded, and TCP holds the peer back.
+
 A peer that stops reading
 -------------------------
 :attr:`WebSocketStream.unsent` counts the bytes queued or being written and
@@ -84,9 +96,9 @@ import anyio
 import anyio.abc
 
 from ._transport import CloseReason, MessageStream
-from ._wsproto_codec import CloseReceived, PongReceived, ProtocolFailure, WebSocketCodec
+from ._wsproto_codec import CloseReceived, CodecEvent, PongReceived, ProtocolFailure, WebSocketCodec
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "DEFAULT_SEND_TIMEOUT", "WebSocketStream"]
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "DEFAULT_MAX_BUFFERED_INBOUND", "DEFAULT_SEND_TIMEOUT", "WebSocketStream"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +108,15 @@ log = logging.getLogger(__name__)
 DEFAULT_CLOSE_TIMEOUT = 10.0
 
 _RECEIVE_SIZE = 65536
+
+#: Decoded text one read may leave waiting in a compressed stream: what one
+#: uncompressed read can deliver at most, so compression changes nothing here.
+DEFAULT_MAX_BUFFERED_INBOUND = _RECEIVE_SIZE
+
+#: With permessage-deflate, how much of a read the codec is fed at a time.  Deflate
+#: inflates at most ~1032:1, so one slice adds at most ~1 MiB past the bound (a
+#: few KB in practice); 1 KiB keeps the codec calls per 64 KiB read at 64.
+_INFLATE_SLICE = 1024
 
 #: How long a sender waiting for the writer lets it go without progress before
 #: the peer counts as not reading: nginx's ``send_timeout`` (the time allowed
@@ -126,7 +147,17 @@ class WebSocketStream(MessageStream):
         (1006); ``None``: wait as long as it takes.  Settable later
         (:attr:`send_timeout`).
     :param identity: the station identity, for log messages.
+    :param max_buffered_inbound: with permessage-deflate, the decoded text (in
+        characters) one read may leave waiting for ``receive()``; the rest of
+        the read stays compressed until it is taken (see the module docstring).
+        Settable later (:attr:`max_buffered_inbound`).
     """
+
+    #: Decoded text a compressed read may leave waiting (see the module docstring).
+    max_buffered_inbound: int = DEFAULT_MAX_BUFFERED_INBOUND
+    # Compressed bytes read but not yet decoded; class defaults, so that an idle
+    # connection pays nothing for them (W4 in bench/README.md).
+    _undecoded: bytes = b""
 
     def __init__(
         self,
@@ -139,7 +170,10 @@ class WebSocketStream(MessageStream):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         identity: str | None = None,
+        max_buffered_inbound: int = DEFAULT_MAX_BUFFERED_INBOUND,
     ) -> None:
+        if max_buffered_inbound < 1:
+            raise ValueError("max_buffered_inbound must be positive")
         self._stream = stream
         self._codec = codec
         self._client = client
@@ -173,6 +207,8 @@ class WebSocketStream(MessageStream):
         # Frames may have arrived in the same read as the end of the HTTP upgrade;
         # the codec holds them until fed, so the first read starts by feeding nothing.
         self._unprimed = True
+        if max_buffered_inbound != DEFAULT_MAX_BUFFERED_INBOUND:
+            self.max_buffered_inbound = max_buffered_inbound
         #: Keepalive hooks (:mod:`ocpprpc._keepalive`): called with each pong's
         #: payload, and a count of reads that brought data (proof of life).
         self.on_pong: Callable[[bytes], None] | None = None
@@ -321,6 +357,10 @@ class WebSocketStream(MessageStream):
             self._unprimed = False
             await self._process(b"")
             return
+        if self._undecoded:
+            data, self._undecoded = self._undecoded, b""
+            await self._process(data)
+            return
         try:
             data = await self._stream.receive(_RECEIVE_SIZE)
         except anyio.EndOfStream:
@@ -336,7 +376,11 @@ class WebSocketStream(MessageStream):
         """Feed bytes to the codec and act on the result (read lock held)."""
         control = False
         ended = False
-        for event in self._codec.receive_data(data):
+        if self._compression and len(data) > _INFLATE_SLICE:
+            events = self._decode_bounded(data)
+        else:
+            events = self._codec.receive_data(data)
+        for event in events:
             if type(event) is str:
                 if not self._closed_by_us:
                     # After our close frame the peer's data is no longer wanted (RFC 6455 1.4).
@@ -370,6 +414,24 @@ class WebSocketStream(MessageStream):
                     await self._close_transport()
         elif control:
             await self._flush()
+
+    def _decode_bounded(self, data: bytes) -> list[CodecEvent]:
+        """Decode a compressed read slice by slice, keeping the rest once enough text is decoded."""
+        receive = self._codec.receive_data
+        limit = self.max_buffered_inbound
+        events: list[CodecEvent] = []
+        decoded = 0
+        for start in range(0, len(data), _INFLATE_SLICE):
+            end = start + _INFLATE_SLICE
+            part = receive(data[start:end])
+            for event in part:
+                if type(event) is str:
+                    decoded += len(event)
+            events += part
+            if decoded >= limit:
+                self._undecoded = data[end:]
+                break
+        return events
 
     async def _flush(self) -> None:
         """Write the codec's automatic replies, if any (pongs, close frames)."""
