@@ -1,1 +1,0 @@
-"""Tests of the CSMS protection layer: rate limits, admission, security events."""
