@@ -35,6 +35,7 @@ from ._handshake import (
 from ._keepalive import keepalive as _keepalive
 from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
+from ._quirks import QuirksArg, as_quirks
 from ._router import Router
 from ._rules import Role
 from ._session import Session
@@ -138,6 +139,8 @@ class Server:
         (identity -> accepted); persist it to survive a CSMS restart.
     :param replay_cache: remember the answers to each station's last N CALLs and
         answer a repeated message id from memory (handlers see each message once).
+    :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
+        repairing known non-conformant payloads before validation (docs: quirks).
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -167,6 +170,7 @@ class Server:
         require_boot: bool = False,
         boot_registry: MutableMapping[str, bool] | None = None,
         replay_cache: int | ReplayCache | None = None,
+        quirks: QuirksArg = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -178,6 +182,7 @@ class Server:
         self.on_connect = on_connect
         self.ssl_context = ssl_context
         self.validation = validation
+        self.quirks = as_quirks(quirks)  # one registry: it remembers stations across reconnects
         self.duplicate = DuplicatePolicy(duplicate)
         self.handshake_timeout = handshake_timeout
         self.compression = compression
@@ -344,6 +349,8 @@ class Server:
                 max_outstanding_calls=self.max_outstanding_calls,
                 detailed_errors=self.detailed_errors,
                 max_bad_messages=self.max_bad_messages,
+                quirks=self.quirks,
+                identity=identity,
             )
             session = Session(
                 websocket,
