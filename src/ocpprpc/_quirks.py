@@ -376,27 +376,18 @@ class DropUnknown(Repair):
         return Outcome.REPAIRED, "dropped " + _short(unknown)
 
 
-def _unwrap(info: mi.Type) -> mi.Type:
-    """The object or array inside an optional/union type (``Foo | None``)."""
-    if isinstance(info, mi.UnionType):
-        for member in info.types:
-            if isinstance(member, mi.StructType | mi.ListType):
-                return member
-    return info
-
-
 @functools.lru_cache(maxsize=256)
 def _known_names(payload_type: type, segments: tuple[str, ...]) -> frozenset[str] | None:
     """The member names the schema gives the object at *segments* (``None``: not a closed object)."""
-    info = _unwrap(mi.type_info(payload_type))
+    info = mi.type_info(payload_type)
     for segment in segments:
         if isinstance(info, mi.ListType) and (segment == WILDCARD or _INDEX.fullmatch(segment)):
-            info = _unwrap(info.item_type)
+            info = info.item_type
         elif isinstance(info, mi.StructType):
             fields = {f.encode_name: f.type for f in info.fields}
             if segment not in fields:
                 return None
-            info = _unwrap(fields[segment])
+            info = fields[segment]
         else:
             return None
     if not isinstance(info, mi.StructType):
