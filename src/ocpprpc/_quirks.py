@@ -111,19 +111,31 @@ def _children(node: Any, segment: str) -> list[tuple[Any, Any]] | None:
     return None
 
 
-@dataclass(slots=True)
 class _Place:
     """One place a path selected: ``parent[key]`` is ``value`` (no parent for the root)."""
 
-    parent: Any
-    key: Any
-    value: Any
-    where: str
+    __slots__ = ("key", "parent", "up", "value")
+
+    def __init__(self, parent: Any, key: Any, value: Any, up: _Place | None) -> None:
+        self.parent = parent
+        self.key = key
+        self.value = value
+        self.up = up  # the place of the parent, for the log's concrete path
+
+    @property
+    def where(self) -> str:
+        """The concrete path, e.g. ``/meterValue/0/sampledValue/1/measurand`` (only for the log)."""
+        keys = []
+        place: _Place | None = self
+        while place is not None and place.up is not None:
+            keys.append(str(place.key))
+            place = place.up
+        return "/" + "/".join(reversed(keys))
 
 
 def _locate(tree: Any, segments: tuple[str, ...]) -> tuple[list[_Place], int]:
     """Every place *segments* select in *tree*, and how many branches found nothing."""
-    places = [_Place(None, None, tree, "")]
+    places = [_Place(None, None, tree, None)]
     missing = 0
     for segment in segments:
         found = []
@@ -132,8 +144,8 @@ def _locate(tree: Any, segments: tuple[str, ...]) -> tuple[list[_Place], int]:
             if children is None:
                 missing += 1
                 continue
-            for key, child in children:
-                found.append(_Place(place.value, key, child, f"{place.where}/{key}"))
+            parent = place.value
+            found += [_Place(parent, key, child, place) for key, child in children]
         places = found
     return places, missing
 
@@ -188,7 +200,7 @@ class Repair:
             if outcome is Outcome.REPAIRED:
                 repaired += 1
                 if first is None:
-                    first = f"{place.where or '/'}: {note}"
+                    first = f"{place.where}: {note}"
             elif outcome is Outcome.NOT_APPLICABLE:
                 not_applicable += 1
         return RepairReport(self, repaired, not_applicable, first)
