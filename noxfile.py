@@ -37,7 +37,7 @@ TRANSPORT = [
 ]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
-TYPED = ["_messages", "_schema", "_validation"]
+TYPED = ["_messages", "_schema", "_validation", "_quirks"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.

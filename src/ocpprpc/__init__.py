@@ -64,6 +64,23 @@ from ._validation import (
 )
 
 # isort: split
+# -- vendor quirk profiles (issue 14) --
+from ._quirks import (
+    Coerce,
+    Drop,
+    DropUnknown,
+    MapEnum,
+    Match,
+    Prefix,
+    QuirkProfile,
+    Quirks,
+    Repair,
+    RepairReport,
+    StationQuirks,
+    Truncate,
+)
+
+# isort: split
 # -- area S: the RPC session (anyio) ------------------------------------------------------
 # The session and transport modules import anyio.  They load on first use (PEP 562), so
 # ``import ocpprpc`` stays free of I/O libraries for users of the sans-IO engine alone.
@@ -349,6 +366,19 @@ __all__ = (
     "protocol_types",
     "register_protocol",
     "schema_path",
+    # -- vendor quirk profiles (issue 14) --
+    "Coerce",
+    "Drop",
+    "DropUnknown",
+    "MapEnum",
+    "Match",
+    "Prefix",
+    "QuirkProfile",
+    "Quirks",
+    "Repair",
+    "RepairReport",
+    "StationQuirks",
+    "Truncate",
     # -- area S: the RPC session --
     "CallContext",
     "CallTimeout",

@@ -20,6 +20,7 @@ from ._handshake import (
 from ._keepalive import keepalive as _keepalive
 from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
+from ._quirks import QuirksArg
 from ._router import Router
 from ._rules import Role
 from ._session import Session
@@ -56,6 +57,7 @@ async def connect(
     keepalive: Keepalive | None = None,
     max_queued_calls: int | None = 256,
     send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+    quirks: QuirksArg = None,
     **session_options: Any,
 ) -> AsyncIterator[Session]:
     """Connect as charging station *identity* and run a session until the block ends.
@@ -99,6 +101,8 @@ async def connect(
     :param send_timeout: seconds the CSMS gets to take our bytes once more than
         64 KiB wait for it, before the link is dropped (1006, "peer stopped
         reading"); ``None``: no limit.
+    :param quirks: vendor quirk profiles repairing the CSMS's non-conformant
+        payloads before validation (docs: quirks).
     :param session_options: further :class:`Session` options (``call_timeout``,
         ``max_concurrent_handlers``, ``ordered_handlers``, ``on_message``, ...).
 
@@ -133,6 +137,7 @@ async def connect(
             detailed_errors=detailed_errors,
             max_bad_messages=max_bad_messages,
             max_queued_calls=max_queued_calls,
+            quirks=quirks,
             **session_options,
         )
     except BaseException:
@@ -174,5 +179,7 @@ def station_session(
     protocol = stream.subprotocol
     assert protocol is not None  # open_websocket refuses a server that picks none
     engine = {name: options.pop(name) for name in _ENGINE_OPTIONS & options.keys()}
-    connection, parts = session_parts(Role.CHARGING_STATION, protocol, validation, **engine)
+    connection, parts = session_parts(
+        Role.CHARGING_STATION, protocol, validation, identity=identity, **engine
+    )
     return Session(stream, connection, router=router, identity=identity, **parts, **options)

@@ -4,7 +4,8 @@ Client and server both end up with a WebSocket speaking some subprotocol; this
 module turns "protocol + validation setting" into the engine (with the right
 payload codec) and the session options that depend on the protocol: which
 actions it defines (``NotSupported`` vs ``NotImplemented``) and the set through
-which handlers opt out of validation.
+which handlers opt out of validation.  Vendor quirk profiles attach here too:
+the codec of a validating connection gets the quirks of the station it talks to.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from ._codec import JsonObjectCodec, PayloadCodec
 from ._connection import Connection
+from ._quirks import QuirksArg, as_quirks
 from ._rules import Role
 from ._validation import ValidationPolicy, codec_for, protocol_types
 
@@ -59,8 +61,15 @@ def session_parts(
     max_outstanding_calls: int | None = None,
     detailed_errors: bool = False,
     max_bad_messages: int | None = None,
+    quirks: QuirksArg = None,
+    identity: str = "",
 ) -> tuple[Connection, dict[str, Any]]:
-    """The engine for one connection, and the protocol-dependent :class:`Session` options."""
+    """The engine for one connection, and the protocol-dependent :class:`Session` options.
+
+    *quirks* (profiles, or a :class:`~ocpprpc.Quirks` shared by every connection so
+    that it remembers stations) repair what *identity* sends before it is validated;
+    without validation they have nothing to do.
+    """
     policy = _policy(validation)
     codec: PayloadCodec
     known: Collection[str]
@@ -71,6 +80,9 @@ def session_parts(
         codec, known, unvalidated = JsonObjectCodec(), frozenset(), set[str]()
     else:
         codec, known, unvalidated = schema_codec, schema_codec.known_actions, policy.handler_opt_outs
+        registry = as_quirks(quirks)
+        if registry is not None and not schema_codec.plain:
+            schema_codec.use_quirks(registry.bind(identity, protocol))
     connection = Connection(
         role,
         protocol,

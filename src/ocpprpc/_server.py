@@ -37,6 +37,7 @@ from ._handshake import (
 from ._keepalive import keepalive as _keepalive
 from ._policies import Keepalive
 from ._protocols import ValidationArg, check_protocols, session_parts
+from ._quirks import QuirksArg, as_quirks
 from ._router import Router
 from ._rules import Role
 from ._session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
@@ -155,6 +156,8 @@ class Server:
         ``handshake_timeout``, TLS included) and closed.  ``None`` (default): no
         limit but the process's file descriptors (running out of those is
         survived: accepting pauses 100 ms at a time, with a rate-limited warning).
+    :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
+        repairing known non-conformant payloads before validation (docs: quirks).
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -187,6 +190,7 @@ class Server:
         replay_cache: int | ReplayCache | None = None,
         identity_check: IdentityCheck = check_identity,
         max_connections: int | None = None,
+        quirks: QuirksArg = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -198,6 +202,7 @@ class Server:
         self.on_connect = on_connect
         self.ssl_context = ssl_context
         self.validation = validation
+        self.quirks = as_quirks(quirks)  # one registry: it remembers stations across reconnects
         self.duplicate = DuplicatePolicy(duplicate)
         self.handshake_timeout = handshake_timeout
         self.compression = compression
@@ -456,6 +461,8 @@ class Server:
                 max_outstanding_calls=self.max_outstanding_calls,
                 detailed_errors=self.detailed_errors,
                 max_bad_messages=self.max_bad_messages,
+                quirks=self.quirks,
+                identity=identity,
             )
             session = Session(
                 websocket,

@@ -32,6 +32,14 @@ they are hit:
 * 2.x date-times go out with at most 3 fractional digits: only when the
   encoded bytes contain a date-time with more digits is the payload re-encoded
   with each ``datetime`` truncated to milliseconds.
+
+Vendor quirk profiles (:mod:`ocpprpc._quirks`) plug in below the per-action
+decoder caches: a codec given a station's quirks (:meth:`SchemaCodec.use_quirks`)
+keeps separate caches for what it *receives*, and only for an action the
+active profile repairs (and for BootNotification, which may choose the
+profile) is the cached decoder one that reads plain JSON, repairs it, then
+converts it to the Struct.  The decode path itself is unchanged, so a codec
+whose station has no profile, or no repair for the action, costs what it did.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ import msgspec
 from ._codec import TRUSTED_CODECS, PayloadKind
 from ._errors import PayloadError
 from ._messages import ActionSpec, Direction
+from ._quirks import StationQuirks
 from ._rules import ErrorCode
 from ._schema import build_model, build_types, load_schemas, open_object_hook
 
@@ -389,6 +398,10 @@ class SchemaCodec:
         self._requests: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
         self._responses: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
         self._opt_outs = self.policy.handler_opt_outs  # the same (mutable) set
+        # What decode() uses: the same dicts, unless quirks repair what we receive.
+        self._in_requests = self._requests
+        self._in_responses = self._responses
+        self._quirks: StationQuirks | None = None
         self._digits: int | None = None
         #: No message of the protocol is ever validated: payloads are plain dicts
         #: (the engine then reads and writes them itself, see ``TRUSTED_CODECS``).
@@ -417,6 +430,72 @@ class SchemaCodec:
         (self._requests if kind is _REQUEST else self._responses)[action] = decode
         return decode
 
+    @property
+    def quirks(self) -> StationQuirks | None:
+        """The quirks of the station this codec's connection talks to (see :meth:`use_quirks`)."""
+        return self._quirks
+
+    def use_quirks(self, quirks: StationQuirks) -> None:
+        """Repair received payloads as *quirks*' active profile says, before validating them.
+
+        Only the payloads that are validated are repaired: repairs exist to get a
+        payload through validation, and unvalidated payloads reach the
+        application as they came.
+        """
+        self._quirks = quirks
+        self._in_requests = {}
+        self._in_responses = {}
+        quirks.on_change = self._forget_received
+
+    def _forget_received(self) -> None:
+        """The profile changed: choose the decoders of received payloads afresh."""
+        self._in_requests.clear()
+        self._in_responses.clear()
+
+    def _lookup_received(self, action: str, kind: PayloadKind) -> Callable[[bytes | memoryview], Any] | None:
+        """The decoder of a received payload: the validating one, wrapped if quirks apply to it."""
+        decode = self._lookup(action, kind)
+        quirks = self._quirks
+        if quirks is None:  # _lookup cached it in the shared dict
+            return decode
+        entry = self._entry(action, kind)
+        if decode is not None and entry is not None:
+            decode = self._repairing(action, kind, entry, decode, quirks)
+        (self._in_requests if kind is _REQUEST else self._in_responses)[action] = decode
+        return decode
+
+    def _repairing(
+        self,
+        action: str,
+        kind: PayloadKind,
+        entry: _Entry,
+        strict: Callable[[bytes | memoryview], Any],
+        quirks: StationQuirks,
+    ) -> Callable[[bytes | memoryview], Any]:
+        """*strict*, or a decoder that repairs the payload first if the profile has repairs for it."""
+        call = kind is _REQUEST
+        chooses = call and action == "BootNotification" and quirks.selects_on_boot
+        if not chooses and not quirks.repairs(action, call):
+            return strict
+
+        def decode(data: bytes | memoryview) -> Any:
+            try:
+                tree = _any_decoder.decode(data)
+            except RecursionError:  # nested too deep to repair: validation has its say
+                return strict(data)
+            if chooses:  # the raw fields choose the profile, then its repairs apply to this message
+                quirks.boot(tree)
+            repairs = quirks.repairs(action, call)
+            if not repairs or type(tree) is not dict:
+                return strict(data)
+            quirks.repair(action, call, tree, repairs, entry.type)
+            try:
+                return msgspec.convert(tree, entry.type, dec_hook=open_object_hook)
+            except msgspec.ValidationError as exc:
+                return _make_valid(entry, tree, exc)
+
+        return decode
+
     def _entry(self, action: str, kind: PayloadKind) -> _Entry | None:
         if not self.policy.applies(self.protocol, action):
             return None
@@ -427,9 +506,9 @@ class SchemaCodec:
     ) -> Any:
         if validate:
             try:
-                typed = (self._requests if kind is _REQUEST else self._responses)[action]
+                typed = (self._in_requests if kind is _REQUEST else self._in_responses)[action]
             except KeyError:
-                typed = self._lookup(action, kind)
+                typed = self._lookup_received(action, kind)
             # A handler's opt-out covers the CALL it receives.
             if typed is not None and not (self._opt_outs and kind is _REQUEST and action in self._opt_outs):
                 try:
@@ -487,17 +566,23 @@ class SchemaCodec:
         assert entry is not None  # a decoder failed, so there is one
         if not entry.integral_floats or not str(exc).startswith(_INT_GOT_FLOAT):
             raise payload_error(exc) from exc
-        tree = _any_decoder.decode(data)
-        while True:
-            _, path = _split(str(exc))
-            if not _make_integral(tree, path):
+        return _make_valid(entry, _any_decoder.decode(data), exc)
+
+
+def _make_valid(entry: _Entry, tree: Any, exc: msgspec.ValidationError) -> Any:
+    """*tree* converted to *entry*'s type after *exc*, fixing integral floats (draft 6) if that is all."""
+    if not entry.integral_floats or not str(exc).startswith(_INT_GOT_FLOAT):
+        raise payload_error(exc) from exc
+    while True:
+        _, path = _split(str(exc))
+        if not _make_integral(tree, path):
+            raise payload_error(exc) from exc
+        try:
+            return msgspec.convert(tree, entry.type, dec_hook=open_object_hook)
+        except msgspec.ValidationError as again:
+            exc = again
+            if not str(exc).startswith(_INT_GOT_FLOAT):
                 raise payload_error(exc) from exc
-            try:
-                return msgspec.convert(tree, entry.type, dec_hook=open_object_hook)
-            except msgspec.ValidationError as again:
-                exc = again
-                if not str(exc).startswith(_INT_GOT_FLOAT):
-                    raise payload_error(exc) from exc
 
 
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
