@@ -19,25 +19,32 @@ nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 # The sans-IO engine: held to 100% branch coverage.
-ENGINE = ["_codec", "_connection", "_errors", "_events", "_frames", "_rules"]
+ENGINE = [
+    "_engine/codec",
+    "_engine/connection",
+    "_engine/errors",
+    "_engine/events",
+    "_engine/frames",
+    "_engine/rules",
+]
 # The anyio session layer: reported on its own, gated lower (a few defensive paths,
 # such as a task group failing to start, are not worth contorting tests for).
-SESSION = ["_router", "_session", "testing"]
+SESSION = ["_rpc/router", "_rpc/session", "testing"]
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
 TRANSPORT = [
-    "_aio_stream",
-    "_handshake",
-    "_raw_stream",
-    "_tcp",
-    "_tls",
-    "_websocket",
-    "_ws_errors",
-    "_websockets_codec",
-    "_wsproto_codec",
+    "_ws/aio_stream",
+    "_ws/handshake",
+    "_ws/raw_stream",
+    "_ws/tcp",
+    "_ws/tls",
+    "_ws/websocket",
+    "_ws/errors",
+    "_ws/websockets_codec",
+    "_ws/wsproto_codec",
 ]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
-TYPED = ["_messages", "_schema", "_validation", "_quirks"]
+TYPED = ["_typed/messages", "_typed/schema", "_typed/validation", "_typed/quirks"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.

@@ -53,7 +53,7 @@ from typing import Any
 
 import anyio
 
-from ocpprpc._tcp import TcpStreamName
+from ocpprpc._ws.tcp import TcpStreamName
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import contextlib

@@ -20,7 +20,7 @@ a small fan-in (W3 in miniature).
 Byte streams (``--tcp-stream``): on asyncio each shape runs over ocpprpc's own
 TCP stream (``tcp_stream="asyncio"``, the default there) and over anyio's
 (``"anyio"``), alternating, so the two are compared in the same run; on trio
-over the raw-socket stream (``"socket"``, :mod:`ocpprpc._raw_stream`) and
+over the raw-socket stream (``"socket"``, :mod:`ocpprpc._ws.raw_stream`) and
 anyio's.
 
 TLS and permessage-deflate (``--tls``, ``--compression``, each ``off``, ``on``
@@ -54,7 +54,7 @@ import anyio
 import anyio.abc
 
 import ocpprpc
-from ocpprpc._tcp import TcpStreamName
+from ocpprpc._ws.tcp import TcpStreamName
 
 METER_VALUES: dict[str, Any] = {
     "connectorId": 1,

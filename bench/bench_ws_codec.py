@@ -4,8 +4,8 @@ Codec only (no sockets, no event loop): one message = the sender's
 ``send_text()`` producing the frame plus the receiver's ``receive_data()``
 turning it back into the text, with both ends the same codec.  Measured for:
 
-* ``wsproto`` (:class:`ocpprpc._wsproto_codec.WsprotoCodec`) and ``websockets``
-  (:class:`ocpprpc._websockets_codec.WebsocketsCodec`);
+* ``wsproto`` (:class:`ocpprpc._ws.wsproto_codec.WsprotoCodec`) and ``websockets``
+  (:class:`ocpprpc._ws.websockets_codec.WebsocketsCodec`);
 * both directions: station -> CSMS (masked frames: the client masks, the
   server unmasks) and CSMS -> station (unmasked);
 * permessage-deflate off and on (context takeover, 15-bit windows: what a
@@ -43,8 +43,8 @@ import msgspec
 import payloads  # bench/payloads.py: the shared MeterValues
 from wsproto.connection import Connection, ConnectionType
 
-from ocpprpc._websockets_codec import WebsocketsCodec, websockets_extensions
-from ocpprpc._wsproto_codec import WebSocketCodec, WsprotoCodec, deflate_extension
+from ocpprpc._ws.websockets_codec import WebsocketsCodec, websockets_extensions
+from ocpprpc._ws.wsproto_codec import WebSocketCodec, WsprotoCodec, deflate_extension
 
 CODECS = ("wsproto", "websockets")
 MAX = 65536
@@ -131,7 +131,7 @@ async def _loopback(kind: str, seconds: float, deflate: bool) -> float:
     import anyio.abc
     from anyio.abc import SocketAttribute
 
-    from ocpprpc._handshake import accept_websocket, open_websocket, resolve_ws_codec
+    from ocpprpc._ws.handshake import accept_websocket, open_websocket, resolve_ws_codec
 
     codec = resolve_ws_codec(kind)
 

@@ -22,9 +22,9 @@ import msgspec
 import payloads  # bench/payloads.py: the shared MeterValues
 
 from ocpprpc import Call, CallResult, Connection, PayloadKind, Role, codec_for, convert, v16
-from ocpprpc._connection import uuid4_message_id
-from ocpprpc._frames import decoder_for, plain_decoder_for
-from ocpprpc._rules import rules_for
+from ocpprpc._engine.connection import uuid4_message_id
+from ocpprpc._engine.frames import decoder_for, plain_decoder_for
+from ocpprpc._engine.rules import rules_for
 
 BOOT = {"chargePointVendor": "VendorX", "chargePointModel": "ModelY", "chargePointSerialNumber": "SN-0001"}
 BOOT_RESULT = {"status": "Accepted", "currentTime": "2025-01-01T12:00:00Z", "interval": 300}

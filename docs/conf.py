@@ -1,4 +1,4 @@
-"""Sphinx configuration.  The rules table is generated from ocpprpc._rules at build time."""
+"""Sphinx configuration.  The rules table is generated from ocpprpc._engine.rules at build time."""
 
 from __future__ import annotations
 

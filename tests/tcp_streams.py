@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-import ocpprpc._tcp
+import ocpprpc._ws.tcp
 
 #: The extra backend ids: anyio's TCP stream instead of the default one.
 ASYNCIO_ANYIO_STREAM = "asyncio+anyio-stream"
@@ -22,9 +22,9 @@ def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     """The backend to run on; for the extra ids, ``"anyio"`` as the default TCP stream.
 
     Everything that follows the default (``connect()``, ``serve()``, the test
-    peers of ``tests/transport/helpers.py``) then uses anyio's stream.
+    peers of ``tests/ws/helpers.py``) then uses anyio's stream.
     """
     if request.param in (ASYNCIO_ANYIO_STREAM, TRIO_ANYIO_STREAM):
-        monkeypatch.setattr(ocpprpc._tcp, "DEFAULT_TCP_STREAM", "anyio")
+        monkeypatch.setattr(ocpprpc._ws.tcp, "DEFAULT_TCP_STREAM", "anyio")
         return str(request.param).partition("+")[0]
     return str(request.param)

@@ -10,7 +10,7 @@ FORBIDDEN = ("anyio", "trio", "wsproto", "redis", "websockets", "asyncio", "sock
 
 def test_engine_imports_no_io_library() -> None:
     code = (
-        "import sys, ocpprpc._connection, ocpprpc\n"
+        "import sys, ocpprpc._engine.connection, ocpprpc\n"
         f"loaded = [m for m in {FORBIDDEN!r} if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ocpprpc._messages import Direction
-from ocpprpc._schema import build_model, load_schemas, render_module
+from ocpprpc._typed.messages import Direction
+from ocpprpc._typed.schema import build_model, load_schemas, render_module
 
 ROOT = Path(__file__).resolve().parent.parent
 STATION, CSMS, BOTH = Direction.FROM_STATION, Direction.FROM_CSMS, Direction.BOTH

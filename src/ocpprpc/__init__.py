@@ -8,9 +8,9 @@ networking, no clock and no randomness beyond the injectable message-id
 factory, so protocol logic can be unit-tested with plain function calls.
 """
 
-from ._codec import JsonObjectCodec, PayloadCodec, PayloadKind
-from ._connection import Connection, ConnectionState, uuid4_message_id
-from ._errors import (
+from ._engine.codec import JsonObjectCodec, PayloadCodec, PayloadKind
+from ._engine.connection import Connection, ConnectionState, uuid4_message_id
+from ._engine.errors import (
     LocalProtocolError,
     OCPPError,
     OutboundPayloadError,
@@ -19,7 +19,7 @@ from ._errors import (
     RemoteProtocolError,
     TooManyOutstandingCalls,
 )
-from ._events import (
+from ._engine.events import (
     BadMessage,
     Call,
     CallError,
@@ -33,7 +33,7 @@ from ._events import (
     UnmatchedResponse,
     Violation,
 )
-from ._rules import (
+from ._engine.rules import (
     BUILTIN_RULES,
     ErrorCode,
     MessageType,
@@ -46,13 +46,13 @@ from ._rules import (
 from ._version import __version__
 
 # The handshake errors import nothing but the stdlib, so they load eagerly.
-from ._ws_errors import HandshakeError, HandshakeRejected, HandshakeTimeout
+from ._ws.errors import HandshakeError, HandshakeRejected, HandshakeTimeout
 
 # isort: split
 # -- typed messages and strict validation (area T, issue 3) --
-from ._messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
-from ._schema import schema_path
-from ._validation import (
+from ._typed.messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
+from ._typed.schema import schema_path
+from ._typed.validation import (
     VALIDATION_ERROR_CODES,
     ProtocolTypes,
     SchemaCodec,
@@ -65,7 +65,7 @@ from ._validation import (
 
 # isort: split
 # -- vendor quirk profiles (issue 14) --
-from ._quirks import (
+from ._typed.quirks import (
     Coerce,
     Drop,
     DropUnknown,
@@ -88,36 +88,36 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._router import NO_REPLY, CallContext, NoReply, Router
+from ._rpc.router import NO_REPLY, CallContext, NoReply, Router
 
 if _TYPE_CHECKING:
-    from ._client import connect
-    from ._handshake import StationRequest
-    from ._server import Accept, DuplicatePolicy, Reject, Server, serve
-    from ._session import CallTimeout, InvalidResponseError, Session
-    from ._tls import client_ssl_context, server_ssl_context
-    from ._transport import CloseReason, ConnectionLost, MessageStream, memory_message_stream_pair
-    from ._websocket import WebSocketStream
+    from ._csms.server import Accept, DuplicatePolicy, Reject, Server, serve
+    from ._rpc.session import CallTimeout, InvalidResponseError, Session
+    from ._station.client import connect
+    from ._ws.handshake import StationRequest
+    from ._ws.tls import client_ssl_context, server_ssl_context
+    from ._ws.transport import CloseReason, ConnectionLost, MessageStream, memory_message_stream_pair
+    from ._ws.websocket import WebSocketStream
 
 _LAZY = {
-    "CallTimeout": "._session",
-    "InvalidResponseError": "._session",
-    "Session": "._session",
-    "CloseReason": "._transport",
-    "ConnectionLost": "._transport",
-    "MessageStream": "._transport",
-    "memory_message_stream_pair": "._transport",
+    "CallTimeout": "._rpc.session",
+    "InvalidResponseError": "._rpc.session",
+    "Session": "._rpc.session",
+    "CloseReason": "._ws.transport",
+    "ConnectionLost": "._ws.transport",
+    "MessageStream": "._ws.transport",
+    "memory_message_stream_pair": "._ws.transport",
     # the WebSocket transport, the station client and the CSMS server
-    "connect": "._client",
-    "StationRequest": "._handshake",
-    "Accept": "._server",
-    "DuplicatePolicy": "._server",
-    "Reject": "._server",
-    "Server": "._server",
-    "serve": "._server",
-    "client_ssl_context": "._tls",
-    "server_ssl_context": "._tls",
-    "WebSocketStream": "._websocket",
+    "connect": "._station.client",
+    "StationRequest": "._ws.handshake",
+    "Accept": "._csms.server",
+    "DuplicatePolicy": "._csms.server",
+    "Reject": "._csms.server",
+    "Server": "._csms.server",
+    "serve": "._csms.server",
+    "client_ssl_context": "._ws.tls",
+    "server_ssl_context": "._ws.tls",
+    "WebSocketStream": "._ws.websocket",
 }
 
 
@@ -139,11 +139,11 @@ def __dir__() -> list[str]:
 # isort: split
 # -- resilience (issue 5): reconnecting station, keepalive, outbox, boot gate --------------
 # The settings are plain dataclasses (eager); the station and the replay cache use anyio (lazy).
-from ._policies import Backoff, Keepalive, OutboxFullPolicy, Retry, TransactionRetry  # noqa: E402
+from ._options.policies import Backoff, Keepalive, OutboxFullPolicy, Retry, TransactionRetry  # noqa: E402
 
 if _TYPE_CHECKING:
     # the durable outbox (stores, the transaction-message rule)
-    from ._outbox import (
+    from ._station.outbox import (
         MemoryOutbox,
         OutboxRecord,
         OutboxStore,
@@ -153,8 +153,8 @@ if _TYPE_CHECKING:
     )
 
 if _TYPE_CHECKING:
-    from ._csms_guard import ReplayCache
-    from ._station import (
+    from ._csms.guard import ReplayCache
+    from ._station.station import (
         BootAnswered,
         CallDropped,
         Closed,
@@ -195,10 +195,10 @@ _LAZY.update(
             "TransactionNotStarted",
             "TransactionStart",
         ),
-        "._station",
+        "._station.station",
     )
 )
-_LAZY["ReplayCache"] = "._csms_guard"
+_LAZY["ReplayCache"] = "._csms.guard"
 _LAZY.update(
     dict.fromkeys(
         (
@@ -209,7 +209,7 @@ _LAZY.update(
             "SQLiteOutbox",
             "is_transaction_message",
         ),
-        "._outbox",
+        "._station.outbox",
     )
 )
 # -- end of resilience ----------------------------------------------------------------------
@@ -217,7 +217,7 @@ _LAZY.update(
 # isort: split
 # -- auth helpers: passwords, client certificates, station identities (lazy: anyio) ---------
 if _TYPE_CHECKING:
-    from ._auth import (
+    from ._csms.auth import (
         PasswordTable,
         all_of,
         any_of,
@@ -238,12 +238,12 @@ _LAZY.update(
             "hash_password",
             "verify_password",
         ),
-        "._auth",
+        "._csms.auth",
     )
 )
 if _TYPE_CHECKING:
-    from ._handshake import check_identity
-_LAZY["check_identity"] = "._handshake"
+    from ._ws.handshake import check_identity
+_LAZY["check_identity"] = "._ws.handshake"
 # -- end of auth helpers --------------------------------------------------------------------
 
 # isort: split
@@ -251,8 +251,8 @@ _LAZY["check_identity"] = "._handshake"
 # Pure (stdlib only; the hub imports anyio inside its run()), exported lazily all the same so
 # ``import ocpprpc`` does not pay for ipaddress, inspect and json.
 if _TYPE_CHECKING:
-    from ._admission import AdmissionPolicy, Admit, RefusalKind, Refuse
-    from ._ratelimit import (
+    from ._csms.admission import AdmissionPolicy, Admit, RefusalKind, Refuse
+    from ._csms.ratelimit import (
         RATE_LIMIT_ERROR_CODE,
         Breach,
         OnBreach,
@@ -261,7 +261,7 @@ if _TYPE_CHECKING:
         StationLimits,
         Verdict,
     )
-    from ._security_events import (
+    from ._csms.security_events import (
         SECURITY_EVENT_KINDS,
         AuthFailed,
         AuthTimedOut,
@@ -275,7 +275,7 @@ if _TYPE_CHECKING:
         SecurityEvents,
     )
 
-_LAZY.update(dict.fromkeys(("AdmissionPolicy", "Admit", "RefusalKind", "Refuse"), "._admission"))
+_LAZY.update(dict.fromkeys(("AdmissionPolicy", "Admit", "RefusalKind", "Refuse"), "._csms.admission"))
 _LAZY.update(
     dict.fromkeys(
         (
@@ -287,7 +287,7 @@ _LAZY.update(
             "StationLimits",
             "Verdict",
         ),
-        "._ratelimit",
+        "._csms.ratelimit",
     )
 )
 _LAZY.update(
@@ -305,7 +305,7 @@ _LAZY.update(
             "SecurityEvent",
             "SecurityEvents",
         ),
-        "._security_events",
+        "._csms.security_events",
     )
 )
 # -- end of protection ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""``python -m ocpprpc serve`` / ``python -m ocpprpc station``: see :mod:`ocpprpc._cli`."""
+"""``python -m ocpprpc serve`` / ``python -m ocpprpc station``: see :mod:`ocpprpc._cli.commands`."""
 
 import sys
 
-from ._cli import main
+from ._cli.commands import main
 
 sys.exit(main())

@@ -28,12 +28,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ._codec import PayloadCodec
-from ._connection import Connection
-from ._router import Router
-from ._rules import ProtocolRules, Role
-from ._session import Session
-from ._transport import memory_message_stream_pair
+from ._engine.codec import PayloadCodec
+from ._engine.connection import Connection
+from ._engine.rules import ProtocolRules, Role
+from ._rpc.router import Router
+from ._rpc.session import Session
+from ._ws.transport import memory_message_stream_pair
 
 __all__ = ["session_pair"]
 

@@ -25,11 +25,11 @@ from typing import Any
 import anyio
 import trio_websocket
 
-from ._protocols import ValidationArg, session_parts
-from ._router import Router
-from ._rules import Role
-from ._session import Session
-from ._transport import CloseReason, MessageStream
+from ._engine.rules import Role
+from ._rpc.protocols import ValidationArg, session_parts
+from ._rpc.router import Router
+from ._rpc.session import Session
+from ._ws.transport import CloseReason, MessageStream
 
 __all__ = ["TrioWebSocketStream", "open_session"]
 

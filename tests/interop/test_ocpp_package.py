@@ -21,7 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 import ocpprpc
 from ocpprpc import Session
 
-from ..integration.flavours import FLAVOURS, PROTOCOLS
+from ..csms.flavours import FLAVOURS, PROTOCOLS
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,7 +12,7 @@ import ocpprpc
 from ocpprpc import Role, v16
 from ocpprpc.trio_websocket import TrioWebSocketStream, open_session
 
-from ..transport.helpers import RawWebSocket
+from ..ws.helpers import RawWebSocket
 
 pytestmark = pytest.mark.parametrize("anyio_backend", ["trio"])
 

@@ -217,7 +217,7 @@ def test_every_table_row_is_reachable() -> None:
 
 
 def test_unclassified_failures_are_generic_errors() -> None:
-    from ocpprpc._validation import payload_error
+    from ocpprpc._typed.validation import payload_error
 
     failure = payload_error(msgspec.ValidationError("something new - at `$.x`"))
     assert (failure.code, failure.details["path"]) == (ErrorCode.GENERIC_ERROR, "$.x")

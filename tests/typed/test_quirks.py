@@ -30,7 +30,7 @@ from ocpprpc import (
     v16,
     v201,
 )
-from ocpprpc._quirks import Outcome, apply_repairs, as_quirks, boot_info, parse_path
+from ocpprpc._typed.quirks import Outcome, apply_repairs, as_quirks, boot_info, parse_path
 
 REQUEST = PayloadKind.REQUEST
 RESPONSE = PayloadKind.RESPONSE

@@ -9,14 +9,14 @@ import msgspec
 import pytest
 
 from ocpprpc import ErrorCode, PayloadError, PayloadKind, codec_for, v201
-from ocpprpc._schema import (
+from ocpprpc._typed.schema import (
     build_model,
     build_types,
     check_multiple_of,
     open_object_hook,
     render_module,
 )
-from ocpprpc._validation import _make_integral
+from ocpprpc._typed.validation import _make_integral
 
 DRAFT6 = "http://json-schema.org/draft-06/schema#"
 

@@ -20,7 +20,7 @@ from peer_options import add_tcp_stream, cert_dir
 from pyharness import emit, server_args  # type: ignore[import-not-found]
 
 import ocpprpc
-from ocpprpc._scenario import now_iso
+from ocpprpc._cli.scenario import now_iso
 
 
 def build_router() -> ocpprpc.Router:

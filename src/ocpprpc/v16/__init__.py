@@ -17,8 +17,8 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from .._messages import ActionSpec, Direction, Message, Request, Response
-from .._schema import check_multiple_of
+from .._typed.messages import ActionSpec, Direction, Message, Request, Response
+from .._typed.schema import check_multiple_of
 
 #: An RFC 3339 date-time that must carry a UTC offset.
 DateTime = Annotated[datetime, Meta(tz=True)]

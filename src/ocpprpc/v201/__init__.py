@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from .._messages import ActionSpec, Direction, Message, OpenObject, Request, Response
+from .._typed.messages import ActionSpec, Direction, Message, OpenObject, Request, Response
 
 #: An RFC 3339 date-time that must carry a UTC offset.
 DateTime = Annotated[datetime, Meta(tz=True)]

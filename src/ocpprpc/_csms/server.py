@@ -1,0 +1,561 @@
+"""The CSMS side: accept charging stations, authenticate them, run one session each.
+
+:class:`Server` owns no sockets of its own until :meth:`Server.serve` opens a
+listener; :meth:`Server.handle` takes any accepted byte stream, so an
+application that already runs an anyio listener (or a test) hands connections
+over one at a time.  Every station connection lives in its own task, inside
+the server's task group; nothing it does can take the server or another
+station down.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+
+from .._engine.rules import Role
+from .._options.policies import Keepalive
+from .._rpc.groups import raise_single
+from .._rpc.protocols import ValidationArg, check_protocols, session_parts
+from .._rpc.router import Router
+from .._rpc.session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
+from .._typed.quirks import QuirksArg, as_quirks
+from .._ws.errors import HandshakeError
+from .._ws.handshake import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    IdentityCheck,
+    StationRequest,
+    WsCodecName,
+    accept_websocket,
+    check_identity,
+    resolve_ws_codec,
+)
+from .._ws.keepalive import keepalive as _keepalive
+from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
+from .._ws.transport import ConnectionLost
+from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
+from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
+from .guard import GuardedRouter, ReplayCache
+
+__all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
+
+log = logging.getLogger("ocpprpc.server")
+
+ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
+
+# RFC 6455 7.4.1: 1001 "going away" (server shutdown); 1008 policy (replaced).
+_GOING_AWAY = 1001
+_REPLACED = 1008
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """An auth callback's "yes": optionally pick the protocol and attach session data."""
+
+    #: The subprotocol to speak (one the station offered); default: the server's choice.
+    protocol: str | None = None
+    #: Initial ``session.data`` for this station.
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An auth callback's "no": the HTTP status (and body) the station gets."""
+
+    status: int = 401
+    body: str = ""
+
+
+AuthCallback = Callable[[StationRequest], Awaitable["Accept | Reject | None"]]
+ConnectCallback = Callable[[Session], Awaitable[None]]
+ServerMessageHook = Callable[[str, Literal["in", "out"], str], None]
+
+
+class DuplicatePolicy(enum.Enum):
+    """What happens when an identity that is already connected connects again."""
+
+    #: Close the old connection (1008) and take the new one: a rebooted station
+    #: usually reconnects before the CSMS noticed the old link died.
+    EVICT = "evict"
+    #: Refuse the new connection with HTTP 409 while the old one lives.
+    REFUSE = "refuse"
+
+
+class Server:
+    """A CSMS: the options every station connection shares, and the live sessions.
+
+    :param router: handlers for the CALLs stations send.
+    :param protocols: OCPP versions accepted, most preferred first.
+    :param auth: ``async def auth(request) -> Accept | Reject | None`` decides on
+        each upgrade request (identity, password, client certificate, headers);
+        ``None`` accepts.  Without a callback every station is accepted, unless
+        the request carries no identity.
+    :param on_connect: ``async def on_connect(session)`` runs once per accepted
+        station, inside its session (e.g. to call it); the session keeps running
+        after it returns, until the station leaves.  An exception from it is
+        logged and does not end the station's connection.
+    :param ssl_context: TLS for ``wss://`` (profiles 2 and 3; see
+        :func:`server_ssl_context`).
+    :param validation: strict schema validation, as for :func:`connect`.
+    :param duplicate: :class:`DuplicatePolicy` for an identity already connected.
+    :param handshake_timeout: one bound on TLS, the upgrade request and the
+        ``auth`` callback together (slowloris guard); a station whose request is
+        incomplete by then is dropped, one whose auth callback has not decided by
+        then gets HTTP 503 (logged as a warning).
+    :param compression: offer permessage-deflate (OCPP 2.x requires a CSMS to).
+    :param max_message_size: largest message accepted from a station.
+    :param max_bad_messages: close a station's connection (1002) after this many
+        malformed messages in a row; ``None`` (default): answer them forever.
+    :param ws_codec: the WebSocket frame codec, ``"websockets"`` or ``"wsproto"``;
+        default ``"auto"``: websockets if installed (docs: "WebSocket codec").
+    :param tcp_stream: the TCP byte stream :meth:`serve` accepts with, ``"asyncio"``
+        (ocpprpc's own, asyncio only), ``"socket"`` (raw socket, trio only) or
+        ``"anyio"``; default ``"auto"``: the own one on asyncio, the raw one on trio
+        (docs: "TCP byte stream").
+    :param on_message: ``on_message(identity, direction, text)`` sees every
+        message in (``"in"``) and out (``"out"``) of every station, for an
+        exchange log; it must be fast and must not raise.
+    :param keepalive: WebSocket pings to every station (:class:`Keepalive`); a
+        station that stops answering is dropped (1006).  ``None``: no pings (the
+        CSMS still answers the stations' pings).
+    :param max_queued_calls: a station's CALLs that may wait for a busy handler;
+        at this many the CSMS stops reading from that station until a handler is
+        free (TCP holds the station back).  ``None``: no bound.  See
+        :class:`Session` for how this avoids deadlock when a handler calls the
+        station back.
+    :param inbound_budget: bytes of text the CALLs of all stations together may
+        hold while queued or being handled (default 64 MiB); while it is spent a
+        station with a CALL already queued is not read (TCP holds it back), one
+        with none queued still is.  ``None``: no budget.
+    :param send_timeout: seconds a station that stopped reading gets once more
+        than 64 KiB wait to be sent to it: then it is dropped (1006, "peer
+        stopped reading") with a warning.  ``None``: no limit (what is buffered
+        for it stays bounded either way).
+    :param require_boot: refuse every CALL but BootNotification with a
+        ``SecurityError`` from a station whose boot the CSMS has not accepted
+        (OCPP 2.0.1 B02.FR.09/B03.FR.07).
+    :param boot_registry: where the boot gate remembers which identities booted
+        (identity -> accepted); persist it to survive a CSMS restart.
+    :param replay_cache: remember the answers to each station's last N CALLs and
+        answer a repeated message id from memory (handlers see each message once).
+    :param identity_check: judges each station identity after percent-decoding;
+        default :func:`~ocpprpc.check_identity` (OCPP: 1-48 printable ASCII, no
+        ``/``); raise ``ValueError`` to refuse (HTTP 400).
+    :param max_connections: connections served at once, handshakes included;
+        one more is answered HTTP 503 once its upgrade request is read (under
+        ``handshake_timeout``, TLS included) and closed.  ``None`` (default): no
+        limit but the process's file descriptors (running out of those is
+        survived: accepting pauses 100 ms at a time, with a rate-limited warning).
+    :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
+        repairing known non-conformant payloads before validation (docs: quirks).
+    :param session_options: further :class:`Session` options for every station.
+    """
+
+    def __init__(
+        self,
+        *,
+        router: Router | None = None,
+        protocols: Sequence[str] = ALL_PROTOCOLS,
+        auth: AuthCallback | None = None,
+        on_connect: ConnectCallback | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        validation: ValidationArg = False,
+        duplicate: DuplicatePolicy | str = DuplicatePolicy.EVICT,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        compression: bool = True,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        ws_codec: WsCodecName | None = None,
+        tcp_stream: TcpStreamName | None = None,
+        max_outstanding_calls: int | None = None,
+        detailed_errors: bool = False,
+        max_bad_messages: int | None = None,
+        on_message: ServerMessageHook | None = None,
+        keepalive: Keepalive | None = None,
+        max_queued_calls: int | None = 256,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        inbound_budget: int | None = DEFAULT_INBOUND_BUDGET,
+        require_boot: bool = False,
+        boot_registry: MutableMapping[str, bool] | None = None,
+        replay_cache: int | ReplayCache | None = None,
+        identity_check: IdentityCheck = check_identity,
+        max_connections: int | None = None,
+        quirks: QuirksArg = None,
+        **session_options: Any,
+    ) -> None:
+        if not protocols:
+            raise ValueError("a server must accept at least one protocol")
+        check_protocols(protocols, validation)
+        self.router = router if router is not None else Router()
+        self.protocols = tuple(protocols)
+        self.auth = auth
+        self.on_connect = on_connect
+        self.ssl_context = ssl_context
+        self.validation = validation
+        self.quirks = as_quirks(quirks)  # one registry: it remembers stations across reconnects
+        self.duplicate = DuplicatePolicy(duplicate)
+        self.handshake_timeout = handshake_timeout
+        self.compression = compression
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        resolve_ws_codec(ws_codec)  # an unknown name fails here, not per station
+        self.ws_codec = ws_codec
+        check_tcp_stream(tcp_stream)
+        self.tcp_stream = tcp_stream
+        self.max_outstanding_calls = max_outstanding_calls
+        self.detailed_errors = detailed_errors
+        self.max_bad_messages = max_bad_messages
+        self.on_message = on_message
+        self.session_options = session_options
+        self.identity_check = identity_check
+        # -- resilience (issue 5)
+        self.keepalive = keepalive
+        self.max_queued_calls = max_queued_calls
+        self.send_timeout = send_timeout
+        self.inbound_budget = None if inbound_budget is None else InboundBudget(inbound_budget)
+        self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
+        self._session_router: Router = self.router
+        if require_boot or self.replay_cache is not None:
+            self._session_router = GuardedRouter(
+                self.router,
+                require_boot=require_boot,
+                boot_registry=boot_registry,
+                replay_cache=self.replay_cache,
+            )
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None: no limit)")
+        self.max_connections = max_connections
+        self._connections = 0
+        self._clients: dict[str, Session] = {}
+        #: Identities between the duplicate check and registration (``duplicate="refuse"``).
+        self._claimed: set[str] = set()
+        self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._accept_scopes: list[anyio.CancelScope] = []
+        self._accepting = True
+
+    @property
+    def clients(self) -> Mapping[str, Session]:
+        """The connected stations' sessions, by identity (a live read-only view).
+
+        A station is listed once its session runs, just before ``on_connect``;
+        the station itself may see the upgrade succeed a moment earlier, so a test
+        that connects a station and then looks it up should wait for ``on_connect``
+        (or for the station's first call to be handled).
+        """
+        return MappingProxyType(self._clients)
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listener (useful after binding port 0)."""
+        if not self._listeners:
+            raise RuntimeError("the server is not listening")
+        port: int = self._listeners[0].extra(anyio.abc.SocketAttribute.local_port)
+        return port
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on *host*:*port* and serve stations until :meth:`shutdown` or cancellation.
+
+        Reports itself through ``task_status`` once listening, so
+        ``server = await task_group.start(server.serve, "127.0.0.1", 0)`` then
+        ``server.port`` works.  Returns once shut down and every station task
+        has ended.
+        """
+        listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
+        self._listeners.append(listener)
+        try:
+            async with anyio.create_task_group() as stations:
+                self._task_group = stations
+                with anyio.CancelScope() as accepting:
+                    self._accept_scopes.append(accepting)
+                    task_status.started(self)
+                    log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
+                    await serve_listener(listener, self.handle, stations)
+        finally:
+            self._listeners.remove(listener)
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
+    async def handle(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one station on an accepted byte stream until it leaves.
+
+        The embedding entry point: call it from your own listener's handler.
+        Never raises for anything the station does; every failure is logged.
+        Counts toward ``max_connections`` from the first byte to the last.
+        """
+        if self.max_connections is not None and self._connections >= self.max_connections:
+            try:
+                await self._refuse_over_limit(stream)
+            finally:
+                await anyio.aclose_forcefully(stream)
+            return
+        self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
+        try:
+            await self._handle(stream)
+        except Exception:
+            # The backstop of "never raises": a bug reached by one station's input must cost
+            # that station its connection, never the listener and every other station.
+            log.exception("unexpected error while serving a connection")
+        finally:
+            self._connections -= 1
+            # Normally the WebSocket (or a refusal) already closed it; this is the backstop.
+            await anyio.aclose_forcefully(stream)
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
+        return self._connections
+
+    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream) -> None:
+        """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                compression=False,
+                ws_codec=self.ws_codec,
+                identity_check=self.identity_check,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            return
+        log.info(
+            "station %r refused with 503: %d connections, the limit (max_connections)",
+            request.identity,
+            self._connections,
+        )
+        await request.reject(503, "the CSMS is at its connection limit, try again later")
+
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+        # One bound for the whole admission: TLS, the upgrade request and the auth callback.
+        deadline = anyio.current_time() + self.handshake_timeout
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                max_message_size=self.max_message_size,
+                compression=self.compression,
+                close_timeout=self.close_timeout,
+                ws_codec=self.ws_codec,
+                identity_check=self.identity_check,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            return
+        try:
+            await self._admit(request, deadline)
+        except HandshakeError as exc:
+            log.info("station %r not admitted: %s", request.identity, exc)
+        except Exception:
+            log.exception("station %r: unexpected error", request.identity)
+
+    async def _admit(self, request: StationRequest, deadline: float) -> None:
+        if not self._accepting:
+            await request.reject(503, "the CSMS is shutting down")
+            return
+        decision: Accept | Reject | None = Accept()
+        if self.auth is not None:
+            try:
+                with anyio.move_on_at(deadline) as auth_scope:
+                    decision = await self.auth(request)
+            except Exception:
+                log.exception("auth callback failed for %r; refusing with 500", request.identity)
+                await request.reject(500)
+                return
+            if auth_scope.cancel_called:
+                # A hung callback (a database that does not answer) must not hold the connection.
+                log.warning(
+                    "auth callback for station %r did not decide within the handshake timeout (%s s); "
+                    "refusing with 503",
+                    request.identity,
+                    self.handshake_timeout,
+                )
+                await request.reject(503, "authentication timed out, try again later")
+                return
+        if isinstance(decision, Reject):
+            log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
+            await request.reject(decision.status, decision.body)
+            return
+        accept = decision if decision is not None else Accept()
+        identity = request.identity
+        refusing = self.duplicate is DuplicatePolicy.REFUSE
+        if refusing:
+            if identity in self._clients or identity in self._claimed:
+                log.info("station %r is already connected; refusing the new connection", identity)
+                await request.reject(409, "this identity is already connected")
+                return
+            self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
+        try:
+            session = await self._open_session(request, accept)
+        finally:
+            if refusing:
+                self._claimed.discard(identity)
+        if session is None:
+            return
+        # From here into session.run() nothing yields to another task: taking the identity,
+        # registering the session and starting it are one step, so two connections for one
+        # identity never both count as "the" session (none is orphaned), and an evicted
+        # session has always started (a task group opens without a checkpoint).
+        previous = self._clients.get(identity)
+        self._clients[identity] = session
+        log.info("station %r connected (%s)", identity, session.protocol)
+        try:
+            if previous is None:
+                await self._run(session)
+            else:
+                log.info("station %r reconnected; closing its previous connection", identity)
+                async with anyio.create_task_group() as evicting:
+                    # In the background: a dead old link must not hold up the new one
+                    # for the close timeout its close handshake may take.
+                    evicting.start_soon(_evict, previous)
+                    await self._run(session)
+        finally:
+            if self._clients.get(identity) is session:
+                del self._clients[identity]
+            log.info("station %r disconnected: %s", identity, session.close_reason)
+
+    async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
+        """Complete the upgrade and build the station's session (``None``: refused instead)."""
+        identity = request.identity
+        protocol = accept.protocol if accept.protocol is not None else request.subprotocol
+        if protocol is not None and protocol not in request.proposed_subprotocols:
+            # An application bug; answer it like one rather than drop the connection unanswered.
+            log.error(
+                "auth callback chose %r for %r, which offered only %s; refusing with 500",
+                protocol,
+                identity,
+                request.proposed_subprotocols,
+            )
+            await request.reject(500)
+            return None
+        websocket = await request.accept(protocol)
+        websocket.send_timeout = self.send_timeout
+        try:
+            assert websocket.subprotocol is not None  # accept() refuses a handshake with none
+            connection, options = session_parts(
+                Role.CSMS,
+                websocket.subprotocol,
+                self.validation,
+                max_outstanding_calls=self.max_outstanding_calls,
+                detailed_errors=self.detailed_errors,
+                max_bad_messages=self.max_bad_messages,
+                quirks=self.quirks,
+                identity=identity,
+            )
+            session = Session(
+                websocket,
+                connection,
+                router=self._session_router,
+                identity=identity,
+                data=dict(accept.data),
+                close_timeout=self.close_timeout,
+                max_queued_calls=self.max_queued_calls,
+                inbound_budget=self.inbound_budget,
+                on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
+                **options,
+                **self.session_options,
+            )
+        except BaseException:
+            await anyio.aclose_forcefully(websocket)
+            raise
+        router = self._session_router
+        if isinstance(router, GuardedRouter) and router.require_boot:
+            session.call_watch = router.watch(identity)  # triggered messages pass the boot gate
+        return session
+
+    async def _run(self, session: Session) -> None:
+        """Run a registered session until it ends; this task is its reader (one task per idle station)."""
+        on_open = None if self.on_connect is None else self._on_connect
+        if self.keepalive is None:
+            await session.run(on_open)
+        else:
+            async with _keepalive(session.stream, self.keepalive):
+                await session.run(on_open)
+
+    async def _on_connect(self, session: Session) -> None:
+        assert self.on_connect is not None
+        try:
+            await self.on_connect(session)
+        except ConnectionLost as exc:
+            log.info("station %r left during on_connect: %s", session.identity, exc)
+        except Exception:
+            # Application code failing is not the station's fault: log, keep serving it.
+            log.exception("on_connect failed for station %r", session.identity)
+
+    async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
+        """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
+
+        Pending handlers and calls get *timeout* seconds (default: the close
+        timeout) to finish; whatever is still running after that, and the close
+        handshakes, is cancelled.  :meth:`serve` then returns.
+        """
+        self._accepting = False
+        for scope in self._accept_scopes:
+            scope.cancel()
+        grace = self.close_timeout if timeout is None else timeout
+        with anyio.move_on_after(grace + self.close_timeout):
+            async with anyio.create_task_group() as closing:
+                for session in list(self._clients.values()):
+                    closing.start_soon(_close_session, session, grace)
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+
+async def _evict(session: Session) -> None:
+    """Close a station's replaced session (1008); it never fails the new one's task."""
+    try:
+        await session.close(_REPLACED, "replaced by a new connection", graceful=False)
+    except Exception:
+        log.exception("closing the replaced session of station %r failed", session.identity)
+
+
+async def _close_session(session: Session, grace: float) -> None:
+    await session.close(_GOING_AWAY, "the CSMS is shutting down", graceful=True, timeout=grace)
+
+
+@asynccontextmanager
+async def serve(host: str | None = "127.0.0.1", port: int = 0, **options: Any) -> AsyncIterator[Server]:
+    """Run a :class:`Server` on *host*:*port* for the duration of the block.
+
+    ::
+
+        async with ocpprpc.serve("0.0.0.0", 9000, router=router) as server:
+            await anyio.sleep_forever()
+
+    Port 0 picks a free port (``server.port``).  Leaving the block shuts the
+    server down gracefully (:meth:`Server.shutdown`).
+    """
+    server = Server(**options)
+    try:
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(server.serve, host, port)
+            try:
+                yield server
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await server.shutdown()
+    except BaseExceptionGroup as group:
+        raise_single(group)
+        raise

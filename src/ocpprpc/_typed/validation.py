@@ -1,0 +1,636 @@
+"""Strict validation: a payload codec that types and checks payloads against the schemas.
+
+Theory of operation
+-------------------
+:class:`SchemaCodec` is the :class:`~ocpprpc.PayloadCodec` the engine calls for
+every payload.  When validation applies to a message (the
+:class:`ValidationPolicy` says so, the application did not opt the message
+out, and the action has a schema), a payload is decoded straight from bytes
+into the action's msgspec Struct: parsing, validation and object construction
+are one C pass, cheaper than ``json.loads`` alone.  Otherwise the payload is a
+plain ``dict``, exactly as with :class:`~ocpprpc.JsonObjectCodec`.  Outgoing
+payloads (a Struct or a dict) are encoded, then validated by decoding the
+bytes with the same typed decoder, so both are checked by one mechanism.
+
+A failure becomes a :class:`~ocpprpc.PayloadError` whose code comes from one
+table, :data:`VALIDATION_ERROR_CODES` (msgspec's error text -> OCPP error
+code), with the JSON path of the fault in ``details["path"]``.  The engine
+spells the code for the version (``FormationViolation`` on 1.6).
+
+Protocols load lazily: the generated module of a version (``ocpprpc.v16``
+...) is imported, and a message type's decoder built, the first time a
+message of that version and action is validated.  A 1.6-only deployment never
+imports the 2.x types.  :func:`register_protocol` adds a protocol from a folder
+of JSON schemas at runtime (types made with :func:`msgspec.defstruct`).
+
+Two schema rules need more than a msgspec type, and both cost nothing unless
+they are hit:
+
+* draft-06 ``integer`` accepts ``7.0``: only when msgspec reports ``Expected
+  `int`, got `float``` on a message whose schema file is draft 6 does the codec
+  re-read the payload, turn that integral float into an int and convert again;
+* 2.x date-times go out with at most 3 fractional digits: only when the
+  encoded bytes contain a date-time with more digits is the payload re-encoded
+  with each ``datetime`` truncated to milliseconds.
+
+Vendor quirk profiles (:mod:`ocpprpc._typed.quirks`) plug in below the per-action
+decoder caches: a codec given a station's quirks (:meth:`SchemaCodec.use_quirks`)
+keeps separate caches for what it *receives*, and only for an action the
+active profile repairs (and for BootNotification, which may choose the
+profile) is the cached decoder one that reads plain JSON, repairs it, then
+converts it to the Struct.  The decode path itself is unchanged, so a codec
+whose station has no profile, or no repair for the action, costs what it did.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from .._engine.codec import TRUSTED_CODECS, PayloadKind
+from .._engine.errors import PayloadError
+from .._engine.rules import ErrorCode
+from .messages import ActionSpec, Direction
+from .quirks import StationQuirks
+from .schema import build_model, build_types, load_schemas, open_object_hook
+
+__all__ = [
+    "VALIDATION_ERROR_CODES",
+    "ProtocolTypes",
+    "SchemaCodec",
+    "ValidationPolicy",
+    "codec_for",
+    "convert",
+    "protocol_types",
+    "register_protocol",
+]
+
+T = TypeVar("T")
+
+# -- the policy -----------------------------------------------------------------------------
+
+
+class ValidationPolicy:
+    """When payloads are validated against the schemas.
+
+    :param enabled: the master switch.
+    :param protocols: validate only on these subprotocols (``None``: all).
+    :param actions: validate only these actions (``None``: all).
+
+    The three settings are fixed once the policy exists (codecs cache what they
+    imply).  :attr:`handler_opt_outs` is the mutable part: a set of actions
+    whose *handlers* opted out; their inbound CALL payloads and the responses
+    their handlers return are not validated (our own CALLs of the same action
+    still are).  A single message opts out with the engine's ``validate=False``.
+    """
+
+    __slots__ = ("_actions", "_enabled", "_protocols", "handler_opt_outs")
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        *,
+        protocols: Iterable[str] | None = None,
+        actions: Iterable[str] | None = None,
+    ) -> None:
+        self._enabled = enabled
+        self._protocols = None if protocols is None else frozenset(protocols)
+        self._actions = None if actions is None else frozenset(actions)
+        self.handler_opt_outs: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """The master switch."""
+        return self._enabled
+
+    @property
+    def protocols(self) -> frozenset[str] | None:
+        """The subprotocols validated (``None``: all)."""
+        return self._protocols
+
+    @property
+    def actions(self) -> frozenset[str] | None:
+        """The actions validated (``None``: all)."""
+        return self._actions
+
+    @classmethod
+    def off(cls) -> ValidationPolicy:
+        """Never validate: payloads are plain dicts."""
+        return cls(False)
+
+    @classmethod
+    def on(cls) -> ValidationPolicy:
+        """Validate every message of every protocol that has schemas."""
+        return cls(True)
+
+    @classmethod
+    def for_protocols(cls, *protocols: str) -> ValidationPolicy:
+        """Validate only on the listed subprotocols (e.g. ``"ocpp2.0.1"``)."""
+        return cls(True, protocols=protocols)
+
+    @classmethod
+    def for_actions(cls, *actions: str) -> ValidationPolicy:
+        """Validate only the listed actions (on every protocol)."""
+        return cls(True, actions=actions)
+
+    def covers(self, protocol: str) -> bool:
+        """Whether any message of *protocol* may be validated."""
+        return self.enabled and (self.protocols is None or protocol in self.protocols)
+
+    def applies(self, protocol: str, action: str) -> bool:
+        """Whether *action* on *protocol* is validated (handler opt-outs aside)."""
+        return self.covers(protocol) and (self.actions is None or action in self.actions)
+
+    def __repr__(self) -> str:
+        return (
+            f"ValidationPolicy(enabled={self.enabled}, protocols={self.protocols},"
+            f" actions={self.actions}, handler_opt_outs={self.handler_opt_outs})"
+        )
+
+
+# -- validation failures -> OCPP error codes ---------------------------------------------------
+
+#: How a validation failure maps to an OCPP error code: (what failed, the start of
+#: msgspec's message, the code).  The first matching row wins; the engine writes the
+#: version's spelling (1.6: ``OccurenceConstraintViolation``, ``FormationViolation``).
+#: The spec gives no normative mapping; this follows the meanings in [J16] Table 7 and
+#: [P4-201] Table 8 (see docs/typed.rst, "How errors map").
+VALIDATION_ERROR_CODES: Final[tuple[tuple[str, str, ErrorCode], ...]] = (
+    ("required property missing", "Object missing required field", ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION),
+    (
+        "too few / too many array items",
+        "Expected `array` of length",
+        ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION,
+    ),
+    ("unknown property", "Object contains unknown field", ErrorCode.FORMAT_VIOLATION),
+    ("string too long", "Expected `str` of length", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number below minimum", "Expected `int` >=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number above maximum", "Expected `int` <=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number below minimum", "Expected `float` >=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("number above maximum", "Expected `float` <=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    (
+        "not a multiple of multipleOf",
+        "Expected `float` that's a multiple of",
+        ErrorCode.PROPERTY_CONSTRAINT_VIOLATION,
+    ),
+    ("value not in the enum", "Invalid enum value", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
+    ("date-time not RFC 3339", "Invalid RFC3339 encoded datetime", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+    ("date-time without offset", "Expected `datetime` with a timezone", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+    ("number too large to represent", "Number out of range", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+    ("wrong JSON type (or null)", "Expected `", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
+)
+
+_AT = " - at `"
+_IN_FIELD = re.compile(r" in `([^`]+)`$")
+
+
+def _split(message: str) -> tuple[str, str]:
+    """msgspec's message -> (text, JSON path), joining the paths of nested errors."""
+    parts = message.split(_AT)
+    text = parts[0]
+    paths = [p.rstrip("`") for p in parts[1:]]
+    path = paths[-1] if paths else "$"
+    for inner in reversed(paths[:-1]):
+        path += inner[1:]
+    field = _IN_FIELD.search(text)
+    if field is not None:  # a __post_init__ check names its field
+        text = text[: field.start()]
+        path += f".{field.group(1)}"
+    return text, path
+
+
+def payload_error(exc: msgspec.MsgspecError) -> PayloadError:
+    """The :class:`PayloadError` for a msgspec failure (see :data:`VALIDATION_ERROR_CODES`)."""
+    text, path = _split(str(exc))
+    if not isinstance(exc, msgspec.ValidationError):  # not JSON at all
+        return PayloadError(ErrorCode.FORMAT_VIOLATION, text, {"path": path})
+    code = next(
+        (row[2] for row in VALIDATION_ERROR_CODES if text.startswith(row[1])), ErrorCode.GENERIC_ERROR
+    )
+    return PayloadError(code, f"{text} at {path}", {"path": path})
+
+
+# -- protocols: types and decoders, loaded lazily ------------------------------------------------
+
+_BUILTIN: Mapping[str, tuple[str, int | None]] = MappingProxyType(
+    {
+        "ocpp1.6": ("ocpprpc.v16", None),
+        # OCPP 2.x Part 2, "Primitive datatypes", dateTime: at most 3 fractional digits.
+        "ocpp2.0.1": ("ocpprpc.v201", 3),
+        "ocpp2.1": ("ocpprpc.v21", 3),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    type: type[Any]
+    decoder: msgspec.json.Decoder[Any]
+    #: Draft 6+: an integer may be written 7.0.
+    integral_floats: bool
+
+
+class ProtocolTypes:
+    """The typed messages of one protocol: its action registry and per-message decoders."""
+
+    def __init__(
+        self,
+        protocol: str,
+        actions: Mapping[str, ActionSpec],
+        drafts: Mapping[str, int],
+        *,
+        datetime_fraction_digits: int | None = None,
+        namespace: Mapping[str, type] | None = None,
+    ) -> None:
+        self.protocol = protocol
+        #: action -> :class:`ActionSpec` (payload types, direction).
+        self.actions = actions
+        self.datetime_fraction_digits = datetime_fraction_digits
+        #: Every generated or built type by name (enums, Structs).
+        self.namespace: Mapping[str, type] = namespace if namespace is not None else MappingProxyType({})
+        self._drafts = drafts
+        self._entries: dict[tuple[str, PayloadKind], _Entry | None] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ProtocolTypes {self.protocol} actions={len(self.actions)}>"
+
+    def payload_type(self, action: str, kind: PayloadKind) -> type[Any] | None:
+        """The Struct of *action*'s request or response, ``None`` if there is none."""
+        spec = self.actions.get(action)
+        if spec is None:
+            return None
+        return spec.request if kind is PayloadKind.REQUEST else spec.response
+
+    def entry(self, action: str, kind: PayloadKind) -> _Entry | None:
+        key = (action, kind)
+        try:
+            return self._entries[key]
+        except KeyError:
+            pass
+        typ = self.payload_type(action, kind)
+        entry = None
+        if typ is not None:
+            decoder = msgspec.json.Decoder(typ, dec_hook=open_object_hook)
+            entry = _Entry(typ, decoder, self._drafts.get(typ.__name__, 6) >= 6)
+        with self._lock:
+            return self._entries.setdefault(key, entry)
+
+
+_protocols: dict[str, ProtocolTypes] = {}
+_registry_lock = threading.Lock()
+
+
+def protocol_types(protocol: str) -> ProtocolTypes:
+    """The typed messages of a built-in or registered protocol (imported on first use)."""
+    try:
+        return _protocols[protocol]
+    except KeyError:
+        pass
+    if protocol not in _BUILTIN:
+        raise LookupError(f"no schemas for protocol {protocol!r}; add them with register_protocol()")
+    module_name, digits = _BUILTIN[protocol]
+    module = importlib.import_module(module_name)
+    namespace = MappingProxyType({name: getattr(module, name) for name in module.__all__})
+    types = ProtocolTypes(
+        protocol,
+        module.ACTIONS,
+        module.SCHEMA_DRAFTS,
+        datetime_fraction_digits=digits,
+        namespace=namespace,
+    )
+    with _registry_lock:
+        return _protocols.setdefault(protocol, types)
+
+
+def register_protocol(
+    protocol: str,
+    schema_dir: str | Path,
+    *,
+    directions: Mapping[str, Direction] | None = None,
+    default_direction: Direction = Direction.BOTH,
+    datetime_fraction_digits: int | None = None,
+    replace: bool = False,
+) -> ProtocolTypes:
+    """Register a (vendor) protocol from a folder of JSON schemas.
+
+    The folder holds one schema per message, named like the OCA files:
+    ``<Action>Request.json`` (or ``<Action>.json``) and ``<Action>Response.json``;
+    an action with no response schema is SEND-only.  The types are made at once
+    with :func:`msgspec.defstruct` by the same machinery that generated
+    :mod:`ocpprpc.v201`, and validate and type like the built-in ones.
+
+    :param directions: who may send each action (default: *default_direction*).
+    :param datetime_fraction_digits: cap on fractional second digits of outgoing
+        date-times (3 for a 2.x-based protocol), ``None`` for no cap.
+    :param replace: allow replacing a protocol registered before (never a built-in one).
+    """
+    if protocol in _BUILTIN:
+        raise ValueError(f"{protocol!r} is built in and cannot be replaced")
+    model = build_model(protocol, load_schemas(schema_dir), directions, default_direction=default_direction)
+    built = build_types(model)
+    types = ProtocolTypes(
+        protocol,
+        built.actions,
+        built.drafts,
+        datetime_fraction_digits=datetime_fraction_digits,
+        namespace=built.namespace,
+    )
+    with _registry_lock:
+        if protocol in _protocols and not replace:
+            raise ValueError(f"protocol {protocol!r} is already registered (pass replace=True)")
+        _protocols[protocol] = types
+    return types
+
+
+def convert(obj: Any, type: type[T]) -> T:
+    """:func:`msgspec.convert` for typed OCPP messages (knows open objects such as ``customData``).
+
+    For example ``convert(payload_dict, v201.BootNotificationResponse)``.
+    """
+    return msgspec.convert(obj, type, dec_hook=open_object_hook)
+
+
+# -- the codec ------------------------------------------------------------------------------------
+
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+_any_decoder = msgspec.json.Decoder()
+_REQUEST = PayloadKind.REQUEST
+_RESPONSE = PayloadKind.RESPONSE
+_INT_GOT_FLOAT = "Expected `int`, got `float`"
+_OPEN_BRACE = ord("{")
+#: A date-time with more than 3 fractional digits somewhere in the encoded payload.
+_PRECISE_DATETIME = re.compile(rb'"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d\.\d{4}')
+
+
+class SchemaCodec:
+    """A :class:`~ocpprpc.PayloadCodec` that types and validates payloads of one protocol.
+
+    * decode, validation on, action with a schema: an instance of the action's
+      Struct (e.g. :class:`ocpprpc.v16.BootNotificationRequest`);
+    * validation off (policy or ``validate=False``), or an action without a
+      schema (vendor actions): a plain ``dict``;
+    * encode: a Struct or a dict; with validation on it is checked against the
+      schema before the bytes are returned, otherwise a :class:`PayloadError`.
+
+    The protocol's types load on first use, so a codec whose policy never
+    validates never imports them.  Per action and kind, the decoder the policy
+    calls for is looked up once and cached: the hot path is a dict lookup and
+    msgspec's C decoder.
+    """
+
+    def __init__(self, protocol: str, policy: ValidationPolicy | None = None) -> None:
+        self.protocol = protocol
+        self.policy = policy if policy is not None else ValidationPolicy.on()
+        self._types: ProtocolTypes | None = None
+        self._encode = msgspec.json.Encoder().encode
+        # action -> the validating decoder's decode method, or None when the policy does not
+        # validate it (the hot path is one dict lookup and one C call).
+        self._requests: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
+        self._responses: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
+        self._opt_outs = self.policy.handler_opt_outs  # the same (mutable) set
+        # What decode() uses: the same dicts, unless quirks repair what we receive.
+        self._in_requests = self._requests
+        self._in_responses = self._responses
+        self._quirks: StationQuirks | None = None
+        self._digits: int | None = None
+        #: No message of the protocol is ever validated: payloads are plain dicts
+        #: (the engine then reads and writes them itself, see ``TRUSTED_CODECS``).
+        self.plain = not self.policy.covers(protocol)
+
+    def __repr__(self) -> str:
+        return f"<SchemaCodec {self.protocol} {self.policy!r}>"
+
+    @property
+    def types(self) -> ProtocolTypes:
+        """The protocol's typed messages (loaded now if they were not yet)."""
+        if self._types is None:
+            self._types = protocol_types(self.protocol)
+            self._digits = self._types.datetime_fraction_digits
+        return self._types
+
+    @property
+    def known_actions(self) -> Collection[str]:
+        """Every action of the protocol (for telling NotSupported from NotImplemented)."""
+        return self.types.actions.keys()
+
+    def _lookup(self, action: str, kind: PayloadKind) -> Callable[[bytes | memoryview], Any] | None:
+        """What the policy says for *action* (handler opt-outs aside), cached."""
+        entry = self._entry(action, kind)
+        decode = None if entry is None else entry.decoder.decode
+        (self._requests if kind is _REQUEST else self._responses)[action] = decode
+        return decode
+
+    @property
+    def quirks(self) -> StationQuirks | None:
+        """The quirks of the station this codec's connection talks to (see :meth:`use_quirks`)."""
+        return self._quirks
+
+    def use_quirks(self, quirks: StationQuirks) -> None:
+        """Repair received payloads as *quirks*' active profile says, before validating them.
+
+        Only the payloads that are validated are repaired: repairs exist to get a
+        payload through validation, and unvalidated payloads reach the
+        application as they came.
+        """
+        self._quirks = quirks
+        self._in_requests = {}
+        self._in_responses = {}
+        quirks.on_change = self._forget_received
+
+    def _forget_received(self) -> None:
+        """The profile changed: choose the decoders of received payloads afresh."""
+        self._in_requests.clear()
+        self._in_responses.clear()
+
+    def _lookup_received(self, action: str, kind: PayloadKind) -> Callable[[bytes | memoryview], Any] | None:
+        """The decoder of a received payload: the validating one, wrapped if quirks apply to it."""
+        decode = self._lookup(action, kind)
+        quirks = self._quirks
+        if quirks is None:  # _lookup cached it in the shared dict
+            return decode
+        entry = self._entry(action, kind)
+        if decode is not None and entry is not None:
+            decode = self._repairing(action, kind, entry, decode, quirks)
+        (self._in_requests if kind is _REQUEST else self._in_responses)[action] = decode
+        return decode
+
+    def _repairing(
+        self,
+        action: str,
+        kind: PayloadKind,
+        entry: _Entry,
+        strict: Callable[[bytes | memoryview], Any],
+        quirks: StationQuirks,
+    ) -> Callable[[bytes | memoryview], Any]:
+        """*strict*, or a decoder that repairs the payload first if the profile has repairs for it."""
+        call = kind is _REQUEST
+        chooses = call and action == "BootNotification" and quirks.selects_on_boot
+        if not chooses and not quirks.repairs(action, call):
+            return strict
+
+        def decode(data: bytes | memoryview) -> Any:
+            try:
+                tree = _any_decoder.decode(data)
+            except RecursionError:  # nested too deep to repair: validation has its say
+                return strict(data)
+            if chooses:  # the raw fields choose the profile, then its repairs apply to this message
+                quirks.boot(tree)
+            repairs = quirks.repairs(action, call)
+            if not repairs or type(tree) is not dict:
+                return strict(data)
+            quirks.repair(action, call, tree, repairs, entry.type)
+            try:
+                return msgspec.convert(tree, entry.type, dec_hook=open_object_hook)
+            except msgspec.ValidationError as exc:
+                return _make_valid(entry, tree, exc)
+
+        return decode
+
+    def _entry(self, action: str, kind: PayloadKind) -> _Entry | None:
+        if not self.policy.applies(self.protocol, action):
+            return None
+        return self.types.entry(action, kind)
+
+    def decode(
+        self, action: str, kind: PayloadKind, data: bytes | memoryview | msgspec.Raw, *, validate: bool = True
+    ) -> Any:
+        if validate:
+            try:
+                typed = (self._in_requests if kind is _REQUEST else self._in_responses)[action]
+            except KeyError:
+                typed = self._lookup_received(action, kind)
+            # A handler's opt-out covers the CALL it receives.
+            if typed is not None and not (self._opt_outs and kind is _REQUEST and action in self._opt_outs):
+                try:
+                    return typed(data)
+                except msgspec.ValidationError as exc:
+                    return self._retry(action, kind, data, exc)
+                except msgspec.DecodeError as exc:
+                    raise payload_error(exc) from exc
+        try:
+            return _dict_decoder.decode(data)
+        except msgspec.MsgspecError as exc:  # e.g. {"a": 1e400}: valid JSON, out of range
+            raise PayloadError(ErrorCode.FORMAT_VIOLATION, str(exc)) from exc
+
+    def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
+        try:
+            out = self._encode(payload)
+        except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}"
+            ) from exc
+        if out[0] != _OPEN_BRACE:  # cheaper than isinstance() up front: the output says it
+            raise PayloadError(
+                ErrorCode.FORMAT_VIOLATION,
+                f"payload must be a JSON object (a dict or a msgspec Struct), not {type(payload).__name__}",
+            )
+        if not validate:
+            return out
+        try:
+            typed = (self._requests if kind is _REQUEST else self._responses)[action]
+        except KeyError:
+            typed = self._lookup(action, kind)
+        # A handler's opt-out covers the response it returns.
+        if typed is None or (self._opt_outs and kind is _RESPONSE and action in self._opt_outs):
+            return out
+        # Validate what goes on the wire by reading it back with the typed decoder.
+        try:
+            obj = typed(out)
+        except msgspec.ValidationError as exc:
+            obj = self._retry(action, kind, out, exc)
+        digits = self._digits
+        if digits is not None and _PRECISE_DATETIME.search(out):
+            builtins = msgspec.to_builtins(obj, builtin_types=(datetime,))
+            out = self._encode(_cap_fractions(builtins, digits))
+        return out
+
+    def _retry(
+        self,
+        action: str,
+        kind: PayloadKind,
+        data: bytes | memoryview | msgspec.Raw,
+        exc: msgspec.ValidationError,
+    ) -> Any:
+        """Draft 6 reads ``7.0`` as an integer: fix each such value the error names, convert again."""
+        entry = self._entry(action, kind)
+        assert entry is not None  # a decoder failed, so there is one
+        if not entry.integral_floats or not str(exc).startswith(_INT_GOT_FLOAT):
+            raise payload_error(exc) from exc
+        return _make_valid(entry, _any_decoder.decode(data), exc)
+
+
+def _make_valid(entry: _Entry, tree: Any, exc: msgspec.ValidationError) -> Any:
+    """*tree* converted to *entry*'s type after *exc*, fixing integral floats (draft 6) if that is all."""
+    if not entry.integral_floats or not str(exc).startswith(_INT_GOT_FLOAT):
+        raise payload_error(exc) from exc
+    while True:
+        _, path = _split(str(exc))
+        if not _make_integral(tree, path):
+            raise payload_error(exc) from exc
+        try:
+            return msgspec.convert(tree, entry.type, dec_hook=open_object_hook)
+        except msgspec.ValidationError as again:
+            exc = again
+            if not str(exc).startswith(_INT_GOT_FLOAT):
+                raise payload_error(exc) from exc
+
+
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _make_integral(tree: Any, path: str) -> bool:
+    """Replace the integral float at *path* (``$.a[0].b``) in *tree* by an int."""
+    steps: list[str | int] = [
+        name if name else int(index) for name, index in _STEP.findall(path.removeprefix("$"))
+    ]
+    if not steps:
+        return False
+    parent = tree
+    for step in steps[:-1]:
+        parent = parent[step]
+    value = parent[steps[-1]]
+    if isinstance(value, float) and value.is_integer():
+        parent[steps[-1]] = int(value)
+        return True
+    return False
+
+
+def _cap_fractions(value: Any, digits: int) -> Any:
+    """*value* (from ``to_builtins``) with every datetime as RFC 3339 text, at most *digits* decimals."""
+    if isinstance(value, dict):
+        return {k: _cap_fractions(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap_fractions(v, digits) for v in value]
+    if isinstance(value, datetime):
+        micro = value.microsecond
+        kept = f"{micro:06d}"[:digits]
+        text = value.replace(microsecond=0).isoformat()
+        if kept.strip("0"):
+            text = text[:19] + "." + kept + text[19:]
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value
+
+
+# The engine may hand it a frame's msgspec.Raw and skip work for it (see TRUSTED_CODECS).
+TRUSTED_CODECS.add(SchemaCodec)
+
+
+def codec_for(protocol: str, policy: ValidationPolicy | None = None) -> SchemaCodec:
+    """The validating codec for *protocol* (``"ocpp1.6"``, ``"ocpp2.0.1"``, ``"ocpp2.1"``, registered).
+
+    *policy* defaults to :meth:`ValidationPolicy.on`.  Nothing is imported until a
+    message needs the types.
+    """
+    if protocol not in _BUILTIN and protocol not in _protocols:
+        raise LookupError(f"no schemas for protocol {protocol!r}; add them with register_protocol()")
+    return SchemaCodec(protocol, policy)

@@ -1,0 +1,191 @@
+"""The byte-stream contract both of ocpprpc's own TCP streams keep, over real loopback sockets.
+
+Each test runs twice: ``_aio_stream`` on asyncio and ``_raw_stream`` on trio
+(the backend each is for); what only one of them does is tested in
+``test_aio_stream.py`` / ``test_raw_stream.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import trustme
+from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from ocpprpc._ws.tls import client_ssl_context, server_ssl_context
+
+from .own_streams import Kit, over_own_streams, read_all, receive_exactly, stream_pair
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@over_own_streams
+async def test_echo_and_socket_attributes_match_anyio(kit: Kit[Any]) -> None:
+    async with stream_pair(kit) as (client, server):
+        await client.send(b"ping")
+        assert await server.receive() == b"ping"
+        await server.send(b"pong")
+        assert await client.receive() == b"pong"
+        # The same typed attributes anyio's own streams give, peer address included.
+        assert client.extra(SocketAttribute.remote_address) == server.extra(SocketAttribute.local_address)
+        assert server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
+        assert client.extra(SocketAttribute.remote_port) == server.extra(SocketAttribute.local_port)
+        assert server.extra(SocketAttribute.remote_port) == client.extra(SocketAttribute.local_port)
+        assert client.extra(SocketAttribute.family) == socket.AF_INET
+        sock = client.extra(SocketAttribute.raw_socket)
+        assert sock.fileno() >= 0
+        # Reading and writing need no trip through anyio's socket machinery.
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+@over_own_streams
+async def test_big_payloads_both_ways_at_once(kit: Kit[Any]) -> None:
+    size = 8 * 1024 * 1024
+    up, down = os.urandom(size), os.urandom(size)
+    got: dict[str, bytes] = {}
+
+    async def pump(stream: anyio.abc.ByteStream, data: bytes) -> None:
+        await stream.send(data[: 1 << 20])
+        view = memoryview(data)
+        for start in range(1 << 20, size, 1 << 20):
+            await stream.send(view[start : start + (1 << 20)])  # type: ignore[arg-type]
+
+    async def drain(stream: anyio.abc.ByteStream, key: str) -> None:
+        got[key] = await receive_exactly(stream, size)
+
+    async with stream_pair(kit) as (client, server), anyio.create_task_group() as tg:
+        tg.start_soon(pump, client, up)
+        tg.start_soon(pump, server, down)
+        tg.start_soon(drain, server, "up")
+        tg.start_soon(drain, client, "down")
+    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
+
+
+@over_own_streams
+async def test_many_concurrent_connections(kit: Kit[Any]) -> None:
+    count = 100
+
+    async def echo(stream: anyio.abc.SocketStream) -> None:
+        assert isinstance(stream, kit.stream_type)
+        async with stream:
+            try:
+                while True:
+                    await stream.send(await stream.receive())
+            except anyio.EndOfStream:
+                pass
+
+    async def station(port: int, i: int) -> None:
+        async with await kit.connect_tcp("127.0.0.1", port) as stream:
+            for n in range(10):
+                message = f"{i}:{n}".encode()
+                await stream.send(message)
+                assert await receive_exactly(stream, len(message)) == message
+            await stream.send_eof()
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
+
+    async with await kit.create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as server:
+        server.start_soon(listener.serve, echo, server)
+        async with anyio.create_task_group() as stations:
+            for i in range(count):
+                stations.start_soon(station, listener.extra(SocketAttribute.local_port), i)
+        server.cancel_scope.cancel()
+
+
+@over_own_streams
+async def test_eof_after_the_data_and_half_close(kit: Kit[Any]) -> None:
+    async with stream_pair(kit) as (client, server):
+        await client.send(b"last words")
+        await client.send_eof()
+        await client.send_eof()  # idempotent
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.send(b"after our EOF")
+        assert await receive_exactly(server, 10) == b"last words"
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()  # and again
+        # Half-close: the other direction still works.
+        await server.send(b"still here")
+        assert await receive_exactly(client, 10) == b"still here"
+        await server.aclose()
+        with pytest.raises(anyio.EndOfStream):
+            await client.receive()
+
+
+@over_own_streams
+async def test_tls_stream_over_it(kit: Kit[Any], ca: trustme.CA) -> None:
+    server_context = server_ssl_context()
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = client_ssl_context(cadata=ca.cert_pem.bytes().decode())
+    async with stream_pair(kit) as (client, server):
+        async with anyio.create_task_group() as tg:
+            wrapped: list[TLSStream] = []
+
+            async def server_side() -> None:
+                wrapped.append(
+                    await TLSStream.wrap(
+                        server, server_side=True, ssl_context=server_context, standard_compatible=False
+                    )
+                )
+
+            tg.start_soon(server_side)
+            tls_client = await TLSStream.wrap(
+                client, hostname="localhost", ssl_context=client_context, standard_compatible=False
+            )
+        (tls_server,) = wrapped
+        payload = os.urandom(300_000)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tls_client.send, payload)
+            assert await receive_exactly(tls_server, len(payload)) == payload
+        assert tls_client.extra(TLSAttribute.cipher) is not None
+        assert tls_server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
+        await tls_client.aclose()
+        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ssl.SSLError)):
+            await tls_server.receive()
+        await tls_server.aclose()
+
+
+@over_own_streams
+async def test_the_same_bytes_over_both_streams(kit: Kit[Any]) -> None:
+    """Send the same irregular write pattern over each stream; the bytes read are identical."""
+    pattern = [os.urandom(n) for n in (1, 2, 100, 65535, 65536, 65537, 3, 1 << 20, 7)]
+
+    async def transfer(open_pair: Callable[[], Any]) -> bytes:
+        received = b""
+        async with open_pair() as (client, server), anyio.create_task_group() as tg:
+
+            async def write() -> None:
+                for part in pattern:
+                    await client.send(part)
+                await client.send_eof()
+
+            tg.start_soon(write)
+            received = await read_all(server)
+        return received
+
+    @asynccontextmanager
+    async def anyio_pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]]:
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+            client = await anyio.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+            server = await listener.listeners[0].accept()  # type: ignore[attr-defined]
+            async with client, server:
+                yield client, server
+
+    assert await transfer(lambda: stream_pair(kit)) == await transfer(anyio_pair) == b"".join(pattern)
