@@ -24,64 +24,14 @@ replacing a handler hides configuration mistakes in large CSMS code bases.
 
 from __future__ import annotations
 
-import enum
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar, overload
 
-import msgspec
+from .dispatch import NO_REPLY, CallContext, Handler, NoReply, Route
 
-from .._typed.validation import convert
+__all__ = ["NO_REPLY", "CallContext", "Handler", "NoReply", "Route", "Router"]
 
-if TYPE_CHECKING:
-    from .session import Session
-
-__all__ = ["NO_REPLY", "CallContext", "Handler", "NoReply", "Router"]
-
-
-class NoReply(enum.Enum):
-    """Type of the :data:`NO_REPLY` sentinel (an enum so it narrows under mypy)."""
-
-    NO_REPLY = "NO_REPLY"
-
-    def __repr__(self) -> str:
-        return "NO_REPLY"
-
-
-#: Return this from a handler to leave the CALL unanswered.
-NO_REPLY: Literal[NoReply.NO_REPLY] = NoReply.NO_REPLY
-
-
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """What a handler knows about the message it is answering, besides its payload."""
-
-    #: The message id of the CALL (or SEND).
-    message_id: str
-    #: The action the peer named.
-    action: str
-    #: The connection's subprotocol (``"ocpp1.6"``, ...).
-    protocol: str
-    #: The session the message arrived on: call back the peer through it, read its
-    #: ``identity`` or keep per-connection state in its ``data`` dict.
-    session: Session
-    #: ``True`` for a 2.1 SEND, which is never answered (the return value is ignored).
-    is_send: bool = False
-
-    @property
-    def identity(self) -> str | None:
-        """The charging station identity of the session (shortcut for ``session.identity``)."""
-        return self.session.identity
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """The session's user data dict (shortcut for ``session.data``)."""
-        return self.session.data
-
-
-#: Any handler, as the session sees it: a coroutine function or a plain function.
-Handler: TypeAlias = Callable[[Any, CallContext], Any]
 
 _P = ParamSpec("_P")
 _Q = TypeVar("_Q")
@@ -109,41 +59,6 @@ class _RequestClass(Protocol[_P, _Qco, _Rco]):
     def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _Qco: ...
 
     def __ocpp_answer__(self, request: Any, /) -> _Rco: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One registration: the handler and how to treat its messages."""
-
-    handler: Handler
-    #: ``False``: the handler's response is sent without schema validation, and the
-    #: action is listed in the session's ``unvalidated_actions`` for the codec.
-    validate: bool = True
-    #: The Request subclass the handler was registered with, if any.  A ``dict``
-    #: payload (validation off, or the plain JSON codec) is converted to it first.
-    request_type: type[Any] | None = None
-    #: ``True`` for a plain function (not a coroutine function): it cannot wait, so
-    #: the session may run it in its reader task instead of handing it to a worker.
-    inline: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        handler = self.handler
-        # An object with an ``async def __call__`` is a coroutine function too.
-        dunder_call = getattr(type(handler), "__call__", None)  # noqa: B004 (not a callable() test)
-        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(dunder_call)
-        object.__setattr__(self, "inline", not is_async)
-
-    def prepare(self, payload: Any) -> Any:
-        """The payload as the handler expects it (raises ``msgspec.ValidationError``)."""
-        request_type = self.request_type
-        if request_type is None:
-            # Registered by action name: the handler gets plain JSON values, validated or not.
-            return msgspec.to_builtins(payload) if isinstance(payload, msgspec.Struct) else payload
-        if isinstance(payload, request_type):
-            return payload
-        if isinstance(payload, msgspec.Struct):
-            payload = msgspec.to_builtins(payload)
-        return convert(payload, request_type)
 
 
 @dataclass(eq=False)
