@@ -174,3 +174,12 @@ def test_the_architecture_page_names_every_part() -> None:
     parts = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()} - VERSIONS
     missing = sorted(part for part in parts if f"``{part}/``" not in page)
     assert missing == [], "docs/architecture.rst does not describe these parts"
+
+
+def test_the_session_depends_on_the_dispatch_interface_not_the_router() -> None:
+    """No cycle: the router implements _rpc.dispatch, the session uses only that."""
+    modules = modules_on_disk()
+    session = imports_of("ocpprpc._rpc.session", modules["ocpprpc._rpc.session"])
+    router = imports_of("ocpprpc._rpc.router", modules["ocpprpc._rpc.router"])
+    assert "ocpprpc._rpc.router" not in session
+    assert "ocpprpc._rpc.session" not in router

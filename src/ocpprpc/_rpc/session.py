@@ -115,8 +115,8 @@ from .._engine.rules import ErrorCode
 from .._typed.messages import Request, Response, SendMessage
 from .._typed.validation import convert
 from .._ws.transport import CloseReason, ConnectionLost, MessageStream
+from .dispatch import NO_REPLY, CallContext, Dispatcher, Route
 from .groups import exit_close_code, raise_single
-from .router import NO_REPLY, CallContext, Route, Router
 
 __all__ = [
     "DEFAULT_INBOUND_BUDGET",
@@ -372,7 +372,7 @@ class Session:
         stream: MessageStream,
         connection: Connection,
         *,
-        router: Router | None = None,
+        router: Dispatcher | None = None,
         identity: str | None = None,
         data: dict[str, Any] | None = None,
         call_timeout: float | None = 30,
