@@ -64,3 +64,44 @@ def _write_rules_table() -> None:
 
 
 _write_rules_table()
+
+
+def _document_inherited_like_own(app: object) -> None:
+    """Methods a public class inherits from a private mixin render as if defined on it.
+
+    autodoc looks a method's overloads and its place in ``bysource`` order up
+    under ``Class.method`` in the source of the module that defines it; for
+    ``Station.call`` (defined on ``ocpprpc._station.calls._Calls``) neither
+    is found.  Register them under the public class's name: inherited methods
+    follow the class's own, nearest mixin first, each in its source order.
+    """
+    import inspect
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    import ocpprpc
+
+    for name in ocpprpc.__all__:
+        cls = getattr(ocpprpc, name)
+        if not inspect.isclass(cls) or not cls.__module__.startswith("ocpprpc."):
+            continue
+        own = ModuleAnalyzer.for_module(cls.__module__)
+        own.analyze()
+        for depth, base in enumerate(cls.__mro__[1:], start=1):
+            if not base.__module__.startswith("ocpprpc.") or not base.__name__.startswith("_"):
+                continue
+            theirs = ModuleAnalyzer.for_module(base.__module__)
+            theirs.analyze()
+            prefix = base.__qualname__ + "."
+            for key, signatures in list(theirs.overloads.items()):
+                if key.startswith(prefix):
+                    theirs.overloads.setdefault(cls.__qualname__ + "." + key.removeprefix(prefix), signatures)
+            for key, order in theirs.tagorder.items():
+                if key.startswith(prefix):
+                    own.tagorder.setdefault(
+                        cls.__qualname__ + "." + key.removeprefix(prefix), 100_000 * depth + order
+                    )
+
+
+def setup(app: object) -> None:
+    app.connect("builder-inited", _document_inherited_like_own)  # type: ignore[attr-defined]
