@@ -29,7 +29,9 @@ ENGINE = [
 ]
 # The anyio session layer: reported on its own, gated lower (a few defensive paths,
 # such as a task group failing to start, are not worth contorting tests for).
-SESSION = ["_rpc/router", "_rpc/session", "testing"]
+SESSION = ["_rpc/dispatch", "_rpc/router", "_rpc/session", "testing"]
+# The CSMS's auth helpers and pure protection blocks: every branch is a security decision.
+PROTECTION = ["_csms/auth", "_csms/admission", "_csms/ratelimit", "_csms/security_events"]
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
 TRANSPORT = [
     "_ws/aio_stream",
@@ -90,6 +92,8 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report", f"--include={transport}", "--fail-under=90")
     typed = ",".join(f"src/ocpprpc/{module}.py" for module in TYPED)
     session.run("coverage", "report", f"--include={typed}", "--fail-under=100")
+    protection = ",".join(f"src/ocpprpc/{module}.py" for module in PROTECTION)
+    session.run("coverage", "report", f"--include={protection}", "--fail-under=100")
 
 
 @nox.session
