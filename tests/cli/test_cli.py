@@ -7,6 +7,7 @@ Stations run concurrently to keep the whole file to a few seconds.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -74,3 +75,26 @@ def test_a_station_that_cannot_connect_says_why_in_one_line(tmp_path: Path) -> N
     assert gone.returncode == 1
     assert len(err.splitlines()) == 1
     assert err.startswith(f"python -m ocpprpc: error: CP3: cannot connect to {url}/ocpp: ")
+
+
+def test_serve_rate_limits_and_logs_security_events_as_json(tmp_path: Path) -> None:
+    """``--rate-limit`` refuses a station's surplus MeterValues; ``--security-log`` prints each as JSON."""
+    log_path = tmp_path / "serve.log"
+    flags = ["--rate-limit", "MeterValues=1/60", "--rate-limit", "*=100/1m"]
+    flags += ["--rate-limit-action", "callerror"]
+    admission = ("--max-connections", "10", "--upgrade-rate", "20/10", "--allow-ip", "127.0.0.0/8")
+    with csms(log_path, *flags, *admission, "--security-log") as (server, url):
+        flooder = station(url, "CP1", "--meter-values", "3")
+        _, err = flooder.communicate(timeout=WAIT)
+        assert flooder.returncode == 1  # --once: a refused call fails the session, in one line
+        assert "CP1: GenericError: rate limit exceeded: MeterValues limit 1/60s" in err
+        neighbour = station(url, "CP2", "--meter-values", "1")
+        _, err = neighbour.communicate(timeout=WAIT)
+        assert neighbour.returncode == 0 and err == "", err
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(WAIT) == 0
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert [(e["kind"], e["identity"], e["action"], e["on_breach"]) for e in events] == [
+        ("rate_limited", "CP1", "MeterValues", "callerror")
+    ]
+    assert events[0]["limit"] == "1/60s" and events[0]["peer"] == "127.0.0.1"

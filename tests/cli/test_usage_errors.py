@@ -34,6 +34,51 @@ CASES: dict[str, tuple[tuple[Arg, ...], str]] = {
         (*STATION, "--interval", "-1"),
         "argument --interval: must be a finite number of seconds >= 0, got '-1'",
     ),
+    "rate-limit-no-equals": (
+        ("serve", "--rate-limit", "MeterValues"),
+        "argument --rate-limit: expected ACTION=COUNT/SECONDS (or '*=COUNT/SECONDS' for all CALLs), "
+        "got 'MeterValues'",
+    ),
+    "rate-limit-bad-rate": (
+        ("serve", "--rate-limit", "MeterValues=ten/60"),
+        "argument --rate-limit: invalid rate limit 'ten/60': expected COUNT/PERIOD with PERIOD a number "
+        "of seconds or NUMBER+UNIT (s, m, h, d), e.g. '10/60', '10/1m', '100/h'",
+    ),
+    "rate-limit-bad-action": (
+        ("serve", "--rate-limit", "Meter Values=1/60"),
+        "argument --rate-limit: 'Meter Values' is not an OCPP action name (e.g. MeterValues) or '*'",
+    ),
+    "rate-limit-twice": (
+        ("serve", "--rate-limit", "*=1/60", "--rate-limit", "*=2/60"),
+        "--rate-limit: * limited more than once",
+    ),
+    "rate-limit-action-alone": (
+        ("serve", "--rate-limit-action", "disconnect"),
+        "--rate-limit-action needs at least one --rate-limit",
+    ),
+    "rate-limit-action-unknown": (
+        ("serve", "--rate-limit", "*=1/60", "--rate-limit-action", "ignore"),
+        "argument --rate-limit-action: invalid choice: 'ignore' "
+        "(choose from 'drop', 'callerror', 'disconnect')",
+    ),
+    "max-connections-zero": (
+        ("serve", "--max-connections", "0"),
+        "argument --max-connections: must be at least 1, got 0",
+    ),
+    "upgrade-rate-bad": (
+        ("serve", "--upgrade-rate", "0/60"),
+        "argument --upgrade-rate: invalid rate limit '0/60': "
+        "a rate limit allows at least 1 message, got count=0",
+    ),
+    "allow-ip-host-bits": (
+        ("serve", "--allow-ip", "10.0.0.5/24"),
+        "argument --allow-ip: invalid IP network '10.0.0.5/24': 10.0.0.5/24 has host bits set",
+    ),
+    "allow-ip-junk": (
+        ("serve", "--allow-ip", "example.com"),
+        "argument --allow-ip: invalid IP network 'example.com': "
+        "'example.com' does not appear to be an IPv4 or IPv6 network",
+    ),
     "reconnect-delay-zero": (
         (*STATION, "--max-reconnect-delay", "0"),
         "argument --max-reconnect-delay: must be more than 0 seconds",

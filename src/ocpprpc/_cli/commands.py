@@ -30,7 +30,10 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 
+from .._csms.admission import AdmissionPolicy, parse_network
 from .._csms.auth import certificate_identity
+from .._csms.ratelimit import RateLimit, StationLimits
+from .._csms.security_events import SecurityEvent, SecurityEvents
 from .._csms.server import Accept, Reject, Server
 from .._engine.errors import OCPPError
 from .._options.policies import Backoff
@@ -123,6 +126,34 @@ def _positive_seconds(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
+
+
+def _rate(text: str) -> RateLimit:
+    try:
+        return RateLimit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _action_rate(text: str) -> tuple[str, RateLimit]:
+    """``ACTION=COUNT/SECONDS``; ``*`` for the limit on all of a station's CALLs."""
+    action, equals, rate = text.partition("=")
+    action = action.strip()
+    if not equals or not action:
+        raise argparse.ArgumentTypeError(
+            f"expected ACTION=COUNT/SECONDS (or '*=COUNT/SECONDS' for all CALLs), got {text!r}"
+        )
+    if action != "*" and not action.isidentifier():
+        raise argparse.ArgumentTypeError(f"{action!r} is not an OCPP action name (e.g. MeterValues) or '*'")
+    return action, _rate(rate)
+
+
+def _network(text: str) -> str:
+    try:
+        parse_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _suggest_protocol(name: str) -> str | None:
@@ -283,6 +314,44 @@ def build_parser() -> argparse.ArgumentParser:
         "DNS or URI name must equal the station identity)",
     )
     serve.add_argument(
+        "--rate-limit",
+        metavar="ACTION=COUNT/SECONDS",
+        type=_action_rate,
+        action="append",
+        help="limit each station's CALLs of ACTION ('*': all its CALLs together), e.g. "
+        "MeterValues=10/60 or '*=100/1m'; repeatable",
+    )
+    serve.add_argument(
+        "--rate-limit-action",
+        choices=["drop", "callerror", "disconnect"],
+        default="drop",
+        help="what a CALL over a --rate-limit gets: no answer, a CALLERROR, or the connection closed",
+    )
+    serve.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=_positive_int,
+        help="connections served at once; one more is answered HTTP 503",
+    )
+    serve.add_argument(
+        "--upgrade-rate",
+        metavar="COUNT/SECONDS",
+        type=_rate,
+        help="connection attempts per client IP address; more are answered HTTP 429 with Retry-After",
+    )
+    serve.add_argument(
+        "--allow-ip",
+        metavar="CIDR",
+        type=_network,
+        action="append",
+        help="only addresses in this network may connect (others get HTTP 403); repeatable",
+    )
+    serve.add_argument(
+        "--security-log",
+        action="store_true",
+        help="print security events (refusals, failed logins, rate limits) to stderr, one JSON object a line",
+    )
+    serve.add_argument(
         "--heartbeat-interval",
         metavar="SECONDS",
         type=_positive_int,
@@ -435,6 +504,13 @@ def _check_serve(args: argparse.Namespace) -> None:
         raise UsageError(
             "give one --key per --cert, in the same order (or none: keys inside the --cert files)"
         )
+    if args.rate_limit:
+        actions = [action for action, _ in args.rate_limit]
+        twice = sorted({action for action in actions if actions.count(action) > 1})
+        if twice:
+            raise UsageError(f"--rate-limit: {', '.join(twice)} limited more than once")
+    elif args.rate_limit_action != "drop":
+        raise UsageError("--rate-limit-action needs at least one --rate-limit")
     if profile != 3 and args.no_cert_identity_check:
         raise UsageError("--no-cert-identity-check: station certificates are for security profile 3")
     args.ssl_context = None
@@ -565,6 +641,10 @@ async def run_serve(args: argparse.Namespace) -> None:
         ssl_context=args.ssl_context,
         validation=not args.no_validation,
         on_message=_log_wire,
+        max_connections=args.max_connections,
+        admission=_admission(args),
+        rate_limits=_rate_limits(args),
+        security_events=_security_log() if args.security_log else None,
     )
     # Opened before listening, so a signal can never hit the default handlers once we serve.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -585,6 +665,31 @@ async def run_serve(args: argparse.Namespace) -> None:
                 break
             # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
             await server.shutdown(timeout=2)
+
+
+def _admission(args: argparse.Namespace) -> AdmissionPolicy | None:
+    if args.upgrade_rate is None and not args.allow_ip:
+        return None
+    return AdmissionPolicy(allow_ips=args.allow_ip or (), upgrade_rate=args.upgrade_rate)
+
+
+def _rate_limits(args: argparse.Namespace) -> StationLimits | None:
+    if not args.rate_limit:
+        return None
+    limits = dict(args.rate_limit)
+    return StationLimits(global_=limits.pop("*", None), per_action=limits, on_breach=args.rate_limit_action)
+
+
+def _security_log() -> SecurityEvents:
+    """A hub that prints each event as one JSON line on stderr (for a SIEM or ``jq``)."""
+
+    def write(event: SecurityEvent) -> None:
+        sys.stderr.write(event.to_json() + "\n")
+        sys.stderr.flush()
+
+    hub = SecurityEvents()
+    hub.subscribe(write)
+    return hub
 
 
 async def run_station(args: argparse.Namespace) -> None:

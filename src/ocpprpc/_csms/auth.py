@@ -218,11 +218,11 @@ class PasswordTable(MutableMapping[str, "str | bytes"]):
         if request.password is None:
             # Decided before the identity is looked up: the timing tells nothing about it.
             log.debug("station %r sent no password", request.identity)
-            return Reject(401)
+            return Reject(401, method="basic")
         if await self._matches(request.identity, request.password):
             return Accept()
         log.info("station %r: wrong password or unknown identity", request.identity)
-        return Reject(401)
+        return Reject(401, method="basic")
 
     async def _matches(self, identity: str, password: bytes) -> bool:
         if self.plaintext:
@@ -294,14 +294,25 @@ def certificate_identity(
         certificate = request.client_certificate
         if certificate is None:
             log.info("station %r sent no client certificate", request.identity)
-            return Reject(status, "a client certificate is required")
+            return Reject(status, "a client certificate is required", method="certificate")
         allowed = names(certificate) if names is not None else certificate_names(certificate, wanted)
         if request.identity in allowed:
             return Accept()
         log.info("station %r: client certificate issued to another identity", request.identity)
-        return Reject(status, "the client certificate was not issued to this station identity")
+        return Reject(
+            status,
+            "the client certificate was not issued to this station identity",
+            method="certificate",
+            certificate_subject=_common_name(certificate) or "",
+        )
 
     return check_certificate_identity
+
+
+def _common_name(certificate: Mapping[str, Any]) -> str | None:
+    """The subject's first common name, for the security event (``None`` without one)."""
+    names = certificate_names(certificate, ("CN",))
+    return names[0] if names else None
 
 
 # -- combinators ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""CSMS-side guards put in front of the application's router: a boot gate and a replay cache.
+"""CSMS-side guards put in front of the application's router: a boot gate, a replay cache, rate limits.
 
 Both wrap :meth:`Router.resolve`, so the session and the handlers stay as they
 are; :class:`~ocpprpc.Server` installs the wrapper when one of its options
@@ -30,6 +30,14 @@ before our answer arrived sends the CALL again under the same id
 (the application) sees each message exactly once.  A repeat that arrives while
 the first is still being handled waits for that answer.  Unexpected handler
 exceptions are not remembered: a retry may succeed.
+
+**Rate limits** (``Server(rate_limits=StationLimits(...))``): every inbound CALL
+is checked against the station's buckets (:class:`~ocpprpc.RateLimiter`) before
+anything else sees it, the boot gate and the replay cache included.  The
+wrapper is a plain function, so the session runs it in its reader task: an
+allowed CALL costs one check, and a refused one is answered (or dropped) there
+without a worker.  A handler that is ``async def`` still runs in a worker: the
+wrapper returns its coroutine, which the session awaits in one.
 """
 
 from __future__ import annotations
@@ -47,9 +55,10 @@ import msgspec
 from .._engine.errors import OCPPError
 from .._engine.rules import ErrorCode
 from .._rpc.router import NO_REPLY, CallContext, Route, Router
-from .._rpc.session import CallWatch
+from .._rpc.session import CallWatch, Session
+from .ratelimit import OnBreach, RateLimiter, Verdict
 
-__all__ = ["GuardedRouter", "ReplayCache"]
+__all__ = ["GuardedRouter", "RateLimitedRouter", "ReplayCache"]
 
 log = logging.getLogger("ocpprpc.server")
 
@@ -208,6 +217,89 @@ class GuardedRouter(Router):
             self.booted[identity] = status == "Accepted"
             log.debug("station %r boot answered %s", identity, status)
         return result
+
+
+#: Told of every refused CALL (to log it and emit a security event); must not raise.
+BreachNotice = Callable[[Verdict, CallContext], None]
+
+# RFC 6455 7.4.1: 1008, the endpoint received a message that violates its policy.
+_POLICY_VIOLATION = 1008
+# A close frame's reason is at most 123 bytes (RFC 6455 5.5: a 125-byte payload, 2 for the code).
+_MAX_CLOSE_REASON = 123
+# Wrapped routes remembered, by (action, protocol); cleared beyond this many (actions are few).
+_MAX_WRAPPED = 1024
+
+
+class RateLimitedRouter(Router):
+    """A router that checks every CALL against the station's rate limits before *inner* sees it."""
+
+    def __init__(self, inner: Router, limiter: RateLimiter, notify: BreachNotice) -> None:
+        super().__init__()
+        self.inner = inner
+        self.limiter = limiter
+        self.notify = notify
+        # (action, protocol) -> (the inner route, its wrapper): one wrapper per registration, not per CALL.
+        self._wrapped: dict[tuple[str, str], tuple[Route, Route]] = {}
+        self._unrouted = Route(self._limit_unrouted)
+
+    def resolve(self, action: str, protocol: str) -> Route | None:
+        route = self.inner.resolve(action, protocol)
+        if route is None:
+            return self._unrouted
+        known = self._wrapped.get((action, protocol))
+        if known is not None and known[0] is route:
+            return known[1]
+        wrapped = self._wrap(route)
+        if len(self._wrapped) >= _MAX_WRAPPED:
+            self._wrapped.clear()
+        self._wrapped[(action, protocol)] = (route, wrapped)
+        return wrapped
+
+    def unvalidated_actions(self, protocol: str) -> frozenset[str]:
+        return self.inner.unvalidated_actions(protocol)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.inner
+
+    def _wrap(self, route: Route) -> Route:
+        handler = route.handler
+        check = self.limiter.check
+        breached = self._breached
+
+        def limited(request: Any, ctx: CallContext) -> Any:
+            verdict = check(ctx.session.identity or "", ctx.action)
+            if verdict.allowed:
+                return handler(request, ctx)
+            return breached(verdict, ctx)
+
+        return Route(limited, validate=route.validate, request_type=route.request_type)
+
+    def _limit_unrouted(self, request: Any, ctx: CallContext) -> Any:
+        """No handler: a flood of unknown actions counts against the station's limits too."""
+        verdict = self.limiter.check(ctx.session.identity or "", ctx.action)
+        if not verdict.allowed:
+            return self._breached(verdict, ctx)
+        code = ErrorCode.NOT_SUPPORTED if action_known(ctx) else ErrorCode.NOT_IMPLEMENTED
+        raise OCPPError(code, f"no handler for {ctx.action}")
+
+    def _breached(self, verdict: Verdict, ctx: CallContext) -> Any:
+        breach = verdict.breach
+        assert breach is not None  # refused verdicts always say why
+        self.notify(verdict, ctx)
+        if verdict.on_breach is OnBreach.CALLERROR:
+            assert verdict.error_code is not None
+            raise OCPPError(verdict.error_code, breach.describe())
+        if verdict.on_breach is OnBreach.DISCONNECT:
+            which = f"{breach.scope} limit" if breach.scope is not None else "message limit"
+            reason = f"rate limit exceeded: {which} {breach.limit}"
+            return _disconnect(ctx.session, reason.encode()[:_MAX_CLOSE_REASON].decode("utf-8", "ignore"))
+        return NO_REPLY
+
+
+async def _disconnect(session: Session, reason: str) -> Any:
+    """Close a station that breached a limit; run by the session as the breaching CALL's handler."""
+    await session.close(_POLICY_VIOLATION, reason, graceful=False)
+    return NO_REPLY  # not reached from inside the session (closing cancels its handlers)
 
 
 async def call_handler(route: Route, request: Any, ctx: CallContext) -> Any:

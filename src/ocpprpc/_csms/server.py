@@ -27,7 +27,7 @@ from .._engine.rules import Role
 from .._options.policies import Keepalive
 from .._rpc.groups import raise_single
 from .._rpc.protocols import ValidationArg, check_protocols, session_parts
-from .._rpc.router import Router
+from .._rpc.router import CallContext, Router
 from .._rpc.session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
 from .._typed.quirks import QuirksArg, as_quirks
 from .._ws.errors import HandshakeError
@@ -45,7 +45,21 @@ from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serv
 from .._ws.transport import ConnectionLost
 from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
-from .guard import GuardedRouter, ReplayCache
+from .admission import AdmissionPolicy, RefusalKind, Refuse
+from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
+from .ratelimit import RateLimiter, StationLimits, Verdict
+from .security_events import (
+    AuthFailed,
+    AuthTimedOut,
+    BadMessageFlood,
+    CertificateIdentityMismatch,
+    ConnectionRefused,
+    HandshakeAborted,
+    IdentityEvicted,
+    RateLimited,
+    SecurityEvent,
+    SecurityEvents,
+)
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 
@@ -53,9 +67,12 @@ log = logging.getLogger("ocpprpc.server")
 
 ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
-# RFC 6455 7.4.1: 1001 "going away" (server shutdown); 1008 policy (replaced).
+# RFC 6455 7.4.1: 1001 "going away" (server shutdown); 1008 policy (replaced); 1002 protocol error.
 _GOING_AWAY = 1001
 _REPLACED = 1008
+_PROTOCOL_ERROR = 1002
+# A station that keeps breaching its limits is logged at WARNING at most this often (seconds).
+_BREACH_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +87,20 @@ class Accept:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """An auth callback's "no": the HTTP status (and body) the station gets."""
+    """An auth callback's "no": the HTTP status (and body) the station gets.
+
+    *method* and *certificate_subject* only shape the security event a 401 or
+    403 raises (:class:`~ocpprpc.AuthFailed`, or
+    :class:`~ocpprpc.CertificateIdentityMismatch` when *certificate_subject*
+    is set: a valid certificate issued to another station).
+    """
 
     status: int = 401
     body: str = ""
+    #: Which check said no: ``basic``, ``certificate`` or ``callback``.
+    method: str = "callback"
+    #: The common name of a client certificate that names another station.
+    certificate_subject: str | None = None
 
 
 AuthCallback = Callable[[StationRequest], Awaitable["Accept | Reject | None"]]
@@ -156,6 +183,17 @@ class Server:
         ``handshake_timeout``, TLS included) and closed.  ``None`` (default): no
         limit but the process's file descriptors (running out of those is
         survived: accepting pauses 100 ms at a time, with a rate-limited warning).
+    :param admission: an :class:`AdmissionPolicy` judging each upgrade request
+        (peer address, headers, scheme) once it is read and before ``auth``: a
+        refusal is answered 403 (address, origin, scheme) or 429 with
+        ``Retry-After`` (upgrade rate per address) and closed.  ``None``: everyone
+        reaches ``auth``.
+    :param rate_limits: :class:`StationLimits` every station's CALLs are held to
+        (one :class:`RateLimiter` per server, keyed by identity, so limits follow
+        a station across reconnects).  ``None``: no limits, and no cost.
+    :param security_events: the :class:`SecurityEvents` hub the server reports
+        to (default: a new one; either way it is :attr:`security_events`).
+        :meth:`serve` runs its ``run()`` for ``async`` subscribers.
     :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
         repairing known non-conformant payloads before validation (docs: quirks).
     :param session_options: further :class:`Session` options for every station.
@@ -191,6 +229,9 @@ class Server:
         identity_check: IdentityCheck = check_identity,
         max_connections: int | None = None,
         quirks: QuirksArg = None,
+        admission: AdmissionPolicy | None = None,
+        rate_limits: StationLimits | None = None,
+        security_events: SecurityEvents | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -225,13 +266,27 @@ class Server:
         self.inbound_budget = None if inbound_budget is None else InboundBudget(inbound_budget)
         self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
         self._session_router: Router = self.router
+        self._guard: GuardedRouter | None = None
         if require_boot or self.replay_cache is not None:
-            self._session_router = GuardedRouter(
+            self._session_router = self._guard = GuardedRouter(
                 self.router,
                 require_boot=require_boot,
                 boot_registry=boot_registry,
                 replay_cache=self.replay_cache,
             )
+        # -- protection (issue 14)
+        self.admission = admission
+        #: The hub every security event of this server goes to: subscribe to it.
+        self.security_events = security_events if security_events is not None else SecurityEvents()
+        #: The station buckets (``None`` without ``rate_limits``).
+        self.rate_limiter: RateLimiter | None = None
+        if rate_limits is not None:
+            self.rate_limiter = RateLimiter(rate_limits, clock=anyio.current_time)
+            # Outermost: a flood is refused before the boot gate or the replay cache spend anything.
+            self._session_router = RateLimitedRouter(self._session_router, self.rate_limiter, self._breached)
+        self._breach_logged: dict[str, float] = {}
+        # The client address of each running session, for the events it raises.
+        self._peers: dict[Session, str | None] = {}
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None: no limit)")
         self.max_connections = max_connections
@@ -282,13 +337,17 @@ class Server:
         listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
         self._listeners.append(listener)
         try:
-            async with anyio.create_task_group() as stations:
-                self._task_group = stations
-                with anyio.CancelScope() as accepting:
-                    self._accept_scopes.append(accepting)
-                    task_status.started(self)
-                    log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
-                    await serve_listener(listener, self.handle, stations)
+            async with anyio.create_task_group() as reporting:
+                if not self.security_events.running:
+                    reporting.start_soon(self.security_events.run)
+                async with anyio.create_task_group() as stations:
+                    self._task_group = stations
+                    with anyio.CancelScope() as accepting:
+                        self._accept_scopes.append(accepting)
+                        task_status.started(self)
+                        log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
+                        await serve_listener(listener, self.handle, stations)
+                reporting.cancel_scope.cancel()
         finally:
             self._listeners.remove(listener)
             with anyio.CancelScope(shield=True):
@@ -303,13 +362,13 @@ class Server:
         """
         if self.max_connections is not None and self._connections >= self.max_connections:
             try:
-                await self._refuse_over_limit(stream)
+                await self._refuse_over_limit(stream, _peer_host(stream))
             finally:
                 await anyio.aclose_forcefully(stream)
             return
         self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
-            await self._handle(stream)
+            await self._handle(stream, _peer_host(stream))
         except Exception:
             # The backstop of "never raises": a bug reached by one station's input must cost
             # that station its connection, never the listener and every other station.
@@ -324,7 +383,7 @@ class Server:
         """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
         return self._connections
 
-    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream) -> None:
+    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
         """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
         try:
             request = await accept_websocket(
@@ -338,15 +397,24 @@ class Server:
             )
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)
+            self._handshake_failed(exc, peer)
             return
         log.info(
             "station %r refused with 503: %d connections, the limit (max_connections)",
             request.identity,
             self._connections,
         )
+        self._emit(
+            ConnectionRefused,
+            identity=request.identity,
+            peer=peer,
+            refusal=RefusalKind.CONNECTION_CAP.value,
+            status=503,
+            reason=f"{self._connections} connections, the limit (max_connections)",
+        )
         await request.reject(503, "the CSMS is at its connection limit, try again later")
 
-    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
         # One bound for the whole admission: TLS, the upgrade request and the auth callback.
         deadline = anyio.current_time() + self.handshake_timeout
         try:
@@ -363,15 +431,24 @@ class Server:
             )
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)
+            self._handshake_failed(exc, peer)
             return
         try:
-            await self._admit(request, deadline)
+            await self._admit(request, deadline, peer)
         except HandshakeError as exc:
             log.info("station %r not admitted: %s", request.identity, exc)
         except Exception:
             log.exception("station %r: unexpected error", request.identity)
 
-    async def _admit(self, request: StationRequest, deadline: float) -> None:
+    async def _admit(self, request: StationRequest, deadline: float, peer: str | None) -> None:
+        if self.admission is not None:
+            verdict = self.admission.decide(
+                peer, request.headers, "wss" if self.ssl_context is not None else "ws", anyio.current_time()
+            )
+            if isinstance(verdict, Refuse):
+                await self._refuse_admission(request, verdict, peer)
+                return
+            peer = None if verdict.client_ip is None else str(verdict.client_ip)
         if not self._accepting:
             await request.reject(503, "the CSMS is shutting down")
             return
@@ -392,10 +469,18 @@ class Server:
                     request.identity,
                     self.handshake_timeout,
                 )
+                self._emit(
+                    AuthTimedOut,
+                    identity=request.identity,
+                    peer=peer,
+                    timeout=self.handshake_timeout,
+                    reason="the auth callback did not decide within the handshake timeout",
+                )
                 await request.reject(503, "authentication timed out, try again later")
                 return
         if isinstance(decision, Reject):
             log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
+            self._auth_refused(request, decision, peer)
             await request.reject(decision.status, decision.body)
             return
         accept = decision if decision is not None else Accept()
@@ -404,6 +489,14 @@ class Server:
         if refusing:
             if identity in self._clients or identity in self._claimed:
                 log.info("station %r is already connected; refusing the new connection", identity)
+                current = self._clients.get(identity)
+                self._emit(
+                    IdentityEvicted,
+                    identity=identity,
+                    peer=peer,
+                    previous_peer=None if current is None else self._peers.get(current),
+                    reason="identity already connected; the new connection was refused (409)",
+                )
                 await request.reject(409, "this identity is already connected")
                 return
             self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
@@ -420,12 +513,20 @@ class Server:
         # session has always started (a task group opens without a checkpoint).
         previous = self._clients.get(identity)
         self._clients[identity] = session
+        self._peers[session] = peer
         log.info("station %r connected (%s)", identity, session.protocol)
         try:
             if previous is None:
                 await self._run(session)
             else:
                 log.info("station %r reconnected; closing its previous connection", identity)
+                self._emit(
+                    IdentityEvicted,
+                    identity=identity,
+                    peer=peer,
+                    previous_peer=self._peers.get(previous),
+                    reason="a new connection for the identity replaced the open one",
+                )
                 async with anyio.create_task_group() as evicting:
                     # In the background: a dead old link must not hold up the new one
                     # for the close timeout its close handshake may take.
@@ -434,7 +535,9 @@ class Server:
         finally:
             if self._clients.get(identity) is session:
                 del self._clients[identity]
+            self._peers.pop(session, None)
             log.info("station %r disconnected: %s", identity, session.close_reason)
+            self._check_bad_message_flood(session, peer)
 
     async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
         """Complete the upgrade and build the station's session (``None``: refused instead)."""
@@ -480,9 +583,8 @@ class Server:
         except BaseException:
             await anyio.aclose_forcefully(websocket)
             raise
-        router = self._session_router
-        if isinstance(router, GuardedRouter) and router.require_boot:
-            session.call_watch = router.watch(identity)  # triggered messages pass the boot gate
+        if self._guard is not None and self._guard.require_boot:
+            session.call_watch = self._guard.watch(identity)  # triggered messages pass the boot gate
         return session
 
     async def _run(self, session: Session) -> None:
@@ -504,6 +606,113 @@ class Server:
             # Application code failing is not the station's fault: log, keep serving it.
             log.exception("on_connect failed for station %r", session.identity)
 
+    # -- security events -------------------------------------------------------------------
+
+    def _emit(self, kind: type[SecurityEvent], **fields: Any) -> None:
+        """Build and hand one event to the hub; never raises into the connection path."""
+        hub = self.security_events
+        try:
+            hub.emit(kind(timestamp=hub.clock(), **fields))
+        except Exception:
+            log.exception("could not report a %s security event", kind.kind)
+
+    def _handshake_failed(self, exc: HandshakeError, peer: str | None) -> None:
+        if exc.status == 401:  # a Basic-auth username other than the identity
+            self._emit(AuthFailed, peer=peer, method="basic", status=401, reason=str(exc))
+        else:
+            self._emit(HandshakeAborted, peer=peer, reason=str(exc))
+
+    async def _refuse_admission(self, request: StationRequest, refusal: Refuse, peer: str | None) -> None:
+        log.info(
+            "station %r refused with %d by admission (%s): %s",
+            request.identity,
+            refusal.status,
+            refusal.kind.value,
+            refusal.reason,
+        )
+        self._emit(
+            ConnectionRefused,
+            identity=request.identity,
+            peer=peer if refusal.client_ip is None else str(refusal.client_ip),
+            refusal=refusal.kind.value,
+            status=refusal.status,
+            reason=refusal.reason,
+        )
+        headers = [(name.decode("ascii"), value.decode("ascii")) for name, value in refusal.headers()]
+        await request.reject(refusal.status, refusal.reason, headers=headers)
+
+    def _auth_refused(self, request: StationRequest, decision: Reject, peer: str | None) -> None:
+        if decision.status not in (401, 403):
+            return
+        if decision.certificate_subject is not None:
+            self._emit(
+                CertificateIdentityMismatch,
+                identity=request.identity,
+                peer=peer,
+                certificate_subject=decision.certificate_subject,
+                reason="the client certificate was issued to another station identity",
+            )
+            return
+        self._emit(
+            AuthFailed,
+            identity=request.identity,
+            peer=peer,
+            method=decision.method,
+            status=decision.status,
+            reason=decision.body or f"refused by the auth callback with HTTP {decision.status}",
+        )
+
+    def _breached(self, verdict: Verdict, ctx: CallContext) -> None:
+        """A station's CALL breached a limit: log it (rate-limited itself) and report it."""
+        breach = verdict.breach
+        assert breach is not None and verdict.on_breach is not None
+        now = anyio.current_time()
+        logged = self._breach_logged
+        if now - logged.get(breach.identity, -_BREACH_LOG_INTERVAL) >= _BREACH_LOG_INTERVAL:
+            if len(logged) >= 10_000:
+                logged.clear()
+            logged[breach.identity] = now
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG
+        log.log(
+            level,
+            "station %r: %s %s (%s); %s",
+            breach.identity,
+            verdict.on_breach.value,
+            breach.action,
+            ctx.message_id,
+            breach.describe(),
+        )
+        self._emit(
+            RateLimited,
+            identity=breach.identity,
+            peer=self._peers.get(ctx.session),
+            action=breach.action,
+            limit=str(breach.limit),
+            scope=breach.scope,
+            on_breach=verdict.on_breach.value,
+            reason=breach.describe(),
+        )
+
+    def _check_bad_message_flood(self, session: Session, peer: str | None) -> None:
+        reason = session.close_reason
+        limit = self.max_bad_messages
+        if (
+            limit is not None
+            and reason is not None
+            and reason.code == _PROTOCOL_ERROR
+            and not reason.by_peer
+            and session.connection.consecutive_bad_messages >= limit
+        ):
+            self._emit(
+                BadMessageFlood,
+                identity=session.identity,
+                peer=peer,
+                count=session.connection.consecutive_bad_messages,
+                reason=f"{limit} malformed messages in a row; disconnected",
+            )
+
     async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
 
@@ -521,6 +730,14 @@ class Server:
                     closing.start_soon(_close_session, session, grace)
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
+
+
+def _peer_host(stream: anyio.abc.ByteStream) -> str | None:
+    """The peer's address as text (no port), or ``None`` when the stream does not know it."""
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return None if address is None else str(address)
 
 
 async def _evict(session: Session) -> None:
