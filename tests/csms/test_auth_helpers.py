@@ -68,6 +68,8 @@ async def test_plaintext_table_only_when_asked() -> None:
         PasswordTable({"CP001": "right-password-123"})
     with pytest.raises(TypeError):
         PasswordTable({"CP001": b"bytes are no hash"})
+    with pytest.raises(TypeError, match="must be str or bytes"):
+        PasswordTable({"CP001": 1234}, plaintext=True)  # type: ignore[dict-item]
     table = PasswordTable({"CP001": "right-password-123", "CP002": BINARY}, plaintext=True)
     assert "right" not in repr(table) and "plaintext" in repr(table)
     async with ocpprpc.serve(auth=table) as server:
