@@ -314,11 +314,11 @@ class Onion:
         first = _first_failure(layer, error)
         log.log(
             logging.ERROR if first else logging.DEBUG,
-            "%s: middleware %r failed on %s %s %s (%s)%s; %s",
+            "%s: middleware %s failed on the %s %s %s (%s)%s; %s",
             ctx.session,
-            layer,
-            ctx.direction,
-            ctx.kind,
+            getattr(layer, "__qualname__", None) or repr(layer),
+            "inbound" if ctx.direction == "in" else "outbound",
+            ctx.kind.upper(),
             ctx.action,
             ctx.message_id,
             "" if first else " again",
