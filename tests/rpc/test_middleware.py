@@ -248,6 +248,20 @@ async def test_a_dropped_outbound_call_or_send_fails_locally(how: str) -> None:
     assert seen == []
 
 
+async def test_an_unhandled_send_passes_the_middleware_and_is_dropped() -> None:
+    recorder = Recorder()
+    async with session_pair("ocpp2.1", csms_router=csms_router()) as (station, csms):
+        csms.use(recorder)
+        await station.send("NotifyCustomerInformation", {})
+        assert await station.call("Heartbeat", {}) == NOW  # nothing was answered for the SEND
+    assert [e[:3] for e in recorder.exchanges] == [
+        ("in", "send", "NotifyCustomerInformation"),
+        ("in", "call", "Heartbeat"),
+    ]
+    assert recorder.exchanges[0][5] is None
+    assert repr(DROP) == "DROP"
+
+
 def middleware_log(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "ocpprpc.middleware"]
 
@@ -276,6 +290,44 @@ async def test_a_failing_middleware_fails_open_and_is_logged_once(caplog: pytest
     assert sorted(str(r.exc_info[1]) for r in errors if r.exc_info) == ["'bug after'", "bug before"]
     assert all("skipping it (fail open)" in r.getMessage() for r in records)
     assert len(records) == 9 and all(r.levelno == logging.DEBUG for r in records if r not in errors)
+
+
+async def test_failing_open_after_an_error_from_inside_keeps_that_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ocpprpc.middleware")
+
+    async def translate_badly(ctx: MessageContext, call_next: CallNext) -> Any:
+        try:
+            return await call_next(ctx)
+        except OCPPError as exc:
+            raise KeyError(exc.code)  # a bug: not a verdict on the message  # noqa: B904
+
+    async with session_pair("ocpp1.6", csms_router=csms_router()) as (station, _):
+        station.use(translate_badly)
+        with pytest.raises(OCPPError) as refused:
+            await station.call("Authorize", {"idTag": "bad"})
+    assert refused.value.code is ErrorCode.PROPERTY_CONSTRAINT_VIOLATION
+    (record,) = middleware_log(caplog)
+    assert record.levelno == logging.ERROR and "translate_badly" in record.getMessage()
+
+
+async def test_a_middleware_without_weak_references_is_logged_once_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ocpprpc.middleware")
+
+    class Slotted:
+        __slots__ = ()
+
+        async def __call__(self, ctx: MessageContext, call_next: CallNext) -> Any:
+            raise RuntimeError("bug")
+
+    async with session_pair("ocpp1.6", csms_router=csms_router()) as (station, _):
+        station.use(Slotted())
+        for _ in range(2):
+            assert await station.call("Heartbeat", {}) == NOW
+    assert [r.levelno for r in middleware_log(caplog)] == [logging.ERROR, logging.DEBUG]
 
 
 async def test_a_fail_closed_middleware_fails_the_exchange(caplog: pytest.LogCaptureFixture) -> None:

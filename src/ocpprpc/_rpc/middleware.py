@@ -280,9 +280,6 @@ class Onion:
             getattr(layer, "fail_closed", False) is True for layer in self.layers
         )
 
-    def __len__(self) -> int:
-        return len(self.layers)
-
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
         """Run *ctx* through the layers from *index* inwards, *innermost* last."""
         if index >= len(self.layers):

@@ -842,9 +842,7 @@ class Session:
             raise self._dropped(DroppedByMiddleware(), ctx)
         if response_type is not None and not isinstance(answer, response_type):
             # A middleware answered with a dict: the caller of a typed call gets its type.
-            if isinstance(answer, msgspec.Struct):
-                answer = msgspec.to_builtins(answer)
-            answer = convert(answer, response_type)
+            answer = convert(msgspec.to_builtins(answer), response_type)
         return answer
 
     def _dropped(self, exc: DroppedByMiddleware, ctx: MessageContext) -> DroppedByMiddleware:
