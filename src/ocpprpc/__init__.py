@@ -310,6 +310,19 @@ _LAZY.update(
 )
 # -- end of protection ----------------------------------------------------------------------
 
+# isort: split
+# -- message middleware (issue 14): one onion around every CALL and SEND, in and out --------
+if _TYPE_CHECKING:
+    from ._rpc.middleware import DROP, CallNext, DroppedByMiddleware, MessageContext, Middleware, fail_closed
+
+_LAZY.update(
+    dict.fromkeys(
+        ("DROP", "CallNext", "DroppedByMiddleware", "MessageContext", "Middleware", "fail_closed"),
+        "._rpc.middleware",
+    )
+)
+# -- end of message middleware --------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -464,4 +477,11 @@ __all__ = (
     "SecurityEvents",
     "StationLimits",
     "Verdict",
+    # -- message middleware (issue 14) --
+    "DROP",
+    "CallNext",
+    "DroppedByMiddleware",
+    "MessageContext",
+    "Middleware",
+    "fail_closed",
 )

@@ -86,8 +86,9 @@ import inspect
 import logging
 import math
 import sys
+import time
 import types
-from collections.abc import Awaitable, Callable, Container, Coroutine, Generator, MutableSet
+from collections.abc import Awaitable, Callable, Container, Coroutine, Generator, MutableSet, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias, TypeVar, overload
 
@@ -117,6 +118,7 @@ from .._typed.validation import convert
 from .._ws.transport import CloseReason, ConnectionLost, MessageStream
 from .dispatch import NO_REPLY, CallContext, Dispatcher, Route
 from .groups import exit_close_code, raise_single
+from .middleware import DROP, DroppedByMiddleware, MessageContext, Middleware, Onion
 
 __all__ = [
     "DEFAULT_INBOUND_BUDGET",
@@ -357,6 +359,9 @@ class Session:
         exchange log); must be fast and must not raise.
     :param raise_handler_errors: re-raise an unexpected handler exception after
         answering ``InternalError``, failing the session (for tests).
+    :param middleware: message middleware, outermost first, around every
+        inbound and outbound CALL and SEND (:mod:`ocpprpc._rpc.middleware`;
+        docs: middleware).  More can be added with :meth:`use`.
     """
 
     # Backpressure state, as class defaults until first used: nothing per idle connection.
@@ -386,6 +391,7 @@ class Session:
         close_timeout: float = 5,
         on_message: MessageHook | None = None,
         raise_handler_errors: bool = False,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.stream = stream
         self.connection = connection
@@ -398,6 +404,8 @@ class Session:
         self.close_timeout = close_timeout
         self.on_message = on_message
         self.raise_handler_errors = raise_handler_errors
+        # None without middleware: the hot paths test this one attribute.
+        self._onion: Onion | None = Onion(middleware) if middleware else None
         #: ``watch(action, payload)`` is called as each of our CALLs starts; the
         #: callable it returns (if any) gets the answer's payload when the call
         #: ends (``None`` if it failed).  The CSMS's boot gate uses it to see
@@ -579,6 +587,20 @@ class Session:
     def queued_bytes(self) -> int:
         """Text bytes of the inbound CALLs waiting for a handler worker."""
         return self._queued_bytes
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add *middleware* as the innermost layer; returns it, so it can decorate.
+
+        Exchanges already under way keep the layers they started with.
+        """
+        layers = () if self._onion is None else self._onion.layers
+        self._onion = Onion((*layers, middleware))
+        return middleware
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The message middleware, outermost first."""
+        return () if self._onion is None else self._onion.layers
 
     def __repr__(self) -> str:
         return f"<Session {self.identity or '?'} {self.connection.role.value} {self.protocol}>"
@@ -763,11 +785,14 @@ class Session:
         answer: Any = None
         self._active_calls += 1
         try:
+            if self._onion is not None:
+                answer = await self._call_through_onion(
+                    action, payload, response_type, limit, validate, message_id
+                )
+                return answer
             slots = self._slots
             if slots is None:
-                # fast_acquire: no trip through the event loop when uncontended (the common case).
-                limit_calls = self.connection.max_outstanding_calls
-                slots = self._slots = anyio.Semaphore(limit_calls, fast_acquire=True)
+                slots = self._make_slots()
             async with slots:
                 outcome = await self._call_in_slot(action, payload, limit, validate, message_id)
             answer = self._unpack(outcome, response_type)
@@ -777,6 +802,55 @@ class Session:
             if done is not None:
                 done(answer)
         return answer
+
+    def _make_slots(self) -> anyio.Semaphore:
+        # fast_acquire: no trip through the event loop when uncontended (the common case).
+        slots = self._slots = anyio.Semaphore(self.connection.max_outstanding_calls, fast_acquire=True)
+        return slots
+
+    async def _call_through_onion(
+        self,
+        action: str,
+        payload: Any,
+        response_type: type[Any] | None,
+        answer_timeout: float | None,
+        validate: bool,
+        message_id: str | None,
+    ) -> Any:
+        """``call()`` with middleware: the onion wraps the write and the wait for the answer."""
+        assert self._onion is not None
+        if message_id is None:
+            message_id = self.connection.new_call(action, None).message_id  # known to the middleware
+        ctx = MessageContext("out", "call", action, message_id, payload, self)
+
+        async def send_and_wait(ctx: MessageContext) -> Any:
+            slots = self._slots
+            if slots is None:
+                slots = self._make_slots()
+            async with slots:
+                ctx.sent_at = time.perf_counter()
+                outcome = await self._call_in_slot(
+                    ctx.action, ctx.payload, answer_timeout, validate, ctx.message_id
+                )
+            return self._unpack(outcome, response_type)
+
+        try:
+            answer = await self._onion.run(ctx, send_and_wait)
+        except DroppedByMiddleware as exc:
+            raise self._dropped(exc, ctx) from None
+        if answer is DROP:
+            raise self._dropped(DroppedByMiddleware(), ctx)
+        if response_type is not None and not isinstance(answer, response_type):
+            # A middleware answered with a dict: the caller of a typed call gets its type.
+            answer = convert(msgspec.to_builtins(answer), response_type)
+        return answer
+
+    def _dropped(self, exc: DroppedByMiddleware, ctx: MessageContext) -> DroppedByMiddleware:
+        if exc.action is None:
+            exc.action = ctx.action
+            exc.message_id = ctx.message_id
+        log.debug("%s: middleware dropped our %s %s (%s)", self, ctx.kind, ctx.action, ctx.message_id)
+        return exc
 
     async def _call_in_slot(
         self,
@@ -856,8 +930,30 @@ class Session:
         if self._closing:
             raise ConnectionLost(self._close_reason, "the session is closing")
         conn = self.connection
+        if self._onion is not None:
+            await self._send_through_onion(action, payload, validate)
+            return
         text = conn.send(conn.new_send(action, payload), validate=validate)
         await self._write(text)
+
+    async def _send_through_onion(self, action: str, payload: Any, validate: bool) -> None:
+        assert self._onion is not None
+        conn = self.connection
+        ctx = MessageContext("out", "send", action, conn.new_send(action, None).message_id, payload, self)
+
+        async def write(ctx: MessageContext) -> None:
+            text = conn.send(
+                conn.new_send(ctx.action, ctx.payload, message_id=ctx.message_id), validate=validate
+            )
+            ctx.sent_at = time.perf_counter()
+            await self._write(text)
+
+        try:
+            result = await self._onion.run(ctx, write)
+        except DroppedByMiddleware as exc:
+            raise self._dropped(exc, ctx) from None
+        if result is DROP:
+            raise self._dropped(DroppedByMiddleware(), ctx)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -961,6 +1057,7 @@ class Session:
         self._active_handlers += 1
         if (
             (route is None or route.inline)
+            and self._onion is None  # middleware may wait: never in the reader
             and self._active_handlers <= self._max_workers
             and not self._inbox
             and not self.stream.buffered
@@ -1104,7 +1201,8 @@ class Session:
         message, route, started, _ = work
         if started is None:
             # A fresh copy per CALL: what the handler sets stays with that CALL.
-            return _run_in_context(context.copy(), self._handle(message, route))
+            handle = self._handle if self._onion is None else self._handle_through_onion
+            return _run_in_context(context.copy(), handle(message, route))
         # An inline handler's awaitable, in the context the handler started in.
         return _run_in_context(started[0], self._finish(message, route, started[1]))
 
@@ -1128,13 +1226,13 @@ class Session:
             try:
                 result = context.run(self._call_plain, route, message, ctx)
             except Exception as exc:
-                await self._finish_failed(message, route, exc)
+                await self._finish_failed(message, route.validate, exc)
                 return
             if inspect.isawaitable(result):
                 requeued = True
                 self._enqueue((message, route, (context, result), size))
                 return
-            await self._finish_result(message, route, result)
+            await self._finish_result(message, route.validate, result)
         finally:
             if self._limiter is not None:
                 self._limiter.release()  # a requeued handler borrows again in its worker
@@ -1157,9 +1255,47 @@ class Session:
             if not route.inline or inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            await self._finish_failed(message, route, exc)
+            await self._finish_failed(message, route.validate, exc)
             return
-        await self._finish_result(message, route, result)
+        await self._finish_result(message, route.validate, result)
+
+    async def _handle_through_onion(self, message: Call | Send, route: Route | None) -> None:
+        """Handle an inbound CALL or SEND with middleware: the onion wraps the handler."""
+        assert self._onion is not None
+        is_send = isinstance(message, Send)
+        ctx = MessageContext(
+            "in", "send" if is_send else "call", message.action, message.message_id, message.payload, self
+        )
+
+        async def handler(ctx: MessageContext) -> Any:
+            if route is None:
+                return self._unrouted(ctx.action, ctx.message_id, is_send)
+            call_ctx = CallContext(ctx.message_id, ctx.action, self.connection.protocol, self, is_send)
+            result = route.handler(self._prepare(route, ctx.payload), call_ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        validate = True if route is None else route.validate
+        try:
+            result = await self._onion.run(ctx, handler)
+        except DroppedByMiddleware:
+            result = DROP
+        except Exception as exc:
+            await self._finish_failed(message, validate, exc)
+            return
+        if result is DROP:
+            log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
+            result = NO_REPLY  # a dropped CALL is left unanswered
+        await self._finish_result(message, validate, result)
+
+    def _unrouted(self, action: str, message_id: str, is_send: bool) -> None:
+        """What the innermost layer does without a handler: drop a SEND, refuse a CALL."""
+        if is_send:
+            log.info("%s: no handler for SEND %s (%s), dropped", self, action, message_id)
+            return
+        code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
+        raise OCPPError(code, f"no handler for {action}")
 
     async def _finish(self, message: Call | Send, route: Route | None, awaitable: Awaitable[Any]) -> None:
         """Await what an inline handler returned, in a worker, and answer."""
@@ -1167,9 +1303,9 @@ class Session:
         try:
             result = await awaitable
         except Exception as exc:
-            await self._finish_failed(message, route, exc)
+            await self._finish_failed(message, route.validate, exc)
             return
-        await self._finish_result(message, route, result)
+        await self._finish_result(message, route.validate, result)
 
     async def _handle_unrouted(self, message: Call | Send) -> None:
         action = message.action
@@ -1182,7 +1318,7 @@ class Session:
             CallError(message_id=message.message_id, code=code, description=f"no handler for {action}")
         )
 
-    async def _finish_result(self, message: Call | Send, route: Route, result: Any) -> None:
+    async def _finish_result(self, message: Call | Send, validate: bool, result: Any) -> None:
         if isinstance(message, Send):
             return
         message_id = message.message_id
@@ -1191,9 +1327,9 @@ class Session:
             if conn.state is ConnectionState.OPEN:
                 conn.no_reply(message_id)
             return
-        await self._answer(CallResult(message_id=message_id, payload=result), route.validate)
+        await self._answer(CallResult(message_id=message_id, payload=result), validate)
 
-    async def _finish_failed(self, message: Call | Send, route: Route, exc: Exception) -> None:
+    async def _finish_failed(self, message: Call | Send, validate: bool, exc: Exception) -> None:
         action = message.action
         message_id = message.message_id
         if isinstance(exc, OCPPError):
@@ -1201,7 +1337,7 @@ class Session:
         else:
             log.error("%s: handler for %s (%s) failed", self, action, message_id, exc_info=exc)
         if not isinstance(message, Send):
-            await self._answer(self.connection.error_for(message_id, exc), route.validate)
+            await self._answer(self.connection.error_for(message_id, exc), validate)
         if self.raise_handler_errors and not isinstance(exc, OCPPError):
             raise exc
 

@@ -1,0 +1,324 @@
+"""Message middleware: one onion around every exchange, in and out.
+
+Theory of operation
+-------------------
+A middleware is ``async def mw(ctx, call_next)``.  The session builds one
+:class:`Onion` from its ``middleware=[...]`` list (the first entry is the
+outermost layer) and runs every exchange through it:
+
+=================  ==========================================  =========================================
+exchange           ``await call_next(ctx)`` runs ...            and returns
+=================  ==========================================  =========================================
+``in``  ``call``   the next layer, finally the handler          the handler's answer (CALLRESULT payload);
+                                                                a CALLERROR arrives as the
+                                                                :class:`~ocpprpc.OCPPError` it raises
+``in``  ``send``   the next layer, finally the handler          ``None`` (a SEND is never answered)
+``out`` ``call``   the next layer, finally the write and the    what ``session.call()`` returns; a
+                   wait for the peer's answer                   CALLERROR, timeout, lost connection or
+                                                                invalid answer arrives as the exception
+                                                                ``call()`` raises
+``out`` ``send``   the next layer, finally the write            ``None``
+=================  ==========================================  =========================================
+
+So a middleware sees a message *and its outcome*: one hook serves the
+exchange log, metrics (outcome and duration: time ``call_next``, or read
+:attr:`MessageContext.sent_at` for the time on the wire) and tracing, instead
+of one hook each.  What a middleware may do:
+
+* observe: read ``ctx``, ``await call_next(ctx)``, return what it returned;
+* transform: replace ``ctx.payload`` before ``call_next`` (the inbound
+  request, the outbound request), or return something else than what
+  ``call_next`` returned (the answer);
+* answer for the handler: return a payload without calling ``call_next`` (for
+  an outbound call, nothing is sent and ``call()`` returns that value);
+* refuse: raise :class:`~ocpprpc.OCPPError` (inbound: that CALLERROR is the
+  answer; outbound: ``call()`` raises it, nothing sent);
+* drop: return :data:`DROP` (or raise :class:`DroppedByMiddleware`).  An
+  inbound CALL is then left unanswered, as the spec wants for a message its
+  receiver discards: the peer's call times out (OCPP-J has no "dropped" reply;
+  a CALLERROR would be an answer).  An inbound SEND has no answer anyway.  An
+  outbound CALL or SEND is not sent, and ``call()``/``send()`` raise
+  :class:`DroppedByMiddleware`.
+
+A middleware that fails
+-----------------------
+An exception a middleware raises on its own (neither an ``OCPPError``, nor a
+drop, nor an exception that came out of ``call_next`` and that it let pass) is
+a bug in the middleware, not a verdict on the message.  It is logged at ERROR
+with its traceback once per (middleware, exception type), then at DEBUG, and by
+default the middleware *fails open*: the exchange goes on as if it were absent
+(``call_next`` runs now, or, if it had already run, its outcome stands, so a
+handler never runs twice).  A middleware marked :func:`fail_closed` (security
+checks) fails the exchange instead: an inbound CALL is answered
+``InternalError``, an outbound call raises the middleware's exception.  Either
+way the session carries on.
+
+Cost
+----
+A session without middleware has no onion (``None``) and pays one attribute
+test per message.  With middleware, each exchange makes one
+:class:`MessageContext` and one small ``call_next`` object per layer, and
+inbound CALLs always go to a handler worker (a middleware may wait, and the
+reader must never wait for it).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+from .._engine.errors import OCPPError
+from .._engine.rules import ErrorCode
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = [
+    "DROP",
+    "CallNext",
+    "DroppedByMiddleware",
+    "MessageContext",
+    "Middleware",
+    "Onion",
+    "fail_closed",
+]
+
+log = logging.getLogger("ocpprpc.middleware")
+
+
+class _DropToken(enum.Enum):
+    DROP = "DROP"
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+#: Return this from a middleware to drop the message (see the module docstring).
+DROP: Final[Literal[_DropToken.DROP]] = _DropToken.DROP
+
+
+class DroppedByMiddleware(Exception):
+    """A middleware dropped the message.
+
+    Raise it in a middleware (at any depth) to drop the message, as returning
+    :data:`DROP` does; ``call()`` and ``send()`` raise it when a middleware drops
+    our outbound message (nothing was sent).
+    """
+
+    def __init__(self, reason: str = "", *, action: str | None = None, message_id: str | None = None) -> None:
+        self.reason = reason
+        self.action = action
+        self.message_id = message_id
+        super().__init__(reason or "dropped by middleware")
+
+    def __str__(self) -> str:
+        what = f"{self.action} ({self.message_id})" if self.action else "message"
+        return f"{what} dropped by middleware" + (f": {self.reason}" if self.reason else "")
+
+
+class MessageContext:
+    """One exchange as the middleware sees it (one object per exchange, shared by all layers)."""
+
+    __slots__ = (
+        "_state",
+        "action",
+        "direction",
+        "kind",
+        "message_id",
+        "payload",
+        "route",
+        "sent_at",
+        "session",
+        "started",
+    )
+
+    def __init__(
+        self,
+        direction: Literal["in", "out"],
+        kind: Literal["call", "send"],
+        action: str,
+        message_id: str,
+        payload: Any,
+        session: Session,
+    ) -> None:
+        #: ``"in"``: the peer's message, answered by our handler; ``"out"``: ours.
+        self.direction = direction
+        #: ``"call"`` (answered) or ``"send"`` (an OCPP 2.1 SEND, never answered).
+        self.kind = kind
+        self.action = action
+        self.message_id = message_id
+        #: The request: as decoded (inbound) or as given to ``call()``/``send()``
+        #: (outbound).  Replace it before ``call_next`` to transform the message.
+        self.payload = payload
+        #: The session the exchange runs on.
+        self.session = session
+        #: The URL route the station connected on (reserved: ``None`` until URL routing).
+        self.route: str | None = None
+        #: ``time.perf_counter()`` when the exchange entered the onion.
+        self.started = time.perf_counter()
+        #: Outbound: ``time.perf_counter()`` when the message went to the wire (after
+        #: waiting for a call slot); ``None`` if it was not sent (yet).
+        self.sent_at: float | None = None
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """The charging station identity of the session."""
+        return self.session.identity
+
+    @property
+    def protocol(self) -> str:
+        """The session's OCPP subprotocol (``"ocpp1.6"``, ...)."""
+        return self.session.protocol
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Scratch space shared by the layers of this exchange (made on first use)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"<MessageContext {self.direction} {self.kind} {self.action} ({self.message_id})>"
+
+
+class CallNext(Protocol):
+    """``await call_next(ctx)``: run the rest of the onion and return its outcome."""
+
+    def __call__(self, ctx: MessageContext, /) -> Awaitable[Any]: ...
+
+
+class Middleware(Protocol):
+    """``async def middleware(ctx: MessageContext, call_next: CallNext) -> Any``."""
+
+    def __call__(self, ctx: MessageContext, call_next: CallNext, /) -> Awaitable[Any]: ...
+
+
+class _FailClosed:
+    """A middleware whose own failures fail the exchange (see :func:`fail_closed`)."""
+
+    __slots__ = ("__weakref__", "middleware")
+
+    fail_closed = True
+
+    def __init__(self, middleware: Middleware) -> None:
+        self.middleware = middleware
+
+    def __call__(self, ctx: MessageContext, call_next: CallNext, /) -> Awaitable[Any]:
+        return self.middleware(ctx, call_next)
+
+    def __repr__(self) -> str:
+        return f"fail_closed({self.middleware!r})"
+
+
+def fail_closed(middleware: Middleware) -> Middleware:
+    """Mark *middleware* to fail closed: if it fails, the exchange fails instead of skipping it.
+
+    For checks that must not be bypassed by their own bugs (authorisation,
+    signatures).  A class-based middleware may set ``fail_closed = True`` instead.
+    """
+    return _FailClosed(middleware)
+
+
+class _Next:
+    """The ``call_next`` one layer gets; remembers the outcome for failing open."""
+
+    __slots__ = ("called", "error", "index", "innermost", "onion", "result")
+
+    def __init__(self, onion: Onion, index: int, innermost: CallNext) -> None:
+        self.onion = onion
+        self.index = index
+        self.innermost = innermost
+        self.called = False
+        self.result: Any = None
+        self.error: Exception | None = None
+
+    async def __call__(self, ctx: MessageContext, /) -> Any:
+        self.called = True
+        self.error = None
+        try:
+            self.result = await self.onion.run(ctx, self.innermost, self.index)
+        except Exception as exc:
+            self.error = exc
+            raise
+        return self.result
+
+
+#: Failures already logged at ERROR: middleware -> exception types (weakly keyed, so
+#: per-session closures do not pile up).
+_reported: weakref.WeakKeyDictionary[Any, set[type[BaseException]]] = weakref.WeakKeyDictionary()
+_reported_strong: dict[int, set[type[BaseException]]] = {}  # middleware without weak references
+
+
+def _first_failure(middleware: Any, error: Exception) -> bool:
+    try:
+        seen = _reported.setdefault(middleware, set())
+    except TypeError:
+        seen = _reported_strong.setdefault(id(middleware), set())
+    if type(error) in seen:
+        return False
+    seen.add(type(error))
+    return True
+
+
+class Onion:
+    """The middleware of one session, outermost first, and how an exchange runs through them."""
+
+    __slots__ = ("closed", "layers")
+
+    def __init__(self, middleware: Sequence[Middleware]) -> None:
+        self.layers: tuple[Middleware, ...] = tuple(middleware)
+        for layer in self.layers:
+            if not callable(layer):
+                raise TypeError(f"a middleware must be callable, not {layer!r}")
+        #: Per layer: does it fail closed?
+        self.closed: tuple[bool, ...] = tuple(
+            getattr(layer, "fail_closed", False) is True for layer in self.layers
+        )
+
+    async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
+        """Run *ctx* through the layers from *index* inwards, *innermost* last."""
+        if index >= len(self.layers):
+            return await innermost(ctx)
+        layer = self.layers[index]
+        call_next = _Next(self, index + 1, innermost)
+        try:
+            return await layer(ctx, call_next)
+        except (OCPPError, DroppedByMiddleware):
+            raise  # a verdict on the message (or one from further in, passed on)
+        except Exception as exc:
+            if call_next.error is exc:
+                raise  # from further in (the handler, the peer's answer), let through
+            self._report(layer, exc, ctx, self.closed[index])
+            if self.closed[index]:
+                if ctx.direction == "in":
+                    # Answered InternalError, as a failing handler is (already logged here).
+                    raise OCPPError(ErrorCode.INTERNAL_ERROR, "middleware failed") from exc
+                raise
+        # Fail open: on as if the layer were absent, without running the inside twice.
+        if not call_next.called:
+            return await call_next(ctx)
+        if call_next.error is not None:
+            raise call_next.error
+        return call_next.result
+
+    @staticmethod
+    def _report(layer: Middleware, error: Exception, ctx: MessageContext, closed: bool) -> None:
+        first = _first_failure(layer, error)
+        log.log(
+            logging.ERROR if first else logging.DEBUG,
+            "%s: middleware %s failed on the %s %s %s (%s)%s; %s",
+            ctx.session,
+            getattr(layer, "__qualname__", None) or repr(layer),
+            "inbound" if ctx.direction == "in" else "outbound",
+            ctx.kind.upper(),
+            ctx.action,
+            ctx.message_id,
+            "" if first else " again",
+            "failing the message (fail closed)" if closed else "skipping it (fail open)",
+            exc_info=error,
+        )
