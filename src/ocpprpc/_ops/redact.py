@@ -122,11 +122,14 @@ class Redactor:
         return self._walk(payload, None, 0)
 
     def redact_json(self, text: str | bytes) -> str:
-        """*text* (a JSON document) redacted, as JSON text; never raises."""
+        """*text* (a JSON document) redacted, as JSON text; never raises.
+
+        Text that is not JSON comes back as a JSON string naming its length only.
+        """
         try:
             value = msgspec.json.decode(text)
         except (msgspec.DecodeError, RecursionError):
-            return f"<redacted: {len(text)} characters that are not JSON>"
+            value = f"<redacted: {len(text)} characters that are not JSON>"
         return msgspec.json.encode(self._walk(value, None, 0)).decode()
 
     def mask(self, token: str) -> str:
