@@ -334,7 +334,11 @@ def test_hostile_inputs_never_raise_and_leak_nothing() -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=8),
         lambda children: (
             st.lists(children, max_size=4)
             | st.dictionaries(

@@ -120,9 +120,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": _message(record),
@@ -194,13 +194,13 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
-        level = f"{record.levelname:<8}"
+        level = f"{record.levelname!s:<8}"  # !s: a hand-made record may hold None
         if self.colour:
             level = f"{_COLOURS.get(record.levelname, '')}{level}{_RESET}"
         parts = [
             moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
             level,
-            f"{record.name:<{self.logger_width}}",
+            f"{record.name!s:<{self.logger_width}}",
             _message(record),
         ]
         extras = " ".join(f"{key}={_console_value(value)}" for key, value in _extras(record).items())
