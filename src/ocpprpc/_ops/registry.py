@@ -285,7 +285,9 @@ class StationRegistry:
         self._open = True
         for record in records:
             if record.connected and record.node in (None, self.node):
-                await self._write(replace(record, connected=False))
+                # in place: being marked is no sign of life, the order of recency stays
+                self._records[record.identity] = replace(record, connected=False)
+                await self.store.put(self._records[record.identity])
         await self.prune()
         while len(self._records) > self.max_stations:
             await self._evict_oldest()
@@ -481,7 +483,10 @@ class StationRegistry:
             return self._open_transaction(record, opened)
         if action == "StopTransaction":
             transaction_id = _int(request.get("transactionId"))
-            return record if transaction_id is None else _close_transaction(record, str(transaction_id))
+            if transaction_id is None:
+                log.debug("%s: StopTransaction without a transactionId: ignored", record.identity)
+                return record
+            return _close_transaction(record, str(transaction_id))
         if action == "TransactionEvent":
             return self._transaction_event(record, request, now)
         return record
