@@ -47,6 +47,8 @@ TRANSPORT = [
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
 TYPED = ["_typed/messages", "_typed/schema", "_typed/validation", "_typed/quirks"]
+# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores.
+OPS = ["_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.
@@ -94,6 +96,8 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report", f"--include={typed}", "--fail-under=100")
     protection = ",".join(f"src/ocpprpc/{module}.py" for module in PROTECTION)
     session.run("coverage", "report", f"--include={protection}", "--fail-under=100")
+    ops = ",".join(f"src/ocpprpc/{module}.py" for module in OPS)
+    session.run("coverage", "report", f"--include={ops}", "--fail-under=100")
 
 
 @nox.session

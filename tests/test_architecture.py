@@ -28,13 +28,15 @@ ARROWS: dict[str, set[str]] = {
     "_options": set(),
     "_ws": {"_options"},
     "_rpc": {"_engine", "_typed", "_ws.transport"},
-    "_station": {"_engine", "_typed", "_rpc", "_ws", "_options"},
-    "_csms": {"_engine", "_typed", "_rpc", "_ws", "_options"},
-    "_cli": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "versions"},
+    "_station": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops"},
+    "_csms": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops"},
+    "_cli": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_ops", "versions"},
+    "_ops": set(),
     "cluster": {"_engine", "_typed", "_rpc", "_options"},
     "plugins": {"public"},
     "versions": {"_typed"},
-    "public": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_cli", "versions"},
+    "public": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_cli", "_ops"}
+    | {"versions"},
 }
 # Libraries a part must never load.  trio: nowhere but ocpprpc.trio_websocket.
 IO = {"anyio", "asyncio", "trio", "socket", "ssl", "wsproto", "websockets", "sqlite3"}
@@ -48,6 +50,8 @@ NEVER_LOADS: dict[str, set[str]] = {
     "_station": {"trio"},
     "_csms": {"trio"},
     "_cli": {"trio"},
+    # operations: anyio and sqlite3 in its SQLite store only (tests/ops checks the rest loads neither)
+    "_ops": IO - {"anyio", "sqlite3"},
     "cluster": {"trio"},
     "plugins": {"trio"},
 }

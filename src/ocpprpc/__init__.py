@@ -323,6 +323,44 @@ _LAZY.update(
 )
 # -- end of message middleware --------------------------------------------------------------
 
+# isort: split
+# -- operations (issue 15): log formatters, redaction, the station registry -----------------
+# Pure (stdlib and msgspec; the SQLite store loads anyio and sqlite3), lazy like the rest.
+if _TYPE_CHECKING:
+    from ._ops.logfmt import EXTRA_KEYS, ConsoleFormatter, JsonFormatter, log_extra
+    from ._ops.redact import ID_TOKEN_FIELDS, SECRET_FIELDS, SECRET_SETTINGS, Redactor
+    from ._ops.registry import (
+        BootInfo,
+        ConnectorStatus,
+        MemoryRegistryStore,
+        OpenTransaction,
+        RegistryStore,
+        StationRecord,
+        StationRegistry,
+    )
+    from ._ops.registry_sqlite import SQLiteRegistryStore
+
+_LAZY.update(dict.fromkeys(("EXTRA_KEYS", "ConsoleFormatter", "JsonFormatter", "log_extra"), "._ops.logfmt"))
+_LAZY.update(
+    dict.fromkeys(("ID_TOKEN_FIELDS", "SECRET_FIELDS", "SECRET_SETTINGS", "Redactor"), "._ops.redact")
+)
+_LAZY.update(
+    dict.fromkeys(
+        (
+            "BootInfo",
+            "ConnectorStatus",
+            "MemoryRegistryStore",
+            "OpenTransaction",
+            "RegistryStore",
+            "StationRecord",
+            "StationRegistry",
+        ),
+        "._ops.registry",
+    )
+)
+_LAZY["SQLiteRegistryStore"] = "._ops.registry_sqlite"
+# -- end of operations ----------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -484,4 +522,22 @@ __all__ = (
     "MessageContext",
     "Middleware",
     "fail_closed",
+    # isort: split
+    # -- operations (issue 15) --
+    "EXTRA_KEYS",
+    "ID_TOKEN_FIELDS",
+    "SECRET_FIELDS",
+    "SECRET_SETTINGS",
+    "BootInfo",
+    "ConnectorStatus",
+    "ConsoleFormatter",
+    "JsonFormatter",
+    "MemoryRegistryStore",
+    "OpenTransaction",
+    "Redactor",
+    "RegistryStore",
+    "SQLiteRegistryStore",
+    "StationRecord",
+    "StationRegistry",
+    "log_extra",
 )
