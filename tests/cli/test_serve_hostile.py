@@ -17,6 +17,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
 import ocpprpc
+from tests.csms.helpers import http_exchange
 
 from .helpers import BACKENDS, csms
 
@@ -43,18 +44,6 @@ def upgrade(
         + auth
         + b"\r\n\r\n"
     )
-
-
-async def exchange(port: int, request: bytes) -> bytes:
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(request)
-        received = bytearray()
-        with anyio.fail_after(PROMPT):
-            while True:
-                try:
-                    received += await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    return bytes(received)
 
 
 def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -129,7 +118,7 @@ async def test_hostile_cases_against_the_ready_csms(tmp_path: Path, serve_backen
                 (upgrade("CP1", auth=b"Basic " + base64.b64encode(b"CP1:wrong")), b"HTTP/1.1 401 "),
             ]
             for request, status in cases:
-                answer = await exchange(port, request)
+                answer = await http_exchange(port, request)
                 assert answer.startswith(status), (request, answer)
                 assert b"czNjcmV0LXB3" not in answer and PASSWORD not in answer
                 await bystander_answered()
