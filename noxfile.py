@@ -46,7 +46,16 @@ TRANSPORT = [
 ]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
-TYPED = ["_typed/messages", "_typed/schema", "_typed/validation", "_typed/quirks"]
+TYPED = [
+    "_typed/checks",
+    "_typed/messages",
+    "_typed/quirks",
+    "_typed/render",
+    "_typed/runtime_types",
+    "_typed/schema",
+    "_typed/type_model",
+    "_typed/validation",
+]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.
