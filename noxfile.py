@@ -25,6 +25,7 @@ ENGINE = [
     "_engine/errors",
     "_engine/events",
     "_engine/frames",
+    "_engine/ids",
     "_engine/rules",
 ]
 # The anyio session layer: reported on its own, gated lower (a few defensive paths,

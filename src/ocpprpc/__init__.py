@@ -9,7 +9,7 @@ factory, so protocol logic can be unit-tested with plain function calls.
 """
 
 from ._engine.codec import JsonObjectCodec, PayloadCodec, PayloadKind
-from ._engine.connection import Connection, ConnectionState, uuid4_message_id
+from ._engine.connection import Connection, ConnectionState
 from ._engine.errors import (
     LocalProtocolError,
     OCPPError,
@@ -33,6 +33,7 @@ from ._engine.events import (
     UnmatchedResponse,
     Violation,
 )
+from ._engine.ids import uuid4_message_id
 from ._engine.rules import (
     BUILTIN_RULES,
     ErrorCode,
