@@ -36,8 +36,11 @@ PROTECTION = ["_csms/auth", "_csms/admission", "_csms/ratelimit", "_csms/securit
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
 TRANSPORT = [
     "_ws/aio_stream",
+    "_ws/client_handshake",
     "_ws/handshake",
+    "_ws/handshake_shared",
     "_ws/raw_stream",
+    "_ws/server_handshake",
     "_ws/tcp",
     "_ws/tls",
     "_ws/websocket",
