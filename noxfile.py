@@ -52,8 +52,10 @@ TRANSPORT = [
 # the validating codec and the message base classes (generated modules are data).
 TYPED = [
     "_typed/checks",
+    "_typed/error_codes",
     "_typed/messages",
     "_typed/quirks",
+    "_typed/registry",
     "_typed/render",
     "_typed/runtime_types",
     "_typed/schema",

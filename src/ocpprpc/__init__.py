@@ -51,18 +51,11 @@ from ._ws.errors import HandshakeError, HandshakeRejected, HandshakeTimeout
 
 # isort: split
 # -- typed messages and strict validation (area T, issue 3) --
+from ._typed.error_codes import VALIDATION_ERROR_CODES
 from ._typed.messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
+from ._typed.registry import ProtocolTypes, convert, protocol_types, register_protocol
 from ._typed.schema import schema_path
-from ._typed.validation import (
-    VALIDATION_ERROR_CODES,
-    ProtocolTypes,
-    SchemaCodec,
-    ValidationPolicy,
-    codec_for,
-    convert,
-    protocol_types,
-    register_protocol,
-)
+from ._typed.validation import SchemaCodec, ValidationPolicy, codec_for
 
 # isort: split
 # -- vendor quirk profiles (issue 14) --
