@@ -57,6 +57,7 @@ TYPED = [
     "_typed/quirks",
     "_typed/registry",
     "_typed/render",
+    "_typed/repairs",
     "_typed/runtime_types",
     "_typed/schema",
     "_typed/type_model",

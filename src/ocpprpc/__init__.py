@@ -59,20 +59,8 @@ from ._typed.validation import SchemaCodec, ValidationPolicy, codec_for
 
 # isort: split
 # -- vendor quirk profiles (issue 14) --
-from ._typed.quirks import (
-    Coerce,
-    Drop,
-    DropUnknown,
-    MapEnum,
-    Match,
-    Prefix,
-    QuirkProfile,
-    Quirks,
-    Repair,
-    RepairReport,
-    StationQuirks,
-    Truncate,
-)
+from ._typed.quirks import Match, Prefix, QuirkProfile, Quirks, StationQuirks
+from ._typed.repairs import Coerce, Drop, DropUnknown, MapEnum, Repair, RepairReport, Truncate
 
 # isort: split
 # -- area S: the RPC session (anyio) ------------------------------------------------------
