@@ -25,6 +25,7 @@ ENGINE = [
     "_engine/errors",
     "_engine/events",
     "_engine/frames",
+    "_engine/ids",
     "_engine/rules",
 ]
 # The anyio session layer: reported on its own, gated lower (a few defensive paths,
@@ -35,8 +36,11 @@ PROTECTION = ["_csms/auth", "_csms/admission", "_csms/ratelimit", "_csms/securit
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
 TRANSPORT = [
     "_ws/aio_stream",
+    "_ws/client_handshake",
     "_ws/handshake",
+    "_ws/handshake_shared",
     "_ws/raw_stream",
+    "_ws/server_handshake",
     "_ws/tcp",
     "_ws/tls",
     "_ws/websocket",
@@ -46,7 +50,19 @@ TRANSPORT = [
 ]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).
-TYPED = ["_typed/messages", "_typed/schema", "_typed/validation", "_typed/quirks"]
+TYPED = [
+    "_typed/checks",
+    "_typed/error_codes",
+    "_typed/messages",
+    "_typed/quirks",
+    "_typed/registry",
+    "_typed/render",
+    "_typed/repairs",
+    "_typed/runtime_types",
+    "_typed/schema",
+    "_typed/type_model",
+    "_typed/validation",
+]
 # Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores.
 OPS = ["_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
 

@@ -9,7 +9,7 @@ factory, so protocol logic can be unit-tested with plain function calls.
 """
 
 from ._engine.codec import JsonObjectCodec, PayloadCodec, PayloadKind
-from ._engine.connection import Connection, ConnectionState, uuid4_message_id
+from ._engine.connection import Connection, ConnectionState
 from ._engine.errors import (
     LocalProtocolError,
     OCPPError,
@@ -33,6 +33,7 @@ from ._engine.events import (
     UnmatchedResponse,
     Violation,
 )
+from ._engine.ids import uuid4_message_id
 from ._engine.rules import (
     BUILTIN_RULES,
     ErrorCode,
@@ -50,35 +51,16 @@ from ._ws.errors import HandshakeError, HandshakeRejected, HandshakeTimeout
 
 # isort: split
 # -- typed messages and strict validation (area T, issue 3) --
+from ._typed.error_codes import VALIDATION_ERROR_CODES
 from ._typed.messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
+from ._typed.registry import ProtocolTypes, convert, protocol_types, register_protocol
 from ._typed.schema import schema_path
-from ._typed.validation import (
-    VALIDATION_ERROR_CODES,
-    ProtocolTypes,
-    SchemaCodec,
-    ValidationPolicy,
-    codec_for,
-    convert,
-    protocol_types,
-    register_protocol,
-)
+from ._typed.validation import SchemaCodec, ValidationPolicy, codec_for
 
 # isort: split
 # -- vendor quirk profiles (issue 14) --
-from ._typed.quirks import (
-    Coerce,
-    Drop,
-    DropUnknown,
-    MapEnum,
-    Match,
-    Prefix,
-    QuirkProfile,
-    Quirks,
-    Repair,
-    RepairReport,
-    StationQuirks,
-    Truncate,
-)
+from ._typed.quirks import Match, Prefix, QuirkProfile, Quirks, StationQuirks
+from ._typed.repairs import Coerce, Drop, DropUnknown, MapEnum, Repair, RepairReport, Truncate
 
 # isort: split
 # -- area S: the RPC session (anyio) ------------------------------------------------------

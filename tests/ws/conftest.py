@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import ocpprpc._ws.handshake
+import ocpprpc._ws.handshake_shared
 from tests.tcp_streams import anyio_backend
 
 __all__ = ["anyio_backend", "ws_codec"]
@@ -18,5 +18,5 @@ def ws_codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     tests then run on both codecs (and both backends) without passing it around.
     """
     name = str(request.param)
-    monkeypatch.setattr(ocpprpc._ws.handshake, "DEFAULT_WS_CODEC", name)
+    monkeypatch.setattr(ocpprpc._ws.handshake_shared, "DEFAULT_WS_CODEC", name)
     return name

@@ -30,12 +30,25 @@ one; with a *plain* one (no schema validation) it reads a payload into a ``dict`
 itself and writes a ``dict`` or Struct payload inside its frame in one msgspec
 call.  Whenever such a shortcut fails, the general path runs and produces exactly
 the outcome it always did.
+
+Why this is one module
+----------------------
+:class:`Connection` (about 700 lines) stays one class in one module on purpose.
+It is one state machine over the tables above, and most of it is the
+per-message path that the callgrind harness measures (bench/README.md):
+``receive_message`` goes straight to ``_on_call``, ``_on_call_result`` and the
+rest, ``send`` to ``_send_call``, ``_send_result`` and the rest, each reading the
+tables and this module's shortcuts (``_encode``, ``_OBJECT_STRUCTS``) directly.
+Helper objects would add a call layer to that path; mixins would not, but would
+spread one invariant (which table a message id is in, and when it leaves) over
+several files.  Everything that is not the state machine lives elsewhere:
+message ids in :mod:`~ocpprpc._engine.ids`, frames in ``frames``, the
+per-version rules in ``rules``, payloads in ``codec``, events in ``events``.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -81,6 +94,7 @@ from .frames import (
     plain_decoder_for,
     salvage,
 )
+from .ids import uuid4_message_id
 from .rules import (
     ErrorCode,
     MessageType,
@@ -114,42 +128,6 @@ def _encodes_as_object(kind: type) -> bool:
 
 class _NotAnObject(Exception):
     """A payload is not a JSON object (raised and caught inside the engine)."""
-
-
-_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
-_VARIANT_RFC4122 = bytes((b & 0x3F) | 0x80 for b in range(256))
-_id_pool: list[str] = []
-# A forked child must not hand out the ids its parent still holds.
-os.register_at_fork(after_in_child=_id_pool.clear)
-
-
-def _refill_id_pool(count: int = 256) -> None:
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)  # version 4 (RFC 4122 4.4)
-    raw[8::16] = raw[8::16].translate(_VARIANT_RFC4122)
-    # Formatted in bulk, in C: hex in groups of 4 digits, then per id (40 characters,
-    # "xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-") drop the dashes at 4, 29 and 34
-    # (8-4-4-4-12) and turn the last one into a space to split on.
-    text = bytearray(raw.hex("-", 2).encode())
-    text.append(0x2D)
-    del text[4::40]
-    del text[28::39]
-    del text[32::38]
-    text[36::37] = b" " * count
-    _id_pool.extend(text.decode().split())
-
-
-def uuid4_message_id() -> str:
-    """The default message id: a random UUID4 string, 36 characters ([P4-201] 4.1.4).
-
-    The same randomness as :func:`uuid.uuid4` (``os.urandom``), drawn 256 ids at
-    a time and formatted in bulk: about 10x cheaper per id than :func:`uuid.uuid4`.
-    """
-    try:
-        return _id_pool.pop()
-    except IndexError:
-        _refill_id_pool()
-        return _id_pool.pop()
 
 
 class ConnectionState(enum.Enum):

@@ -33,33 +33,59 @@ after the property (``meterValue`` -> ``MeterValue``).  Identical shapes share
 one class; when two different shapes want the same name, each gets a name
 qualified by where it is used.  Attributes are snake_case with the exact wire
 name given explicitly to msgspec (``limit_L2`` -> ``limit_l2``).
+
+Where each step lives: this module finds and loads the schemas and builds the
+model; :mod:`~ocpprpc._typed.type_model` is the model itself;
+:mod:`~ocpprpc._typed.runtime_types` and :mod:`~ocpprpc._typed.render` are the
+two back ends; :mod:`~ocpprpc._typed.checks` holds what built and generated
+types call at run time.  The back ends and the checks are re-exported here:
+generated modules import :func:`check_multiple_of` from this path.
 """
 
 from __future__ import annotations
 
-import decimal
-import enum
 import html
 import json
-import keyword
 import math
 import re
-import textwrap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
-from typing import Annotated, Any, Union
+from typing import Any
 
-import msgspec
-from msgspec import UNSET, Meta, UnsetType
+from .messages import Direction
+from .type_model import (
+    ActionModel,
+    AnyType,
+    ArrayType,
+    BoolType,
+    DateTimeType,
+    EnumModel,
+    EnumRef,
+    FieldModel,
+    FloatType,
+    IntType,
+    OpenRef,
+    ProtocolModel,
+    StrType,
+    StructKind,
+    StructModel,
+    StructRef,
+    TypeModel,
+    _camel_to_snake,
+)
 
-from .messages import ActionSpec, Direction, Message, OpenObject, Request, Response, SendMessage
+# isort: split
+# The two back ends and the runtime checks, re-exported: the generated modules, tools/generate.py,
+# the validating codec and the tests import them from here.
+from .checks import check_multiple_of, open_object_hook
+from .render import render_module
+from .runtime_types import BuiltTypes, build_types
 
 __all__ = [
     "ActionModel",
+    "BuiltTypes",
     "EnumModel",
     "FieldModel",
     "ProtocolModel",
@@ -68,6 +94,7 @@ __all__ = [
     "build_types",
     "check_multiple_of",
     "load_schemas",
+    "open_object_hook",
     "render_module",
     "schema_path",
 ]
@@ -106,152 +133,9 @@ def load_schemas(directory: str | Path) -> dict[str, dict[str, Any]]:
     return schemas
 
 
-# -- the type model -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StrType:
-    max_length: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IntType:
-    ge: int | None = None
-    le: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FloatType:
-    ge: float | None = None
-    le: float | None = None
-    #: ``multipleOf`` as decimal text (checked exactly, see :func:`check_multiple_of`).
-    multiple_of: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BoolType:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class DateTimeType:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class AnyType:
-    """A property with no ``type``: any JSON value (2.x ``DataTransfer.data``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EnumRef:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class StructRef:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class OpenRef:
-    """An open object: a dict, whose named properties are checked by struct *name*."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ArrayType:
-    item: TypeModel
-    min_items: int | None = None
-    max_items: int | None = None
-
-
-TypeModel = (
-    StrType
-    | IntType
-    | FloatType
-    | BoolType
-    | DateTimeType
-    | AnyType
-    | EnumRef
-    | StructRef
-    | OpenRef
-    | ArrayType
-)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldModel:
-    attr: str
-    wire: str
-    type: TypeModel
-    required: bool
-    doc: str = ""
-
-
-class StructKind(enum.Enum):
-    NESTED = "nested"
-    OPEN = "open"  # the known properties of an open object
-    REQUEST = "request"
-    RESPONSE = "response"
-    SEND = "send"
-
-
-@dataclass(slots=True)
-class StructModel:
-    name: str
-    fields: tuple[FieldModel, ...]
-    kind: StructKind
-    doc: str = ""
-    #: For requests and SEND messages: the action; for responses: the action they answer.
-    action: str | None = None
-    #: For requests: the response struct's name.
-    response: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EnumModel:
-    name: str
-    values: tuple[str, ...]
-    doc: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ActionModel:
-    action: str
-    request: str
-    #: ``None`` for a SEND-only action (no response schema).
-    response: str | None
-    direction: Direction
-
-
-@dataclass(slots=True)
-class ProtocolModel:
-    protocol: str
-    enums: dict[str, EnumModel]
-    #: Dependency order: a struct comes after every struct it refers to.
-    structs: dict[str, StructModel]
-    #: The names of the open objects (name -> the struct of their known properties).
-    open_objects: dict[str, str]
-    actions: dict[str, ActionModel]
-    #: Message struct name -> JSON Schema draft number of its file (4 or 6); draft 4
-    #: rejects ``7.0`` where an integer is expected, later drafts accept it.
-    drafts: dict[str, int]
-
-
 # -- schema -> model ------------------------------------------------------------------------
 
 _ANNOTATIONS = frozenset({"description", "javaType", "comment", "title", "$schema", "$id", "default"})
-
-
-def _camel_to_snake(name: str) -> str:
-    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-    s = re.sub(r"[^0-9A-Za-z]+", "_", s).strip("_").lower()
-    s = re.sub(r"_+", "_", s)
-    if not s or s[0].isdigit():
-        s = f"f_{s}"
-    return f"{s}_" if keyword.iskeyword(s) else s
 
 
 def _upper_camel(name: str) -> str:
@@ -537,399 +421,3 @@ _RESERVED_ATTRS = frozenset(
     {"_", "__ocpp_action__", "__ocpp_response__", "__ocpp_known__"}
     | {"int", "str", "float", "bool", "list", "datetime", "Annotated", "Meta", "Any", "UnsetType", "DateTime"}
 )
-
-
-# -- runtime helpers used by generated and built types ---------------------------------------
-
-
-def check_multiple_of(value: Any, step: decimal.Decimal, wire: str) -> None:
-    """Raise unless *value* (a float, a list of them, or UNSET) is a multiple of *step*.
-
-    The check is done in decimal on the shortest text that reads back as the
-    same float (``repr``): that is the JSON text for every number a peer
-    sends with up to 15 significant digits.  Binary floating point would
-    reject ``21.4`` as a multiple of ``0.1`` (it is ``21.39999...``).
-    """
-    if value is UNSET:
-        return
-    values = value if isinstance(value, list) else (value,)
-    for v in values:
-        if not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"Expected a finite number for `{wire}`")
-        with decimal.localcontext() as ctx:
-            ctx.prec = 60
-            quotient = decimal.Decimal(repr(float(v))) / step
-            if quotient != quotient.to_integral_value():
-                raise ValueError(f"Expected `float` that's a multiple of {step} in `{wire}`")
-
-
-_STRING_FIELDS: dict[type, tuple[tuple[str, int | None], ...] | None] = {}
-
-
-def _string_fields(known: type) -> tuple[tuple[str, int | None], ...] | None:
-    """(wire name, max length) of every field if all are required strings, else ``None``.
-
-    That is the shape of OCPP's ``CustomDataType`` (a required ``vendorId``),
-    which the hook then checks without building a Struct.
-    """
-    try:
-        return _STRING_FIELDS[known]
-    except KeyError:
-        pass
-    info = msgspec.inspect.type_info(known)
-    fields: tuple[tuple[str, int | None], ...] | None = None
-    if isinstance(info, msgspec.inspect.StructType) and all(
-        f.required and isinstance(f.type, msgspec.inspect.StrType) for f in info.fields
-    ):
-        fields = tuple((f.encode_name, f.type.max_length) for f in info.fields)  # type: ignore[attr-defined]
-    _STRING_FIELDS[known] = fields
-    return fields
-
-
-def open_object_hook(kind: type, obj: Any) -> Any:
-    """msgspec ``dec_hook``: build an :class:`OpenObject`, checking the properties it names."""
-    if issubclass(kind, OpenObject):
-        if type(obj) is not dict:
-            raise TypeError(f"Expected `object`, got `{_json_type(obj)}`")
-        known = kind.__ocpp_known__
-        fast = _STRING_FIELDS[known] if known in _STRING_FIELDS else _string_fields(known)
-        if fast is not None:
-            for name, limit in fast:
-                value = obj.get(name)
-                if type(value) is not str or (limit is not None and len(value) > limit):
-                    break
-            else:
-                return kind(obj)
-        try:  # the general check, which also words the error
-            msgspec.convert(obj, known, dec_hook=open_object_hook)
-        except msgspec.ValidationError as exc:
-            raise ValueError(str(exc)) from None
-        return kind(obj)
-    raise NotImplementedError(f"cannot decode {kind!r}")
-
-
-def _json_type(obj: Any) -> str:
-    if obj is None:
-        return "null"
-    if isinstance(obj, bool):
-        return "bool"
-    if isinstance(obj, list):
-        return "array"
-    if isinstance(obj, str):
-        return "str"
-    return "int" if isinstance(obj, int) else "float" if isinstance(obj, float) else type(obj).__name__
-
-
-def _post_init_checks(fields: tuple[FieldModel, ...]) -> list[tuple[str, decimal.Decimal, str]]:
-    checks = []
-    for f in fields:
-        t = f.type.item if isinstance(f.type, ArrayType) else f.type
-        if isinstance(t, FloatType) and t.multiple_of is not None:
-            checks.append((f.attr, decimal.Decimal(t.multiple_of), f.wire))
-    return checks
-
-
-# -- model -> runtime types (msgspec.defstruct) ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltTypes:
-    """The types :func:`build_types` made: every class by name, and the action registry."""
-
-    namespace: Mapping[str, type]
-    actions: Mapping[str, ActionSpec]
-    drafts: Mapping[str, int]
-
-
-def _meta(**kwargs: Any) -> Meta | None:
-    given = {k: v for k, v in kwargs.items() if v is not None}
-    return Meta(**given) if given else None
-
-
-def _runtime_type(t: TypeModel, ns: Mapping[str, type]) -> Any:
-    if isinstance(t, StrType):
-        meta = _meta(max_length=t.max_length)
-        return str if meta is None else Annotated[str, meta]
-    if isinstance(t, IntType):
-        meta = _meta(ge=t.ge, le=t.le)
-        return int if meta is None else Annotated[int, meta]
-    if isinstance(t, FloatType):
-        meta = _meta(ge=t.ge, le=t.le)
-        return float if meta is None else Annotated[float, meta]
-    if isinstance(t, BoolType):
-        return bool
-    if isinstance(t, DateTimeType):
-        return Annotated[datetime, Meta(tz=True)]
-    if isinstance(t, AnyType):
-        return Any
-    if isinstance(t, EnumRef | StructRef | OpenRef):
-        return ns[t.name]
-    item = _runtime_type(t.item, ns)
-    meta = _meta(min_length=t.min_items, max_length=t.max_items)
-    return list[item] if meta is None else Annotated[list[item], meta]  # type: ignore[valid-type]
-
-
-def build_types(model: ProtocolModel, *, module: str | None = None) -> BuiltTypes:
-    """Create the model's enums and Structs at runtime (``msgspec.defstruct``)."""
-    module = module or f"ocpprpc.protocols.{re.sub(r'[^0-9A-Za-z_]', '_', model.protocol)}"
-    ns: dict[str, type] = {}
-    for e in model.enums.values():
-        members = _enum_members(e.values)
-        cls: type = enum.StrEnum(e.name, members, module=module)  # type: ignore[misc]
-        cls.__doc__ = e.doc or f"The values of {e.name}."
-        ns[e.name] = cls
-    for s in model.structs.values():
-        fields = []
-        for f in s.fields:
-            typ = _runtime_type(f.type, ns)
-            if f.required:
-                fields.append((f.attr, typ, msgspec.field(name=f.wire)))
-            else:
-                fields.append((f.attr, Union[typ, UnsetType], msgspec.field(name=f.wire, default=UNSET)))  # noqa: UP007
-        namespace: dict[str, Any] = {"__module__": module, "__doc__": s.doc or None}
-        checks = _post_init_checks(s.fields)
-        if checks:
-            namespace["__post_init__"] = _make_post_init(checks)
-        bases: tuple[type, ...]
-        if s.kind is StructKind.REQUEST:
-            bases = (Request,)
-            namespace["__ocpp_action__"] = s.action
-        elif s.kind is StructKind.RESPONSE:
-            bases = (Response,)
-        elif s.kind is StructKind.SEND:
-            bases = (SendMessage,)
-            namespace["__ocpp_action__"] = s.action
-        else:
-            bases = (Message,)
-        ns[s.name] = msgspec.defstruct(
-            s.name,
-            fields,
-            bases=bases,
-            module=module,
-            namespace=namespace,
-            kw_only=True,
-            forbid_unknown_fields=s.kind is not StructKind.OPEN,
-        )
-        for open_name, known in model.open_objects.items():
-            if known == s.name:
-                ns[open_name] = type(
-                    open_name,
-                    (OpenObject,),
-                    {"__module__": module, "__slots__": (), "__ocpp_known__": ns[known], "__doc__": s.doc},
-                )
-    for s in model.structs.values():
-        if s.kind is StructKind.REQUEST:
-            assert s.response is not None
-            ns[s.name].__ocpp_response__ = ns[s.response]  # type: ignore[attr-defined]
-    actions = {
-        a.action: ActionSpec(
-            a.action,
-            ns[a.request],
-            None if a.response is None else ns[a.response],
-            a.direction,
-        )
-        for a in model.actions.values()
-    }
-    return BuiltTypes(MappingProxyType(ns), MappingProxyType(actions), MappingProxyType(dict(model.drafts)))
-
-
-def _make_post_init(checks: list[tuple[str, decimal.Decimal, str]]) -> Callable[[Any], None]:
-    def __post_init__(self: Any) -> None:
-        for attr, step, wire in checks:
-            check_multiple_of(getattr(self, attr), step, wire)
-
-    return __post_init__
-
-
-def _enum_members(values: tuple[str, ...]) -> dict[str, str]:
-    members: dict[str, str] = {}
-    for value in values:
-        name = _camel_to_snake(value).upper()
-        if name.startswith("F_") and value[:1].isdigit():
-            name = "V_" + name[2:]
-        while name in members or name.startswith("_") or name == "MRO":
-            name += "_"
-        members[name] = value
-    return members
-
-
-# -- model -> Python source (the generator) --------------------------------------------------
-
-
-def _source_type(t: TypeModel) -> str:
-    if isinstance(t, StrType):
-        return "str" if t.max_length is None else f"Annotated[str, Meta(max_length={t.max_length})]"
-    if isinstance(t, IntType):
-        args = ", ".join(f"{k}={v}" for k, v in (("ge", t.ge), ("le", t.le)) if v is not None)
-        return f"Annotated[int, Meta({args})]" if args else "int"
-    if isinstance(t, FloatType):
-        args = ", ".join(f"{k}={v!r}" for k, v in (("ge", t.ge), ("le", t.le)) if v is not None)
-        return f"Annotated[float, Meta({args})]" if args else "float"
-    if isinstance(t, BoolType):
-        return "bool"
-    if isinstance(t, DateTimeType):
-        return "DateTime"
-    if isinstance(t, AnyType):
-        return "Any"
-    if isinstance(t, EnumRef | StructRef | OpenRef):
-        return t.name
-    item = _source_type(t.item)
-    bounds = (("min_length", t.min_items), ("max_length", t.max_items))
-    args = ", ".join(f"{k}={v}" for k, v in bounds if v is not None)
-    return f"Annotated[list[{item}], Meta({args})]" if args else f"list[{item}]"
-
-
-def _docstring(text: str, indent: str) -> list[str]:
-    if not text:
-        return []
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    if text.endswith('"'):
-        text = text[:-1] + '\\"'
-    lines = textwrap.wrap(text, width=100 - len(indent), break_long_words=True, break_on_hyphens=False)
-    if len(lines) == 1 and len(lines[0]) + len(indent) + 6 <= 108:
-        return [f'{indent}"""{lines[0]}"""']
-    return [f'{indent}"""{lines[0]}', *(f"{indent}{line}" for line in lines[1:]), f'{indent}"""']
-
-
-def _q(text: str) -> str:
-    """A double-quoted Python string literal (JSON string syntax is valid Python)."""
-    return json.dumps(text)
-
-
-def render_module(model: ProtocolModel, *, title: str, source: str) -> str:
-    """Python source for the model: enums, Structs, ``ACTIONS`` (see tools/generate.py)."""
-    structs = list(model.structs.values())
-    has_checks = any(_post_init_checks(s.fields) for s in structs)
-    types = [f.type.item if isinstance(f.type, ArrayType) else f.type for s in structs for f in s.fields]
-    has_any = any(isinstance(t, AnyType) for t in types)
-    bases = ["ActionSpec", "Direction", "Message", "Request", "Response"]
-    if model.open_objects:
-        bases.append("OpenObject")
-    if any(s.kind is StructKind.SEND for s in structs):
-        bases.append("SendMessage")
-    bases.sort()
-    out: list[str] = [
-        f'"""{title}',
-        "",
-        f"Generated by tools/generate.py from {source}; do not edit (run ``nox -s generate``).",
-        '"""',
-        "",
-        "# ruff: noqa: E501",
-        "",
-        "from __future__ import annotations",
-        "",
-        *(["import decimal"] if has_checks else []),
-        "import enum",
-        "from collections.abc import Mapping",
-        "from datetime import datetime",
-        "from types import MappingProxyType",
-        f"from typing import {'Annotated, Any' if has_any else 'Annotated'}",
-        "",
-        "import msgspec",
-        "from msgspec import UNSET, Meta, UnsetType",
-        "",
-        f"from .._typed.messages import {', '.join(bases)}",
-        *(["from .._typed.schema import check_multiple_of"] if has_checks else []),
-        "",
-        "#: An RFC 3339 date-time that must carry a UTC offset.",
-        "DateTime = Annotated[datetime, Meta(tz=True)]",
-        "",
-    ]
-    exported: list[str] = []
-    for e in model.enums.values():
-        exported.append(e.name)
-        out += ["", f"class {e.name}(enum.StrEnum):"]
-        out += _docstring(e.doc or f"The values of {e.name}.", "    ")
-        out += [""]
-        out += [f"    {name} = {_q(value)}" for name, value in _enum_members(e.values).items()]
-        out.append("")
-    known_of = {known: name for name, known in model.open_objects.items()}
-    for s in model.structs.values():
-        exported.append(s.name)
-        if s.kind is StructKind.REQUEST:
-            base = f"Request[{s.response}]"
-        elif s.kind is StructKind.RESPONSE:
-            base = "Response"
-        elif s.kind is StructKind.SEND:
-            base = "SendMessage"
-        else:
-            base = "Message"
-        options = "kw_only=True" if s.kind is StructKind.OPEN else "kw_only=True, forbid_unknown_fields=True"
-        out += ["", f"class {s.name}({base}, {options}):"]
-        out += _docstring(s.doc or _default_doc(s), "    ")
-        out.append("")
-        if s.kind is StructKind.REQUEST:
-            out.append(f"    __ocpp_action__ = {_q(s.action or '')}")
-            out.append(f"    __ocpp_response__ = {s.response}")
-            out.append("")
-        elif s.kind is StructKind.SEND:
-            out.append(f"    __ocpp_action__ = {_q(s.action or '')}")
-            out.append("")
-        for f in s.fields:
-            typ = _source_type(f.type)
-            rename = "" if f.attr == f.wire else f"name={_q(f.wire)}"
-            if f.required:
-                line = f"    {f.attr}: {typ}" + (f" = msgspec.field({rename})" if rename else "")
-            else:
-                args = ", ".join(a for a in (rename, "default=UNSET") if a)
-                default = f"msgspec.field({args})" if rename else "UNSET"
-                line = f"    {f.attr}: {typ} | UnsetType = {default}"
-            out.append(line)
-            out += _docstring(f.doc, "    ")
-        checks = _post_init_checks(s.fields)
-        if checks:
-            out += ["", "    def __post_init__(self) -> None:"]
-            for attr, step, wire in checks:
-                step_source = f"decimal.Decimal({_q(str(step))})"
-                out.append(f"        check_multiple_of(self.{attr}, {step_source}, {_q(wire)})")
-        out.append("")
-        if s.name in known_of:
-            open_name = known_of[s.name]
-            exported.append(open_name)
-            out += ["", f"class {open_name}(OpenObject):"]
-            out += _docstring(
-                f"An open JSON object (a dict): vendor keys are kept; the keys the schema names are checked"
-                f" against {s.name}.",
-                "    ",
-            )
-            out += ["", "    __slots__ = ()", f"    __ocpp_known__ = {s.name}", ""]
-    out += [
-        "",
-        "#: Every action of this protocol: its payload types and who may send it.",
-        "ACTIONS: Mapping[str, ActionSpec] = MappingProxyType(",
-        "    {",
-    ]
-    for a in model.actions.values():
-        response = "None" if a.response is None else a.response
-        spec = f"ActionSpec({_q(a.action)}, {a.request}, {response}, {_direction_source(a.direction)})"
-        out.append(f"        {_q(a.action)}: {spec},")
-    out += ["    }", ")", ""]
-    out += [
-        "#: JSON Schema draft of each message's schema file: draft 4 rejects ``7.0`` where an",
-        "#: integer is expected, draft 6 accepts it (the codec follows the file).",
-        "SCHEMA_DRAFTS: Mapping[str, int] = MappingProxyType(",
-        "    {",
-    ]
-    out += [f"        {_q(name)}: {draft}," for name, draft in sorted(model.drafts.items())]
-    out += ["    }", ")", ""]
-    names = sorted([*exported, "ACTIONS", "SCHEMA_DRAFTS", "DateTime"])
-    out += ["__all__ = [", *(f"    {_q(n)}," for n in names), "]", ""]
-    return "\n".join(out)
-
-
-def _default_doc(s: StructModel) -> str:
-    if s.kind is StructKind.REQUEST:
-        return f"The payload of a {s.action} CALL."
-    if s.kind is StructKind.RESPONSE:
-        return f"The payload of the CALLRESULT that answers {s.action}."
-    if s.kind is StructKind.SEND:
-        return f"The payload of a {s.action} SEND (never answered)."
-    if s.kind is StructKind.OPEN:
-        return f"The properties the schema names in a {s.name.removesuffix('Fields')} object."
-    return f"The {s.name} type."
-
-
-def _direction_source(direction: Direction) -> str:
-    if direction == Direction.BOTH:
-        return "Direction.BOTH"
-    return f"Direction.{direction.name}"

@@ -40,28 +40,30 @@ active profile repairs (and for BootNotification, which may choose the
 profile) is the cached decoder one that reads plain JSON, repairs it, then
 converts it to the Struct.  The decode path itself is unchanged, so a codec
 whose station has no profile, or no repair for the action, costs what it did.
+
+Where the pieces live: the policy and the codec are here;
+:mod:`~ocpprpc._typed.error_codes` maps failures to OCPP error codes and
+:mod:`~ocpprpc._typed.registry` loads and registers protocols.  Both are
+re-exported here, the import path the RPC layer and the tests use.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any
 
 import msgspec
 
 from .._engine.codec import TRUSTED_CODECS, PayloadKind
 from .._engine.errors import PayloadError
 from .._engine.rules import ErrorCode
-from .messages import ActionSpec, Direction
+from .error_codes import VALIDATION_ERROR_CODES, _split
+from .error_codes import payload_error as payload_error  # the tests import it from here
 from .quirks import StationQuirks
-from .schema import build_model, build_types, load_schemas, open_object_hook
+from .registry import _BUILTIN, ProtocolTypes, _Entry, _protocols, convert, protocol_types, register_protocol
+from .schema import open_object_hook
 
 __all__ = [
     "VALIDATION_ERROR_CODES",
@@ -73,8 +75,6 @@ __all__ = [
     "protocol_types",
     "register_protocol",
 ]
-
-T = TypeVar("T")
 
 # -- the policy -----------------------------------------------------------------------------
 
@@ -155,209 +155,6 @@ class ValidationPolicy:
             f"ValidationPolicy(enabled={self.enabled}, protocols={self.protocols},"
             f" actions={self.actions}, handler_opt_outs={self.handler_opt_outs})"
         )
-
-
-# -- validation failures -> OCPP error codes ---------------------------------------------------
-
-#: How a validation failure maps to an OCPP error code: (what failed, the start of
-#: msgspec's message, the code).  The first matching row wins; the engine writes the
-#: version's spelling (1.6: ``OccurenceConstraintViolation``, ``FormationViolation``).
-#: The spec gives no normative mapping; this follows the meanings in [J16] Table 7 and
-#: [P4-201] Table 8 (see docs/typed.rst, "How errors map").
-VALIDATION_ERROR_CODES: Final[tuple[tuple[str, str, ErrorCode], ...]] = (
-    ("required property missing", "Object missing required field", ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION),
-    (
-        "too few / too many array items",
-        "Expected `array` of length",
-        ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION,
-    ),
-    ("unknown property", "Object contains unknown field", ErrorCode.FORMAT_VIOLATION),
-    ("string too long", "Expected `str` of length", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
-    ("number below minimum", "Expected `int` >=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
-    ("number above maximum", "Expected `int` <=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
-    ("number below minimum", "Expected `float` >=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
-    ("number above maximum", "Expected `float` <=", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
-    (
-        "not a multiple of multipleOf",
-        "Expected `float` that's a multiple of",
-        ErrorCode.PROPERTY_CONSTRAINT_VIOLATION,
-    ),
-    ("value not in the enum", "Invalid enum value", ErrorCode.PROPERTY_CONSTRAINT_VIOLATION),
-    ("date-time not RFC 3339", "Invalid RFC3339 encoded datetime", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
-    ("date-time without offset", "Expected `datetime` with a timezone", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
-    ("number too large to represent", "Number out of range", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
-    ("wrong JSON type (or null)", "Expected `", ErrorCode.TYPE_CONSTRAINT_VIOLATION),
-)
-
-_AT = " - at `"
-_IN_FIELD = re.compile(r" in `([^`]+)`$")
-
-
-def _split(message: str) -> tuple[str, str]:
-    """msgspec's message -> (text, JSON path), joining the paths of nested errors."""
-    parts = message.split(_AT)
-    text = parts[0]
-    paths = [p.rstrip("`") for p in parts[1:]]
-    path = paths[-1] if paths else "$"
-    for inner in reversed(paths[:-1]):
-        path += inner[1:]
-    field = _IN_FIELD.search(text)
-    if field is not None:  # a __post_init__ check names its field
-        text = text[: field.start()]
-        path += f".{field.group(1)}"
-    return text, path
-
-
-def payload_error(exc: msgspec.MsgspecError) -> PayloadError:
-    """The :class:`PayloadError` for a msgspec failure (see :data:`VALIDATION_ERROR_CODES`)."""
-    text, path = _split(str(exc))
-    if not isinstance(exc, msgspec.ValidationError):  # not JSON at all
-        return PayloadError(ErrorCode.FORMAT_VIOLATION, text, {"path": path})
-    code = next(
-        (row[2] for row in VALIDATION_ERROR_CODES if text.startswith(row[1])), ErrorCode.GENERIC_ERROR
-    )
-    return PayloadError(code, f"{text} at {path}", {"path": path})
-
-
-# -- protocols: types and decoders, loaded lazily ------------------------------------------------
-
-_BUILTIN: Mapping[str, tuple[str, int | None]] = MappingProxyType(
-    {
-        "ocpp1.6": ("ocpprpc.v16", None),
-        # OCPP 2.x Part 2, "Primitive datatypes", dateTime: at most 3 fractional digits.
-        "ocpp2.0.1": ("ocpprpc.v201", 3),
-        "ocpp2.1": ("ocpprpc.v21", 3),
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    type: type[Any]
-    decoder: msgspec.json.Decoder[Any]
-    #: Draft 6+: an integer may be written 7.0.
-    integral_floats: bool
-
-
-class ProtocolTypes:
-    """The typed messages of one protocol: its action registry and per-message decoders."""
-
-    def __init__(
-        self,
-        protocol: str,
-        actions: Mapping[str, ActionSpec],
-        drafts: Mapping[str, int],
-        *,
-        datetime_fraction_digits: int | None = None,
-        namespace: Mapping[str, type] | None = None,
-    ) -> None:
-        self.protocol = protocol
-        #: action -> :class:`ActionSpec` (payload types, direction).
-        self.actions = actions
-        self.datetime_fraction_digits = datetime_fraction_digits
-        #: Every generated or built type by name (enums, Structs).
-        self.namespace: Mapping[str, type] = namespace if namespace is not None else MappingProxyType({})
-        self._drafts = drafts
-        self._entries: dict[tuple[str, PayloadKind], _Entry | None] = {}
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<ProtocolTypes {self.protocol} actions={len(self.actions)}>"
-
-    def payload_type(self, action: str, kind: PayloadKind) -> type[Any] | None:
-        """The Struct of *action*'s request or response, ``None`` if there is none."""
-        spec = self.actions.get(action)
-        if spec is None:
-            return None
-        return spec.request if kind is PayloadKind.REQUEST else spec.response
-
-    def entry(self, action: str, kind: PayloadKind) -> _Entry | None:
-        key = (action, kind)
-        try:
-            return self._entries[key]
-        except KeyError:
-            pass
-        typ = self.payload_type(action, kind)
-        entry = None
-        if typ is not None:
-            decoder = msgspec.json.Decoder(typ, dec_hook=open_object_hook)
-            entry = _Entry(typ, decoder, self._drafts.get(typ.__name__, 6) >= 6)
-        with self._lock:
-            return self._entries.setdefault(key, entry)
-
-
-_protocols: dict[str, ProtocolTypes] = {}
-_registry_lock = threading.Lock()
-
-
-def protocol_types(protocol: str) -> ProtocolTypes:
-    """The typed messages of a built-in or registered protocol (imported on first use)."""
-    try:
-        return _protocols[protocol]
-    except KeyError:
-        pass
-    if protocol not in _BUILTIN:
-        raise LookupError(f"no schemas for protocol {protocol!r}; add them with register_protocol()")
-    module_name, digits = _BUILTIN[protocol]
-    module = importlib.import_module(module_name)
-    namespace = MappingProxyType({name: getattr(module, name) for name in module.__all__})
-    types = ProtocolTypes(
-        protocol,
-        module.ACTIONS,
-        module.SCHEMA_DRAFTS,
-        datetime_fraction_digits=digits,
-        namespace=namespace,
-    )
-    with _registry_lock:
-        return _protocols.setdefault(protocol, types)
-
-
-def register_protocol(
-    protocol: str,
-    schema_dir: str | Path,
-    *,
-    directions: Mapping[str, Direction] | None = None,
-    default_direction: Direction = Direction.BOTH,
-    datetime_fraction_digits: int | None = None,
-    replace: bool = False,
-) -> ProtocolTypes:
-    """Register a (vendor) protocol from a folder of JSON schemas.
-
-    The folder holds one schema per message, named like the OCA files:
-    ``<Action>Request.json`` (or ``<Action>.json``) and ``<Action>Response.json``;
-    an action with no response schema is SEND-only.  The types are made at once
-    with :func:`msgspec.defstruct` by the same machinery that generated
-    :mod:`ocpprpc.v201`, and validate and type like the built-in ones.
-
-    :param directions: who may send each action (default: *default_direction*).
-    :param datetime_fraction_digits: cap on fractional second digits of outgoing
-        date-times (3 for a 2.x-based protocol), ``None`` for no cap.
-    :param replace: allow replacing a protocol registered before (never a built-in one).
-    """
-    if protocol in _BUILTIN:
-        raise ValueError(f"{protocol!r} is built in and cannot be replaced")
-    model = build_model(protocol, load_schemas(schema_dir), directions, default_direction=default_direction)
-    built = build_types(model)
-    types = ProtocolTypes(
-        protocol,
-        built.actions,
-        built.drafts,
-        datetime_fraction_digits=datetime_fraction_digits,
-        namespace=built.namespace,
-    )
-    with _registry_lock:
-        if protocol in _protocols and not replace:
-            raise ValueError(f"protocol {protocol!r} is already registered (pass replace=True)")
-        _protocols[protocol] = types
-    return types
-
-
-def convert(obj: Any, type: type[T]) -> T:
-    """:func:`msgspec.convert` for typed OCPP messages (knows open objects such as ``customData``).
-
-    For example ``convert(payload_dict, v201.BootNotificationResponse)``.
-    """
-    return msgspec.convert(obj, type, dec_hook=open_object_hook)
 
 
 # -- the codec ------------------------------------------------------------------------------------

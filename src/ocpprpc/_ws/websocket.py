@@ -83,6 +83,20 @@ After any of these ``send()`` raises ``anyio.BrokenResourceError`` (or
 ``ClosedResourceError`` if we closed).  The byte stream itself is released by
 :meth:`close` / :meth:`aclose`, which the owner must call in any case; it is
 shielded from cancellation and bounded by ``close_timeout``.
+
+Why this is one module
+----------------------
+:class:`WebSocketStream` (about 510 lines) stays one class on purpose.  Its
+``send()`` and ``receive()`` are the transport's hot path, measured by the
+benches (bench/README.md, W1-W3): ``send()`` queues its frame and writes the
+queue itself, ``receive()`` reads and decodes in place, with no layer between
+them and the codec or the byte stream.  Everything else in the class (the
+writer election, back-pressure, the inbound bound, the close sequence) is that
+same state seen from another task: the queue, the read lock, the codec and the
+close reason.  Split into helper objects it would add calls to the hot path;
+split into mixins it would spread that one state over several files.  What is
+not this state machine lives elsewhere: the frame codecs, the byte streams,
+the handshake and keepalive.
 """
 
 from __future__ import annotations

@@ -1,0 +1,102 @@
+"""What both sides of the WebSocket opening handshake share (:mod:`ocpprpc._ws.handshake`).
+
+The frame codec chosen for a connection once its handshake is done, the subprotocol choice,
+and the header argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+from wsproto.extensions import Extension
+from wsproto.handshake import H11Handshake
+
+from .wsproto_codec import WebSocketCodec, WsprotoCodec
+
+__all__ = ["DEFAULT_WS_CODEC", "HeadersArg", "WsCodecName", "resolve_ws_codec", "select_subprotocol"]
+
+
+HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+#: Which frame codec runs the connection after the handshake (docs/client-server.rst,
+#: "WebSocket codec"): ``"websockets"`` (websockets' sans-IO protocol, the faster one),
+#: ``"wsproto"`` (the reference), or ``"auto"``: websockets when it can be imported, else wsproto.
+WsCodecName = Literal["auto", "websockets", "wsproto"]
+#: ``"auto"``, which picks websockets: per message it costs about a third of wsproto
+#: (bench/README.md, "WebSocket codec").
+DEFAULT_WS_CODEC: WsCodecName = "auto"
+
+
+def resolve_ws_codec(name: str | None = None) -> Literal["websockets", "wsproto"]:
+    """The codec ``name`` stands for on this installation (``None``: :data:`DEFAULT_WS_CODEC`).
+
+    :raises ValueError: an unknown name.
+    :raises ImportError: ``"websockets"`` asked for explicitly but not importable.
+    """
+    if name is None:
+        name = DEFAULT_WS_CODEC
+    if name == "wsproto":
+        return "wsproto"
+    if name not in ("auto", "websockets"):
+        raise ValueError(f"unknown WebSocket codec {name!r}: use 'auto', 'websockets' or 'wsproto'")
+    try:
+        from . import websockets_codec as _websockets_codec  # noqa: F401
+    except ImportError as exc:
+        if name == "auto":
+            return "wsproto"
+        raise ImportError(f"ws_codec='websockets' needs the websockets package: {exc}") from exc
+    return "websockets"
+
+
+def _make_codec(
+    name: Literal["websockets", "wsproto"],
+    handshake: H11Handshake,
+    extensions: Sequence[Extension],
+    *,
+    client: bool,
+    max_message_size: int,
+) -> WebSocketCodec:
+    """The frame codec for a connection whose opening handshake ``handshake`` just completed."""
+    connection = handshake.connection
+    assert connection is not None
+    if name == "wsproto":
+        return WsprotoCodec(connection, max_message_size=max_message_size)
+    from .websockets_codec import WebsocketsCodec, websockets_extensions
+
+    # Frames that arrived in the same read as the end of the handshake: wsproto
+    # already handed them to its own connection, which this codec replaces.  h11's
+    # ``trailing_data`` is public; reaching it through wsproto is not (wsproto is
+    # pinned below 2 for this and the bounded inflater).
+    trailing: bytes = handshake._h11_connection.trailing_data[0]
+    return WebsocketsCodec(
+        client=client,
+        max_message_size=max_message_size,
+        extensions=websockets_extensions(extensions, client=client),
+        initial_data=trailing,
+    )
+
+
+def select_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+    """The first subprotocol in the *client's* order that the server supports, or ``None``.
+
+    The client's order wins because a station lists its versions by preference
+    (OCPP-J 3.1.3, e.g. ``ocpp2.0.1, ocpp1.6``) and knows which one it implements
+    best; this is also what ocpp-ws-io and other CSMS libraries do.  A CSMS that
+    wants its own preference passes the version to :meth:`StationRequest.accept`.
+    """
+    wanted = set(supported)
+    for protocol in offered:
+        if protocol in wanted:
+            return protocol
+    return None
+
+
+def _header_list(headers: HeadersArg) -> list[tuple[bytes, bytes]]:
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    out = []
+    for name, value in items:
+        if any(c in name + value for c in "\r\n\0"):
+            raise ValueError(f"invalid character in header {name!r}")
+        out.append((name.encode("ascii"), value.encode("latin-1")))
+    return out
