@@ -64,7 +64,7 @@ TYPED = [
     "_typed/validation",
 ]
 # Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores.
-OPS = ["_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
+OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.

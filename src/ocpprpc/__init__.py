@@ -309,6 +309,7 @@ _LAZY.update(
 # -- operations (issue 15): log formatters, redaction, the station registry -----------------
 # Pure (stdlib and msgspec; the SQLite store loads anyio and sqlite3), lazy like the rest.
 if _TYPE_CHECKING:
+    from ._ops.exchange import ExchangeLog
     from ._ops.logfmt import EXTRA_KEYS, ConsoleFormatter, JsonFormatter, log_extra
     from ._ops.redact import ID_TOKEN_FIELDS, SECRET_FIELDS, SECRET_SETTINGS, Redactor
     from ._ops.registry import (
@@ -323,6 +324,7 @@ if _TYPE_CHECKING:
     from ._ops.registry_sqlite import SQLiteRegistryStore
 
 _LAZY.update(dict.fromkeys(("EXTRA_KEYS", "ConsoleFormatter", "JsonFormatter", "log_extra"), "._ops.logfmt"))
+_LAZY["ExchangeLog"] = "._ops.exchange"
 _LAZY.update(
     dict.fromkeys(("ID_TOKEN_FIELDS", "SECRET_FIELDS", "SECRET_SETTINGS", "Redactor"), "._ops.redact")
 )
@@ -513,6 +515,7 @@ __all__ = (
     "BootInfo",
     "ConnectorStatus",
     "ConsoleFormatter",
+    "ExchangeLog",
     "JsonFormatter",
     "MemoryRegistryStore",
     "OpenTransaction",
