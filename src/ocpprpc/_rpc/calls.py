@@ -8,7 +8,6 @@ import time
 from typing import Any, TypeVar, overload
 
 import anyio
-import anyio.abc
 import msgspec
 
 from .._engine.errors import OCPPError

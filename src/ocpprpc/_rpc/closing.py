@@ -6,7 +6,6 @@ import inspect
 import logging
 
 import anyio
-import anyio.abc
 
 from .._engine.connection import ConnectionState
 from .._engine.events import (

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Final, Literal, TypeVar
 
 import anyio
-import anyio.abc
 import msgspec
 
 from .._engine.connection import ConnectionState

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import anyio
-import anyio.abc
 
 from .._engine.events import (
     BadMessage,

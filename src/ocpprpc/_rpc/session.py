@@ -88,7 +88,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-import anyio.abc
 
 from .._engine.connection import Connection
 from .._ws.transport import CloseReason, MessageStream
