@@ -30,7 +30,19 @@ ENGINE = [
 ]
 # The anyio session layer: reported on its own, gated lower (a few defensive paths,
 # such as a task group failing to start, are not worth contorting tests for).
-SESSION = ["_rpc/dispatch", "_rpc/middleware", "_rpc/router", "_rpc/session", "testing"]
+SESSION = [
+    "_rpc/backpressure",
+    "_rpc/calls",
+    "_rpc/closing",
+    "_rpc/dispatch",
+    "_rpc/inbound",
+    "_rpc/middleware",
+    "_rpc/reader",
+    "_rpc/router",
+    "_rpc/session",
+    "_rpc/session_base",
+    "testing",
+]
 # The CSMS's auth helpers and pure protection blocks: every branch is a security decision.
 PROTECTION = ["_csms/auth", "_csms/admission", "_csms/ratelimit", "_csms/security_events"]
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).

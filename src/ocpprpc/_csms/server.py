@@ -10,115 +10,50 @@ station down.
 
 from __future__ import annotations
 
-import enum
-import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import anyio.abc
 
-from .._engine.rules import Role
 from .._options.policies import Keepalive
 from .._rpc.groups import raise_single
-from .._rpc.protocols import ValidationArg, check_protocols, session_parts
-from .._rpc.router import CallContext, Router
+from .._rpc.protocols import ValidationArg, check_protocols
+from .._rpc.router import Router
 from .._rpc.session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
 from .._typed.quirks import QuirksArg, as_quirks
-from .._ws.errors import HandshakeError
 from .._ws.handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     IdentityCheck,
-    StationRequest,
     WsCodecName,
-    accept_websocket,
     check_identity,
     resolve_ws_codec,
 )
-from .._ws.keepalive import keepalive as _keepalive
 from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
-from .._ws.transport import ConnectionLost
 from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
-from .admission import AdmissionPolicy, RefusalKind, Refuse
+from .admission import AdmissionPolicy
+from .admission_flow import _AdmissionFlow, _peer_host
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
-from .ratelimit import RateLimiter, StationLimits, Verdict
+from .ratelimit import RateLimiter, StationLimits
 from .security_events import (
-    AuthFailed,
-    AuthTimedOut,
-    BadMessageFlood,
-    CertificateIdentityMismatch,
-    ConnectionRefused,
-    HandshakeAborted,
-    IdentityEvicted,
-    RateLimited,
-    SecurityEvent,
     SecurityEvents,
 )
+from .server_base import _GOING_AWAY, ALL_PROTOCOLS, AuthCallback, ConnectCallback, ServerMessageHook
+from .server_base import Accept as Accept
+from .server_base import DuplicatePolicy as DuplicatePolicy
+from .server_base import Reject as Reject
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 
 log = logging.getLogger("ocpprpc.server")
 
-ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
-# RFC 6455 7.4.1: 1001 "going away" (server shutdown); 1008 policy (replaced); 1002 protocol error.
-_GOING_AWAY = 1001
-_REPLACED = 1008
-_PROTOCOL_ERROR = 1002
-# A station that keeps breaching its limits is logged at WARNING at most this often (seconds).
-_BREACH_LOG_INTERVAL = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """An auth callback's "yes": optionally pick the protocol and attach session data."""
-
-    #: The subprotocol to speak (one the station offered); default: the server's choice.
-    protocol: str | None = None
-    #: Initial ``session.data`` for this station.
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """An auth callback's "no": the HTTP status (and body) the station gets.
-
-    *method* and *certificate_subject* only shape the security event a 401 or
-    403 raises (:class:`~ocpprpc.AuthFailed`, or
-    :class:`~ocpprpc.CertificateIdentityMismatch` when *certificate_subject*
-    is set: a valid certificate issued to another station).
-    """
-
-    status: int = 401
-    body: str = ""
-    #: Which check said no: ``basic``, ``certificate`` or ``callback``.
-    method: str = "callback"
-    #: The common name of a client certificate that names another station.
-    certificate_subject: str | None = None
-
-
-AuthCallback = Callable[[StationRequest], Awaitable["Accept | Reject | None"]]
-ConnectCallback = Callable[[Session], Awaitable[None]]
-ServerMessageHook = Callable[[str, Literal["in", "out"], str], None]
-
-
-class DuplicatePolicy(enum.Enum):
-    """What happens when an identity that is already connected connects again."""
-
-    #: Close the old connection (1008) and take the new one: a rebooted station
-    #: usually reconnects before the CSMS noticed the old link died.
-    EVICT = "evict"
-    #: Refuse the new connection with HTTP 409 while the old one lives.
-    REFUSE = "refuse"
-
-
-class Server:
+class Server(_AdmissionFlow):
     """A CSMS: the options every station connection shares, and the live sessions.
 
     :param router: handlers for the CALLs stations send.
@@ -383,336 +318,6 @@ class Server:
         """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
         return self._connections
 
-    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
-        """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
-        try:
-            request = await accept_websocket(
-                stream,
-                protocols=self.protocols,
-                ssl_context=self.ssl_context,
-                handshake_timeout=self.handshake_timeout,
-                compression=False,
-                ws_codec=self.ws_codec,
-                identity_check=self.identity_check,
-            )
-        except HandshakeError as exc:
-            log.info("handshake refused: %s", exc)
-            self._handshake_failed(exc, peer)
-            return
-        log.info(
-            "station %r refused with 503: %d connections, the limit (max_connections)",
-            request.identity,
-            self._connections,
-        )
-        self._emit(
-            ConnectionRefused,
-            identity=request.identity,
-            peer=peer,
-            refusal=RefusalKind.CONNECTION_CAP.value,
-            status=503,
-            reason=f"{self._connections} connections, the limit (max_connections)",
-        )
-        await request.reject(503, "the CSMS is at its connection limit, try again later")
-
-    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
-        # One bound for the whole admission: TLS, the upgrade request and the auth callback.
-        deadline = anyio.current_time() + self.handshake_timeout
-        try:
-            request = await accept_websocket(
-                stream,
-                protocols=self.protocols,
-                ssl_context=self.ssl_context,
-                handshake_timeout=self.handshake_timeout,
-                max_message_size=self.max_message_size,
-                compression=self.compression,
-                close_timeout=self.close_timeout,
-                ws_codec=self.ws_codec,
-                identity_check=self.identity_check,
-            )
-        except HandshakeError as exc:
-            log.info("handshake refused: %s", exc)
-            self._handshake_failed(exc, peer)
-            return
-        try:
-            await self._admit(request, deadline, peer)
-        except HandshakeError as exc:
-            log.info("station %r not admitted: %s", request.identity, exc)
-        except Exception:
-            log.exception("station %r: unexpected error", request.identity)
-
-    async def _admit(self, request: StationRequest, deadline: float, peer: str | None) -> None:
-        if self.admission is not None:
-            verdict = self.admission.decide(
-                peer, request.headers, "wss" if self.ssl_context is not None else "ws", anyio.current_time()
-            )
-            if isinstance(verdict, Refuse):
-                await self._refuse_admission(request, verdict, peer)
-                return
-            peer = None if verdict.client_ip is None else str(verdict.client_ip)
-        if not self._accepting:
-            await request.reject(503, "the CSMS is shutting down")
-            return
-        decision: Accept | Reject | None = Accept()
-        if self.auth is not None:
-            try:
-                with anyio.move_on_at(deadline) as auth_scope:
-                    decision = await self.auth(request)
-            except Exception:
-                log.exception("auth callback failed for %r; refusing with 500", request.identity)
-                await request.reject(500)
-                return
-            if auth_scope.cancel_called:
-                # A hung callback (a database that does not answer) must not hold the connection.
-                log.warning(
-                    "auth callback for station %r did not decide within the handshake timeout (%s s); "
-                    "refusing with 503",
-                    request.identity,
-                    self.handshake_timeout,
-                )
-                self._emit(
-                    AuthTimedOut,
-                    identity=request.identity,
-                    peer=peer,
-                    timeout=self.handshake_timeout,
-                    reason="the auth callback did not decide within the handshake timeout",
-                )
-                await request.reject(503, "authentication timed out, try again later")
-                return
-        if isinstance(decision, Reject):
-            log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
-            self._auth_refused(request, decision, peer)
-            await request.reject(decision.status, decision.body)
-            return
-        accept = decision if decision is not None else Accept()
-        identity = request.identity
-        refusing = self.duplicate is DuplicatePolicy.REFUSE
-        if refusing:
-            if identity in self._clients or identity in self._claimed:
-                log.info("station %r is already connected; refusing the new connection", identity)
-                current = self._clients.get(identity)
-                self._emit(
-                    IdentityEvicted,
-                    identity=identity,
-                    peer=peer,
-                    previous_peer=None if current is None else self._peers.get(current),
-                    reason="identity already connected; the new connection was refused (409)",
-                )
-                await request.reject(409, "this identity is already connected")
-                return
-            self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
-        try:
-            session = await self._open_session(request, accept)
-        finally:
-            if refusing:
-                self._claimed.discard(identity)
-        if session is None:
-            return
-        # From here into session.run() nothing yields to another task: taking the identity,
-        # registering the session and starting it are one step, so two connections for one
-        # identity never both count as "the" session (none is orphaned), and an evicted
-        # session has always started (a task group opens without a checkpoint).
-        previous = self._clients.get(identity)
-        self._clients[identity] = session
-        self._peers[session] = peer
-        log.info("station %r connected (%s)", identity, session.protocol)
-        try:
-            if previous is None:
-                await self._run(session)
-            else:
-                log.info("station %r reconnected; closing its previous connection", identity)
-                self._emit(
-                    IdentityEvicted,
-                    identity=identity,
-                    peer=peer,
-                    previous_peer=self._peers.get(previous),
-                    reason="a new connection for the identity replaced the open one",
-                )
-                async with anyio.create_task_group() as evicting:
-                    # In the background: a dead old link must not hold up the new one
-                    # for the close timeout its close handshake may take.
-                    evicting.start_soon(_evict, previous)
-                    await self._run(session)
-        finally:
-            if self._clients.get(identity) is session:
-                del self._clients[identity]
-            self._peers.pop(session, None)
-            log.info("station %r disconnected: %s", identity, session.close_reason)
-            self._check_bad_message_flood(session, peer)
-
-    async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
-        """Complete the upgrade and build the station's session (``None``: refused instead)."""
-        identity = request.identity
-        protocol = accept.protocol if accept.protocol is not None else request.subprotocol
-        if protocol is not None and protocol not in request.proposed_subprotocols:
-            # An application bug; answer it like one rather than drop the connection unanswered.
-            log.error(
-                "auth callback chose %r for %r, which offered only %s; refusing with 500",
-                protocol,
-                identity,
-                request.proposed_subprotocols,
-            )
-            await request.reject(500)
-            return None
-        websocket = await request.accept(protocol)
-        websocket.send_timeout = self.send_timeout
-        try:
-            assert websocket.subprotocol is not None  # accept() refuses a handshake with none
-            connection, options = session_parts(
-                Role.CSMS,
-                websocket.subprotocol,
-                self.validation,
-                max_outstanding_calls=self.max_outstanding_calls,
-                detailed_errors=self.detailed_errors,
-                max_bad_messages=self.max_bad_messages,
-                quirks=self.quirks,
-                identity=identity,
-            )
-            session = Session(
-                websocket,
-                connection,
-                router=self._session_router,
-                identity=identity,
-                data=dict(accept.data),
-                close_timeout=self.close_timeout,
-                max_queued_calls=self.max_queued_calls,
-                inbound_budget=self.inbound_budget,
-                on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
-                **options,
-                **self.session_options,
-            )
-        except BaseException:
-            await anyio.aclose_forcefully(websocket)
-            raise
-        if self._guard is not None and self._guard.require_boot:
-            session.call_watch = self._guard.watch(identity)  # triggered messages pass the boot gate
-        return session
-
-    async def _run(self, session: Session) -> None:
-        """Run a registered session until it ends; this task is its reader (one task per idle station)."""
-        on_open = None if self.on_connect is None else self._on_connect
-        if self.keepalive is None:
-            await session.run(on_open)
-        else:
-            async with _keepalive(session.stream, self.keepalive):
-                await session.run(on_open)
-
-    async def _on_connect(self, session: Session) -> None:
-        assert self.on_connect is not None
-        try:
-            await self.on_connect(session)
-        except ConnectionLost as exc:
-            log.info("station %r left during on_connect: %s", session.identity, exc)
-        except Exception:
-            # Application code failing is not the station's fault: log, keep serving it.
-            log.exception("on_connect failed for station %r", session.identity)
-
-    # -- security events -------------------------------------------------------------------
-
-    def _emit(self, kind: type[SecurityEvent], **fields: Any) -> None:
-        """Build and hand one event to the hub; never raises into the connection path."""
-        hub = self.security_events
-        try:
-            hub.emit(kind(timestamp=hub.clock(), **fields))
-        except Exception:
-            log.exception("could not report a %s security event", kind.kind)
-
-    def _handshake_failed(self, exc: HandshakeError, peer: str | None) -> None:
-        if exc.status == 401:  # a Basic-auth username other than the identity
-            self._emit(AuthFailed, peer=peer, method="basic", status=401, reason=str(exc))
-        else:
-            self._emit(HandshakeAborted, peer=peer, reason=str(exc))
-
-    async def _refuse_admission(self, request: StationRequest, refusal: Refuse, peer: str | None) -> None:
-        log.info(
-            "station %r refused with %d by admission (%s): %s",
-            request.identity,
-            refusal.status,
-            refusal.kind.value,
-            refusal.reason,
-        )
-        self._emit(
-            ConnectionRefused,
-            identity=request.identity,
-            peer=peer if refusal.client_ip is None else str(refusal.client_ip),
-            refusal=refusal.kind.value,
-            status=refusal.status,
-            reason=refusal.reason,
-        )
-        headers = [(name.decode("ascii"), value.decode("ascii")) for name, value in refusal.headers()]
-        await request.reject(refusal.status, refusal.reason, headers=headers)
-
-    def _auth_refused(self, request: StationRequest, decision: Reject, peer: str | None) -> None:
-        if decision.status not in (401, 403):
-            return
-        if decision.certificate_subject is not None:
-            self._emit(
-                CertificateIdentityMismatch,
-                identity=request.identity,
-                peer=peer,
-                certificate_subject=decision.certificate_subject,
-                reason="the client certificate was issued to another station identity",
-            )
-            return
-        self._emit(
-            AuthFailed,
-            identity=request.identity,
-            peer=peer,
-            method=decision.method,
-            status=decision.status,
-            reason=decision.body or f"refused by the auth callback with HTTP {decision.status}",
-        )
-
-    def _breached(self, verdict: Verdict, ctx: CallContext) -> None:
-        """A station's CALL breached a limit: log it (rate-limited itself) and report it."""
-        breach = verdict.breach
-        assert breach is not None and verdict.on_breach is not None
-        now = anyio.current_time()
-        logged = self._breach_logged
-        if now - logged.get(breach.identity, -_BREACH_LOG_INTERVAL) >= _BREACH_LOG_INTERVAL:
-            if len(logged) >= 10_000:
-                logged.clear()
-            logged[breach.identity] = now
-            level = logging.WARNING
-        else:
-            level = logging.DEBUG
-        log.log(
-            level,
-            "station %r: %s %s (%s); %s",
-            breach.identity,
-            verdict.on_breach.value,
-            breach.action,
-            ctx.message_id,
-            breach.describe(),
-        )
-        self._emit(
-            RateLimited,
-            identity=breach.identity,
-            peer=self._peers.get(ctx.session),
-            action=breach.action,
-            limit=str(breach.limit),
-            scope=breach.scope,
-            on_breach=verdict.on_breach.value,
-            reason=breach.describe(),
-        )
-
-    def _check_bad_message_flood(self, session: Session, peer: str | None) -> None:
-        reason = session.close_reason
-        limit = self.max_bad_messages
-        if (
-            limit is not None
-            and reason is not None
-            and reason.code == _PROTOCOL_ERROR
-            and not reason.by_peer
-            and session.connection.consecutive_bad_messages >= limit
-        ):
-            self._emit(
-                BadMessageFlood,
-                identity=session.identity,
-                peer=peer,
-                count=session.connection.consecutive_bad_messages,
-                reason=f"{limit} malformed messages in a row; disconnected",
-            )
-
     async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
 
@@ -730,22 +335,6 @@ class Server:
                     closing.start_soon(_close_session, session, grace)
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
-
-
-def _peer_host(stream: anyio.abc.ByteStream) -> str | None:
-    """The peer's address as text (no port), or ``None`` when the stream does not know it."""
-    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return None if address is None else str(address)
-
-
-async def _evict(session: Session) -> None:
-    """Close a station's replaced session (1008); it never fails the new one's task."""
-    try:
-        await session.close(_REPLACED, "replaced by a new connection", graceful=False)
-    except Exception:
-        log.exception("closing the replaced session of station %r failed", session.identity)
 
 
 async def _close_session(session: Session, grace: float) -> None:

@@ -1,0 +1,105 @@
+"""``python -m ocpprpc serve``: the ready CSMS, run from checked arguments."""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import signal
+import sys
+
+import anyio
+
+from .._csms.admission import AdmissionPolicy
+from .._csms.auth import certificate_identity
+from .._csms.ratelimit import StationLimits
+from .._csms.security_events import SecurityEvent, SecurityEvents
+from .._csms.server import Accept, Reject, Server
+from .._ws.handshake import StationRequest
+from .demo import demo_csms_router
+from .output import CommandFailed, _log_wire, _say
+
+log = logging.getLogger("ocpprpc.cli")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def run_serve(args: argparse.Namespace) -> None:
+    profile = args.security_profile
+    password: bytes | None = args.secret
+
+    check_certificate = certificate_identity() if profile == 3 and not args.no_cert_identity_check else None
+
+    async def auth(request: StationRequest) -> Accept | Reject:
+        if password is not None and (
+            request.password is None or not hmac.compare_digest(request.password, password)
+        ):
+            log.warning("%s: wrong or missing password, refusing", request.identity)
+            return Reject(401)
+        if profile == 3 and request.client_certificate is None:
+            return Reject(401)
+        if check_certificate is not None:
+            decision = await check_certificate(request)
+            if isinstance(decision, Reject):
+                log.warning("%s: client certificate issued to another identity, refusing", request.identity)
+                return decision
+        return Accept()
+
+    server = Server(
+        router=demo_csms_router(args.protocols, heartbeat_interval=args.heartbeat_interval),
+        protocols=args.protocols,
+        auth=auth,
+        ssl_context=args.ssl_context,
+        validation=not args.no_validation,
+        on_message=_log_wire,
+        max_connections=args.max_connections,
+        admission=_admission(args),
+        rate_limits=_rate_limits(args),
+        security_events=_security_log() if args.security_log else None,
+    )
+    # Opened before listening, so a signal can never hit the default handlers once we serve.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as task_group:
+            try:
+                await task_group.start(server.serve, args.host, args.port)
+            except OSError as exc:
+                raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+            scheme = "wss" if args.ssl_context else "ws"
+            base = f"{scheme}://{_url_host(args.host)}:{server.port}"
+            # A wildcard address is where we listen, not an address a station can dial.
+            reachable = (
+                base if args.host not in ("0.0.0.0", "::", "") else f"{scheme}://<this-host>:{server.port}"
+            )
+            _say(f"ocpprpc CSMS listening on {base}/; stations connect to {reachable}/ocpp/<identity>")
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+            # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
+            await server.shutdown(timeout=2)
+
+
+def _admission(args: argparse.Namespace) -> AdmissionPolicy | None:
+    if args.upgrade_rate is None and not args.allow_ip:
+        return None
+    return AdmissionPolicy(allow_ips=args.allow_ip or (), upgrade_rate=args.upgrade_rate)
+
+
+def _rate_limits(args: argparse.Namespace) -> StationLimits | None:
+    if not args.rate_limit:
+        return None
+    limits = dict(args.rate_limit)
+    return StationLimits(global_=limits.pop("*", None), per_action=limits, on_breach=args.rate_limit_action)
+
+
+def _security_log() -> SecurityEvents:
+    """A hub that prints each event as one JSON line on stderr (for a SIEM or ``jq``)."""
+
+    def write(event: SecurityEvent) -> None:
+        sys.stderr.write(event.to_json() + "\n")
+        sys.stderr.flush()
+
+    hub = SecurityEvents()
+    hub.subscribe(write)
+    return hub

@@ -1,0 +1,273 @@
+"""One station connection's admission: the upgrade, the policy, auth, the duplicate rule, the session."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import anyio
+import anyio.abc
+
+from .._engine.rules import Role
+from .._rpc.protocols import session_parts
+from .._rpc.session import Session
+from .._ws.errors import HandshakeError
+from .._ws.handshake import (
+    StationRequest,
+    accept_websocket,
+)
+from .._ws.keepalive import keepalive as _keepalive
+from .._ws.transport import ConnectionLost
+from .admission import RefusalKind, Refuse
+from .security_events import (
+    AuthTimedOut,
+    ConnectionRefused,
+    IdentityEvicted,
+)
+from .security_reports import _SecurityReports
+from .server_base import _REPLACED, Accept, DuplicatePolicy, Reject
+
+log = logging.getLogger("ocpprpc.server")
+
+
+class _AdmissionFlow(_SecurityReports):
+    """From an accepted byte stream to a running session, or a refusal with its reason."""
+
+    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
+        """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                compression=False,
+                ws_codec=self.ws_codec,
+                identity_check=self.identity_check,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            self._handshake_failed(exc, peer)
+            return
+        log.info(
+            "station %r refused with 503: %d connections, the limit (max_connections)",
+            request.identity,
+            self._connections,
+        )
+        self._emit(
+            ConnectionRefused,
+            identity=request.identity,
+            peer=peer,
+            refusal=RefusalKind.CONNECTION_CAP.value,
+            status=503,
+            reason=f"{self._connections} connections, the limit (max_connections)",
+        )
+        await request.reject(503, "the CSMS is at its connection limit, try again later")
+
+    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
+        # One bound for the whole admission: TLS, the upgrade request and the auth callback.
+        deadline = anyio.current_time() + self.handshake_timeout
+        try:
+            request = await accept_websocket(
+                stream,
+                protocols=self.protocols,
+                ssl_context=self.ssl_context,
+                handshake_timeout=self.handshake_timeout,
+                max_message_size=self.max_message_size,
+                compression=self.compression,
+                close_timeout=self.close_timeout,
+                ws_codec=self.ws_codec,
+                identity_check=self.identity_check,
+            )
+        except HandshakeError as exc:
+            log.info("handshake refused: %s", exc)
+            self._handshake_failed(exc, peer)
+            return
+        try:
+            await self._admit(request, deadline, peer)
+        except HandshakeError as exc:
+            log.info("station %r not admitted: %s", request.identity, exc)
+        except Exception:
+            log.exception("station %r: unexpected error", request.identity)
+
+    async def _admit(self, request: StationRequest, deadline: float, peer: str | None) -> None:
+        if self.admission is not None:
+            verdict = self.admission.decide(
+                peer, request.headers, "wss" if self.ssl_context is not None else "ws", anyio.current_time()
+            )
+            if isinstance(verdict, Refuse):
+                await self._refuse_admission(request, verdict, peer)
+                return
+            peer = None if verdict.client_ip is None else str(verdict.client_ip)
+        if not self._accepting:
+            await request.reject(503, "the CSMS is shutting down")
+            return
+        decision: Accept | Reject | None = Accept()
+        if self.auth is not None:
+            try:
+                with anyio.move_on_at(deadline) as auth_scope:
+                    decision = await self.auth(request)
+            except Exception:
+                log.exception("auth callback failed for %r; refusing with 500", request.identity)
+                await request.reject(500)
+                return
+            if auth_scope.cancel_called:
+                # A hung callback (a database that does not answer) must not hold the connection.
+                log.warning(
+                    "auth callback for station %r did not decide within the handshake timeout (%s s); "
+                    "refusing with 503",
+                    request.identity,
+                    self.handshake_timeout,
+                )
+                self._emit(
+                    AuthTimedOut,
+                    identity=request.identity,
+                    peer=peer,
+                    timeout=self.handshake_timeout,
+                    reason="the auth callback did not decide within the handshake timeout",
+                )
+                await request.reject(503, "authentication timed out, try again later")
+                return
+        if isinstance(decision, Reject):
+            log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
+            self._auth_refused(request, decision, peer)
+            await request.reject(decision.status, decision.body)
+            return
+        accept = decision if decision is not None else Accept()
+        identity = request.identity
+        refusing = self.duplicate is DuplicatePolicy.REFUSE
+        if refusing:
+            if identity in self._clients or identity in self._claimed:
+                log.info("station %r is already connected; refusing the new connection", identity)
+                current = self._clients.get(identity)
+                self._emit(
+                    IdentityEvicted,
+                    identity=identity,
+                    peer=peer,
+                    previous_peer=None if current is None else self._peers.get(current),
+                    reason="identity already connected; the new connection was refused (409)",
+                )
+                await request.reject(409, "this identity is already connected")
+                return
+            self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
+        try:
+            session = await self._open_session(request, accept)
+        finally:
+            if refusing:
+                self._claimed.discard(identity)
+        if session is None:
+            return
+        # From here into session.run() nothing yields to another task: taking the identity,
+        # registering the session and starting it are one step, so two connections for one
+        # identity never both count as "the" session (none is orphaned), and an evicted
+        # session has always started (a task group opens without a checkpoint).
+        previous = self._clients.get(identity)
+        self._clients[identity] = session
+        self._peers[session] = peer
+        log.info("station %r connected (%s)", identity, session.protocol)
+        try:
+            if previous is None:
+                await self._run(session)
+            else:
+                log.info("station %r reconnected; closing its previous connection", identity)
+                self._emit(
+                    IdentityEvicted,
+                    identity=identity,
+                    peer=peer,
+                    previous_peer=self._peers.get(previous),
+                    reason="a new connection for the identity replaced the open one",
+                )
+                async with anyio.create_task_group() as evicting:
+                    # In the background: a dead old link must not hold up the new one
+                    # for the close timeout its close handshake may take.
+                    evicting.start_soon(_evict, previous)
+                    await self._run(session)
+        finally:
+            if self._clients.get(identity) is session:
+                del self._clients[identity]
+            self._peers.pop(session, None)
+            log.info("station %r disconnected: %s", identity, session.close_reason)
+            self._check_bad_message_flood(session, peer)
+
+    async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
+        """Complete the upgrade and build the station's session (``None``: refused instead)."""
+        identity = request.identity
+        protocol = accept.protocol if accept.protocol is not None else request.subprotocol
+        if protocol is not None and protocol not in request.proposed_subprotocols:
+            # An application bug; answer it like one rather than drop the connection unanswered.
+            log.error(
+                "auth callback chose %r for %r, which offered only %s; refusing with 500",
+                protocol,
+                identity,
+                request.proposed_subprotocols,
+            )
+            await request.reject(500)
+            return None
+        websocket = await request.accept(protocol)
+        websocket.send_timeout = self.send_timeout
+        try:
+            assert websocket.subprotocol is not None  # accept() refuses a handshake with none
+            connection, options = session_parts(
+                Role.CSMS,
+                websocket.subprotocol,
+                self.validation,
+                max_outstanding_calls=self.max_outstanding_calls,
+                detailed_errors=self.detailed_errors,
+                max_bad_messages=self.max_bad_messages,
+                quirks=self.quirks,
+                identity=identity,
+            )
+            session = Session(
+                websocket,
+                connection,
+                router=self._session_router,
+                identity=identity,
+                data=dict(accept.data),
+                close_timeout=self.close_timeout,
+                max_queued_calls=self.max_queued_calls,
+                inbound_budget=self.inbound_budget,
+                on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
+                **options,
+                **self.session_options,
+            )
+        except BaseException:
+            await anyio.aclose_forcefully(websocket)
+            raise
+        if self._guard is not None and self._guard.require_boot:
+            session.call_watch = self._guard.watch(identity)  # triggered messages pass the boot gate
+        return session
+
+    async def _run(self, session: Session) -> None:
+        """Run a registered session until it ends; this task is its reader (one task per idle station)."""
+        on_open = None if self.on_connect is None else self._on_connect
+        if self.keepalive is None:
+            await session.run(on_open)
+        else:
+            async with _keepalive(session.stream, self.keepalive):
+                await session.run(on_open)
+
+    async def _on_connect(self, session: Session) -> None:
+        assert self.on_connect is not None
+        try:
+            await self.on_connect(session)
+        except ConnectionLost as exc:
+            log.info("station %r left during on_connect: %s", session.identity, exc)
+        except Exception:
+            # Application code failing is not the station's fault: log, keep serving it.
+            log.exception("on_connect failed for station %r", session.identity)
+
+
+def _peer_host(stream: anyio.abc.ByteStream) -> str | None:
+    """The peer's address as text (no port), or ``None`` when the stream does not know it."""
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return None if address is None else str(address)
+
+
+async def _evict(session: Session) -> None:
+    """Close a station's replaced session (1008); it never fails the new one's task."""
+    try:
+        await session.close(_REPLACED, "replaced by a new connection", graceful=False)
+    except Exception:
+        log.exception("closing the replaced session of station %r failed", session.identity)

@@ -1,0 +1,357 @@
+"""Inbound CALLs and SENDs: dispatch, the handler workers, the answers.
+
+The reader hands each inbound message to ``_dispatch``, which queues it for a
+worker or returns its route for the reader to run inline; see the module
+docstring of :mod:`ocpprpc._rpc.session` for why.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import inspect
+import logging
+import types
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any, Final, Literal, TypeVar
+
+import anyio
+import msgspec
+
+from .._engine.connection import ConnectionState
+from .._engine.errors import OCPPError, OutboundPayloadError
+from .._engine.events import (
+    Call,
+    CallError,
+    CallResult,
+    Send,
+)
+from .._engine.rules import ErrorCode
+from .dispatch import NO_REPLY, CallContext, Route
+from .middleware import DROP, DroppedByMiddleware, MessageContext
+from .session_base import _SessionBase, _Work
+
+log = logging.getLogger("ocpprpc.session")
+
+#: Workers per session when a shared :class:`anyio.CapacityLimiter` has no finite bound.
+_MAX_WORKERS = 1024
+
+_T = TypeVar("_T")
+
+
+@types.coroutine
+def _run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
+    """Drive *coro* inside *context*, step by step, as a task of its own would.
+
+    What an event loop does for a task (``context.run(coro.send, value)``),
+    done inside the worker's own task: the event loop sees the worker's task and
+    its cancel scopes, while context variables set by the handler stay in
+    *context*.  Values and exceptions the worker's task receives are forwarded.
+    """
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            yielded = context.run(coro.send, send) if error is None else context.run(coro.throw, error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        try:
+            send = yield yielded
+            error = None
+        except GeneratorExit:
+            context.run(coro.close)
+            raise
+        except BaseException as exc:  # forwarded into the coroutine, as a task would
+            error = exc
+
+
+class _Handoff(enum.Enum):
+    QUEUED = enum.auto()
+    REFUSED = enum.auto()
+
+
+#: ``Session._dispatch()``: the CALL was queued for a worker (or dropped), not for the reader.
+_QUEUED: Final = _Handoff.QUEUED
+#: ``Session._dispatch()``: the queue is full and the reader may not pause: refuse the CALL.
+_REFUSED: Final = _Handoff.REFUSED
+
+
+class _Inbound(_SessionBase):
+    """Dispatch of inbound CALLs and SENDs to their handlers, inline or in a worker."""
+
+    def _dispatch(
+        self, message: Call | Send, size: int
+    ) -> Route | Literal[_Handoff.QUEUED, _Handoff.REFUSED] | None:
+        """Queue *message* for a worker, or return its route for the reader to run inline.
+
+        Inline means: a plain-function handler (or none at all), and the reader
+        may take a handler slot without anything waiting for one, so the
+        concurrency bound holds and, with ``ordered_handlers``, nothing is
+        overtaken.  Not when more messages are already buffered: answered from
+        workers, a pipelined burst leaves in one write instead of one per answer.
+        Returns ``_QUEUED`` otherwise (also when closing: nothing to do), or
+        ``_REFUSED`` when the queue is full (the reader did not pause because one
+        of our calls awaits its answer).  *size* is the length of the message's text.
+        """
+        if self._closing:
+            log.info("%s: closing, not handling %s (%s)", self, message.action, message.message_id)
+            return _QUEUED
+        router = self.router
+        route = router.resolve(message.action, self.connection.protocol) if router is not None else None
+        self._active_handlers += 1
+        if (
+            (route is None or route.inline)
+            and self._onion is None  # middleware may wait: never in the reader
+            and self._active_handlers <= self._max_workers
+            and not self._inbox
+            and not self.stream.buffered
+            and (self._limiter is None or self._borrow())
+        ):
+            return route
+        inbox = self._inbox
+        if inbox and (len(inbox) >= self._max_queued or self._queued_bytes >= self._max_queued_bytes):
+            self._active_handlers -= 1
+            return _REFUSED
+        self._enqueue((message, route, None, size))
+        return _QUEUED
+
+    def _borrow(self) -> bool:
+        assert self._limiter is not None
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    def _enqueue(self, work: _Work) -> None:
+        self._inbox.append(work)
+        size = work[3]
+        self._queued_bytes += size
+        if self.inbound_budget is not None:
+            self.inbound_budget.used += size  # take(), inlined: every queued CALL's path
+        if self._idle:
+            self._idle.pop().set()
+        elif self._workers < self._max_workers:
+            self._workers += 1
+            self._spawn(self._worker, "handlers")
+        # else: every worker is busy; the first one free takes it from the inbox.
+
+    async def _worker(self) -> None:
+        inbox = self._inbox
+        limiter = self._limiter
+        budget = self.inbound_budget
+        context = contextvars.copy_context()
+        while True:
+            while inbox:
+                work = inbox.pop(0)
+                self._queued_bytes -= work[3]
+                if self._room is not None:
+                    self._room.set()  # the reader was paused on a full queue
+                try:
+                    if limiter is None:
+                        await self._work(context, work)
+                    else:
+                        async with limiter:
+                            await self._work(context, work)
+                finally:
+                    self._active_handlers -= 1
+                    if budget is not None:
+                        # give_back(), inlined: every queued CALL's path.
+                        budget.used -= work[3]
+                        if budget._waiters and budget.used < budget.limit:
+                            budget._wake()
+                        if self._room is not None:
+                            self._room.set()  # the reader may be paused on the budget
+                    self._check_drained()
+            wake = anyio.Event()
+            self._idle.append(wake)
+            await wake.wait()
+
+    def _work(self, context: contextvars.Context, work: _Work) -> Awaitable[None]:
+        message, route, started, _ = work
+        if started is None:
+            # A fresh copy per CALL: what the handler sets stays with that CALL.
+            handle = self._handle if self._onion is None else self._handle_through_onion
+            return _run_in_context(context.copy(), handle(message, route))
+        # An inline handler's awaitable, in the context the handler started in.
+        return _run_in_context(started[0], self._finish(message, route, started[1]))
+
+    async def _run_inline(self, message: Call | Send, route: Route | None, size: int) -> None:
+        """Run a plain-function handler in the reader task and write its answer.
+
+        The handler runs in a fresh copy of the context, as in a worker.  If it
+        returned an awaitable after all (a plain function wrapping a coroutine),
+        the awaiting is handed to a worker with that context: the reader must
+        never wait for a handler, which might be waiting for the reader.
+        """
+        requeued = False
+        try:
+            if route is None:
+                await self._handle_unrouted(message)
+                return
+            context = contextvars.copy_context()
+            ctx = CallContext(
+                message.message_id,
+                message.action,
+                self.connection.protocol,
+                self,  # type: ignore[arg-type]  # a mixin of Session
+                isinstance(message, Send),
+            )
+            try:
+                result = context.run(self._call_plain, route, message, ctx)
+            except Exception as exc:
+                await self._finish_failed(message, route.validate, exc)
+                return
+            if inspect.isawaitable(result):
+                requeued = True
+                self._enqueue((message, route, (context, result), size))
+                return
+            await self._finish_result(message, route.validate, result)
+        finally:
+            if self._limiter is not None:
+                self._limiter.release()  # a requeued handler borrows again in its worker
+            if not requeued:
+                self._active_handlers -= 1
+                self._check_drained()
+
+    def _call_plain(self, route: Route, message: Call | Send, ctx: CallContext) -> Any:
+        return route.handler(self._prepare(route, message.payload), ctx)
+
+    async def _handle(self, message: Call | Send, route: Route | None) -> None:
+        if route is None:
+            await self._handle_unrouted(message)
+            return
+        ctx = CallContext(
+            message.message_id,
+            message.action,
+            self.connection.protocol,
+            self,  # type: ignore[arg-type]  # a mixin of Session
+            isinstance(message, Send),
+        )
+        try:
+            result = route.handler(self._prepare(route, message.payload), ctx)
+            if not route.inline or inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            await self._finish_failed(message, route.validate, exc)
+            return
+        await self._finish_result(message, route.validate, result)
+
+    async def _handle_through_onion(self, message: Call | Send, route: Route | None) -> None:
+        """Handle an inbound CALL or SEND with middleware: the onion wraps the handler."""
+        assert self._onion is not None
+        is_send = isinstance(message, Send)
+        ctx = MessageContext(
+            "in",
+            "send" if is_send else "call",
+            message.action,
+            message.message_id,
+            message.payload,
+            self,  # type: ignore[arg-type]  # a mixin of Session
+        )
+
+        async def handler(ctx: MessageContext) -> Any:
+            if route is None:
+                return self._unrouted(ctx.action, ctx.message_id, is_send)
+            call_ctx = CallContext(ctx.message_id, ctx.action, self.connection.protocol, self, is_send)  # type: ignore[arg-type]  # a mixin of Session
+            result = route.handler(self._prepare(route, ctx.payload), call_ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        validate = True if route is None else route.validate
+        try:
+            result = await self._onion.run(ctx, handler)
+        except DroppedByMiddleware:
+            result = DROP
+        except Exception as exc:
+            await self._finish_failed(message, validate, exc)
+            return
+        if result is DROP:
+            log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
+            result = NO_REPLY  # a dropped CALL is left unanswered
+        await self._finish_result(message, validate, result)
+
+    def _unrouted(self, action: str, message_id: str, is_send: bool) -> None:
+        """What the innermost layer does without a handler: drop a SEND, refuse a CALL."""
+        if is_send:
+            log.info("%s: no handler for SEND %s (%s), dropped", self, action, message_id)
+            return
+        code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
+        raise OCPPError(code, f"no handler for {action}")
+
+    async def _finish(self, message: Call | Send, route: Route | None, awaitable: Awaitable[Any]) -> None:
+        """Await what an inline handler returned, in a worker, and answer."""
+        assert route is not None
+        try:
+            result = await awaitable
+        except Exception as exc:
+            await self._finish_failed(message, route.validate, exc)
+            return
+        await self._finish_result(message, route.validate, result)
+
+    async def _handle_unrouted(self, message: Call | Send) -> None:
+        action = message.action
+        if isinstance(message, Send):
+            log.info("%s: no handler for SEND %s (%s), dropped", self, action, message.message_id)
+            return
+        code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
+        log.info("%s: no handler for %s, answering %s", self, action, code.value)
+        await self._answer(
+            CallError(message_id=message.message_id, code=code, description=f"no handler for {action}")
+        )
+
+    async def _finish_result(self, message: Call | Send, validate: bool, result: Any) -> None:
+        if isinstance(message, Send):
+            return
+        message_id = message.message_id
+        if result is NO_REPLY:
+            conn = self.connection
+            if conn.state is ConnectionState.OPEN:
+                conn.no_reply(message_id)
+            return
+        await self._answer(CallResult(message_id=message_id, payload=result), validate)
+
+    async def _finish_failed(self, message: Call | Send, validate: bool, exc: Exception) -> None:
+        action = message.action
+        message_id = message.message_id
+        if isinstance(exc, OCPPError):
+            log.info("%s: handler for %s (%s) raised %s", self, action, message_id, exc)
+        else:
+            log.error("%s: handler for %s (%s) failed", self, action, message_id, exc_info=exc)
+        if not isinstance(message, Send):
+            await self._answer(self.connection.error_for(message_id, exc), validate)
+        if self.raise_handler_errors and not isinstance(exc, OCPPError):
+            raise exc
+
+    @staticmethod
+    def _prepare(route: Route, payload: Any) -> Any:
+        try:
+            return route.prepare(payload)
+        except msgspec.ValidationError as exc:
+            raise OCPPError(ErrorCode.FORMAT_VIOLATION, str(exc)) from None
+
+    async def _answer(self, answer: CallResult | CallError, validate: bool = True) -> None:
+        conn = self.connection
+        if conn.state is not ConnectionState.OPEN:
+            return  # the connection ended while the handler ran
+        try:
+            text = conn.send(answer, validate=validate)
+        except OutboundPayloadError as exc:
+            log.error(
+                "%s: the response to %s (%s) is invalid, answering InternalError: %s",
+                self,
+                exc.action,
+                answer.message_id,
+                exc.description,
+            )
+            text = conn.send(conn.error_for(answer.message_id, exc))
+        # _write_reply(), inlined: this is every answer's path.
+        if self.on_message is not None:
+            self._hook("out", text)
+        log.debug("%s > %s", self, text)
+        try:
+            await self.stream.send(text)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("%s: connection gone, reply not written", self)
