@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -150,3 +151,26 @@ def test_station_takes_the_groups_and_refuses_a_conflict() -> None:
         ocpprpc.Station("ws://127.0.0.1:1/ocpp", "CP1", call_timeout=5, session=SessionOptions())
     with pytest.raises(ValueError, match="max_message_size must be positive"):
         ocpprpc.Station("ws://127.0.0.1:1/ocpp", "CP1", connect_options={"max_message_size": 0})
+
+
+def test_both_doors_build_equal_objects() -> None:
+    """compression's keyword default differs per side; left at it, it is the group's ``None``."""
+    by_keywords = ocpprpc.Server(max_message_size=1000, max_queued_calls=8, max_connections=5)
+    by_objects = ocpprpc.Server(
+        websocket=WebSocketOptions(max_message_size=1000),
+        session=SessionOptions(max_queued_calls=8),
+        csms=CsmsOptions(max_connections=5),
+    )
+    assert by_keywords.websocket_options == by_objects.websocket_options
+    assert by_keywords.session_settings == by_objects.session_settings
+    assert by_keywords.csms_options == by_objects.csms_options
+    assert by_keywords.compression is by_objects.compression is True
+    assert ocpprpc.Server(compression=False).compression is False
+    with pytest.raises(TypeError, match=r"Server\(\) got csms=CsmsOptions\(...\) and also max_connections="):
+        ocpprpc.Server(csms=CsmsOptions(), max_connections=3)
+
+
+def test_the_options_page_lists_every_option() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "options.rst").read_text(encoding="utf-8")
+    missing = [row.name for row in option_table() if f"   * - ``{row.name}``" not in page]
+    assert missing == [], "docs/options.rst does not list these options"

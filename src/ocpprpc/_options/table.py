@@ -11,7 +11,7 @@ keyword without a row, or a row whose default differs from the signature's).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from .model import GROUPS, CsmsOptions, SessionOptions, WebSocketOptions
@@ -178,9 +178,17 @@ def merge_options(entry: str, keyword: str, given: _Group | None, from_keywords:
     keyword set as well is a conflict (which one should win?), refused with a
     ``TypeError`` naming it.
     """
-    if given is None:
-        return from_keywords
     rows = {row.name: row for row in option_table()}
+    if given is None:
+        # A keyword left at its side's default (compression: on for a Server) is the group's
+        # "the side's default", so both doors build equal objects.
+        sided: dict[str, Any] = {
+            option.name: rows[option.name].default
+            for option in fields(from_keywords)
+            if rows[option.name].entry_defaults
+            and getattr(from_keywords, option.name) == rows[option.name].default_for(entry)
+        }
+        return replace(from_keywords, **sided) if sided else from_keywords
     clashing = [
         option.name
         for option in fields(from_keywords)
