@@ -123,6 +123,11 @@ def __dir__() -> list[str]:
 # The settings are plain dataclasses (eager); the station and the replay cache use anyio (lazy).
 from ._options.policies import Backoff, Keepalive, OutboxFullPolicy, Retry, TransactionRetry  # noqa: E402
 
+# isort: split
+# -- the options model (issue 13): plain frozen settings, eager (no I/O) ---------------------
+from ._options.model import CsmsOptions, SessionOptions, WebSocketOptions  # noqa: E402
+from ._options.table import OptionSpec, option_table  # noqa: E402
+
 if _TYPE_CHECKING:
     # the durable outbox (stores, the transaction-message rule)
     from ._station.outbox import (
@@ -448,6 +453,11 @@ __all__ = (
     "Disconnected",
     "GaveUp",
     "Keepalive",
+    "CsmsOptions",
+    "SessionOptions",
+    "WebSocketOptions",
+    "OptionSpec",
+    "option_table",
     "MemoryOutbox",
     "MessageDropped",
     "OutboxFull",

@@ -20,7 +20,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
+from .._options.table import merge_options, split_session_extras
 from .._rpc.groups import raise_single
 from .._rpc.protocols import ValidationArg, check_protocols
 from .._rpc.router import Router
@@ -131,6 +133,16 @@ class Server(_AdmissionFlow):
         :meth:`serve` runs its ``run()`` for ``async`` subscribers.
     :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
         repairing known non-conformant payloads before validation (docs: quirks).
+    :param websocket: the transport settings as one :class:`WebSocketOptions`
+        (``compression``, ``max_message_size``, ``close_timeout``,
+        ``send_timeout``, ``ws_codec``, ``tcp_stream``, ``keepalive``), instead
+        of those keywords; setting one of them too is a ``TypeError`` (docs: options).
+    :param session: the session settings as one :class:`SessionOptions`, instead
+        of ``max_outstanding_calls``, ``detailed_errors``, ``max_bad_messages``,
+        ``max_queued_calls`` and the settings among *session_options*.
+    :param csms: the admission settings as one :class:`CsmsOptions`
+        (``handshake_timeout``, ``max_connections``, ``inbound_budget``,
+        ``duplicate``, ``require_boot``), instead of those keywords.
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -167,11 +179,58 @@ class Server(_AdmissionFlow):
         admission: AdmissionPolicy | None = None,
         rate_limits: StationLimits | None = None,
         security_events: SecurityEvents | None = None,
+        websocket: WebSocketOptions | None = None,
+        session: SessionOptions | None = None,
+        csms: CsmsOptions | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
             raise ValueError("a server must accept at least one protocol")
         check_protocols(protocols, validation)
+        # Every setting validated once, here; the attributes below are read from these.
+        #: The transport settings of every station connection (:class:`WebSocketOptions`).
+        self.websocket_options = merge_options(
+            "Server",
+            "websocket",
+            websocket,
+            WebSocketOptions(
+                compression=compression,
+                max_message_size=max_message_size,
+                close_timeout=close_timeout,
+                send_timeout=send_timeout,
+                ws_codec=ws_codec,
+                tcp_stream=tcp_stream,
+                keepalive=keepalive,
+            ),
+        )
+        settings, extras = split_session_extras(session_options)
+        #: The session settings of every station connection (:class:`SessionOptions`).
+        self.session_settings = merge_options(
+            "Server",
+            "session",
+            session,
+            SessionOptions(
+                max_outstanding_calls=max_outstanding_calls,
+                detailed_errors=detailed_errors,
+                max_bad_messages=max_bad_messages,
+                max_queued_calls=max_queued_calls,
+                **settings,
+            ),
+        )
+        #: The admission settings (:class:`CsmsOptions`).
+        self.csms_options = merge_options(
+            "Server",
+            "csms",
+            csms,
+            CsmsOptions(
+                handshake_timeout=handshake_timeout,
+                max_connections=max_connections,
+                inbound_budget=inbound_budget,
+                duplicate=DuplicatePolicy(duplicate).value,
+                require_boot=require_boot,
+            ),
+        )
+        transport, behaviour, admitting = self.websocket_options, self.session_settings, self.csms_options
         self.router = router if router is not None else Router()
         self.protocols = tuple(protocols)
         self.auth = auth
@@ -179,33 +238,40 @@ class Server(_AdmissionFlow):
         self.ssl_context = ssl_context
         self.validation = validation
         self.quirks = as_quirks(quirks)  # one registry: it remembers stations across reconnects
-        self.duplicate = DuplicatePolicy(duplicate)
-        self.handshake_timeout = handshake_timeout
-        self.compression = compression
-        self.max_message_size = max_message_size
-        self.close_timeout = close_timeout
-        resolve_ws_codec(ws_codec)  # an unknown name fails here, not per station
-        self.ws_codec = ws_codec
-        check_tcp_stream(tcp_stream)
-        self.tcp_stream = tcp_stream
-        self.max_outstanding_calls = max_outstanding_calls
-        self.detailed_errors = detailed_errors
-        self.max_bad_messages = max_bad_messages
+        self.duplicate = DuplicatePolicy(admitting.duplicate)
+        self.handshake_timeout = admitting.handshake_timeout
+        self.compression = transport.compresses(server=True)
+        self.max_message_size = transport.max_message_size
+        self.close_timeout = transport.close_timeout
+        resolve_ws_codec(transport.ws_codec)  # a codec that is not installed fails here, not per station
+        self.ws_codec = transport.ws_codec
+        check_tcp_stream(transport.tcp_stream)
+        self.tcp_stream = transport.tcp_stream
+        self.max_outstanding_calls = behaviour.max_outstanding_calls
+        self.detailed_errors = behaviour.detailed_errors
+        self.max_bad_messages = behaviour.max_bad_messages
         self.on_message = on_message
-        self.session_options = session_options
+        # The Session keywords each station's session gets besides those set from attributes.
+        self.session_options: dict[str, Any] = {
+            "call_timeout": behaviour.call_timeout,
+            "max_concurrent_handlers": behaviour.max_concurrent_handlers,
+            "ordered_handlers": behaviour.ordered_handlers,
+            "max_queued_bytes": behaviour.max_queued_bytes,
+        } | extras
         self.identity_check = identity_check
         # -- resilience (issue 5)
-        self.keepalive = keepalive
-        self.max_queued_calls = max_queued_calls
-        self.send_timeout = send_timeout
-        self.inbound_budget = None if inbound_budget is None else InboundBudget(inbound_budget)
+        self.keepalive = transport.keepalive
+        self.max_queued_calls = behaviour.max_queued_calls
+        self.send_timeout = transport.send_timeout
+        budget = admitting.inbound_budget
+        self.inbound_budget = None if budget is None else InboundBudget(budget)
         self.replay_cache = ReplayCache(replay_cache) if isinstance(replay_cache, int) else replay_cache
         self._session_router: Router = self.router
         self._guard: GuardedRouter | None = None
-        if require_boot or self.replay_cache is not None:
+        if admitting.require_boot or self.replay_cache is not None:
             self._session_router = self._guard = GuardedRouter(
                 self.router,
-                require_boot=require_boot,
+                require_boot=admitting.require_boot,
                 boot_registry=boot_registry,
                 replay_cache=self.replay_cache,
             )
@@ -222,9 +288,7 @@ class Server(_AdmissionFlow):
         self._breach_logged: dict[str, float] = {}
         # The client address of each running session, for the events it raises.
         self._peers: dict[Session, str | None] = {}
-        if max_connections is not None and max_connections < 1:
-            raise ValueError("max_connections must be at least 1 (or None: no limit)")
-        self.max_connections = max_connections
+        self.max_connections = admitting.max_connections
         self._connections = 0
         self._clients: dict[str, Session] = {}
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .._options.model import SessionOptions, WebSocketOptions
 from .._options.policies import Backoff, Keepalive, OutboxFullPolicy, Retry, TransactionRetry
 from .._rpc.protocols import ValidationArg
 from .._rpc.router import Router
@@ -64,6 +65,10 @@ class _StationBase:
     max_bad_messages: int | None
     connect_options: dict[str, Any]
     session_options: dict[str, Any]
+    websocket_options: WebSocketOptions
+    session_settings: SessionOptions
+    _connect_extras: dict[str, Any]
+    _session_extras: dict[str, Any]
 
     # -- state -----------------------------------------------------------------------------------
     _protocols: tuple[str, ...]

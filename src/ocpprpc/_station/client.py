@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -12,7 +11,9 @@ from typing import Any
 import anyio
 
 from .._engine.rules import Role
+from .._options.model import SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
+from .._options.table import merge_options, split_session_extras
 from .._rpc.protocols import ValidationArg, check_protocols, session_parts
 from .._rpc.router import Router
 from .._rpc.session import Session
@@ -21,7 +22,7 @@ from .._ws.handshake import (
     DEFAULT_CONNECT_TIMEOUT,
     HeadersArg,
     WsCodecName,
-    open_websocket,
+    open_websocket_with,
 )
 from .._ws.keepalive import keepalive as _keepalive
 from .._ws.tcp import TcpStreamName
@@ -58,6 +59,8 @@ async def connect(
     max_queued_calls: int | None = 256,
     send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     quirks: QuirksArg = None,
+    websocket: WebSocketOptions | None = None,
+    session: SessionOptions | None = None,
     **session_options: Any,
 ) -> AsyncIterator[Session]:
     """Connect as charging station *identity* and run a session until the block ends.
@@ -103,6 +106,14 @@ async def connect(
         reading"); ``None``: no limit.
     :param quirks: vendor quirk profiles repairing the CSMS's non-conformant
         payloads before validation (docs: quirks).
+    :param websocket: the transport settings as one :class:`WebSocketOptions`,
+        instead of ``connect_timeout``, ``compression``, ``max_message_size``,
+        ``close_timeout``, ``send_timeout``, ``ws_codec``, ``tcp_stream`` and
+        ``keepalive`` (docs: options); setting one of those too is a ``TypeError``.
+    :param session: the session settings as one :class:`SessionOptions`,
+        instead of ``max_outstanding_calls``, ``detailed_errors``,
+        ``max_bad_messages``, ``max_queued_calls`` and the settings among
+        *session_options*; setting one of those too is a ``TypeError``.
     :param session_options: further :class:`Session` options (``call_timeout``,
         ``max_concurrent_handlers``, ``ordered_handlers``, ``on_message``, ...).
 
@@ -111,53 +122,66 @@ async def connect(
     from its group, as everywhere in ocpprpc).
     """
     check_protocols(protocols, validation)
-    stream = await open_websocket(
+    # Every setting is validated here, once, before any byte goes out.
+    transport = merge_options(
+        "connect",
+        "websocket",
+        websocket,
+        WebSocketOptions(
+            connect_timeout=connect_timeout,
+            compression=compression,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            send_timeout=send_timeout,
+            ws_codec=ws_codec,
+            tcp_stream=tcp_stream,
+            keepalive=keepalive,
+        ),
+    )
+    settings, extras = split_session_extras(session_options)
+    behaviour = merge_options(
+        "connect",
+        "session",
+        session,
+        SessionOptions(
+            max_outstanding_calls=max_outstanding_calls,
+            detailed_errors=detailed_errors,
+            max_bad_messages=max_bad_messages,
+            max_queued_calls=max_queued_calls,
+            **settings,
+        ),
+    )
+    stream = await open_websocket_with(
         url,
         identity,
+        transport,
         protocols=protocols,
         password=password,
         ssl_context=ssl_context,
         headers=headers,
         query=query,
-        connect_timeout=connect_timeout,
-        compression=compression,
-        max_message_size=max_message_size,
-        close_timeout=close_timeout,
-        ws_codec=ws_codec,
-        tcp_stream=tcp_stream,
     )
-    stream.send_timeout = send_timeout
+    stream.send_timeout = transport.send_timeout
     try:
-        session = station_session(
+        station = station_session(
             stream,
             identity=identity,
             router=router,
             validation=validation,
-            max_outstanding_calls=max_outstanding_calls,
-            detailed_errors=detailed_errors,
-            max_bad_messages=max_bad_messages,
-            max_queued_calls=max_queued_calls,
+            options=behaviour,
             quirks=quirks,
-            **session_options,
+            **extras,
         )
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
-    log.info("connected to %s as %s, speaking %s", url, identity, session.protocol)
-    if keepalive is None:
-        async with session:  # no keepalive context manager: it costs memory per connection
-            yield session
+    log.info("connected to %s as %s, speaking %s", url, identity, station.protocol)
+    if transport.keepalive is None:
+        async with station:  # no keepalive context manager: it costs memory per connection
+            yield station
     else:
-        async with session, _keepalive(stream, keepalive):
-            yield session
-
-
-#: The engine options of :func:`session_parts` (everything after role, protocol, validation).
-_ENGINE_OPTIONS = frozenset(
-    name
-    for name, parameter in inspect.signature(session_parts).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-)
+        async with station, _keepalive(stream, transport.keepalive):
+            yield station
 
 
 def station_session(
@@ -166,20 +190,39 @@ def station_session(
     identity: str,
     router: Router | None,
     validation: ValidationArg,
-    **options: Any,
+    options: SessionOptions,
+    quirks: QuirksArg = None,
+    **extras: Any,
 ) -> Session:
     """The session a charging station runs on an open WebSocket: :func:`connect` and
     :class:`~ocpprpc.Station` both build theirs here, so they take the same options.
 
-    *options* are passed by name: those :func:`session_parts` takes configure the
-    engine (``max_outstanding_calls``, ``detailed_errors``, ``max_bad_messages``,
-    ...), the rest go to :class:`Session`.  A new option of either flows through
-    without a change here.
+    *options* configure the engine and the session; *extras* are the
+    :class:`Session` keywords that are objects rather than settings
+    (``on_message``, ``middleware``, ``data``, a shared limiter, ...).
     """
     protocol = stream.subprotocol
     assert protocol is not None  # open_websocket refuses a server that picks none
-    engine = {name: options.pop(name) for name in _ENGINE_OPTIONS & options.keys()}
     connection, parts = session_parts(
-        Role.CHARGING_STATION, protocol, validation, identity=identity, **engine
+        Role.CHARGING_STATION,
+        protocol,
+        validation,
+        max_outstanding_calls=options.max_outstanding_calls,
+        detailed_errors=options.detailed_errors,
+        max_bad_messages=options.max_bad_messages,
+        quirks=quirks,
+        identity=identity,
     )
-    return Session(stream, connection, router=router, identity=identity, **parts, **options)
+    extras.setdefault("max_concurrent_handlers", options.max_concurrent_handlers)
+    return Session(
+        stream,
+        connection,
+        router=router,
+        identity=identity,
+        call_timeout=options.call_timeout,
+        ordered_handlers=options.ordered_handlers,
+        max_queued_calls=options.max_queued_calls,
+        max_queued_bytes=options.max_queued_bytes,
+        **parts,
+        **extras,
+    )

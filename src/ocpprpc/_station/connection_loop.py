@@ -11,7 +11,7 @@ import anyio.abc
 
 from .._options.policies import PERMANENT_HANDSHAKE_STATUSES
 from .._ws.errors import HandshakeError, HandshakeRejected
-from .._ws.handshake import open_websocket
+from .._ws.handshake import open_websocket_with
 from .._ws.keepalive import keepalive
 from .._ws.transport import CloseReason, ConnectionLost
 from .._ws.websocket import WebSocketStream
@@ -82,9 +82,14 @@ class _ConnectionLoop(_Calls):
             self._emit(Connecting(attempt, self.url))
             error: BaseException | None = None
             try:
-                stream = await open_websocket(
-                    self.url, self.identity, protocols=self._protocols, **self.connect_options
+                stream = await open_websocket_with(
+                    self.url,
+                    self.identity,
+                    self.websocket_options,
+                    protocols=self._protocols,
+                    **self._connect_extras,
                 )
+                stream.send_timeout = self.websocket_options.send_timeout
             except HandshakeRejected as exc:
                 if exc.status in PERMANENT_HANDSHAKE_STATUSES:
                     why = (
@@ -130,20 +135,15 @@ class _ConnectionLoop(_Calls):
     async def _run_connection(self, stream: WebSocketStream, on_open: Callable[[], None] | None) -> None:
         """Run a session on *stream* until the connection ends."""
         try:
-            engine = {
-                "max_outstanding_calls": self.max_outstanding_calls,
-                "detailed_errors": self.detailed_errors,
-                "max_bad_messages": self.max_bad_messages,
-            }
             session = station_session(
                 stream,
                 identity=self.identity,
                 router=self.router,
                 validation=self.validation,
+                options=self.session_settings,
                 data=self.data,
-                call_timeout=self.call_timeout,
                 on_message=self._on_message,
-                **(engine | self.session_options),
+                **self._session_extras,
             )
         except BaseException:
             await anyio.aclose_forcefully(stream)

@@ -78,7 +78,9 @@ from typing import Any, Self
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._options.model import SessionOptions, WebSocketOptions, field_names
 from .._options.policies import Backoff, Keepalive, OutboxFullPolicy, Retry, TransactionRetry
+from .._options.table import merge_options, split_session_extras
 from .._rpc.groups import exit_close_code, raise_single
 from .._rpc.protocols import ValidationArg, check_protocols
 from .._rpc.router import Router
@@ -191,8 +193,16 @@ class Station(_ConnectionLoop):
     :param max_bad_messages: close with 1002 after this many malformed messages
         from the CSMS in a row (and reconnect), as for :func:`connect`.
     :param connect_options: further :func:`open_websocket` options (``password``,
-        ``ssl_context``, ``headers``, ``query``, ``connect_timeout``,
-        ``compression``, ``max_message_size``, ``close_timeout``, ``ws_codec``).
+        ``ssl_context``, ``headers``, ``query``, and the settings of
+        :class:`WebSocketOptions`: ``connect_timeout``, ``compression``,
+        ``max_message_size``, ``close_timeout``, ``send_timeout``, ``ws_codec``, ``tcp_stream``).
+    :param websocket: the transport settings as one :class:`WebSocketOptions`,
+        instead of ``keepalive`` and the settings in *connect_options*; setting
+        one of those too is a ``TypeError`` (docs: options).
+    :param session: the session settings as one :class:`SessionOptions`,
+        instead of ``call_timeout``, ``max_outstanding_calls``,
+        ``detailed_errors``, ``max_bad_messages`` and the settings in
+        *session_options*; setting one of those too is a ``TypeError``.
     :param session_options: every further option :func:`connect` passes to the
         session or its engine (``max_concurrent_handlers``, ``ordered_handlers``,
         ``close_timeout``, ...), by name; the ones that are ``Station``
@@ -228,6 +238,8 @@ class Station(_ConnectionLoop):
         max_bad_messages: int | None = None,
         connect_options: Mapping[str, Any] | None = None,
         session_options: Mapping[str, Any] | None = None,
+        websocket: WebSocketOptions | None = None,
+        session: SessionOptions | None = None,
     ) -> None:
         if outbox_size < 1:
             raise ValueError("outbox_size must be at least 1")
@@ -235,12 +247,34 @@ class Station(_ConnectionLoop):
         if taken:
             raise ValueError(f"pass {', '.join(sorted(taken))} to Station itself, not in session_options")
         check_protocols(protocols, validation)
+        # The settings, validated once here; every connection reads them from these two objects.
+        transport_settings = {k: v for k, v in (connect_options or {}).items() if k in _WEBSOCKET_SETTINGS}
+        #: The transport settings every connection uses (:class:`WebSocketOptions`).
+        self.websocket_options = merge_options(
+            "Station", "websocket", websocket, WebSocketOptions(keepalive=keepalive, **transport_settings)
+        )
+        settings, extras = split_session_extras(dict(session_options or {}))
+        keywords: dict[str, Any] = {
+            "call_timeout": call_timeout,
+            "max_outstanding_calls": max_outstanding_calls,
+            "detailed_errors": detailed_errors,
+            "max_bad_messages": max_bad_messages,
+        }
+        #: The session settings every connection uses (:class:`SessionOptions`).
+        self.session_settings = merge_options(
+            "Station", "session", session, SessionOptions(**(keywords | settings))
+        )
+        # What is left of the two mappings: objects, not settings, passed on as they are.
+        self._connect_extras = {
+            k: v for k, v in (connect_options or {}).items() if k not in _WEBSOCKET_SETTINGS
+        }
+        self._session_extras = extras
         self.url = url
         self.identity = identity
         self.router = router if router is not None else Router()
         self.data: dict[str, Any] = data if data is not None else {}
         self.reconnect = reconnect
-        self.keepalive = keepalive
+        self.keepalive = self.websocket_options.keepalive
         self.boot = boot
         self.boot_retry_interval = boot_retry_interval
         self.outbox_size = outbox_size
@@ -253,11 +287,11 @@ class Station(_ConnectionLoop):
         self.on_delivered = on_delivered
         self.on_event = on_event
         self.on_message = on_message
-        self.call_timeout = call_timeout
+        self.call_timeout = self.session_settings.call_timeout
         self.validation = validation
-        self.max_outstanding_calls = max_outstanding_calls
-        self.detailed_errors = detailed_errors
-        self.max_bad_messages = max_bad_messages
+        self.max_outstanding_calls = self.session_settings.max_outstanding_calls
+        self.detailed_errors = self.session_settings.detailed_errors
+        self.max_bad_messages = self.session_settings.max_bad_messages
         self.connect_options = dict(connect_options or {})
         self.session_options = dict(session_options or {})
         self._protocols = tuple(protocols)
@@ -467,6 +501,9 @@ class Station(_ConnectionLoop):
         await self._supervisor_done.wait()
         self._finish(None)
 
+
+#: The keys of ``connect_options`` that are transport settings (the rest: password, TLS, headers).
+_WEBSOCKET_SETTINGS = frozenset(field_names(WebSocketOptions)) - {"keepalive"}
 
 #: Session options the station sets itself (from its own parameters).
 _STATION_SESSION_OPTIONS = frozenset(

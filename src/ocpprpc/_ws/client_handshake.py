@@ -23,6 +23,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
+from .._options.model import WebSocketOptions
 from .errors import HandshakeError, HandshakeRejected, HandshakeTimeout
 from .handshake_shared import HeadersArg, WsCodecName, _header_list, _make_codec, resolve_ws_codec
 from .tcp import TcpStreamName, check_tcp_stream, connect_tcp
@@ -30,7 +31,7 @@ from .tls import client_ssl_context
 from .websocket import DEFAULT_CLOSE_TIMEOUT, WebSocketStream
 from .wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, deflate_extension
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "open_websocket"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "open_websocket", "open_websocket_with"]
 
 log = logging.getLogger("ocpprpc._handshake")  # log name kept
 
@@ -91,7 +92,50 @@ async def open_websocket(
     :raises HandshakeError: TLS failed, the server broke the upgrade or picked no subprotocol.
     :raises OSError: the TCP connection could not be made.
     """
-    codec_name = resolve_ws_codec(ws_codec)
+    options = WebSocketOptions(
+        connect_timeout=connect_timeout,
+        compression=compression,
+        max_message_size=max_message_size,
+        close_timeout=close_timeout,
+        ws_codec=ws_codec,
+        tcp_stream=tcp_stream,
+    )
+    return await open_websocket_with(
+        url,
+        identity,
+        options,
+        protocols=protocols,
+        password=password,
+        ssl_context=ssl_context,
+        headers=headers,
+        query=query,
+    )
+
+
+async def open_websocket_with(
+    url: str,
+    identity: str,
+    options: WebSocketOptions,
+    *,
+    protocols: Sequence[str],
+    password: str | bytes | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: HeadersArg = None,
+    query: HeadersArg = None,
+) -> WebSocketStream:
+    """:func:`open_websocket` with its transport settings in one :class:`WebSocketOptions`
+    (how :func:`~ocpprpc.connect` and :class:`~ocpprpc.Station` call it).
+
+    :raises HandshakeRejected: the server answered with an HTTP error.
+    :raises HandshakeTimeout: it all took longer than ``connect_timeout``.
+    :raises HandshakeError: TLS failed, the server broke the upgrade or picked no subprotocol.
+    :raises OSError: the TCP connection could not be made.
+    """
+    connect_timeout = options.connect_timeout
+    max_message_size = options.max_message_size
+    compression = options.compresses(server=False)
+    tcp_stream = options.tcp_stream
+    codec_name = resolve_ws_codec(options.ws_codec)
     check_tcp_stream(tcp_stream)
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -164,7 +208,7 @@ async def open_websocket(
         client=True,
         subprotocol=accepted.subprotocol,
         compression=any(ext.enabled() for ext in accepted.extensions),
-        close_timeout=close_timeout,
+        close_timeout=options.close_timeout,
         identity=identity,
     )
     if accepted.subprotocol is None and protocols:

@@ -26,7 +26,7 @@ changes it patches :mod:`~ocpprpc._ws.handshake_shared`.)
 
 from __future__ import annotations
 
-from .client_handshake import DEFAULT_CONNECT_TIMEOUT, open_websocket
+from .client_handshake import DEFAULT_CONNECT_TIMEOUT, open_websocket, open_websocket_with
 from .handshake_shared import (
     DEFAULT_WS_CODEC,
     HeadersArg,
@@ -56,6 +56,7 @@ __all__ = [
     "accept_websocket",
     "check_identity",
     "open_websocket",
+    "open_websocket_with",
     "resolve_ws_codec",
     "select_subprotocol",
 ]
