@@ -21,7 +21,7 @@ on) in its metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .policies import Keepalive
 
@@ -40,9 +40,9 @@ WsCodecName = Literal["auto", "websockets", "wsproto"]
 TcpStreamName = Literal["auto", "asyncio", "anyio", "socket"]
 DuplicateName = Literal["evict", "refuse"]
 
-_WS_CODECS: tuple[str, ...] = WsCodecName.__args__  # type: ignore[attr-defined]
-_TCP_STREAMS: tuple[str, ...] = TcpStreamName.__args__  # type: ignore[attr-defined]
-_DUPLICATES: tuple[str, ...] = DuplicateName.__args__  # type: ignore[attr-defined]
+_WS_CODECS: tuple[str, ...] = get_args(WsCodecName)
+_TCP_STREAMS: tuple[str, ...] = get_args(TcpStreamName)
+_DUPLICATES: tuple[str, ...] = get_args(DuplicateName)
 
 
 def _option(default: Any, doc: str, *, live: bool) -> Any:
