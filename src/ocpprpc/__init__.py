@@ -73,6 +73,7 @@ from typing import Any as _Any
 from ._rpc.router import NO_REPLY, CallContext, NoReply, Router
 
 if _TYPE_CHECKING:
+    from ._csms.delivery import SendOutcome, SendStatus, StationNotConnected
     from ._csms.server import Accept, DuplicatePolicy, Reject, Server, serve
     from ._rpc.session import CallTimeout, InvalidResponseError, Session
     from ._station.client import connect
@@ -96,6 +97,9 @@ _LAZY = {
     "DuplicatePolicy": "._csms.server",
     "Reject": "._csms.server",
     "Server": "._csms.server",
+    "SendOutcome": "._csms.delivery",
+    "SendStatus": "._csms.delivery",
+    "StationNotConnected": "._csms.delivery",
     "serve": "._csms.server",
     "client_ssl_context": "._ws.tls",
     "server_ssl_context": "._ws.tls",
@@ -436,6 +440,9 @@ __all__ = (
     "DuplicatePolicy",
     "Reject",
     "Server",
+    "SendOutcome",
+    "SendStatus",
+    "StationNotConnected",
     "StationRequest",
     "WebSocketStream",
     "client_ssl_context",

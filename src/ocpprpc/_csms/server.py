@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any
@@ -40,6 +40,7 @@ from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 from .admission import AdmissionPolicy
 from .admission_flow import _AdmissionFlow, _peer_host
+from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
 from .ratelimit import RateLimiter, StationLimits
 from .security_events import (
@@ -291,6 +292,9 @@ class Server(_AdmissionFlow):
         self.max_connections = admitting.max_connections
         self._connections = 0
         self._clients: dict[str, Session] = {}
+        #: Where commands reach stations (send_to_client, broadcast): this process's sessions;
+        #: the clustering seam replaces it with one that reaches other processes too.
+        self.delivery: Delivery = LocalDelivery(lambda: self._clients)
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).
         self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
@@ -381,6 +385,57 @@ class Server(_AdmissionFlow):
     def connection_count(self) -> int:
         """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
         return self._connections
+
+    # -- commanding stations ---------------------------------------------------------
+
+    async def send_to_client(
+        self,
+        identity: str,
+        request: Any,
+        payload: Any = None,
+        /,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds the answer, like call())
+    ) -> Any:
+        """Call the station *identity* wherever it is connected; return its answer.
+
+        ``request`` is a typed request (``v16.ResetRequest(...)``) or an action name
+        with *payload*, as for :meth:`Session.call`; it raises what ``call()``
+        raises, and :class:`~ocpprpc.StationNotConnected` when no session has that
+        identity.  *timeout*: ``None`` uses the session's call timeout.
+        """
+        return await self.delivery.call(identity, request, payload, timeout)
+
+    async def try_send_to_client(
+        self,
+        identity: str,
+        request: Any,
+        payload: Any = None,
+        /,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds the answer, like call())
+    ) -> SendOutcome:
+        """Like :meth:`send_to_client`, but every outcome is returned as a :class:`~ocpprpc.SendOutcome`."""
+        return await try_send(self.delivery, identity, request, payload, timeout)
+
+    async def broadcast(
+        self,
+        identities: Iterable[str],
+        request: Any,
+        payload: Any = None,
+        /,
+        *,
+        concurrency: int = 32,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds each answer, like call())
+    ) -> dict[str, SendOutcome]:
+        """Call every station in *identities*, at most *concurrency* at once; one outcome each.
+
+        Returns ``{identity: SendOutcome}`` in the order given (duplicates once).
+        Cancelling the caller cancels every call still in flight.
+        """
+        return await broadcast(
+            self.delivery, identities, request, payload, concurrency=concurrency, timeout=timeout
+        )
 
     async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
