@@ -264,6 +264,8 @@ if _TYPE_CHECKING:
         RateLimited,
         SecurityEvent,
         SecurityEvents,
+        StationConnected,
+        StationDisconnected,
     )
 
 _LAZY.update(dict.fromkeys(("AdmissionPolicy", "Admit", "RefusalKind", "Refuse"), "._csms.admission"))
@@ -295,6 +297,8 @@ _LAZY.update(
             "RateLimited",
             "SecurityEvent",
             "SecurityEvents",
+            "StationConnected",
+            "StationDisconnected",
         ),
         "._csms.security_events",
     )
@@ -514,6 +518,8 @@ __all__ = (
     "Refuse",
     "SecurityEvent",
     "SecurityEvents",
+    "StationConnected",
+    "StationDisconnected",
     "StationLimits",
     "Verdict",
     # -- message middleware (issue 14) --

@@ -94,7 +94,13 @@ def test_serve_rate_limits_and_logs_security_events_as_json(tmp_path: Path) -> N
         server.send_signal(signal.SIGTERM)
         assert server.wait(WAIT) == 0
     events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    assert [(e["kind"], e["identity"], e["action"], e["on_breach"]) for e in events] == [
-        ("rate_limited", "CP1", "MeterValues", "callerror")
+    assert [(e["kind"], e["identity"]) for e in events] == [
+        ("station_connected", "CP1"),
+        ("rate_limited", "CP1"),
+        ("station_disconnected", "CP1"),
+        ("station_connected", "CP2"),
+        ("station_disconnected", "CP2"),
     ]
-    assert events[0]["limit"] == "1/60s" and events[0]["peer"] == "127.0.0.1"
+    limited = events[1]
+    assert (limited["action"], limited["on_breach"]) == ("MeterValues", "callerror")
+    assert limited["limit"] == "1/60s" and limited["peer"] == "127.0.0.1"

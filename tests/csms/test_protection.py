@@ -47,6 +47,8 @@ KIND_FIELDS = {
     "identity_evicted": ("previous_peer",),
     "bad_message_flood": ("count",),
     "certificate_identity_mismatch": ("certificate_subject",),
+    "station_connected": ("protocol",),
+    "station_disconnected": ("protocol", "code", "by_peer", "duration"),
 }
 
 
@@ -380,6 +382,19 @@ async def test_identity_evicted_reports_a_refused_duplicate_too() -> None:
     assert event["previous_peer"] == "127.0.0.1" and "409" in event["reason"]
 
 
+async def test_station_connected_and_disconnected_bracket_every_session() -> None:
+    recorder = Recorder()
+    async with ocpprpc.serve(security_events=recorder.hub) as server:
+        async with ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp2.0.1"]):
+            [connected] = await recorder.wait_for("station_connected")
+            assert not recorder.of("station_disconnected")
+        [disconnected] = await recorder.wait_for("station_disconnected")
+    assert (connected["identity"], connected["peer"], connected["protocol"]) == ("CP1", "127.0.0.1", "ocpp2.0.1")
+    assert connected["severity"] == "info"
+    assert (disconnected["identity"], disconnected["code"], disconnected["by_peer"]) == ("CP1", 1000, True)
+    assert disconnected["protocol"] == "ocpp2.0.1" and disconnected["duration"] >= 0
+
+
 async def test_bad_message_flood() -> None:
     recorder = Recorder()
     async with (
@@ -402,7 +417,7 @@ async def test_no_bad_message_flood_for_a_station_that_just_leaves() -> None:
         async with ocpprpc.connect(ws_url(server), "CP1"):
             await eventually(lambda: "CP1" in server.clients)
         await eventually(lambda: not server.clients)
-    assert recorder.events == []
+    assert [event.kind for event in recorder.events] == ["station_connected", "station_disconnected"]
 
 
 async def test_certificate_identity_mismatch(
@@ -463,9 +478,12 @@ async def test_a_failing_subscriber_costs_the_station_nothing() -> None:
     limits = StationLimits(per_action={"Heartbeat": RateLimit.parse("1/60")}, on_breach=OnBreach.CALLERROR)
     async with ocpprpc.serve(router=csms_router(), rate_limits=limits) as server:
         server.security_events.subscribe(broken)
+        seen: list[SecurityEvent] = []
+        server.security_events.subscribe(seen.append)
         async with ocpprpc.connect(ws_url(server), "CP1") as station:
             await station.call("Heartbeat")
             with pytest.raises(ocpprpc.OCPPError):
                 await station.call("Heartbeat")
             await station.call("MeterValues", {"connectorId": 1, "meterValue": []})
-        assert server.security_events.subscriber_errors == 1
+        assert [event.kind for event in seen][:2] == ["station_connected", "rate_limited"]
+        assert server.security_events.subscriber_errors == len(seen)

@@ -23,6 +23,8 @@ from ocpprpc._csms.security_events import (
     RateLimited,
     SecurityEvent,
     SecurityEvents,
+    StationConnected,
+    StationDisconnected,
 )
 
 T = 1_700_000_000.25
@@ -45,6 +47,10 @@ EXAMPLES: list[tuple[SecurityEvent, dict[str, Any]]] = [
     (BadMessageFlood(timestamp=T, count=20), {"kind": "bad_message_flood", "count": 20}),
     (CertificateIdentityMismatch(timestamp=T, identity="CP1", certificate_subject="CP2"),
      {"kind": "certificate_identity_mismatch", "severity": "critical", "certificate_subject": "CP2"}),
+    (StationConnected(timestamp=T, identity="CP1", protocol="ocpp2.0.1"),
+     {"kind": "station_connected", "severity": "info", "protocol": "ocpp2.0.1"}),
+    (StationDisconnected(timestamp=T, identity="CP1", protocol="ocpp1.6", code=1006, by_peer=True, duration=2.5),
+     {"kind": "station_disconnected", "severity": "info", "code": 1006, "by_peer": True, "duration": 2.5}),
 ]  # fmt: skip
 
 

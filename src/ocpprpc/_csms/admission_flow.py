@@ -23,6 +23,8 @@ from .security_events import (
     AuthTimedOut,
     ConnectionRefused,
     IdentityEvicted,
+    StationConnected,
+    StationDisconnected,
 )
 from .security_reports import _SecurityReports
 from .server_base import _REPLACED, Accept, DuplicatePolicy, Reject
@@ -165,6 +167,14 @@ class _AdmissionFlow(_SecurityReports):
         self._clients[identity] = session
         self._peers[session] = peer
         log.info("station %r connected (%s)", identity, session.protocol)
+        started = anyio.current_time()
+        self._emit(
+            StationConnected,
+            identity=identity,
+            peer=peer,
+            protocol=session.protocol,
+            reason=f"connected speaking {session.protocol}",
+        )
         try:
             if previous is None:
                 await self._run(session)
@@ -186,8 +196,19 @@ class _AdmissionFlow(_SecurityReports):
             if self._clients.get(identity) is session:
                 del self._clients[identity]
             self._peers.pop(session, None)
-            log.info("station %r disconnected: %s", identity, session.close_reason)
+            closed = session.close_reason
+            log.info("station %r disconnected: %s", identity, closed)
             self._check_bad_message_flood(session, peer)
+            self._emit(
+                StationDisconnected,
+                identity=identity,
+                peer=peer,
+                protocol=session.protocol,
+                code=None if closed is None else closed.code,
+                by_peer=None if closed is None else closed.by_peer,
+                duration=anyio.current_time() - started,
+                reason="session ended" if closed is None else f"closed {closed}",
+            )
 
     async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
         """Complete the upgrade and build the station's session (``None``: refused instead)."""

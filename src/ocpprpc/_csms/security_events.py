@@ -43,6 +43,8 @@ __all__ = [
     "RateLimited",
     "SecurityEvent",
     "SecurityEvents",
+    "StationConnected",
+    "StationDisconnected",
 ]
 
 log = logging.getLogger("ocpprpc.security")
@@ -172,6 +174,32 @@ class CertificateIdentityMismatch(SecurityEvent):
     certificate_subject: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StationConnected(SecurityEvent):
+    """A station passed admission and auth; its session runs (a SIEM's "logon")."""
+
+    kind: ClassVar[str] = "station_connected"
+    severity: ClassVar[str] = "info"
+    #: The OCPP version spoken (``ocpp1.6``, ``ocpp2.0.1``, ``ocpp2.1``).
+    protocol: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StationDisconnected(SecurityEvent):
+    """A station's session ended, for whatever reason (a SIEM's "logoff")."""
+
+    kind: ClassVar[str] = "station_disconnected"
+    severity: ClassVar[str] = "info"
+    #: The OCPP version that was spoken.
+    protocol: str = ""
+    #: The WebSocket close code (RFC 6455 7.4; 1006 when the link just died).
+    code: int | None = None
+    #: ``True`` when the station closed (or vanished), ``False`` when the CSMS did.
+    by_peer: bool | None = None
+    #: Seconds the session ran.
+    duration: float = 0.0
+
+
 #: Every kind tag, mapped to its class (for readers of the JSON).
 SECURITY_EVENT_KINDS: dict[str, type[SecurityEvent]] = {
     cls.kind: cls
@@ -184,6 +212,8 @@ SECURITY_EVENT_KINDS: dict[str, type[SecurityEvent]] = {
         IdentityEvicted,
         BadMessageFlood,
         CertificateIdentityMismatch,
+        StationConnected,
+        StationDisconnected,
     )
 }
 
