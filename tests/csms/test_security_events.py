@@ -49,7 +49,8 @@ EXAMPLES: list[tuple[SecurityEvent, dict[str, Any]]] = [
      {"kind": "certificate_identity_mismatch", "severity": "critical", "certificate_subject": "CP2"}),
     (StationConnected(timestamp=T, identity="CP1", protocol="ocpp2.0.1"),
      {"kind": "station_connected", "severity": "info", "protocol": "ocpp2.0.1"}),
-    (StationDisconnected(timestamp=T, identity="CP1", protocol="ocpp1.6", code=1006, by_peer=True, duration=2.5),
+    (StationDisconnected(timestamp=T, identity="CP1", protocol="ocpp1.6", code=1006, by_peer=True,
+                         duration=2.5),
      {"kind": "station_disconnected", "severity": "info", "code": 1006, "by_peer": True, "duration": 2.5}),
 ]  # fmt: skip
 
