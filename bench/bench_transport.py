@@ -52,6 +52,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from layers import LAYERS as LAYER_NAMES
+from layers import layer_options
 
 import ocpprpc
 from ocpprpc._ws.tcp import TcpStreamName
@@ -150,8 +152,9 @@ async def _run(
 ) -> tuple[float, float]:
     action, payload = ("Heartbeat", {}) if msg == "hb" else ("MeterValues", METER_VALUES)
     per_worker = max(1, calls // (callers * connections))
-    tls = "tls" in config
-    deflate = "deflate" in config
+    tls = "tls" in config.split("+")
+    deflate = "deflate" in config.split("+")
+    layers = ",".join(part for part in config.split("+") if part in LAYER_NAMES)
     server_ctx, client_ctx = _tls_contexts() if tls else (None, None)
     async with ocpprpc.serve(
         router=_router(),
@@ -160,6 +163,7 @@ async def _run(
         tcp_stream=stream,
         ssl_context=server_ctx,
         compression=deflate,
+        **layer_options(layers),
     ) as server:
         url = f"{'wss' if tls else 'ws'}://127.0.0.1:{server.port}"
         done = anyio.Event()
@@ -338,6 +342,14 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", type=int, default=0, metavar="N", help="print the cProfile pass by layer and its top N"
     )
+    parser.add_argument(
+        "--layers",
+        nargs="*",
+        default=[],
+        metavar="LAYERS",
+        help="also run with these CSMS layers on (each a config; join with commas for several at once):"
+        f" {', '.join(LAYER_NAMES)}; e.g. --layers middleware ratelimit middleware,ratelimit,events",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement (interleaved)")
     parser.add_argument("--count", type=int, default=1000, help="calls in the cProfile pass (0: skip)")
     parser.add_argument("--json", help="write the results to this file")
@@ -362,6 +374,9 @@ def main() -> None:
     configs = [
         "+".join(n for n, on in (("tls", t), ("deflate", d)) if on) or "plain" for d in deflate for t in tls
     ]
+    for chosen in args.layers:
+        layer_options(chosen)  # an unknown name stops here, before anything runs
+        configs.append("+".join(name.strip() for name in chosen.split(",")))
     results = []
     print(
         f"{'backend':8} {'stream':8} {'shape':28} {'strict':6} {'config':12} {'cpu µs/rt':>10}"

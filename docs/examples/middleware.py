@@ -28,6 +28,7 @@ async def authorize(request: Any, ctx: ocpprpc.CallContext) -> Any:
     return {"idTagInfo": {"status": "Accepted" if request["idTag"] != "BLOCKED" else "Blocked"}}
 
 
+@ocpprpc.never_waits  # it awaits nothing but call_next: plain handlers may stay in the reader
 async def timing(ctx: ocpprpc.MessageContext, call_next: ocpprpc.CallNext) -> Any:
     """Outermost: one line per exchange, with its outcome and duration (a metric's hook)."""
     outcome = "ok"

@@ -308,11 +308,19 @@ _LAZY.update(
 # isort: split
 # -- message middleware (issue 14): one onion around every CALL and SEND, in and out --------
 if _TYPE_CHECKING:
-    from ._rpc.middleware import DROP, CallNext, DroppedByMiddleware, MessageContext, Middleware, fail_closed
+    from ._rpc.middleware import (
+        DROP,
+        CallNext,
+        DroppedByMiddleware,
+        MessageContext,
+        Middleware,
+        fail_closed,
+        never_waits,
+    )
 
 _LAZY.update(
     dict.fromkeys(
-        ("DROP", "CallNext", "DroppedByMiddleware", "MessageContext", "Middleware", "fail_closed"),
+        ("DROP", "CallNext", "DroppedByMiddleware", "MessageContext", "Middleware", "fail_closed", "never_waits"),
         "._rpc.middleware",
     )
 )
@@ -529,6 +537,7 @@ __all__ = (
     "MessageContext",
     "Middleware",
     "fail_closed",
+    "never_waits",
     # isort: split
     # -- operations (issue 15) --
     "EXTRA_KEYS",

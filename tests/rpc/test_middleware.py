@@ -446,3 +446,96 @@ async def test_a_middleware_must_be_callable() -> None:
         with pytest.raises(TypeError, match="must be callable"):
             station.use("not a middleware")  # type: ignore[arg-type]
         assert station.middleware == ()
+
+
+# -- never_waits: observers keep plain handlers in the reader ------------------------------------
+
+
+def _task_router(tasks: list[str]) -> Router:
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        tasks.append(anyio.get_current_task().name or "")
+        return NOW
+
+    return router
+
+
+@ocpprpc.never_waits
+async def observe(ctx: MessageContext, call_next: CallNext) -> Any:
+    return await call_next(ctx)
+
+
+async def just_call(ctx: MessageContext, call_next: CallNext) -> Any:
+    return await call_next(ctx)
+
+
+@pytest.mark.parametrize(
+    ("layers", "where"),
+    [
+        ([], "reader"),
+        ([observe], "reader"),
+        ([observe, ocpprpc.ExchangeLog()], "reader"),
+        ([fail_closed(observe)], "reader"),
+        ([just_call], "handlers"),  # unmarked: it might wait, so never in the reader
+        ([observe, just_call], "handlers"),  # one layer that might wait is enough
+    ],
+    ids=["none", "marked", "marked+exchangelog", "fail-closed-marked", "unmarked", "mixed"],
+)
+async def test_plain_handlers_stay_in_the_reader_only_under_middleware_that_never_waits(
+    layers: list[Any], where: str
+) -> None:
+    tasks: list[str] = []
+    async with session_pair("ocpp1.6", csms_router=_task_router(tasks)) as (station, csms):
+        for layer in layers:
+            csms.use(layer)
+        assert await station.call("Heartbeat") == NOW
+    [task] = tasks
+    assert task.startswith(f"ocpprpc {where} "), task
+
+
+async def test_a_middleware_that_breaks_its_never_waits_promise_still_works() -> None:
+    seen: list[Any] = []
+
+    @ocpprpc.never_waits
+    async def slow(ctx: MessageContext, call_next: CallNext) -> Any:
+        await anyio.sleep(0.01)  # waits after all: the reader waits with it
+        seen.append(ctx.action)
+        return await call_next(ctx)
+
+    async with session_pair("ocpp1.6", csms_router=csms_router()) as (station, csms):
+        csms.use(slow)
+        for _ in range(3):
+            assert await station.call("Heartbeat") == NOW
+    assert seen == ["Heartbeat"] * 3
+
+
+async def test_inline_middleware_keeps_each_calls_context_variables_apart() -> None:
+    import contextvars
+
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="unset")
+    seen: list[str] = []
+
+    @ocpprpc.never_waits
+    async def tag(ctx: MessageContext, call_next: CallNext) -> Any:
+        seen.append(current.get())
+        current.set(ctx.message_id)
+        return await call_next(ctx)
+
+    async with session_pair("ocpp1.6", csms_router=csms_router()) as (station, csms):
+        csms.use(tag)
+        for _ in range(3):
+            await station.call("Heartbeat")
+    assert seen == ["unset"] * 3  # what one CALL set never leaks into the next
+
+
+def test_never_waits_refuses_what_it_cannot_mark() -> None:
+    class Slotted:
+        __slots__ = ()
+
+        async def __call__(self, ctx: MessageContext, call_next: CallNext) -> Any:
+            return await call_next(ctx)
+
+    with pytest.raises(TypeError, match="class attribute"):
+        ocpprpc.never_waits(Slotted())

@@ -15,6 +15,14 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
     parser.add_argument("--deflate", type=int, default=0, help="1: permessage-deflate on both ends")
+    parser.add_argument(
+        "--layers",
+        default="",
+        help="server only: comma-separated CSMS layers to switch on, to measure what each costs: "
+        "middleware (one pass-through message middleware), ratelimit (a global and a per-action "
+        "budget per station, never breached), events (a subscriber on the security-event hub), "
+        "exchangelog (ExchangeLog at INFO into a handler that drops the records)",
+    )
 
 
 def cert_dir() -> str:

@@ -12,10 +12,13 @@ import sys
 
 # This checkout's ocpprpc, whatever the harness interpreter has installed.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "src"))
+# bench/layers.py: the CSMS layers --layers switches on (shared with bench_transport.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import argparse
 from typing import Any
 
 import anyio
+from layers import layer_options
 from peer_options import add_tcp_stream, cert_dir
 from pyharness import emit, server_args  # type: ignore[import-not-found]
 
@@ -55,6 +58,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.tls
         else None,
         compression=bool(args.deflate),
+        **layer_options(args.layers),
     ):
         emit({"event": "ready", "port": args.port})
         await anyio.sleep_forever()

@@ -23,7 +23,7 @@ forgetting loses nothing), and beyond ``max_identities`` the least recently
 seen identity is evicted.
 
 No clock is read here: the limiter calls the ``clock`` it was given (monotonic
-seconds; the anyio layer passes ``anyio.current_time``), so tests drive time by
+seconds; the server passes ``time.monotonic``), so tests drive time by
 hand.
 """
 
@@ -280,7 +280,7 @@ class RateLimiter:
     """Token buckets per station identity, checked once per inbound CALL.
 
     :param limits: what every station is held to.
-    :param clock: monotonic seconds (``anyio.current_time`` in the server).
+    :param clock: monotonic seconds (``time.monotonic`` in the server).
     :param max_identities: beyond this many tracked stations the least recently
         seen one is forgotten (it comes back with full buckets).
     :param idle_ttl: forget a station not seen for this many seconds; the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
@@ -283,7 +284,9 @@ class Server(_AdmissionFlow):
         #: The station buckets (``None`` without ``rate_limits``).
         self.rate_limiter: RateLimiter | None = None
         if rate_limits is not None:
-            self.rate_limiter = RateLimiter(rate_limits, clock=anyio.current_time)
+            # time.monotonic is the clock asyncio's loop reads; the buckets only compare their own
+            # readings, and anyio.current_time() would cost a backend lookup on every CALL.
+            self.rate_limiter = RateLimiter(rate_limits, clock=time.monotonic)
             # Outermost: a flood is refused before the boot gate or the replay cache spend anything.
             self._session_router = RateLimitedRouter(self._session_router, self.rate_limiter, self._breached)
         self._breach_logged: dict[str, float] = {}

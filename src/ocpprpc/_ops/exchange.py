@@ -67,6 +67,9 @@ class ExchangeLog:
     :param redactor: what masks payloads (default :class:`~ocpprpc.Redactor`).
     """
 
+    #: It awaits nothing but ``call_next``: sessions keep plain handlers in their reader.
+    never_waits = True
+
     def __init__(
         self,
         logger: str = "ocpprpc.exchange",

@@ -102,7 +102,7 @@ class _Inbound(_SessionBase):
         self._active_handlers += 1
         if (
             (route is None or route.inline)
-            and self._onion is None  # middleware may wait: never in the reader
+            and (self._onion is None or self._onion.inline)  # middleware that may wait: never in the reader
             and self._active_handlers <= self._max_workers
             and not self._inbox
             and not self.stream.buffered
@@ -187,6 +187,10 @@ class _Inbound(_SessionBase):
         """
         requeued = False
         try:
+            if self._onion is not None:
+                # Every layer never waits (Onion.inline) and the handler is a plain function.
+                await _run_in_context(contextvars.copy_context(), self._handle_through_onion(message, route))
+                return
             if route is None:
                 await self._handle_unrouted(message)
                 return

@@ -69,7 +69,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from .._engine.errors import OCPPError
 from .._engine.rules import ErrorCode
@@ -85,9 +85,12 @@ __all__ = [
     "Middleware",
     "Onion",
     "fail_closed",
+    "never_waits",
 ]
 
 log = logging.getLogger("ocpprpc.middleware")
+
+_M = TypeVar("_M")
 
 
 class _DropToken(enum.Enum):
@@ -215,6 +218,26 @@ class _FailClosed:
         return f"fail_closed({self.middleware!r})"
 
 
+def never_waits(middleware: _M) -> _M:
+    """Promise that *middleware* never waits, so sessions may run it in their reader.
+
+    Without middleware, a plain-function handler runs in the session's reader
+    task, with no task switch; a middleware that may wait (a database lookup)
+    moves every CALL to a handler worker, because the reader must never wait.
+    A middleware marked ``never_waits`` (it awaits nothing but ``call_next``:
+    observers such as :class:`~ocpprpc.ExchangeLog`, metrics, tracing) keeps the
+    reader path when every layer of the session is so marked and the handler is
+    a plain function.  The mark sets ``never_waits = True`` on the object; a
+    class may set it as a class attribute.  Breaking the promise does no harm
+    but to the station's own pace: its reader waits with the middleware.
+    """
+    try:
+        middleware.never_waits = True  # type: ignore[attr-defined]
+    except AttributeError:
+        raise TypeError(f"cannot mark {middleware!r} never_waits; set a class attribute instead") from None
+    return middleware
+
+
 def fail_closed(middleware: Middleware) -> Middleware:
     """Mark *middleware* to fail closed: if it fails, the exchange fails instead of skipping it.
 
@@ -268,7 +291,7 @@ def _first_failure(middleware: Any, error: Exception) -> bool:
 class Onion:
     """The middleware of one session, outermost first, and how an exchange runs through them."""
 
-    __slots__ = ("closed", "layers")
+    __slots__ = ("closed", "inline", "layers")
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.layers: tuple[Middleware, ...] = tuple(middleware)
@@ -278,6 +301,10 @@ class Onion:
         #: Per layer: does it fail closed?
         self.closed: tuple[bool, ...] = tuple(
             getattr(layer, "fail_closed", False) is True for layer in self.layers
+        )
+        #: Every layer :func:`never_waits`: the session may run the onion in its reader.
+        self.inline: bool = all(
+            getattr(getattr(layer, "middleware", layer), "never_waits", False) is True for layer in self.layers
         )
 
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
