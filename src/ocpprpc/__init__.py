@@ -320,7 +320,15 @@ if _TYPE_CHECKING:
 
 _LAZY.update(
     dict.fromkeys(
-        ("DROP", "CallNext", "DroppedByMiddleware", "MessageContext", "Middleware", "fail_closed", "never_waits"),
+        (
+            "DROP",
+            "CallNext",
+            "DroppedByMiddleware",
+            "MessageContext",
+            "Middleware",
+            "fail_closed",
+            "never_waits",
+        ),
         "._rpc.middleware",
     )
 )

@@ -304,7 +304,8 @@ class Onion:
         )
         #: Every layer :func:`never_waits`: the session may run the onion in its reader.
         self.inline: bool = all(
-            getattr(getattr(layer, "middleware", layer), "never_waits", False) is True for layer in self.layers
+            getattr(getattr(layer, "middleware", layer), "never_waits", False) is True
+            for layer in self.layers
         )
 
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
