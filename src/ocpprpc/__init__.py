@@ -264,8 +264,10 @@ if _TYPE_CHECKING:
         RateLimited,
         SecurityEvent,
         SecurityEvents,
+        ServerReconfigured,
         StationConnected,
         StationDisconnected,
+        TlsUpdated,
     )
 
 _LAZY.update(dict.fromkeys(("AdmissionPolicy", "Admit", "RefusalKind", "Refuse"), "._csms.admission"))
@@ -297,8 +299,10 @@ _LAZY.update(
             "RateLimited",
             "SecurityEvent",
             "SecurityEvents",
+            "ServerReconfigured",
             "StationConnected",
             "StationDisconnected",
+            "TlsUpdated",
         ),
         "._csms.security_events",
     )
@@ -534,9 +538,11 @@ __all__ = (
     "Refuse",
     "SecurityEvent",
     "SecurityEvents",
+    "ServerReconfigured",
     "StationConnected",
     "StationDisconnected",
     "StationLimits",
+    "TlsUpdated",
     "Verdict",
     # -- message middleware (issue 14) --
     "DROP",

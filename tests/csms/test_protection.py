@@ -49,6 +49,8 @@ KIND_FIELDS = {
     "certificate_identity_mismatch": ("certificate_subject",),
     "station_connected": ("protocol",),
     "station_disconnected": ("protocol", "code", "by_peer", "duration"),
+    "server_reconfigured": ("changes",),
+    "tls_updated": ("listener",),
 }
 
 

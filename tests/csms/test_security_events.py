@@ -23,8 +23,10 @@ from ocpprpc._csms.security_events import (
     RateLimited,
     SecurityEvent,
     SecurityEvents,
+    ServerReconfigured,
     StationConnected,
     StationDisconnected,
+    TlsUpdated,
 )
 
 T = 1_700_000_000.25
@@ -52,6 +54,9 @@ EXAMPLES: list[tuple[SecurityEvent, dict[str, Any]]] = [
     (StationDisconnected(timestamp=T, identity="CP1", protocol="ocpp1.6", code=1006, by_peer=True,
                          duration=2.5),
      {"kind": "station_disconnected", "severity": "info", "code": 1006, "by_peer": True, "duration": 2.5}),
+    (ServerReconfigured(timestamp=T, changes={"max_connections": "100"}),
+     {"kind": "server_reconfigured", "severity": "info", "changes": {"max_connections": "100"}}),
+    (TlsUpdated(timestamp=T, listener="tls"), {"kind": "tls_updated", "severity": "info", "listener": "tls"}),
 ]  # fmt: skip
 
 

@@ -300,12 +300,27 @@ class RateLimiter:
             raise ValueError(f"max_identities must be at least 1, got {max_identities!r}")
         if idle_ttl is not None and not idle_ttl > 0:
             raise ValueError(f"idle_ttl must be positive, got {idle_ttl!r}")
-        self.limits = limits
         self.max_identities = max_identities
-        self.idle_ttl = idle_ttl if idle_ttl is not None else max(limits.refill_time, 1.0)
+        self._idle_ttl = idle_ttl
         self._clock = clock
         self._stations: OrderedDict[str, _Station] = OrderedDict()
         self._next_sweep = -math.inf
+        self.update(limits)
+        #: Stations forgotten because the table was full (not because they went idle).
+        self.evictions = 0
+        #: Breach handlers that raised (each such breach was treated as DROP).
+        self.handler_errors = 0
+
+    def update(self, limits: StationLimits) -> None:
+        """Hold every station to *limits* from its next CALL on (a live change).
+
+        Every station starts again with full buckets under the new limits: an
+        operator who raises a limit means the throttled stations to be let through
+        now, not once their buckets refilled at the old rate.
+        """
+        self._stations.clear()
+        self.limits = limits
+        self.idle_ttl = self._idle_ttl if self._idle_ttl is not None else max(limits.refill_time, 1.0)
         # Precomputed (interval, tolerance, limit): tolerance is how far the
         # theoretical arrival time may run ahead of now, (capacity - 1) intervals.
         self._global = _rule(limits.global_) if limits.global_ is not None else None
@@ -313,10 +328,6 @@ class RateLimiter:
         on_breach = limits.on_breach
         self._fixed = on_breach if isinstance(on_breach, OnBreach) else None
         self._handler = None if isinstance(on_breach, OnBreach) else on_breach
-        #: Stations forgotten because the table was full (not because they went idle).
-        self.evictions = 0
-        #: Breach handlers that raised (each such breach was treated as DROP).
-        self.handler_errors = 0
 
     def __len__(self) -> int:
         return len(self._stations)

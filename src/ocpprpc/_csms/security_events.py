@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -43,8 +43,10 @@ __all__ = [
     "RateLimited",
     "SecurityEvent",
     "SecurityEvents",
+    "ServerReconfigured",
     "StationConnected",
     "StationDisconnected",
+    "TlsUpdated",
 ]
 
 log = logging.getLogger("ocpprpc.security")
@@ -200,6 +202,27 @@ class StationDisconnected(SecurityEvent):
     duration: float = 0.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerReconfigured(SecurityEvent):
+    """A running server's options were changed (:meth:`~ocpprpc.Server.reconfigure`)."""
+
+    kind: ClassVar[str] = "server_reconfigured"
+    severity: ClassVar[str] = "info"
+    #: Option name -> a short description of the new value (a number, a flag, or a type name:
+    #: never a secret).
+    changes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsUpdated(SecurityEvent):
+    """A running server's TLS context was replaced (:meth:`~ocpprpc.Server.update_tls`)."""
+
+    kind: ClassVar[str] = "tls_updated"
+    severity: ClassVar[str] = "info"
+    #: The listener whose context changed (``None``: the server's own).
+    listener: str | None = None
+
+
 #: Every kind tag, mapped to its class (for readers of the JSON).
 SECURITY_EVENT_KINDS: dict[str, type[SecurityEvent]] = {
     cls.kind: cls
@@ -214,6 +237,8 @@ SECURITY_EVENT_KINDS: dict[str, type[SecurityEvent]] = {
         CertificateIdentityMismatch,
         StationConnected,
         StationDisconnected,
+        ServerReconfigured,
+        TlsUpdated,
     )
 }
 

@@ -40,9 +40,10 @@ from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serv
 from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 from .admission import AdmissionPolicy
-from .admission_flow import _AdmissionFlow, _peer_host
+from .admission_flow import _peer_host
 from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
+from .live import _LiveChanges
 from .ratelimit import RateLimiter, StationLimits
 from .security_events import (
     SecurityEvents,
@@ -57,7 +58,7 @@ __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 log = logging.getLogger("ocpprpc.server")
 
 
-class Server(_AdmissionFlow):
+class Server(_LiveChanges):
     """A CSMS: the options every station connection shares, and the live sessions.
 
     :param router: handlers for the CALLs stations send.

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
 from .._rpc.protocols import ValidationArg
 from .._rpc.router import Router
@@ -27,6 +28,7 @@ from .._ws.handshake import (
 )
 from .admission import AdmissionPolicy
 from .guard import GuardedRouter
+from .ratelimit import RateLimiter
 from .security_events import (
     SecurityEvents,
 )
@@ -112,6 +114,11 @@ class _ServerBase:
     inbound_budget: InboundBudget | None
     admission: AdmissionPolicy | None
     security_events: SecurityEvents
+    rate_limiter: RateLimiter | None
+    max_connections: int | None
+    websocket_options: WebSocketOptions
+    session_settings: SessionOptions
+    csms_options: CsmsOptions
 
     # -- state
     _session_router: Router

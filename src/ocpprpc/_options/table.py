@@ -88,7 +88,7 @@ _OBJECTS: tuple[tuple[str, object, bool, str, tuple[str, ...], dict[str, object]
      "OCPP versions offered (station) or accepted (CSMS), most preferred first.",
      _ALL, _STATION_PROTOCOLS),
     ("router", None, False, "Handlers for the CALLs the peer sends.", _ALL, {}),
-    ("validation", False, False,
+    ("validation", False, True,
      "Strict schema validation: ``False``, ``True`` or a ``ValidationPolicy``.", _ALL, {}),
     ("quirks", None, False, "Vendor quirk profiles repairing the peer's payloads before validation.",
      (CONNECT, SERVER), {}),
