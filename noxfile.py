@@ -75,8 +75,9 @@ TYPED = [
     "_typed/type_model",
     "_typed/validation",
 ]
-# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores.
-OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
+# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores,
+# tracing.
+OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite", "_ops/tracing"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.

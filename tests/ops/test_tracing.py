@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -449,3 +450,145 @@ def test_events_it_does_not_know_or_for_no_open_connection_are_ignored(csms_side
     hub.emit(ocpprpc.HandshakeAborted(timestamp=0.0, reason="went away"))
     hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, identity="NOBODY"))
     assert hub.subscriber_errors == 0 and csms_side.spans == ()
+
+
+def test_the_docs_example_prints_the_trees_the_docs_show() -> None:
+    root = Path(__file__).resolve().parent.parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "docs" / "examples" / "tracing.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    docs = (root / "docs" / "operations.rst").read_text(encoding="utf-8")
+    shown = docs.split("It prints:\n\n.. code-block:: text\n\n", 1)[1].split("\n\n", 1)[0]
+    assert out.stdout.splitlines() == [line.removeprefix("   ") for line in shown.splitlines()]
+
+
+async def test_a_cancelled_call_and_a_raised_drop_are_not_errors(
+    csms_side: Recorder, station_side: Recorder
+) -> None:
+    router = heartbeat_router()
+    release = anyio.Event()
+
+    @router.on("DataTransfer")
+    async def slow(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        await release.wait()
+        return {"status": "Accepted"}
+
+    async def drop_by_raising(ctx: ocpprpc.MessageContext, call_next: ocpprpc.CallNext) -> Any:
+        if ctx.action == "Authorize":
+            raise ocpprpc.DroppedByMiddleware("not today")
+        return await call_next(ctx)
+
+    async with (
+        serve_traced(Tracing(csms_side.provider), router=router) as server,
+        ocpprpc.connect(
+            url(server), "CP009", middleware=[Tracing(station_side.provider), drop_by_raising]
+        ) as station,
+    ):
+        with anyio.move_on_after(0.05):
+            await station.call("DataTransfer", {"vendorId": "V"})  # the caller gives up
+        release.set()
+        with pytest.raises(ocpprpc.DroppedByMiddleware):
+            await station.call("Authorize", {"idTag": "X"})
+    cancelled = station_side.one("ocpp.call OUT DataTransfer")
+    assert (cancelled.attributes or {})["ocpp.outcome"] == "cancelled"
+    assert cancelled.status.status_code is StatusCode.UNSET
+    dropped = station_side.one("ocpp.call OUT Authorize")
+    assert (dropped.attributes or {})["ocpp.outcome"] == "dropped"
+    assert dropped.status.status_code is StatusCode.UNSET
+
+
+async def test_the_route_and_an_answer_that_is_not_json(csms_side: Recorder) -> None:
+    async def routed(ctx: ocpprpc.MessageContext, call_next: ocpprpc.CallNext) -> Any:
+        ctx.route = "/ocpp/{identity}"  # what URL routing will set
+        return await call_next(ctx)
+
+    async def odd_answer(ctx: ocpprpc.MessageContext, call_next: ocpprpc.CallNext) -> Any:
+        await call_next(ctx)
+        return {"currentTime": object()}  # the session answers InternalError for it
+
+    tracing = Tracing(csms_side.provider, record_payloads=True)
+    async with (
+        serve_traced(tracing, middleware=[odd_answer]) as server,
+        ocpprpc.connect(url(server), "CP010", middleware=[routed, tracing]) as station,
+    ):
+        with pytest.raises(OCPPError):
+            await station.call("Heartbeat", {})
+        await eventually(lambda: bool(csms_side.named("ocpp.call IN Heartbeat")))
+    assert (csms_side.one("ocpp.call OUT Heartbeat").attributes or {})["ocpp.route"] == "/ocpp/{identity}"
+    recorded = (csms_side.one("ocpp.call IN Heartbeat").attributes or {})["ocpp.response"]
+    assert json.loads(str(recorded)) == {"currentTime": "<redacted: not a JSON value>"}
+
+
+async def test_a_session_without_identity(csms_side: Recorder) -> None:
+    tracing = Tracing(csms_side.provider)
+    one, other = ocpprpc.memory_message_stream_pair("ocpp1.6")
+    station_engine = ocpprpc.Connection(ocpprpc.Role.CHARGING_STATION, "ocpp1.6")
+    csms_engine = ocpprpc.Connection(ocpprpc.Role.CSMS, "ocpp1.6")
+    station = Session(one, station_engine, middleware=[tracing])
+    csms = Session(other, csms_engine, router=heartbeat_router(), middleware=[tracing])
+    async with station, csms:
+        assert await station.call("Heartbeat", {}) == NOW
+    for span in csms_side.spans:
+        assert "ocpp.identity" not in (span.attributes or {})
+    names = sorted(span.name for span in csms_side.spans)
+    assert names == ["ocpp.call IN Heartbeat", "ocpp.call OUT Heartbeat"]
+
+
+async def test_a_command_to_a_station_whose_connection_it_did_not_see(csms_side: Recorder) -> None:
+    """Subscribed after a station connected: its calls are traced, with no connection span to hang on."""
+    tracing = Tracing(csms_side.provider)
+    station_router = Router()
+
+    @station_router.on("ClearCache")
+    def clear_cache(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return {"status": "Accepted"}
+
+    async with (
+        ocpprpc.serve(middleware=[tracing]) as server,
+        ocpprpc.connect(url(server), "EARLY", router=station_router),
+    ):
+        await eventually(lambda: "EARLY" in server.clients)
+        server.security_events.subscribe(tracing.on_security_event)
+        async with ocpprpc.connect(url(server), "LATE"):
+            await eventually(lambda: "LATE" in server.clients)
+            await server.send_to_client("EARLY", "ClearCache", {})
+    assert csms_side.one("ocpp.call OUT ClearCache").parent is None
+    assert (csms_side.one("ocpp.connection").attributes or {})["ocpp.identity"] == "LATE"
+
+
+def test_without_opentelemetry_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    with pytest.raises(ImportError, match=r"pip install 'ocpprpc\[otel\]'"):
+        Tracing()
+
+
+async def test_connection_events_with_fields_missing_or_from_another_task(csms_side: Recorder) -> None:
+    """The hub driven by hand: a connection with no identity, peer or close code, and a
+    disconnection reported from another task than the connection's (not how the server
+    emits them, but a subscriber must cope)."""
+    tracing = Tracing(csms_side.provider)
+    hub = ocpprpc.SecurityEvents()
+    hub.subscribe(tracing.on_security_event)
+    hub.emit(ocpprpc.StationConnected(timestamp=0.0, route="/ocpp/{identity}", protocol="ocpp2.0.1"))
+    hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, protocol="ocpp2.0.1"))
+    anonymous = csms_side.one("ocpp.connection")
+    assert dict(anonymous.attributes or {}) == {
+        "rpc.system": "ocpp",
+        "ocpp.protocol": "ocpp2.0.1",
+        "ocpp.route": "/ocpp/{identity}",
+    }
+    assert trace.get_current_span() is trace.INVALID_SPAN  # detached again
+
+    async def connect_elsewhere() -> None:
+        hub.emit(ocpprpc.StationConnected(timestamp=0.0, identity="AWAY", protocol="ocpp1.6"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(connect_elsewhere)
+    hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, identity="AWAY", code=1006, by_peer=True))
+    away = csms_side.named("ocpp.connection")[-1]
+    assert (away.attributes or {})["ocpp.close_code"] == 1006
+    assert not tracing._open

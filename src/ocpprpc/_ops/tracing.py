@@ -267,10 +267,8 @@ class Tracing:
         span.set_status(self._trace.Status(self._error, _clip(text)))
 
     def _json(self, payload: Any) -> str:
-        try:
-            return msgspec.json.encode(self.redactor(payload)).decode()
-        except (TypeError, msgspec.EncodeError):
-            return f"<{type(payload).__name__}>"
+        # The redactor never raises and leaves only JSON values (others become a marker string).
+        return msgspec.json.encode(self.redactor(payload)).decode()
 
     # -- the connection spans, from the server's security events ---------------------------------
 
