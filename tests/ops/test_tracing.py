@@ -592,3 +592,28 @@ async def test_connection_events_with_fields_missing_or_from_another_task(csms_s
     away = csms_side.named("ocpp.connection")[-1]
     assert (away.attributes or {})["ocpp.close_code"] == 1006
     assert not tracing._open
+
+
+async def test_two_tracings_on_one_hub_and_disabling_mid_connection(
+    csms_side: Recorder, station_side: Recorder
+) -> None:
+    """Each Tracing ends its own connection span; one disabled while a station is connected
+    still ends the span it opened (and records no calls meanwhile)."""
+    first, second = Tracing(csms_side.provider), Tracing(station_side.provider)
+    hub = ocpprpc.SecurityEvents()
+    hub.subscribe(first.on_security_event)
+    hub.subscribe(second.on_security_event)
+    async with (
+        ocpprpc.serve(router=heartbeat_router(), middleware=[first, second], security_events=hub) as server,
+        ocpprpc.connect(url(server), "CP011") as station,
+    ):
+        await station.call("Heartbeat", {})
+        second.enabled = False
+        await station.call("Heartbeat", {})
+    await eventually(lambda: all(side.named("ocpp.connection") for side in (csms_side, station_side)))
+    for side, calls in ((csms_side, 2), (station_side, 1)):
+        connection = side.one("ocpp.connection")
+        heartbeats = side.named("ocpp.call IN Heartbeat")
+        assert len(heartbeats) == calls
+        assert {parent_of(span) for span in heartbeats} == {span_id(connection)}
+    assert not first._open and not second._open

@@ -4,10 +4,11 @@
 hook of its own:
 
 * as a **message middleware** (``middleware=[tracing]`` on :func:`~ocpprpc.serve`,
-  :class:`~ocpprpc.Server`, :func:`~ocpprpc.connect`, :class:`~ocpprpc.Station` or a
-  :class:`~ocpprpc.Session`) it opens one span around every inbound and outbound CALL
-  and SEND, with its outcome, and makes it the current span while the rest of the
-  onion runs: an inbound CALL's handler runs *inside* its span, so
+  :class:`~ocpprpc.Server`, :func:`~ocpprpc.connect` or a :class:`~ocpprpc.Session`;
+  ``session_options={"middleware": [tracing]}`` on a :class:`~ocpprpc.Station`) it
+  opens one span around every inbound and outbound CALL and SEND, with its outcome,
+  and makes it the current span while the rest of the onion runs: an inbound CALL's
+  handler runs *inside* its span, so
   ``opentelemetry.trace.get_current_span()`` there is the call's span, spans the
   handler starts are its children, and a CALL the handler makes to a station nests
   under it;
@@ -72,14 +73,29 @@ _OUTCOMES: Final = {
 
 
 class TracedContext(Protocol):
-    """What the tracing middleware reads of a middleware context (``ocpprpc.MessageContext``)."""
+    """What the tracing middleware reads of a middleware context (``ocpprpc.MessageContext``).
 
-    direction: str
-    kind: str
-    action: str
-    message_id: str
-    payload: Any
-    route: str | None
+    Read-only members, so that ``MessageContext`` (whose ``direction`` is a ``Literal``)
+    matches, and ``Tracing`` type-checks as a ``Middleware``.
+    """
+
+    @property
+    def direction(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def payload(self) -> Any: ...
+
+    @property
+    def route(self) -> str | None: ...
 
     @property
     def identity(self) -> str | None: ...
@@ -100,12 +116,6 @@ class _Connection:
         self.identity = identity
         self.span = span
         self.token = token
-
-
-#: The connection span of the session this task belongs to (inherited by the session's tasks).
-_CONNECTION: contextvars.ContextVar[_Connection | None] = contextvars.ContextVar(
-    "ocpprpc_tracing_connection", default=None
-)
 
 
 def _clip(text: str) -> str:
@@ -169,6 +179,11 @@ class Tracing:
         self.redactor = redactor if redactor is not None else Redactor()
         #: The open connection spans by identity (the newest, while a replaced one closes).
         self._open: dict[str, Span] = {}
+        #: The connection span of the session this task belongs to (the session's tasks
+        #: inherit it); one variable per instance, so two Tracings on one hub keep apart.
+        self._connection: contextvars.ContextVar[_Connection | None] = contextvars.ContextVar(
+            f"ocpprpc_tracing_connection_{id(self):x}", default=None
+        )
 
     # -- the message middleware ----------------------------------------------------------------
 
@@ -228,11 +243,16 @@ class Tracing:
     def _parent(self, ctx: TracedContext, inbound: bool) -> tuple[Any, Any]:
         """The parent context of an exchange's span (``None``: the current one) and its links.
 
-        Inside the session's tasks the current context holds the connection span (or
-        a call's, a handler's).  Only our calls made from elsewhere need the station's
-        connection span looked up: as the parent when nothing is current, else as a link.
+        A message from the peer hangs on this instance's connection span (inherited by
+        the session's tasks; on a station, whatever is current).  Our calls made inside
+        the session's tasks hang on what is current there (a handler's span, the
+        connection's); only those made from elsewhere need the station's connection
+        span looked up: as the parent when nothing is current, else as a link.
         """
-        if inbound or _CONNECTION.get() is not None or ctx.identity is None or not self._open:
+        connection = self._connection.get()
+        if inbound:
+            return (None if connection is None else self._trace.set_span_in_context(connection.span)), None
+        if connection is not None or ctx.identity is None or not self._open:
             return None, None
         if not _is_csms(ctx.session):
             return None, None  # a station's session: the connection spans are the CSMS's
@@ -280,9 +300,9 @@ class Tracing:
         ``station_disconnected`` ends it.  Other events about a connected
         identity are added to its span as span events.
         """
-        if not self.enabled:
-            return
         kind = getattr(event, "kind", None)
+        if not self.enabled and kind != "station_disconnected":
+            return  # a span opened before disabling still ends
         if kind == "station_connected":
             self._connected(event)
         elif kind == "station_disconnected":
@@ -307,16 +327,16 @@ class Tracing:
             "ocpp.connection", context=self._context.Context(), kind=self._server_kind, attributes=attributes
         )
         token = self._context.attach(self._trace.set_span_in_context(span))
-        _CONNECTION.set(_Connection(identity, span, token))
+        self._connection.set(_Connection(identity, span, token))
         if identity is not None:
             self._open[identity] = span
 
     def _disconnected(self, event: Any) -> None:
         identity: str | None = event.identity
-        connection = _CONNECTION.get()
+        connection = self._connection.get()
         if connection is not None and connection.identity == identity:
             span = connection.span
-            _CONNECTION.set(None)
+            self._connection.set(None)
             self._context.detach(connection.token)
         elif identity is not None and identity in self._open:
             span = self._open[identity]  # emitted from another task than the connection's
