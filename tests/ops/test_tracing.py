@@ -617,3 +617,21 @@ async def test_two_tracings_on_one_hub_and_disabling_mid_connection(
         assert len(heartbeats) == calls
         assert {parent_of(span) for span in heartbeats} == {span_id(connection)}
     assert not first._open and not second._open
+
+
+async def test_a_station_object_takes_it_through_its_session_options(station_side: Recorder) -> None:
+    tracing = Tracing(station_side.provider)
+    async with ocpprpc.serve(router=heartbeat_router()) as server:
+        station = ocpprpc.Station(url(server), "CP012", session_options={"middleware": [tracing]})
+        async with station:
+            assert await station.call("Heartbeat", {}) == NOW
+    out = station_side.one("ocpp.call OUT Heartbeat")
+    assert (out.attributes or {})["ocpp.identity"] == "CP012"
+    assert (out.attributes or {})["ocpp.outcome"] == "result"
+
+
+def test_an_object_that_is_no_event_is_ignored(csms_side: Recorder) -> None:
+    tracing = Tracing(csms_side.provider)
+    tracing.on_security_event(object())
+    tracing.on_security_event(None)
+    assert csms_side.spans == ()
