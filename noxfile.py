@@ -232,7 +232,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine round trips, validation vs the `ocpp` package, outbox, WebSocket codecs, transport.
+    """Engine round trips, validation vs the `ocpp` package, outbox, WebSocket codecs, transport, tracing.
 
     posargs go to bench_engine.
     """
@@ -242,3 +242,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_outbox.py")
     session.run("python", "bench/bench_ws_codec.py")
     session.run("python", "bench/bench_transport.py")
+    session.run("python", "bench/bench_tracing.py")
