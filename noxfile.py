@@ -75,8 +75,9 @@ TYPED = [
     "_typed/type_model",
     "_typed/validation",
 ]
-# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores.
-OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
+# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores,
+# tracing.
+OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite", "_ops/tracing"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.
@@ -84,7 +85,7 @@ CONSTRAINTS = "constraints.txt"
 #: Every dependency group and extra the lock covers, plus the tools that build and drive it
 #: (the build backend and nox itself, so `pip install -e .` and .ci/run are pinned as well).
 LOCKED_GROUPS = ("test", "lint", "typecheck", "docs", "bench", "fuzz")
-LOCKED_EXTRAS = "trio,trio-websocket"
+LOCKED_EXTRAS = "trio,trio-websocket,otel"
 LOCKED_TOOLS = ("hatchling", "nox")
 
 
@@ -231,7 +232,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine round trips, validation vs the `ocpp` package, outbox, WebSocket codecs, transport.
+    """Engine round trips, validation vs the `ocpp` package, outbox, WebSocket codecs, transport, tracing.
 
     posargs go to bench_engine.
     """
@@ -241,3 +242,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_outbox.py")
     session.run("python", "bench/bench_ws_codec.py")
     session.run("python", "bench/bench_transport.py")
+    session.run("python", "bench/bench_tracing.py")

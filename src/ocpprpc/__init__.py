@@ -355,6 +355,7 @@ if _TYPE_CHECKING:
         StationRegistry,
     )
     from ._ops.registry_sqlite import SQLiteRegistryStore
+    from ._ops.tracing import Tracing
 
 _LAZY.update(dict.fromkeys(("EXTRA_KEYS", "ConsoleFormatter", "JsonFormatter", "log_extra"), "._ops.logfmt"))
 _LAZY["ExchangeLog"] = "._ops.exchange"
@@ -376,6 +377,8 @@ _LAZY.update(
     )
 )
 _LAZY["SQLiteRegistryStore"] = "._ops.registry_sqlite"
+# OpenTelemetry is imported when a Tracing is made, never by this export (the otel extra).
+_LAZY["Tracing"] = "._ops.tracing"
 # -- end of operations ----------------------------------------------------------------------
 
 __all__ = (
@@ -570,5 +573,6 @@ __all__ = (
     "SQLiteRegistryStore",
     "StationRecord",
     "StationRegistry",
+    "Tracing",
     "log_extra",
 )
