@@ -153,6 +153,9 @@ class Tracing:
     ``ocpp.connection`` (docs: operations, "Tracing", for the attributes).
     """
 
+    #: It awaits nothing but ``call_next``: sessions keep plain handlers in their reader.
+    never_waits = True
+
     def __init__(
         self,
         tracer_provider: TracerProvider | None = None,
