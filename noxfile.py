@@ -232,7 +232,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine round trips, validation vs the `ocpp` package, outbox, WebSocket codecs, transport, tracing.
+    """Engine, validation vs `ocpp`, outbox, codecs, transport, tracing, flood fairness, CSMS layers.
 
     posargs go to bench_engine.
     """
@@ -243,3 +243,20 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_ws_codec.py")
     session.run("python", "bench/bench_transport.py")
     session.run("python", "bench/bench_tracing.py")
+    session.run("python", "bench/bench_flood.py")
+    session.run(
+        "python",
+        "bench/bench_transport.py",
+        "--connections",
+        "20",
+        "--callers",
+        "1",
+        "--strict",
+        "--layers",
+        "middleware",
+        "waiting-middleware",
+        "ratelimit",
+        "events",
+        "exchangelog",
+        "middleware,ratelimit,events",
+    )
