@@ -13,6 +13,7 @@ import trustme
 import ocpprpc
 from ocpprpc import (
     CallContext,
+    ConnectionLost,
     HandshakeError,
     HandshakeRejected,
     OnBreach,
@@ -225,3 +226,28 @@ async def test_update_tls_refuses_what_it_cannot_do() -> None:
             server.update_tls("cert.pem")  # type: ignore[arg-type]
         with pytest.raises(RuntimeError, match="serves no TLS"):
             server.update_tls(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+
+
+async def test_transport_and_session_settings_apply_to_the_next_connection() -> None:
+    async with ocpprpc.serve(router=router()) as server, ocpprpc.connect(ws_url(server), "OLD") as old:
+        await eventually(lambda: "OLD" in server.clients)
+        server.reconfigure(
+            send_timeout=5.0,
+            max_message_size=200,
+            compression=False,
+            close_timeout=2.0,
+            keepalive=None,
+            max_queued_calls=8,
+            detailed_errors=True,
+            rate_limits=None,  # none before either: nothing to take off
+        )
+        assert server.clients["OLD"].stream.send_timeout == 5.0  # type: ignore[attr-defined]
+        assert (server.max_message_size, server.compression, server.close_timeout) == (200, False, 2.0)
+        assert (server.max_queued_calls, server.detailed_errors, server.rate_limiter) == (8, True, None)
+        await old.call("Heartbeat", {"padding": "x" * 500})  # opened before: its 64 KiB limit stands
+        async with ocpprpc.connect(ws_url(server), "NEW") as new:
+            with pytest.raises(ConnectionLost) as lost:
+                await new.call("Heartbeat", {"padding": "x" * 500})  # over the new limit: closed, 1009
+        assert lost.value.reason is not None and lost.value.reason.code == 1009
+        server.reconfigure(close_timeout=3.0)  # the streams' send_timeout untouched
+        assert server.clients["OLD"].stream.send_timeout == 5.0  # type: ignore[attr-defined]
