@@ -362,3 +362,69 @@ async def test_a_request_that_cannot_be_sent_fails_its_waiter_not_the_buffer() -
                     await bad.command.wait()
                 assert (await good.command.wait()).ok
     assert station.received == ["after"]
+
+
+class FakeDelivery:
+    """A delivery without sockets: absent, present, or never answering, as a test says."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.absent = True
+        self.hang = False
+
+    async def call(self, identity: str, request: Any, payload: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
+        self.calls.append(payload)
+        if self.absent:
+            raise StationNotConnected(identity)
+        if self.hang:
+            await anyio.sleep_forever()
+        return {"echo": payload}
+
+
+async def test_a_command_never_written_keeps_its_place_and_boots_are_remembered_bounded() -> None:
+    delivery = FakeDelivery()
+    buffer = CommandBuffer(remember_boots=1)
+    buffer.bind(lambda: delivery, lambda identity: False)
+    async with anyio.create_task_group() as group:
+        await group.start(buffer.run)
+        first, second = (buffer.enqueue("CP1", "DataTransfer", n).command for n in (1, 2))
+        assert first is not None and second is not None
+        buffer.station_connected("CP1")
+        buffer.station_booted("CP1", True)  # ready, but the delivery finds no session after all
+        await eventually(lambda: not buffer.is_ready("CP1"))
+        assert delivery.calls == [1] and [c.payload for c in buffer.pending("CP1")] == [1, 2]
+        assert first.state is CommandState.QUEUED
+        delivery.absent = False
+        buffer.station_booted("ELSEWHERE", True)  # not connected here; and CP1's boot is forgotten (1 kept)
+        buffer.station_disconnected("CP1")
+        buffer.station_connected("CP1")
+        assert not buffer.is_ready("CP1")  # no boot known any more: it waits for one
+        outcomes: list[ocpprpc.SendOutcome] = []
+
+        async def waiter() -> None:
+            outcomes.append(await first.wait())
+
+        group.start_soon(waiter)
+        group.start_soon(waiter)  # two wait for one command
+        buffer.station_booted("CP1", True)
+        with anyio.fail_after(PROMPT):
+            assert (await second.wait()).result == {"echo": 2}
+        await eventually(lambda: len(outcomes) == 2)
+        assert outcomes[0] is outcomes[1] and outcomes[0].result == {"echo": 1}
+        assert delivery.calls == [1, 1, 2]  # the first attempt wrote nothing
+        # A deadline entry left by a cancelled command is skipped when it comes due.
+        gone = buffer.enqueue("NOBODY", "DataTransfer", "gone", deadline=0.01).command
+        assert gone is not None and gone.cancel()
+        due = buffer.enqueue("NOBODY", "DataTransfer", "due", deadline=0.02).command
+        assert due is not None
+        with anyio.fail_after(PROMPT):
+            assert (await due.wait()).status is SendStatus.EXPIRED
+        # Stopping the buffer while a command is in flight ends it CANCELLED (fate unknown).
+        delivery.hang = True
+        stuck = buffer.enqueue("CP1", "DataTransfer", "stuck").command
+        assert stuck is not None
+        await eventually(lambda: stuck.state is CommandState.SENDING)
+        group.cancel_scope.cancel()
+    assert stuck is not None
+    final = await stuck.wait()
+    assert final.status is SendStatus.CANCELLED and "stopped" in str(final.error)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -97,7 +97,10 @@ async def test_nothing_on_the_message_path_by_default() -> None:
 
 
 async def test_a_16_station_session_boot_status_transactions() -> None:
-    async with ocpprpc.serve(router=csms_router(), registry=True, validation=True) as server:
+    buffer = ocpprpc.CommandBuffer()
+    async with ocpprpc.serve(
+        router=csms_router(), registry=True, validation=True, command_buffer=buffer
+    ) as server:
         async with station(server, "CP16", "ocpp1.6") as session:
             answer = await session.call(
                 v16.BootNotificationRequest(
@@ -105,6 +108,7 @@ async def test_a_16_station_session_boot_status_transactions() -> None:
                 )
             )
             assert answer.status is v16.RegistrationStatus.ACCEPTED
+            assert buffer.is_ready("CP16")  # the typed answer read as Accepted
             await session.call(
                 "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
             )
@@ -280,3 +284,67 @@ async def test_hostile_stations_cannot_grow_the_registry() -> None:
             )
             assert reply.startswith(b"HTTP/1.1 4"), reply[:40]
         assert [r.identity for r in registry.list()] == ["JUNK"]
+
+
+async def test_a_refused_call_is_still_a_sign_of_life() -> None:
+    async with (
+        ocpprpc.serve(router=csms_router(typed=False), registry=True, require_boot=True) as server,
+        station(server, "EARLY", "ocpp1.6") as session,
+    ):
+        with pytest.raises(ocpprpc.OCPPError, match="BootNotification first"):
+            await session.call(
+                "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+            )
+        record = record_of(server, "EARLY")
+        assert record.connectors == () and record.boot is None  # refused: nothing learnt from it
+
+
+class BrokenStore(ocpprpc.MemoryRegistryStore):
+    async def put(self, record: ocpprpc.StationRecord) -> None:
+        raise OSError("disk full")
+
+
+async def test_a_failing_store_costs_no_station_its_answers(caplog: pytest.LogCaptureFixture) -> None:
+    registry = StationRegistry(BrokenStore())
+    async with (
+        ocpprpc.serve(router=csms_router(typed=False), registry=registry) as server,
+        station(server, "CP1", "ocpp1.6") as session,
+    ):
+        assert await session.call("Heartbeat", {}) == {"currentTime": NOW}
+        assert await session.call("Heartbeat", {}) == {"currentTime": NOW}
+        await eventually(lambda: "recording 'CP1''s connection failed" in caplog.text)
+
+
+async def test_events_the_server_did_not_raise_are_harmless() -> None:
+    server = Server(registry=True, session_state=True, command_buffer=ocpprpc.CommandBuffer())
+    hub = server.security_events
+    hub.emit(ocpprpc.StationConnected(timestamp=0.0, identity="GHOST", protocol="ocpp1.6"))  # no session
+    hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, identity="GHOST"))
+    hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, identity="NEVER-CONNECTED"))
+    hub.emit(ocpprpc.StationConnected(timestamp=0.0, identity=None))
+    assert server.session_states is not None and server.session_states.get("GHOST") == {}
+    assert "StationObserver" in repr(server.session_options["middleware"][0])
+    async with anyio.create_task_group() as group:
+        await group.start(server.run_services)
+        with pytest.raises(RuntimeError, match="already running"):
+            await server.run_services()
+        group.cancel_scope.cancel()
+    await Server().run_services()  # nothing configured: returns at once
+
+
+async def test_the_observer_ignores_a_session_without_identity() -> None:
+    from ocpprpc._csms.station_services import StationObserver
+
+    registry = StationRegistry()
+    async with registry:
+        observer = StationObserver(registry, None)
+
+        class Context:
+            direction, kind, action, identity, protocol = "in", "call", "Heartbeat", None, "ocpp1.6"
+            payload: ClassVar[dict[str, Any]] = {}
+
+        async def call_next(ctx: Any) -> Any:
+            return {"currentTime": NOW}
+
+        assert await observer(Context(), call_next) == {"currentTime": NOW}  # type: ignore[arg-type]
+        assert len(registry) == 0

@@ -270,8 +270,6 @@ class CommandBuffer:
             async with anyio.create_task_group() as group:
                 self._task_group = group
                 task_status.started()
-                for identity in list(self._queues):
-                    self._kick(identity)
                 while True:
                     self._expire(anyio.current_time())
                     self._wakeup = anyio.Event()

@@ -77,11 +77,10 @@ class SessionStates:
         del self._live[identity]
         now = self._clock()
         self._kept[identity] = (state, now)
-        while self._kept:
-            oldest, (_, released) = next(iter(self._kept.items()))
-            if len(self._kept) <= self.max_identities and now - released <= self.ttl:
-                break
-            del self._kept[oldest]
+        kept = self._kept
+        # The one just kept is neither over the bound nor expired: this stops before it.
+        while len(kept) > self.max_identities or now - next(iter(kept.values()))[1] > self.ttl:
+            kept.popitem(last=False)
 
     def get(self, identity: str) -> dict[str, Any] | None:
         """*identity*'s state if it is connected or still kept (``None`` otherwise)."""

@@ -76,7 +76,8 @@ class StationObserver:
         try:
             result = await call_next(ctx)
         except OCPPError:
-            await self._observe(ctx, request, None)  # refused: still a sign of life
+            # Refused (the boot gate, a handler's verdict): a sign of life, and nothing it says.
+            await self._observe(ctx, None, None)
             raise
         await self._observe(ctx, request, result)
         return result
