@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -348,3 +349,10 @@ async def test_the_observer_ignores_a_session_without_identity() -> None:
 
         assert await observer(Context(), call_next) == {"currentTime": NOW}  # type: ignore[arg-type]
         assert len(registry) == 0
+
+
+async def test_a_registry_that_cannot_open_fails_serve_clearly(tmp_path: Path) -> None:
+    registry = StationRegistry(ocpprpc.SQLiteRegistryStore(tmp_path / "missing-folder" / "stations.db"))
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        async with ocpprpc.serve(registry=registry):
+            pass  # pragma: no cover (never reached)
