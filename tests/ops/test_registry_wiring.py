@@ -39,9 +39,11 @@ def csms_router(*, typed: bool = True) -> Router:
                 status=v16.RegistrationStatus.ACCEPTED,
             )
 
-    @router.on("BootNotification", protocol="ocpp2.0.1" if typed else None)
     async def boot(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return {"currentTime": NOW, "interval": 300, "status": "Accepted"}
+
+    for protocol in ("ocpp2.0.1", "ocpp2.1") if typed else (None,):
+        router.on("BootNotification", protocol=protocol)(boot)
 
     @router.on("StatusNotification")
     async def status(request: Any, ctx: CallContext) -> dict[str, Any]:
@@ -147,10 +149,11 @@ async def test_a_16_station_session_boot_status_transactions() -> None:
         await eventually(lambda: not record_of(server, "CP16").connected)
 
 
-async def test_a_201_station_session_boot_status_transaction_events() -> None:
+@pytest.mark.parametrize("protocol", ["ocpp2.0.1", "ocpp2.1"])
+async def test_a_2x_station_session_boot_status_transaction_events(protocol: str) -> None:
     async with (
         ocpprpc.serve(router=csms_router(), registry=True, validation=True) as server,
-        station(server, "CP201", "ocpp2.0.1") as session,
+        station(server, "CP201", protocol) as session,
     ):
         await session.call(
             "BootNotification",
@@ -182,7 +185,7 @@ async def test_a_201_station_session_boot_status_transaction_events() -> None:
         await session.call("TransactionEvent", event | {"eventType": "Ended", "seqNo": 1})
         assert record_of(server, "CP201").transactions == ()
         await eventually(lambda: is_connected(server, "CP201"))
-        assert record_of(server, "CP201").protocol == "ocpp2.0.1"
+        assert record_of(server, "CP201").protocol == protocol
 
 
 async def test_the_sqlite_registry_survives_a_server_restart(tmp_path: Path) -> None:
