@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import anyio
@@ -326,10 +327,17 @@ async def test_events_the_server_did_not_raise_are_harmless() -> None:
     hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, identity="GHOST"))
     hub.emit(ocpprpc.StationDisconnected(timestamp=0.0, identity="NEVER-CONNECTED"))
     hub.emit(ocpprpc.StationConnected(timestamp=0.0, identity=None))
-    assert server.session_states is not None and server.session_states.get("GHOST") == {}
+    # Before the services run (an embedding application starts them late), connections are kept
+    # to be written once they do.
+    server._clients["EARLY"] = SimpleNamespace(state=None)  # type: ignore[assignment]
+    hub.emit(ocpprpc.StationConnected(timestamp=0.0, identity="EARLY", protocol="ocpp2.1"))
+    assert server.session_states is not None and server.session_states.get("GHOST") is None  # not ours
     assert "StationObserver" in repr(server.session_options["middleware"][0])
     async with anyio.create_task_group() as group:
         await group.start(server.run_services)
+        await eventually(lambda: is_connected(server, "EARLY"))
+        assert record_of(server, "EARLY").protocol == "ocpp2.1"
+        assert server._clients["EARLY"].state == {}
         with pytest.raises(RuntimeError, match="already running"):
             await server.run_services()
         group.cancel_scope.cancel()
@@ -359,3 +367,18 @@ async def test_a_registry_that_cannot_open_fails_serve_clearly(tmp_path: Path) -
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
         async with ocpprpc.serve(registry=registry):
             pass  # pragma: no cover (never reached)
+
+
+async def test_servers_sharing_one_hub_keep_their_own_stations() -> None:
+    hub = ocpprpc.SecurityEvents()
+    buffer = ocpprpc.CommandBuffer()
+    other = Server(registry=True, session_state=True, command_buffer=buffer, security_events=hub)
+    async with (
+        ocpprpc.serve(router=csms_router(typed=False), registry=True, security_events=hub) as server,
+        station(server, "CP1", "ocpp1.6") as session,
+    ):
+        await session.call("Heartbeat", {})
+        await eventually(lambda: is_connected(server, "CP1"))
+        assert other.registry is not None and other.registry.get("CP1") is None
+        assert other.session_states is not None and other.session_states.get("CP1") is None
+        assert not buffer.is_ready("CP1")

@@ -187,16 +187,17 @@ class StationServices:
             self._disconnected(identity)
 
     def _connected(self, identity: str, protocol: str) -> None:
+        session = self._sessions().get(identity)
+        if session is None:
+            # Not a session of this server (a hub shared with another one, an event made by hand):
+            # the server registers the session before it says so.
+            return
         self._live[identity] = self._live.get(identity, 0) + 1
         if self.states is not None:
-            state = self.states.acquire(identity)
-            session = self._sessions().get(identity)
-            if session is not None:
-                session.state = state
+            session.state = self.states.acquire(identity)
         if self.registry is not None:
             self._unwritten[identity] = (protocol, True)
-            if self._wakeup is not None:
-                self._wakeup.set()
+            self._wake()
         if self.buffer is not None:
             self.buffer.station_connected(identity)
 
@@ -213,10 +214,14 @@ class StationServices:
         if self.registry is not None:
             protocol, _ = self._unwritten.get(identity, (None, False))
             self._unwritten[identity] = (protocol, False)
-            if self._wakeup is not None:
-                self._wakeup.set()
+            self._wake()
         if self.buffer is not None:
             self.buffer.station_disconnected(identity)
+
+    def _wake(self) -> None:
+        """Tell :meth:`run` there are connections to write (if it runs yet)."""
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def booted_before(self, identity: str) -> bool:
         """Whether a boot of *identity* was accepted, per the boot registry or the station registry."""
