@@ -76,8 +76,19 @@ TYPED = [
     "_typed/validation",
 ]
 # Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores,
-# tracing.
-OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite", "_ops/tracing"]
+# tracing, and the station state a server keeps (registry wiring, command buffer: at most once;
+# session state).
+OPS = [
+    "_ops/exchange",
+    "_ops/logfmt",
+    "_ops/redact",
+    "_ops/registry",
+    "_ops/registry_sqlite",
+    "_ops/tracing",
+    "_csms/command_buffer",
+    "_csms/session_state",
+    "_csms/station_services",
+]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.

@@ -73,8 +73,17 @@ from typing import Any as _Any
 from ._rpc.router import NO_REPLY, CallContext, NoReply, Router
 
 if _TYPE_CHECKING:
+    from ._csms.command_buffer import (
+        CommandBuffer,
+        CommandBufferFull,
+        CommandCancelled,
+        CommandExpired,
+        CommandState,
+        QueuedCommand,
+    )
     from ._csms.delivery import SendOutcome, SendStatus, StationNotConnected
     from ._csms.server import Accept, DuplicatePolicy, Reject, Server, serve
+    from ._csms.session_state import SessionStates
     from ._rpc.session import CallTimeout, InvalidResponseError, Session
     from ._station.client import connect
     from ._ws.handshake import StationRequest
@@ -100,6 +109,13 @@ _LAZY = {
     "SendOutcome": "._csms.delivery",
     "SendStatus": "._csms.delivery",
     "StationNotConnected": "._csms.delivery",
+    "CommandBuffer": "._csms.command_buffer",
+    "CommandBufferFull": "._csms.command_buffer",
+    "CommandCancelled": "._csms.command_buffer",
+    "CommandExpired": "._csms.command_buffer",
+    "CommandState": "._csms.command_buffer",
+    "QueuedCommand": "._csms.command_buffer",
+    "SessionStates": "._csms.session_state",
     "serve": "._csms.server",
     "client_ssl_context": "._ws.tls",
     "server_ssl_context": "._ws.tls",
@@ -470,6 +486,13 @@ __all__ = (
     "SendOutcome",
     "SendStatus",
     "StationNotConnected",
+    "CommandBuffer",
+    "CommandBufferFull",
+    "CommandCancelled",
+    "CommandExpired",
+    "CommandState",
+    "QueuedCommand",
+    "SessionStates",
     "StationRequest",
     "WebSocketStream",
     "client_ssl_context",

@@ -18,13 +18,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from .._engine.errors import OCPPError
 from .._rpc.session import _DEFAULT, CallTimeout, InvalidResponseError, Session, _Default
 from .._ws.transport import ConnectionLost
+
+if TYPE_CHECKING:
+    from .command_buffer import QueuedCommand
 
 __all__ = ["Delivery", "LocalDelivery", "SendOutcome", "SendStatus", "StationNotConnected"]
 
@@ -49,6 +52,15 @@ class SendStatus(enum.StrEnum):
     CONNECTION_LOST = "connection_lost"
     #: The station's answer failed validation (``outcome.error`` says why).
     INVALID_RESPONSE = "invalid_response"
+    #: In the command buffer, to be sent once the station is back and booted
+    #: (``outcome.command`` is the :class:`~ocpprpc.QueuedCommand` to await or cancel).
+    QUEUED = "queued"
+    #: Its deadline passed while it waited in the command buffer; it was never sent.
+    EXPIRED = "expired"
+    #: The command buffer was full (per station or in total); it was never queued.
+    BUFFER_FULL = "buffer_full"
+    #: Cancelled before it was sent (or the buffer stopped while it was in flight).
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,8 @@ class SendOutcome:
     result: Any = None
     #: What went wrong otherwise.
     error: BaseException | None = None
+    #: The buffered command, for a command that went through the command buffer.
+    command: QueuedCommand | None = None
 
     @property
     def ok(self) -> bool:

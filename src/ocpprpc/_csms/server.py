@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._ops.registry import StationRegistry
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
 from .._options.table import merge_options, split_session_extras
@@ -41,6 +42,7 @@ from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 from .admission import AdmissionPolicy
 from .admission_flow import _peer_host
+from .command_buffer import CommandBuffer
 from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
 from .live import _LiveChanges
@@ -52,6 +54,8 @@ from .server_base import _GOING_AWAY, ALL_PROTOCOLS, AuthCallback, ConnectCallba
 from .server_base import Accept as Accept
 from .server_base import DuplicatePolicy as DuplicatePolicy
 from .server_base import Reject as Reject
+from .session_state import SessionStates
+from .station_services import station_services
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 
@@ -134,6 +138,15 @@ class Server(_LiveChanges):
     :param security_events: the :class:`SecurityEvents` hub the server reports
         to (default: a new one; either way it is :attr:`security_events`).
         :meth:`serve` runs its ``run()`` for ``async`` subscribers.
+    :param registry: a :class:`StationRegistry` the server keeps up to date (per
+        identity: last boot, protocol, connector statuses, open transactions,
+        last seen, node), or ``True`` for one in memory; it is :attr:`registry`.
+        ``None`` (default): none, and nothing on the message path (docs: operations).
+    :param command_buffer: a :class:`CommandBuffer` holding commands for stations
+        that are away until they are back and booted (``queue=True`` of
+        :meth:`send_to_client`); ``None``: commands fail at once for them.
+    :param session_state: a :class:`SessionStates` (or ``True`` for the defaults):
+        ``session.state`` is then one dict per identity, kept across reconnects.
     :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
         repairing known non-conformant payloads before validation (docs: quirks).
     :param websocket: the transport settings as one :class:`WebSocketOptions`
@@ -182,6 +195,9 @@ class Server(_LiveChanges):
         admission: AdmissionPolicy | None = None,
         rate_limits: StationLimits | None = None,
         security_events: SecurityEvents | None = None,
+        registry: StationRegistry | bool | None = None,
+        command_buffer: CommandBuffer | None = None,
+        session_state: SessionStates | bool | None = None,
         websocket: WebSocketOptions | None = None,
         session: SessionOptions | None = None,
         csms: CsmsOptions | None = None,
@@ -305,6 +321,26 @@ class Server(_LiveChanges):
         self._task_group: anyio.abc.TaskGroup | None = None
         self._accept_scopes: list[anyio.CancelScope] = []
         self._accepting = True
+        # -- station state (issue 15): registry, command buffer, session state, all through the hooks
+        self._services = station_services(
+            registry=registry,
+            command_buffer=command_buffer,
+            session_state=session_state,
+            hub=self.security_events,
+            sessions=lambda: self._clients,
+            delivery=lambda: self.delivery,
+            boot_registry=boot_registry if self._guard is None else self._guard.booted,
+        )
+        #: The station registry (``None`` without ``registry``).
+        self.registry = None if self._services is None else self._services.registry
+        #: The command buffer (``None`` without ``command_buffer``).
+        self.command_buffer = command_buffer
+        #: The per-identity session states (``None`` without ``session_state``).
+        self.session_states = None if self._services is None else self._services.states
+        if self._services is not None and self._services.observer is not None:
+            # Outermost: it sees the request as the station sent it and the answer as it leaves.
+            layers = self.session_options.get("middleware", ())
+            self.session_options["middleware"] = (self._services.observer, *layers)
 
     @property
     def clients(self) -> Mapping[str, Session]:
@@ -347,6 +383,8 @@ class Server(_LiveChanges):
             async with anyio.create_task_group() as reporting:
                 if not self.security_events.running:
                     reporting.start_soon(self.security_events.run)
+                if self._services is not None and not self._services.running:
+                    await reporting.start(self._services.run)
                 async with anyio.create_task_group() as stations:
                     self._task_group = stations
                     with anyio.CancelScope() as accepting:
@@ -400,6 +438,8 @@ class Server(_LiveChanges):
         /,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (bounds the answer, like call())
+        queue: bool = False,
+        deadline: float | None = None,
     ) -> Any:
         """Call the station *identity* wherever it is connected; return its answer.
 
@@ -407,7 +447,14 @@ class Server(_LiveChanges):
         with *payload*, as for :meth:`Session.call`; it raises what ``call()``
         raises, and :class:`~ocpprpc.StationNotConnected` when no session has that
         identity.  *timeout*: ``None`` uses the session's call timeout.
+
+        *queue* (needs ``command_buffer``): go through the command buffer, so a
+        station that is away gets the command once it is back and booted; the
+        await lasts until it answered, or raises :class:`~ocpprpc.CommandExpired`
+        after *deadline* seconds (default: the buffer's ``default_deadline``).
         """
+        if queue:
+            return await self._buffer().send(identity, request, payload, timeout=timeout, deadline=deadline)
         return await self.delivery.call(identity, request, payload, timeout)
 
     async def try_send_to_client(
@@ -418,9 +465,42 @@ class Server(_LiveChanges):
         /,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (bounds the answer, like call())
+        queue: bool = False,
+        deadline: float | None = None,
+        wait: bool = True,
     ) -> SendOutcome:
-        """Like :meth:`send_to_client`, but every outcome is returned as a :class:`~ocpprpc.SendOutcome`."""
+        """Like :meth:`send_to_client`, but every outcome is returned as a :class:`~ocpprpc.SendOutcome`.
+
+        With *queue*, ``wait=False`` returns at once: ``QUEUED`` with
+        ``outcome.command`` (a :class:`~ocpprpc.QueuedCommand` to await or
+        cancel), or ``BUFFER_FULL``.
+        """
+        if queue:
+            return await self._buffer().try_send(
+                identity, request, payload, timeout=timeout, deadline=deadline, wait=wait
+            )
+        if not wait:
+            raise ValueError("wait=False needs queue=True (a command buffer)")
         return await try_send(self.delivery, identity, request, payload, timeout)
+
+    def _buffer(self) -> CommandBuffer:
+        if self.command_buffer is None:
+            raise RuntimeError("queue=True needs a command buffer: Server(command_buffer=CommandBuffer())")
+        return self.command_buffer
+
+    async def run_services(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the registry, command buffer and session-state wiring until cancelled.
+
+        :meth:`serve` runs it; an application that only calls :meth:`handle`
+        starts it in its task group (``await group.start(server.run_services)``),
+        with ``security_events.run``.  Returns at once if none is configured.
+        """
+        if self._services is None:
+            task_status.started()
+            return
+        await self._services.run(task_status=task_status)
 
     async def broadcast(
         self,

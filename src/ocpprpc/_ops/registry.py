@@ -341,9 +341,7 @@ class StationRegistry:
         StatusNotification, StartTransaction, StopTransaction and
         TransactionEvent change what is known.
         """
-        record = self._touch(identity)
-        if protocol is not None:
-            record = replace(record, protocol=protocol)
+        record = self._touch(identity, protocol)
         request_object = _as_object(request)
         response_object = _as_object(response)
         if request_object is None:
@@ -436,14 +434,25 @@ class StationRegistry:
         ttl = self.disconnected_ttl
         return ttl is not None and not record.connected and now - record.last_seen > ttl
 
-    def _touch(self, identity: str) -> StationRecord:
-        """*identity*'s record, seen now (new if unknown); made most recently seen."""
+    def _touch(self, identity: str, protocol: str | None = None) -> StationRecord:
+        """*identity*'s record, seen now (new if unknown), speaking *protocol* if given."""
         self._require_open()
         now = self._clock()
         record = self._records.get(identity)
         if record is None or self._expired(record, now):
-            return StationRecord(identity, first_seen=now, last_seen=now)
-        return replace(record, last_seen=now)
+            return StationRecord(identity, protocol, first_seen=now, last_seen=now)
+        # The constructor, not dataclasses.replace() (7x slower): this runs for every message observed.
+        return StationRecord(
+            identity,
+            record.protocol if protocol is None else protocol,
+            record.boot,
+            record.connectors,
+            record.transactions,
+            record.first_seen,
+            now,
+            record.connected,
+            record.node,
+        )
 
     async def _write(self, record: StationRecord) -> StationRecord:
         new = record.identity not in self._records

@@ -64,6 +64,11 @@ class CallContext:
         """The session's user data dict (shortcut for ``session.data``)."""
         return self.session.data
 
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state that outlives the connection (shortcut for ``session.state``)."""
+        return self.session.state
+
 
 #: Any handler, as the session sees it: a coroutine function or a plain function.
 Handler: TypeAlias = Callable[[Any, CallContext], Any]

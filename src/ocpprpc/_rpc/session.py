@@ -349,6 +349,27 @@ class Session(_Reader):
         """Text bytes of the inbound CALLs waiting for a handler worker."""
         return self._queued_bytes
 
+    #: Set by a server with ``session_state``; made on first use otherwise.
+    _state: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """State that outlives the connection: the same dict when the identity reconnects.
+
+        On a :class:`~ocpprpc.Server` built with ``session_state`` (docs:
+        operations), the server hands every session of one identity the same
+        dict while it stays connected and for ``ttl`` seconds after it leaves.
+        Elsewhere it is this session's own dict (like :attr:`data`, which is
+        always per connection).
+        """
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
+
     def use(self, middleware: Middleware) -> Middleware:
         """Add *middleware* as the innermost layer; returns it, so it can decorate.
 
