@@ -382,3 +382,30 @@ async def test_servers_sharing_one_hub_keep_their_own_stations() -> None:
         assert other.registry is not None and other.registry.get("CP1") is None
         assert other.session_states is not None and other.session_states.get("CP1") is None
         assert not buffer.is_ready("CP1")
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_plain_handlers_stay_in_the_reader_only_with_a_store_that_never_waits(
+    store: str, tmp_path: Path
+) -> None:
+    from ocpprpc._ops.registry_sqlite import SQLiteRegistryStore
+
+    tasks: list[str] = []
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        tasks.append(anyio.get_current_task().name or "")
+        return {"currentTime": NOW}
+
+    registry = (
+        StationRegistry(SQLiteRegistryStore(tmp_path / "r.db")) if store == "sqlite" else StationRegistry()
+    )
+    async with (
+        ocpprpc.serve(router=router, registry=registry) as server,
+        ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
+    ):
+        await station.call("Heartbeat")
+    [task] = tasks
+    # The CSMS reads each station in its connection's task; a handler worker is named for its role.
+    assert task.startswith("ocpprpc handlers ") == (store == "sqlite"), task
