@@ -10,6 +10,8 @@ station down.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping, Sequence
@@ -42,7 +44,9 @@ from .admission import AdmissionPolicy
 from .admission_flow import _AdmissionFlow, _peer_host
 from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
+from .listener import Listener, _check_route_protocols, _Endpoint, _route_middleware, _Target
 from .ratelimit import RateLimiter, StationLimits
+from .routing import Route, check_routes
 from .security_events import (
     SecurityEvents,
 )
@@ -50,6 +54,7 @@ from .server_base import _GOING_AWAY, ALL_PROTOCOLS, AuthCallback, ConnectCallba
 from .server_base import Accept as Accept
 from .server_base import DuplicatePolicy as DuplicatePolicy
 from .server_base import Reject as Reject
+from .upgrade import ConnectionMiddleware
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 
@@ -134,6 +139,13 @@ class Server(_AdmissionFlow):
         :meth:`serve` runs its ``run()`` for ``async`` subscribers.
     :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
         repairing known non-conformant payloads before validation (docs: quirks).
+    :param routes: URL routing (:class:`Route`; docs: routing): the first route
+        whose pattern the request path matches serves the connection, with its
+        settings over the server's; a path no route matches is answered 404.
+        ``None`` (default): every path, identity = the last segment.
+    :param connection_middleware: ``async def mw(conn: UpgradeContext) -> Reject | None``
+        functions run in order during the upgrade, after admission and routing,
+        before ``auth`` (a route's run after these; docs: routing).
     :param websocket: the transport settings as one :class:`WebSocketOptions`
         (``compression``, ``max_message_size``, ``close_timeout``,
         ``send_timeout``, ``ws_codec``, ``tcp_stream``, ``keepalive``), instead
@@ -180,6 +192,8 @@ class Server(_AdmissionFlow):
         admission: AdmissionPolicy | None = None,
         rate_limits: StationLimits | None = None,
         security_events: SecurityEvents | None = None,
+        routes: Sequence[Route] | None = None,
+        connection_middleware: Sequence[ConnectionMiddleware] = (),
         websocket: WebSocketOptions | None = None,
         session: SessionOptions | None = None,
         csms: CsmsOptions | None = None,
@@ -287,6 +301,26 @@ class Server(_AdmissionFlow):
             # Outermost: a flood is refused before the boot gate or the replay cache spend anything.
             self._session_router = RateLimitedRouter(self._session_router, self.rate_limiter, self._breached)
         self._breach_logged: dict[str, float] = {}
+        # -- routing (issue 14): the settings each connection is served with
+        #: The routes of every listener that has none of its own (``None``: no routing).
+        self.routes = check_routes(routes)
+        self.connection_middleware = tuple(connection_middleware)
+        self._default_target = _Target(
+            route=None,
+            pattern=None,
+            protocols=self.protocols,
+            auth=self.auth,
+            validation=self.validation,
+            max_message_size=self.max_message_size,
+            session_router=self._session_router,
+            guard=self._guard,
+            connection_middleware=self.connection_middleware,
+            session_options=self.session_options,
+        )
+        self._targets: dict[Route, _Target] = {}
+        self._add_targets(self.routes)
+        self._default_endpoint = _Endpoint(self.ssl_context, self.routes)
+        self._bound: list[tuple[Listener, anyio.abc.Listener[anyio.abc.SocketStream]]] = []
         # The client address of each running session, for the events it raises.
         self._peers: dict[Session, str | None] = {}
         self.max_connections = admitting.max_connections
@@ -298,7 +332,7 @@ class Server(_AdmissionFlow):
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).
         self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_groups: list[anyio.abc.TaskGroup] = []
         self._accept_scopes: list[anyio.CancelScope] = []
         self._accepting = True
 
@@ -321,6 +355,61 @@ class Server(_AdmissionFlow):
         port: int = self._listeners[0].extra(anyio.abc.SocketAttribute.local_port)
         return port
 
+    @property
+    def ports(self) -> list[int]:
+        """The TCP ports of every listener, in the order they started listening."""
+        return [listener.extra(anyio.abc.SocketAttribute.local_port) for listener in self._listeners]
+
+    def listener(self, name: str) -> Listener:
+        """The listener named *name*, with the port it is bound to.
+
+        :raises LookupError: no listener of that name is listening.
+        """
+        for listener, bound in self._bound:
+            if listener.name == name:
+                port: int = bound.extra(anyio.abc.SocketAttribute.local_port)
+                return dataclasses.replace(listener, port=port)
+        raise LookupError(f"no listener named {name!r} is listening")
+
+    def _add_targets(self, routes: Sequence[Route] | None) -> None:
+        """Resolve each route's settings over the server's, once per route."""
+        for route in routes or ():
+            if route not in self._targets:
+                self._targets[route] = self._resolve(route)
+
+    def _resolve(self, route: Route) -> _Target:
+        protocols = self.protocols if route.protocols is None else tuple(route.protocols)
+        validation = self.validation if route.validation is None else route.validation
+        _check_route_protocols(route, protocols, validation)
+        session_router, guard = self._session_router, self._guard
+        if route.router is not None or route.rate_limits is not None:
+            session_router = route.router if route.router is not None else self.router
+            if self._guard is not None:
+                # The boot registry and replay cache are the server's: a station is one station.
+                session_router = guard = GuardedRouter(
+                    session_router,
+                    require_boot=self._guard.require_boot,
+                    boot_registry=self._guard.booted,
+                    replay_cache=self.replay_cache,
+                )
+            limiter = self.rate_limiter
+            if route.rate_limits is not None:
+                limiter = RateLimiter(route.rate_limits, clock=anyio.current_time)
+            if limiter is not None:
+                session_router = RateLimitedRouter(session_router, limiter, self._breached)
+        return _Target(
+            route=route,
+            pattern=route.pattern,
+            protocols=protocols,
+            auth=self.auth if route.auth is None else route.auth,
+            validation=validation,
+            max_message_size=route.max_message_size or self.max_message_size,
+            session_router=session_router,
+            guard=guard,
+            connection_middleware=(*self.connection_middleware, *(route.connection_middleware or ())),
+            session_options=_route_middleware(self.session_options, route),
+        )
+
     # -- serving -------------------------------------------------------------------------
 
     async def serve(
@@ -328,6 +417,9 @@ class Server(_AdmissionFlow):
         host: str | None = "127.0.0.1",
         port: int = 0,
         *,
+        ssl_context: ssl.SSLContext | None = None,
+        routes: Sequence[Route] | None = None,
+        name: str | None = None,
         task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on *host*:*port* and serve stations until :meth:`shutdown` or cancellation.
@@ -336,23 +428,48 @@ class Server(_AdmissionFlow):
         ``server = await task_group.start(server.serve, "127.0.0.1", 0)`` then
         ``server.port`` works.  Returns once shut down and every station task
         has ended.
+
+        Call it several times at once for several listeners (docs: routing):
+        one set of handlers, one :attr:`clients`.  *ssl_context* and *routes*
+        are this listener's (``None``: the server's); *name* labels it for
+        :meth:`listener`.
         """
+        config = Listener(host, port, ssl_context=ssl_context, routes=routes, name=name)
+        self._add_targets(config.routes)
+        endpoint = _Endpoint(
+            self.ssl_context if ssl_context is None else ssl_context,
+            self.routes if config.routes is None else tuple(config.routes),
+        )
         listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
         self._listeners.append(listener)
+        bound = (config, listener)
+        self._bound.append(bound)
+        stations: anyio.abc.TaskGroup | None = None
         try:
             async with anyio.create_task_group() as reporting:
                 if not self.security_events.running:
                     reporting.start_soon(self.security_events.run)
                 async with anyio.create_task_group() as stations:
-                    self._task_group = stations
+                    self._task_groups.append(stations)
                     with anyio.CancelScope() as accepting:
                         self._accept_scopes.append(accepting)
                         task_status.started(self)
-                        log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
-                        await serve_listener(listener, self.handle, stations)
+                        local_port = listener.extra(anyio.abc.SocketAttribute.local_port)
+                        log.info(
+                            "listening on %s:%s%s (%s)%s",
+                            host,
+                            local_port,
+                            "" if name is None else f" ({name})",
+                            ", ".join(self.protocols),
+                            "" if endpoint.ssl_context is None else " with TLS",
+                        )
+                        await serve_listener(listener, functools.partial(self._handle_at, endpoint), stations)
                 reporting.cancel_scope.cancel()
         finally:
+            if stations in self._task_groups:
+                self._task_groups.remove(stations)
             self._listeners.remove(listener)
+            self._bound.remove(bound)
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
 
@@ -362,16 +479,20 @@ class Server(_AdmissionFlow):
         The embedding entry point: call it from your own listener's handler.
         Never raises for anything the station does; every failure is logged.
         Counts toward ``max_connections`` from the first byte to the last.
+        The server's ``ssl_context`` and ``routes`` apply.
         """
+        await self._handle_at(self._default_endpoint, stream)
+
+    async def _handle_at(self, endpoint: _Endpoint, stream: anyio.abc.ByteStream) -> None:
         if self.max_connections is not None and self._connections >= self.max_connections:
             try:
-                await self._refuse_over_limit(stream, _peer_host(stream))
+                await self._refuse_over_limit(stream, _peer_host(stream), endpoint)
             finally:
                 await anyio.aclose_forcefully(stream)
             return
         self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
-            await self._handle(stream, _peer_host(stream))
+            await self._handle(stream, _peer_host(stream), endpoint)
         except Exception:
             # The backstop of "never raises": a bug reached by one station's input must cost
             # that station its connection, never the listener and every other station.
@@ -452,8 +573,8 @@ class Server(_AdmissionFlow):
             async with anyio.create_task_group() as closing:
                 for session in list(self._clients.values()):
                     closing.start_soon(_close_session, session, grace)
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
+        for stations in self._task_groups:
+            stations.cancel_scope.cancel()
 
 
 async def _close_session(session: Session, grace: float) -> None:
@@ -461,7 +582,13 @@ async def _close_session(session: Session, grace: float) -> None:
 
 
 @asynccontextmanager
-async def serve(host: str | None = "127.0.0.1", port: int = 0, **options: Any) -> AsyncIterator[Server]:
+async def serve(
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    listeners: Sequence[Listener] | None = None,
+    **options: Any,
+) -> AsyncIterator[Server]:
     """Run a :class:`Server` on *host*:*port* for the duration of the block.
 
     ::
@@ -471,11 +598,31 @@ async def serve(host: str | None = "127.0.0.1", port: int = 0, **options: Any) -
 
     Port 0 picks a free port (``server.port``).  Leaving the block shuts the
     server down gracefully (:meth:`Server.shutdown`).
+
+    *listeners*: several addresses instead of *host*:*port*, each a
+    :class:`Listener` with its own TLS context and routes (docs: routing).
     """
+    if listeners is not None:
+        if (host, port) != ("127.0.0.1", 0):
+            raise TypeError("serve() takes host and port, or listeners, not both")
+        if not listeners:
+            raise ValueError("listeners must name at least one Listener")
+        if not all(isinstance(listener, Listener) for listener in listeners):
+            raise TypeError("listeners must be ocpprpc.Listener objects")
     server = Server(**options)
     try:
         async with anyio.create_task_group() as task_group:
-            await task_group.start(server.serve, host, port)
+            for listener in listeners or [Listener(host, port)]:
+                await task_group.start(
+                    functools.partial(
+                        server.serve,
+                        listener.host,
+                        listener.port,
+                        ssl_context=listener.ssl_context,
+                        routes=listener.routes,
+                        name=listener.name,
+                    )
+                )
             try:
                 yield server
             finally:

@@ -13,7 +13,7 @@ import enum
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._options.policies import Keepalive
 from .._rpc.protocols import ValidationArg
@@ -30,6 +30,10 @@ from .guard import GuardedRouter
 from .security_events import (
     SecurityEvents,
 )
+
+if TYPE_CHECKING:
+    from .listener import _Target
+    from .routing import Route
 
 ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
@@ -112,6 +116,10 @@ class _ServerBase:
     inbound_budget: InboundBudget | None
     admission: AdmissionPolicy | None
     security_events: SecurityEvents
+
+    # -- routing (the targets: the settings of each connection; see listener.py)
+    _default_target: _Target
+    _targets: dict[Route, _Target]
 
     # -- state
     _session_router: Router
