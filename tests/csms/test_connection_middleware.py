@@ -235,15 +235,15 @@ async def test_a_hanging_middleware_is_bounded_by_the_handshake_timeout() -> Non
 
 async def test_middleware_and_auth_share_one_deadline() -> None:
     async def slow(conn: UpgradeContext) -> None:
-        await anyio.sleep(0.3)
+        await anyio.sleep(0.6)
 
     async def slow_auth(request: StationRequest) -> None:
-        await anyio.sleep(0.3)
+        await anyio.sleep(0.6)
 
     recorder = Recorder()
     async with ocpprpc.serve(
-        auth=slow_auth, connection_middleware=[slow], handshake_timeout=0.5, security_events=recorder.hub
+        auth=slow_auth, connection_middleware=[slow], handshake_timeout=1.0, security_events=recorder.hub
     ) as server:
-        # Each alone fits in 0.5 s; together they do not: auth times out (503).
+        # Each alone fits in the 1 s; together they do not: auth times out (503).
         assert (await refused(f"ws://127.0.0.1:{server.port}", "CP1")).status == 503
     assert [event.kind for event in recorder.events] == ["auth_timed_out"]

@@ -300,6 +300,25 @@ async def test_per_route_settings_really_differ() -> None:
         assert handled == ["lax", "strict", *["lax"] * 6]
 
 
+async def test_a_station_without_a_version_of_its_route_gets_none() -> None:
+    routes = [
+        Route("/old/{identity}", protocols=["ocpp1.6"]),
+        Route("/new/{identity}", protocols=["ocpp2.1"]),
+    ]
+    async with ocpprpc.serve(routes=routes) as server:
+        # The raw peer offers ocpp1.6 only: the new route completes the handshake without a
+        # subprotocol and closes (OCPP-J 3.2), the old one speaks it.
+        old = await exchange(server.port, upgrade(b"/old/CP1"))
+        new = await exchange(server.port, upgrade(b"/new/CP1"))
+        assert status(old) == status(new) == 101
+        assert b"sec-websocket-protocol: ocpp1.6" in old.lower()
+        assert b"sec-websocket-protocol" not in new.lower()
+        async with ocpprpc.connect(
+            f"ws://127.0.0.1:{server.port}/new", "CP2", protocols=["ocpp1.6", "ocpp2.1"]
+        ) as st:
+            assert st.protocol == "ocpp2.1"
+
+
 async def test_route_middleware_runs_inside_the_servers() -> None:
     order: list[str] = []
 
