@@ -223,6 +223,24 @@ async def test_without_routes_any_path_is_served_as_before() -> None:
     assert {event.route for event in recorder.events} == {None}
 
 
+async def test_inherited_settings_stay_live() -> None:
+    """``server.auth`` and ``server.connection_middleware`` changed while serving apply to routes too."""
+
+    async def refuse(request: StationRequest) -> ocpprpc.Reject:
+        return ocpprpc.Reject(403)
+
+    async def teapot(conn: UpgradeContext) -> ocpprpc.Reject:
+        return ocpprpc.Reject(418)
+
+    async with ocpprpc.serve(routes=[Route("/r/{identity}")]) as routed, ocpprpc.serve() as plain:
+        routed_url, plain_url = f"ws://127.0.0.1:{routed.port}/r", f"ws://127.0.0.1:{plain.port}/r"
+        assert await status_of(routed_url, "CP1") == await status_of(plain_url, "CP1") == 101
+        routed.auth = plain.auth = refuse
+        assert await status_of(routed_url, "CP1") == await status_of(plain_url, "CP1") == 403
+        routed.connection_middleware = plain.connection_middleware = (teapot,)
+        assert await status_of(routed_url, "CP1") == await status_of(plain_url, "CP1") == 418
+
+
 def lax_and_strict() -> tuple[Router, Router, list[str]]:
     handled: list[str] = []
     lax, strict = Router(), Router()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 import anyio
 import anyio.abc
@@ -30,7 +31,7 @@ from .security_events import (
 )
 from .security_reports import _SecurityReports
 from .server_base import _REPLACED, Accept, DuplicatePolicy, Reject
-from .upgrade import MiddlewareFailed, UpgradeContext, run_connection_middleware
+from .upgrade import ConnectionMiddleware, MiddlewareFailed, UpgradeContext, run_connection_middleware
 
 log = logging.getLogger("ocpprpc.server")
 
@@ -115,17 +116,21 @@ class _AdmissionFlow(_SecurityReports):
             await self._refuse_unrouted(request, peer)
             return
         route = target.pattern
+        chain = self.connection_middleware
         if target.connection_middleware:
-            refusal = await self._run_connection_middleware(request, target, deadline, peer)
+            chain = (*chain, *target.connection_middleware)
+        if chain:
+            refusal = await self._run_connection_middleware(request, target, chain, deadline, peer)
             if refusal is not None:
                 status, body = refusal
                 await request.reject(status, body)
                 return
         decision: Accept | Reject | None = Accept()
-        if target.auth is not None:
+        auth = self.auth if target.auth is None else target.auth
+        if auth is not None:
             try:
                 with anyio.move_on_at(deadline) as auth_scope:
-                    decision = await target.auth(request)
+                    decision = await auth(request)
             except Exception:
                 log.exception("auth callback failed for %r; refusing with 500", request.identity)
                 await request.reject(500)
@@ -295,7 +300,7 @@ class _AdmissionFlow(_SecurityReports):
         target = self._targets[route]
         request.route = route
         request.params = params
-        request._retarget(target.protocols, target.max_message_size)
+        request._retarget(target.protocols, target.max_message_size or self.max_message_size)
         return target
 
     async def _refuse_unrouted(self, request: StationRequest, peer: str | None) -> None:
@@ -311,7 +316,12 @@ class _AdmissionFlow(_SecurityReports):
         await request.reject(404, "no route matches this URL path")
 
     async def _run_connection_middleware(
-        self, request: StationRequest, target: _Target, deadline: float, peer: str | None
+        self,
+        request: StationRequest,
+        target: _Target,
+        chain: Sequence[ConnectionMiddleware],
+        deadline: float,
+        peer: str | None,
     ) -> tuple[int, str] | None:
         """Run the connection middleware; the HTTP answer of a refusal (reported), or ``None``."""
         conn = UpgradeContext(request, peer, target.route, request.params, request.state)
@@ -319,7 +329,7 @@ class _AdmissionFlow(_SecurityReports):
         reason = ""
         try:
             with anyio.move_on_at(deadline) as scope:
-                verdict = await run_connection_middleware(target.connection_middleware, conn)
+                verdict = await run_connection_middleware(chain, conn)
         except MiddlewareFailed as exc:
             verdict, reason = Reject(500, "the CSMS could not judge this connection"), str(exc)
         if scope.cancel_called:

@@ -61,12 +61,15 @@ class _Target:
     #: The route's pattern, for MessageContext.route and security events.
     pattern: str | None
     protocols: tuple[str, ...]
+    #: The route's own; ``None``: the server's, read per connection (it is live).
     auth: AuthCallback | None
     validation: ValidationArg
-    max_message_size: int
+    #: The route's own; ``None``: the server's, read per connection (it is live).
+    max_message_size: int | None
     #: The router sessions get (rate limits and guard wrapped around the handlers).
     session_router: Router
     guard: GuardedRouter | None
+    #: The route's own, run after the server's (read per connection).
     connection_middleware: tuple[ConnectionMiddleware, ...]
     #: The keyword arguments of each Session beyond the per-connection ones.
     session_options: dict[str, Any]

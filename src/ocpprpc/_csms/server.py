@@ -304,17 +304,19 @@ class Server(_AdmissionFlow):
         # -- routing (issue 14): the settings each connection is served with
         #: The routes of every listener that has none of its own (``None``: no routing).
         self.routes = check_routes(routes)
-        self.connection_middleware = tuple(connection_middleware)
+        #: Run during each upgrade, before the route's and before ``auth`` (docs: routing).
+        self.connection_middleware: tuple[ConnectionMiddleware, ...] = tuple(connection_middleware)
+        # Without routes: the server's settings, read per connection where they are live.
         self._default_target = _Target(
             route=None,
             pattern=None,
             protocols=self.protocols,
-            auth=self.auth,
+            auth=None,
             validation=self.validation,
-            max_message_size=self.max_message_size,
+            max_message_size=None,
             session_router=self._session_router,
             guard=self._guard,
-            connection_middleware=self.connection_middleware,
+            connection_middleware=(),
             session_options=self.session_options,
         )
         self._targets: dict[Route, _Target] = {}
@@ -401,12 +403,12 @@ class Server(_AdmissionFlow):
             route=route,
             pattern=route.pattern,
             protocols=protocols,
-            auth=self.auth if route.auth is None else route.auth,
+            auth=route.auth,
             validation=validation,
-            max_message_size=route.max_message_size or self.max_message_size,
+            max_message_size=route.max_message_size,
             session_router=session_router,
             guard=guard,
-            connection_middleware=(*self.connection_middleware, *(route.connection_middleware or ())),
+            connection_middleware=tuple(route.connection_middleware or ()),
             session_options=_route_middleware(self.session_options, route),
         )
 

@@ -34,6 +34,7 @@ from .security_events import (
 if TYPE_CHECKING:
     from .listener import _Target
     from .routing import Route
+    from .upgrade import ConnectionMiddleware
 
 ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
@@ -118,6 +119,7 @@ class _ServerBase:
     security_events: SecurityEvents
 
     # -- routing (the targets: the settings of each connection; see listener.py)
+    connection_middleware: tuple[ConnectionMiddleware, ...]
     _default_target: _Target
     _targets: dict[Route, _Target]
 
