@@ -33,7 +33,7 @@ from ocpprpc import (
     UpgradeContext,
 )
 
-from .helpers import PROMPT, eventually
+from .helpers import PROMPT, eventually, raw_station
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -175,6 +175,44 @@ async def test_parameters_reach_auth_middleware_handlers_and_events() -> None:
     for kind in ("station_connected", "station_disconnected"):
         [event] = recorder.of(kind)
         assert event["route"] == TENANT, event
+
+
+async def test_every_event_of_a_routed_connection_carries_the_route() -> None:
+    recorder = Recorder()
+
+    async def auth(request: StationRequest) -> None:
+        if request.identity == "HANG":
+            await anyio.sleep_forever()
+
+    async with ocpprpc.serve(
+        routes=[Route(TENANT)],
+        auth=auth,
+        max_bad_messages=2,
+        handshake_timeout=1.0,
+        security_events=recorder.hub,
+    ) as server:
+        url = f"ws://127.0.0.1:{server.port}/ocpp/acme"
+        with pytest.raises(HandshakeRejected):
+            async with ocpprpc.connect(url, "HANG"):
+                pass
+        async with ocpprpc.connect(url, "CP1"), ocpprpc.connect(url, "CP1"):  # the second evicts the first
+            await eventually(lambda: bool(recorder.of("identity_evicted")))
+        async with raw_station(server.port, "acme/CP2") as station:
+            for _ in range(2):
+                await station.send_text("not json")
+            with anyio.fail_after(PROMPT):
+                while (await station.close_code()) is None:
+                    pass
+        await eventually(lambda: bool(recorder.of("bad_message_flood")))
+    kinds = {event.kind for event in recorder.events}
+    assert kinds == {
+        "auth_timed_out",
+        "identity_evicted",
+        "bad_message_flood",
+        "station_connected",
+        "station_disconnected",
+    }
+    assert {event.route for event in recorder.events} == {TENANT}
 
 
 async def test_first_match_wins_and_a_path_nothing_matches_gets_404() -> None:
