@@ -6,11 +6,13 @@ trustme for the run.
 
 from __future__ import annotations
 
+import functools
 import json
 import ssl
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 import trustme
 
@@ -168,6 +170,41 @@ async def test_serve_can_run_several_times_on_one_server() -> None:
         assert unrouted.value.status == 404
         await server.shutdown()
     assert server.ports == [] and handled == ["CP1@None", "CP2@None"]
+
+
+async def test_a_listener_stopped_alone_leaves_the_others_serving_and_reporting() -> None:
+    hub = SecurityEvents()
+    delivered: list[str] = []
+    got = anyio.Event()
+
+    async def sink(event: SecurityEvent) -> None:  # an async subscriber: needs the hub's run()
+        if event.kind == "station_connected":
+            delivered.append(f"{event.identity}")
+            got.set()
+
+    hub.subscribe(sink)
+    server = ocpprpc.Server(security_events=hub)
+    async with anyio.create_task_group() as tg:
+        first_scope = anyio.CancelScope()
+
+        async def first(task_status: anyio.abc.TaskStatus[ocpprpc.Server]) -> None:
+            with first_scope:
+                await server.serve("127.0.0.1", 0, name="first", task_status=task_status)
+
+        await tg.start(first)
+        await tg.start(functools.partial(server.serve, "127.0.0.1", 0, name="second"))
+        assert hub.running
+        second = server.listener("second").port
+        first_scope.cancel()
+        await eventually(lambda: len(server.ports) == 1)
+        with pytest.raises(LookupError):
+            server.listener("first")
+        async with ocpprpc.connect(f"ws://127.0.0.1:{second}", "CP1"):
+            with anyio.fail_after(5):
+                await got.wait()
+        assert delivered == ["CP1"] and hub.running
+        await server.shutdown()
+    assert not hub.running
 
 
 async def test_serve_with_listeners_checks_its_arguments() -> None:

@@ -335,6 +335,8 @@ class Server(_AdmissionFlow):
         self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
         self._task_groups: list[anyio.abc.TaskGroup] = []
+        # Set when the serve running the security hub stops, for another to take it over.
+        self._hub_handover: anyio.Event | None = None
         self._accept_scopes: list[anyio.CancelScope] = []
         self._accepting = True
 
@@ -449,8 +451,7 @@ class Server(_AdmissionFlow):
         stations: anyio.abc.TaskGroup | None = None
         try:
             async with anyio.create_task_group() as reporting:
-                if not self.security_events.running:
-                    reporting.start_soon(self.security_events.run)
+                reporting.start_soon(self._relay_security_events)
                 async with anyio.create_task_group() as stations:
                     self._task_groups.append(stations)
                     with anyio.CancelScope() as accepting:
@@ -474,6 +475,27 @@ class Server(_AdmissionFlow):
             self._bound.remove(bound)
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
+
+    async def _relay_security_events(self) -> None:
+        """Run the hub for ``async`` subscribers while any listener serves.
+
+        One ``serve`` runs it; when that one stops (its listener cancelled
+        alone), another takes over.  A hub the application runs itself is left
+        to it.
+        """
+        hub = self.security_events
+        while True:
+            if self._hub_handover is None:
+                self._hub_handover = anyio.Event()
+            if hub.running:
+                await self._hub_handover.wait()
+                continue
+            try:
+                await hub.run()
+            finally:
+                handover, self._hub_handover = self._hub_handover, None
+                if handover is not None:
+                    handover.set()
 
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one station on an accepted byte stream until it leaves.
