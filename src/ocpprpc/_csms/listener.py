@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from .._rpc.middleware import Middleware
@@ -36,6 +36,7 @@ class Listener:
 
     host: str | None = "127.0.0.1"
     port: int = 0
+    _: KW_ONLY
     ssl_context: ssl.SSLContext | None = None
     routes: Sequence[Route] | None = None
     #: A label for logs and :meth:`Server.listener <ocpprpc.Server.listener>`.

@@ -15,7 +15,7 @@ segment (OCPP-J), so a pattern must end with ``{identity}``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -58,6 +58,7 @@ class Route:
     """
 
     pattern: str
+    _: KW_ONLY
     router: Router | None = None
     protocols: Sequence[str] | None = None
     auth: AuthCallback | None = None
