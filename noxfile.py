@@ -44,7 +44,16 @@ SESSION = [
     "testing",
 ]
 # The CSMS's auth helpers and pure protection blocks: every branch is a security decision.
-PROTECTION = ["_csms/auth", "_csms/admission", "_csms/ratelimit", "_csms/security_events"]
+PROTECTION = [
+    "_csms/auth",
+    "_csms/admission",
+    "_csms/ratelimit",
+    "_csms/security_events",
+    "_csms/routing",
+    "_csms/upgrade",
+    "_csms/listener",
+    "_csms/live",
+]
 # The WebSocket transport (real sockets; a few cancellation races are not reproducible on demand).
 TRANSPORT = [
     "_ws/aio_stream",

@@ -355,6 +355,18 @@ _LAZY.update(
 # -- end of message middleware --------------------------------------------------------------
 
 # isort: split
+# -- routing (issue 14): URL routes, several listeners, connection middleware ---------------
+if _TYPE_CHECKING:
+    from ._csms.listener import Listener
+    from ._csms.routing import Route
+    from ._csms.upgrade import ConnectionMiddleware, UpgradeContext
+
+_LAZY["Listener"] = "._csms.listener"
+_LAZY["Route"] = "._csms.routing"
+_LAZY.update(dict.fromkeys(("ConnectionMiddleware", "UpgradeContext"), "._csms.upgrade"))
+# -- end of routing -------------------------------------------------------------------------
+
+# isort: split
 # -- operations (issue 15): log formatters, redaction, the station registry -----------------
 # Pure (stdlib and msgspec; the SQLite store loads anyio and sqlite3), lazy like the rest.
 if _TYPE_CHECKING:
@@ -570,6 +582,11 @@ __all__ = (
     "StationLimits",
     "TlsUpdated",
     "Verdict",
+    # -- routing (issue 14) --
+    "ConnectionMiddleware",
+    "Listener",
+    "Route",
+    "UpgradeContext",
     # -- message middleware (issue 14) --
     "DROP",
     "CallNext",

@@ -251,3 +251,117 @@ async def test_transport_and_session_settings_apply_to_the_next_connection() -> 
         assert lost.value.reason is not None and lost.value.reason.code == 1009
         server.reconfigure(close_timeout=3.0)  # the streams' send_timeout untouched
         assert server.clients["OLD"].stream.send_timeout == 5.0  # type: ignore[attr-defined]
+
+
+# -- with routes and several listeners ------------------------------------------------------------
+
+
+async def test_changes_reach_routes_that_inherit_them_and_spare_what_a_route_sets() -> None:
+    own_limits = StationLimits(
+        per_action={"Heartbeat": RateLimit.parse("1/60")}, on_breach=OnBreach.CALLERROR
+    )
+    routes = [
+        ocpprpc.Route("/plain/{identity}"),
+        ocpprpc.Route("/limited/{identity}", rate_limits=own_limits),
+    ]
+    async with (
+        ocpprpc.serve(router=router(), routes=routes) as server,
+        ocpprpc.connect(f"ws://127.0.0.1:{server.port}/plain", "P1") as plain,
+        ocpprpc.connect(f"ws://127.0.0.1:{server.port}/limited", "L1") as limited,
+    ):
+        await eventually(lambda: {"P1", "L1"} <= set(server.clients))
+        await limited.call("Heartbeat")  # spends the route's own budget
+        one_a_minute = StationLimits(
+            per_action={"Heartbeat": RateLimit.parse("1/60")}, on_breach=OnBreach.CALLERROR
+        )
+        server.reconfigure(rate_limits=one_a_minute)  # the server's: reaches the inheriting route
+        await plain.call("Heartbeat")
+        with pytest.raises(ocpprpc.OCPPError, match="rate limit"):
+            await plain.call("Heartbeat")
+        with pytest.raises(ocpprpc.OCPPError, match="rate limit"):
+            await limited.call("Heartbeat")  # its own limiter kept its bucket: still spent
+        server.reconfigure(rate_limits=None, call_timeout=7.0)
+        for _ in range(3):
+            await plain.call("Heartbeat")  # the inheriting route's sessions lost the limit
+        with pytest.raises(ocpprpc.OCPPError, match="rate limit"):
+            await limited.call("Heartbeat")  # the route's own stays
+        assert server.clients["P1"].call_timeout == server.clients["L1"].call_timeout == 7.0
+
+
+async def test_connection_middleware_can_be_replaced_live() -> None:
+    seen: list[str] = []
+
+    async def refuse_cp2(conn: ocpprpc.UpgradeContext) -> ocpprpc.Reject | None:
+        seen.append(conn.identity)
+        return ocpprpc.Reject(403, "not today") if conn.identity == "CP2" else None
+
+    async with ocpprpc.serve(router=router()) as server:
+        async with ocpprpc.connect(ws_url(server), "CP2") as station:
+            await station.call("Heartbeat")
+        server.reconfigure(connection_middleware=[refuse_cp2])
+        with pytest.raises(HandshakeRejected) as refused:
+            async with ocpprpc.connect(ws_url(server), "CP2"):
+                pass
+        assert refused.value.status == 403 and seen == ["CP2"]
+        with pytest.raises(TypeError, match="sequence of callables"):
+            server.reconfigure(connection_middleware=["not callable"])
+        with pytest.raises(TypeError, match="sequence of callables"):
+            server.reconfigure(connection_middleware=42)
+        server.reconfigure(connection_middleware=())
+        async with ocpprpc.connect(ws_url(server), "CP2") as station:
+            await station.call("Heartbeat")
+
+
+async def test_update_tls_of_one_listener_leaves_the_others(
+    ca: trustme.CA, server_cert: trustme.LeafCert
+) -> None:
+    renewed_ca = trustme.CA()
+    renewed = renewed_ca.issue_cert("127.0.0.1", "localhost")
+    hub, events = recorder()
+    listeners = [
+        ocpprpc.Listener(port=0, ssl_context=server_context(server_cert), name="a"),
+        ocpprpc.Listener(port=0, ssl_context=server_context(server_cert), name="b"),
+        ocpprpc.Listener(port=0, name="plain"),
+    ]
+    async with ocpprpc.serve(router=router(), listeners=listeners, security_events=hub) as server:
+        port_a, port_b = server.listener("a").port, server.listener("b").port
+        server.update_tls(server_context(renewed), listener="a")
+        async with ocpprpc.connect(
+            f"wss://127.0.0.1:{port_a}/ocpp", "A", ssl_context=station_context(renewed_ca)
+        ) as a:
+            await a.call("Heartbeat")
+        async with ocpprpc.connect(
+            f"wss://127.0.0.1:{port_b}/ocpp", "B", ssl_context=station_context(ca)
+        ) as b:
+            await b.call("Heartbeat")  # listener b still serves the first certificate
+        with pytest.raises(LookupError, match="no listener named 'nope'"):
+            server.update_tls(server_context(renewed), listener="nope")
+        with pytest.raises(RuntimeError, match="listener 'plain' serves no TLS"):
+            server.update_tls(server_context(renewed), listener="plain")
+    [event] = [e for e in events if e.kind == "tls_updated"]
+    assert event.as_dict()["listener"] == "a"
+
+
+async def test_update_tls_without_a_listener_reaches_the_listeners_that_share_the_servers(
+    ca: trustme.CA, server_cert: trustme.LeafCert
+) -> None:
+    renewed_ca = trustme.CA()
+    renewed = renewed_ca.issue_cert("127.0.0.1", "localhost")
+    own = server_context(server_cert)
+    listeners = [
+        ocpprpc.Listener(port=0, name="shared"),
+        ocpprpc.Listener(port=0, ssl_context=own, name="own"),
+    ]
+    async with ocpprpc.serve(
+        router=router(), ssl_context=server_context(server_cert), listeners=listeners
+    ) as server:
+        server.update_tls(server_context(renewed))
+        shared, kept = server.listener("shared").port, server.listener("own").port
+        async with ocpprpc.connect(
+            f"wss://127.0.0.1:{shared}/ocpp", "S", ssl_context=station_context(renewed_ca)
+        ) as station:
+            await station.call("Heartbeat")
+        async with ocpprpc.connect(
+            f"wss://127.0.0.1:{kept}/ocpp", "O", ssl_context=station_context(ca)
+        ) as station:
+            await station.call("Heartbeat")  # a listener with its own context keeps it

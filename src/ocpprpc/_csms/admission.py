@@ -82,6 +82,10 @@ class RefusalKind(enum.StrEnum):
     UPGRADE_RATE = "upgrade_rate"
     #: Not decided here: the server refuses with 503 when it holds its maximum of connections.
     CONNECTION_CAP = "connection_cap"
+    #: Not decided here: no route of the server matches the URL path (404).
+    NO_ROUTE = "no_route"
+    #: Not decided here: a connection middleware refused (its status), failed (500) or hung (503).
+    MIDDLEWARE = "middleware"
 
 
 @dataclass(frozen=True, slots=True)

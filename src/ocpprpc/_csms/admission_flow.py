@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 import anyio
 import anyio.abc
@@ -19,6 +20,8 @@ from .._ws.handshake import (
 from .._ws.keepalive import keepalive as _keepalive
 from .._ws.transport import ConnectionLost
 from .admission import RefusalKind, Refuse
+from .listener import _Endpoint, _Target
+from .routing import IDENTITY, match_route
 from .security_events import (
     AuthTimedOut,
     ConnectionRefused,
@@ -28,6 +31,7 @@ from .security_events import (
 )
 from .security_reports import _SecurityReports
 from .server_base import _REPLACED, Accept, DuplicatePolicy, Reject
+from .upgrade import ConnectionMiddleware, MiddlewareFailed, UpgradeContext, run_connection_middleware
 
 log = logging.getLogger("ocpprpc.server")
 
@@ -35,13 +39,15 @@ log = logging.getLogger("ocpprpc.server")
 class _AdmissionFlow(_SecurityReports):
     """From an accepted byte stream to a running session, or a refusal with its reason."""
 
-    async def _refuse_over_limit(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
+    async def _refuse_over_limit(
+        self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint
+    ) -> None:
         """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
         try:
             request = await accept_websocket(
                 stream,
                 protocols=self.protocols,
-                ssl_context=self.ssl_context,
+                ssl_context=endpoint.ssl_context,
                 handshake_timeout=self.handshake_timeout,
                 compression=False,
                 ws_codec=self.ws_codec,
@@ -66,14 +72,14 @@ class _AdmissionFlow(_SecurityReports):
         )
         await request.reject(503, "the CSMS is at its connection limit, try again later")
 
-    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None) -> None:
-        # One bound for the whole admission: TLS, the upgrade request and the auth callback.
+    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint) -> None:
+        # One bound for the whole admission: TLS, the upgrade request, middleware and auth.
         deadline = anyio.current_time() + self.handshake_timeout
         try:
             request = await accept_websocket(
                 stream,
                 protocols=self.protocols,
-                ssl_context=self.ssl_context,
+                ssl_context=endpoint.ssl_context,
                 handshake_timeout=self.handshake_timeout,
                 max_message_size=self.max_message_size,
                 compression=self.compression,
@@ -86,17 +92,18 @@ class _AdmissionFlow(_SecurityReports):
             self._handshake_failed(exc, peer)
             return
         try:
-            await self._admit(request, deadline, peer)
+            await self._admit(request, deadline, peer, endpoint)
         except HandshakeError as exc:
             log.info("station %r not admitted: %s", request.identity, exc)
         except Exception:
             log.exception("station %r: unexpected error", request.identity)
 
-    async def _admit(self, request: StationRequest, deadline: float, peer: str | None) -> None:
+    async def _admit(
+        self, request: StationRequest, deadline: float, peer: str | None, endpoint: _Endpoint
+    ) -> None:
         if self.admission is not None:
-            verdict = self.admission.decide(
-                peer, request.headers, "wss" if self.ssl_context is not None else "ws", anyio.current_time()
-            )
+            scheme = "wss" if endpoint.ssl_context is not None else "ws"
+            verdict = self.admission.decide(peer, request.headers, scheme, anyio.current_time())
             if isinstance(verdict, Refuse):
                 await self._refuse_admission(request, verdict, peer)
                 return
@@ -104,11 +111,26 @@ class _AdmissionFlow(_SecurityReports):
         if not self._accepting:
             await request.reject(503, "the CSMS is shutting down")
             return
+        target = self._route(request, endpoint)
+        if target is None:
+            await self._refuse_unrouted(request, peer)
+            return
+        route = target.pattern
+        chain = self.connection_middleware
+        if target.connection_middleware:
+            chain = (*chain, *target.connection_middleware)
+        if chain:
+            refusal = await self._run_connection_middleware(request, target, chain, deadline, peer)
+            if refusal is not None:
+                status, body = refusal
+                await request.reject(status, body)
+                return
         decision: Accept | Reject | None = Accept()
-        if self.auth is not None:
+        auth = self.auth if target.auth is None else target.auth
+        if auth is not None:
             try:
                 with anyio.move_on_at(deadline) as auth_scope:
-                    decision = await self.auth(request)
+                    decision = await auth(request)
             except Exception:
                 log.exception("auth callback failed for %r; refusing with 500", request.identity)
                 await request.reject(500)
@@ -125,6 +147,7 @@ class _AdmissionFlow(_SecurityReports):
                     AuthTimedOut,
                     identity=request.identity,
                     peer=peer,
+                    route=route,
                     timeout=self.handshake_timeout,
                     reason="the auth callback did not decide within the handshake timeout",
                 )
@@ -146,6 +169,7 @@ class _AdmissionFlow(_SecurityReports):
                     IdentityEvicted,
                     identity=identity,
                     peer=peer,
+                    route=route,
                     previous_peer=None if current is None else self._peers.get(current),
                     reason="identity already connected; the new connection was refused (409)",
                 )
@@ -153,7 +177,7 @@ class _AdmissionFlow(_SecurityReports):
                 return
             self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
         try:
-            session = await self._open_session(request, accept)
+            session = await self._open_session(request, accept, target)
         finally:
             if refusing:
                 self._claimed.discard(identity)
@@ -172,6 +196,7 @@ class _AdmissionFlow(_SecurityReports):
             StationConnected,
             identity=identity,
             peer=peer,
+            route=route,
             protocol=session.protocol,
             reason=f"connected speaking {session.protocol}",
         )
@@ -184,6 +209,7 @@ class _AdmissionFlow(_SecurityReports):
                     IdentityEvicted,
                     identity=identity,
                     peer=peer,
+                    route=route,
                     previous_peer=self._peers.get(previous),
                     reason="a new connection for the identity replaced the open one",
                 )
@@ -203,6 +229,7 @@ class _AdmissionFlow(_SecurityReports):
                 StationDisconnected,
                 identity=identity,
                 peer=peer,
+                route=route,
                 protocol=session.protocol,
                 code=None if closed is None else closed.code,
                 by_peer=None if closed is None else closed.by_peer,
@@ -210,7 +237,7 @@ class _AdmissionFlow(_SecurityReports):
                 reason="session ended" if closed is None else f"closed {closed}",
             )
 
-    async def _open_session(self, request: StationRequest, accept: Accept) -> Session | None:
+    async def _open_session(self, request: StationRequest, accept: Accept, target: _Target) -> Session | None:
         """Complete the upgrade and build the station's session (``None``: refused instead)."""
         identity = request.identity
         protocol = accept.protocol if accept.protocol is not None else request.subprotocol
@@ -231,7 +258,7 @@ class _AdmissionFlow(_SecurityReports):
             connection, options = session_parts(
                 Role.CSMS,
                 websocket.subprotocol,
-                self.validation,
+                target.validation,
                 max_outstanding_calls=self.max_outstanding_calls,
                 detailed_errors=self.detailed_errors,
                 max_bad_messages=self.max_bad_messages,
@@ -241,22 +268,94 @@ class _AdmissionFlow(_SecurityReports):
             session = Session(
                 websocket,
                 connection,
-                router=self._session_router,
+                router=target.session_router,
                 identity=identity,
-                data=dict(accept.data),
+                data={**request.state, **accept.data},
+                route=target.pattern,
+                params=request.params,
                 close_timeout=self.close_timeout,
                 max_queued_calls=self.max_queued_calls,
                 inbound_budget=self.inbound_budget,
                 on_message=None if self.on_message is None else functools.partial(self.on_message, identity),
                 **options,
-                **self.session_options,
+                **target.session_options,
             )
         except BaseException:
             await anyio.aclose_forcefully(websocket)
             raise
-        if self._guard is not None and self._guard.require_boot:
-            session.call_watch = self._guard.watch(identity)  # triggered messages pass the boot gate
+        guard = target.guard
+        if guard is not None and guard.require_boot:
+            session.call_watch = guard.watch(identity)  # triggered messages pass the boot gate
         return session
+
+    def _route(self, request: StationRequest, endpoint: _Endpoint) -> _Target | None:
+        """The settings this request is served with; ``None``: no route matches its path."""
+        if endpoint.routes is None:
+            request.params = {IDENTITY: request.identity}
+            return self._default_target
+        found = match_route(endpoint.routes, request.path)
+        if found is None:
+            return None
+        route, params = found
+        target = self._targets[route]
+        request.route = route
+        request.params = params
+        request._retarget(target.protocols, target.max_message_size or self.max_message_size)
+        return target
+
+    async def _refuse_unrouted(self, request: StationRequest, peer: str | None) -> None:
+        log.info("station %r refused with 404: no route matches its URL path", request.identity)
+        self._emit(
+            ConnectionRefused,
+            identity=request.identity,
+            peer=peer,
+            refusal=RefusalKind.NO_ROUTE.value,
+            status=404,
+            reason="no route matches the URL path",
+        )
+        await request.reject(404, "no route matches this URL path")
+
+    async def _run_connection_middleware(
+        self,
+        request: StationRequest,
+        target: _Target,
+        chain: Sequence[ConnectionMiddleware],
+        deadline: float,
+        peer: str | None,
+    ) -> tuple[int, str] | None:
+        """Run the connection middleware; the HTTP answer of a refusal (reported), or ``None``."""
+        conn = UpgradeContext(request, peer, target.route, request.params, request.state)
+        verdict: Reject | None = None
+        reason = ""
+        try:
+            with anyio.move_on_at(deadline) as scope:
+                verdict = await run_connection_middleware(chain, conn)
+        except MiddlewareFailed as exc:
+            verdict, reason = Reject(500, "the CSMS could not judge this connection"), str(exc)
+        if scope.cancel_called:
+            log.warning(
+                "connection middleware for station %r did not decide within the handshake timeout (%s s); "
+                "refusing with 503",
+                request.identity,
+                self.handshake_timeout,
+            )
+            verdict = Reject(503, "the CSMS did not decide in time, try again later")
+            reason = "connection middleware did not decide within the handshake timeout"
+        if verdict is None:
+            return None
+        if not reason:
+            reason = verdict.body or f"refused by connection middleware with HTTP {verdict.status}"
+            log.info("station %r refused with %s by connection middleware", request.identity, verdict.status)
+        self._emit(
+            ConnectionRefused,
+            identity=request.identity,
+            peer=peer,
+            route=target.pattern,
+            refusal=RefusalKind.MIDDLEWARE.value,
+            status=verdict.status,
+            reason=reason,
+        )
+        return verdict.status, verdict.body
 
     async def _run(self, session: Session) -> None:
         """Run a registered session until it ends; this task is its reader (one task per idle station)."""

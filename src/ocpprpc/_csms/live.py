@@ -107,6 +107,10 @@ class _LiveChanges(_AdmissionFlow):
             raise TypeError("reconfigure(): admission must be an AdmissionPolicy or None")
         if "rate_limits" in changes and not isinstance(changes["rate_limits"], (StationLimits, type(None))):
             raise TypeError("reconfigure(): rate_limits must be StationLimits or None")
+        if "connection_middleware" in changes:
+            chain = changes["connection_middleware"]
+            if isinstance(chain, (str, bytes)) or not all(callable(mw) for mw in _iterable(chain)):
+                raise TypeError("reconfigure(): connection_middleware must be a sequence of callables")
         if "validation" in changes:
             if not isinstance(changes["validation"], (bool, ValidationPolicy)):
                 raise TypeError("reconfigure(): validation must be True, False or a ValidationPolicy")
@@ -125,8 +129,11 @@ class _LiveChanges(_AdmissionFlow):
         for name in (*_CALLBACKS, "identity_check", "admission", "validation"):
             if name in changes:
                 setattr(self, name, changes[name])
+        if "connection_middleware" in changes:
+            self.connection_middleware = tuple(changes["connection_middleware"])
         if "rate_limits" in changes:
             self._apply_rate_limits(changes["rate_limits"])
+        self._retarget()
         described = {name: _describe(value) for name, value in changes.items()}
         log.info("reconfigured: %s", ", ".join(f"{name}={text}" for name, text in described.items()))
         self._emit(
@@ -169,35 +176,77 @@ class _LiveChanges(_AdmissionFlow):
         wrapped = self._session_router
         if limits is None:
             if isinstance(wrapped, RateLimitedRouter):
-                self._reroute(wrapped.inner)
+                self._session_router = wrapped.inner
             self.rate_limiter = None
         elif self.rate_limiter is not None:
             self.rate_limiter.update(limits)
         else:
             self.rate_limiter = RateLimiter(limits, clock=time.monotonic)
-            self._reroute(RateLimitedRouter(wrapped, self.rate_limiter, self._breached))
+            self._session_router = RateLimitedRouter(wrapped, self.rate_limiter, self._breached)
 
-    def _reroute(self, router: Router) -> None:
-        """Give new sessions, and the running ones, *router* instead of the current one."""
-        previous = self._session_router
-        self._session_router = router
+    def _retarget(self) -> None:
+        """Resolve the connection targets again over the changed settings; move running sessions.
+
+        A target holds what a connection is served with (validation, router,
+        session options), the server's values filled in where its route sets
+        none; after a change those are stale.  Running sessions whose router
+        came from a target get the new one (it is read once per inbound CALL),
+        so a new rate limit reaches them; the rest applies to new connections.
+        """
+        old = self._default_target
+        self._default_target = replace(
+            old,
+            validation=self.validation,
+            session_router=self._session_router,
+            guard=self._guard,
+            session_options=self.session_options,
+        )
+        moved: dict[int, Router] = {id(old.session_router): self._session_router}
+        for route, target in list(self._targets.items()):
+            self._targets[route] = fresh = self._resolve(route)
+            moved.setdefault(id(target.session_router), fresh.session_router)
         for session in self._clients.values():
-            if session.router is previous:
-                session.router = router  # read once per inbound CALL
+            session.router = moved.get(id(session.router), session.router)
 
-    def update_tls(self, ssl_context: ssl.SSLContext) -> None:
-        """Serve *ssl_context* (a renewed certificate, new CAs) to every TLS handshake from now on.
+    def update_tls(self, ssl_context: ssl.SSLContext, *, listener: str | None = None) -> None:
+        """Serve *ssl_context* (a renewed certificate, new CAs) to TLS handshakes from now on.
 
-        Connections already open keep the session keys they negotiated and stay
-        up.  Only a server that serves TLS can change its context (a plain
-        listener does not become ``wss://``): ``RuntimeError`` otherwise.
+        ``listener=None``: the server's own context, and every listener that
+        uses it (started without one of its own).  ``listener="name"``: only
+        that listener (``LookupError`` if none listens by that name).
+        Connections already open keep the keys they negotiated and stay up.  A
+        plain listener does not become ``wss://``: ``RuntimeError`` when what
+        would change serves no TLS.
         """
         if not isinstance(ssl_context, ssl.SSLContext):
             raise TypeError(f"update_tls() takes an ssl.SSLContext, not {type(ssl_context).__name__}")
-        if self.ssl_context is None:
-            raise RuntimeError("update_tls(): this server serves no TLS (it was started without ssl_context)")
-        self.ssl_context = ssl_context
+        if listener is None:
+            if self.ssl_context is None:
+                raise RuntimeError(
+                    "update_tls(): this server serves no TLS (it was started without ssl_context)"
+                )
+            endpoints = [self._default_endpoint] + [
+                endpoint for config, endpoint in self._endpoints.items() if config.ssl_context is None
+            ]
+            self.ssl_context = ssl_context
+        else:
+            endpoints = [endpoint for config, endpoint in self._endpoints.items() if config.name == listener]
+            if not endpoints:
+                raise LookupError(f"update_tls(): no listener named {listener!r} is listening")
+            if any(endpoint.ssl_context is None for endpoint in endpoints):
+                raise RuntimeError(f"update_tls(): listener {listener!r} serves no TLS")
+        for endpoint in endpoints:
+            endpoint.ssl_context = ssl_context
         log.info(
-            "TLS context replaced; new handshakes use it, %d open connections keep theirs", len(self._clients)
+            "TLS context of %s replaced: new handshakes use it, %d open connections keep theirs",
+            "the server" if listener is None else f"listener {listener!r}",
+            len(self._clients),
         )
-        self._emit(TlsUpdated, reason="a new TLS context serves the next handshakes")
+        self._emit(TlsUpdated, listener=listener, reason="a new TLS context serves the next handshakes")
+
+
+def _iterable(value: Any) -> list[Any]:
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError("reconfigure(): connection_middleware must be a sequence of callables") from None

@@ -68,11 +68,13 @@ class _SecurityReports(_ServerBase):
     def _auth_refused(self, request: StationRequest, decision: Reject, peer: str | None) -> None:
         if decision.status not in (401, 403):
             return
+        route: str | None = getattr(request.route, "pattern", None)
         if decision.certificate_subject is not None:
             self._emit(
                 CertificateIdentityMismatch,
                 identity=request.identity,
                 peer=peer,
+                route=route,
                 certificate_subject=decision.certificate_subject,
                 reason="the client certificate was issued to another station identity",
             )
@@ -81,6 +83,7 @@ class _SecurityReports(_ServerBase):
             AuthFailed,
             identity=request.identity,
             peer=peer,
+            route=route,
             method=decision.method,
             status=decision.status,
             reason=decision.body or f"refused by the auth callback with HTTP {decision.status}",
@@ -112,6 +115,7 @@ class _SecurityReports(_ServerBase):
             RateLimited,
             identity=breach.identity,
             peer=self._peers.get(ctx.session),
+            route=ctx.session.route,
             action=breach.action,
             limit=str(breach.limit),
             scope=breach.scope,
@@ -133,6 +137,7 @@ class _SecurityReports(_ServerBase):
                 BadMessageFlood,
                 identity=session.identity,
                 peer=peer,
+                route=session.route,
                 count=session.connection.consecutive_bad_messages,
                 reason=f"{limit} malformed messages in a row; disconnected",
             )

@@ -10,6 +10,8 @@ station down.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import ssl
 import time
@@ -45,8 +47,10 @@ from .admission_flow import _peer_host
 from .command_buffer import CommandBuffer
 from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
+from .listener import Listener, _check_route_protocols, _Endpoint, _route_middleware, _Target
 from .live import _LiveChanges
 from .ratelimit import RateLimiter, StationLimits
+from .routing import Route, check_routes
 from .security_events import (
     SecurityEvents,
 )
@@ -56,6 +60,7 @@ from .server_base import DuplicatePolicy as DuplicatePolicy
 from .server_base import Reject as Reject
 from .session_state import SessionStates
 from .station_services import station_services
+from .upgrade import ConnectionMiddleware
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
 
@@ -149,6 +154,13 @@ class Server(_LiveChanges):
         ``session.state`` is then one dict per identity, kept across reconnects.
     :param quirks: vendor quirk profiles (:class:`QuirkProfile`, or a :class:`Quirks`)
         repairing known non-conformant payloads before validation (docs: quirks).
+    :param routes: URL routing (:class:`Route`; docs: routing): the first route
+        whose pattern the request path matches serves the connection, with its
+        settings over the server's; a path no route matches is answered 404.
+        ``None`` (default): every path, identity = the last segment.
+    :param connection_middleware: ``async def mw(conn: UpgradeContext) -> Reject | None``
+        functions run in order during the upgrade, after admission and routing,
+        before ``auth`` (a route's run after these; docs: routing).
     :param websocket: the transport settings as one :class:`WebSocketOptions`
         (``compression``, ``max_message_size``, ``close_timeout``,
         ``send_timeout``, ``ws_codec``, ``tcp_stream``, ``keepalive``), instead
@@ -198,6 +210,8 @@ class Server(_LiveChanges):
         registry: StationRegistry | bool | None = None,
         command_buffer: CommandBuffer | None = None,
         session_state: SessionStates | bool | None = None,
+        routes: Sequence[Route] | None = None,
+        connection_middleware: Sequence[ConnectionMiddleware] = (),
         websocket: WebSocketOptions | None = None,
         session: SessionOptions | None = None,
         csms: CsmsOptions | None = None,
@@ -307,6 +321,32 @@ class Server(_LiveChanges):
             # Outermost: a flood is refused before the boot gate or the replay cache spend anything.
             self._session_router = RateLimitedRouter(self._session_router, self.rate_limiter, self._breached)
         self._breach_logged: dict[str, float] = {}
+        # -- routing (issue 14): the settings each connection is served with
+        #: The routes of every listener that has none of its own (``None``: no routing).
+        self.routes = check_routes(routes)
+        #: Run during each upgrade, before the route's and before ``auth`` (docs: routing).
+        self.connection_middleware: tuple[ConnectionMiddleware, ...] = tuple(connection_middleware)
+        # Without routes: the server's settings, read per connection where they are live.
+        self._default_target = _Target(
+            route=None,
+            pattern=None,
+            protocols=self.protocols,
+            auth=None,
+            validation=self.validation,
+            max_message_size=None,
+            session_router=self._session_router,
+            guard=self._guard,
+            connection_middleware=(),
+            session_options=self.session_options,
+        )
+        self._targets: dict[Route, _Target] = {}
+        #: A route's own rate limiter, kept when its target is resolved again (reconfigure).
+        self._route_limiters: dict[Route, RateLimiter] = {}
+        self._add_targets(self.routes)
+        self._default_endpoint = _Endpoint(self.ssl_context, self.routes)
+        self._bound: list[tuple[Listener, anyio.abc.Listener[anyio.abc.SocketStream]]] = []
+        #: Each bound listener's endpoint (its TLS context changes with update_tls).
+        self._endpoints: dict[Listener, _Endpoint] = {}
         # The client address of each running session, for the events it raises.
         self._peers: dict[Session, str | None] = {}
         self.max_connections = admitting.max_connections
@@ -318,7 +358,9 @@ class Server(_LiveChanges):
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).
         self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_groups: list[anyio.abc.TaskGroup] = []
+        # Set when the serve running the security hub stops, for another to take it over.
+        self._hub_handover: anyio.Event | None = None
         self._accept_scopes: list[anyio.CancelScope] = []
         self._accepting = True
         # -- station state (issue 15): registry, command buffer, session state, all through the hooks
@@ -361,6 +403,65 @@ class Server(_LiveChanges):
         port: int = self._listeners[0].extra(anyio.abc.SocketAttribute.local_port)
         return port
 
+    @property
+    def ports(self) -> list[int]:
+        """The TCP ports of every listener, in the order they started listening."""
+        return [listener.extra(anyio.abc.SocketAttribute.local_port) for listener in self._listeners]
+
+    def listener(self, name: str) -> Listener:
+        """The listener named *name*, with the port it is bound to.
+
+        :raises LookupError: no listener of that name is listening.
+        """
+        for listener, bound in self._bound:
+            if listener.name == name:
+                port: int = bound.extra(anyio.abc.SocketAttribute.local_port)
+                return dataclasses.replace(listener, port=port)
+        raise LookupError(f"no listener named {name!r} is listening")
+
+    def _add_targets(self, routes: Sequence[Route] | None) -> None:
+        """Resolve each route's settings over the server's, once per route."""
+        for route in routes or ():
+            if route not in self._targets:
+                self._targets[route] = self._resolve(route)
+
+    def _resolve(self, route: Route) -> _Target:
+        protocols = self.protocols if route.protocols is None else tuple(route.protocols)
+        validation = self.validation if route.validation is None else route.validation
+        _check_route_protocols(route, protocols, validation)
+        session_router, guard = self._session_router, self._guard
+        if route.router is not None or route.rate_limits is not None:
+            session_router = route.router if route.router is not None else self.router
+            if self._guard is not None:
+                # The boot registry and replay cache are the server's: a station is one station.
+                session_router = guard = GuardedRouter(
+                    session_router,
+                    require_boot=self._guard.require_boot,
+                    boot_registry=self._guard.booted,
+                    replay_cache=self.replay_cache,
+                )
+            limiter = self.rate_limiter
+            if route.rate_limits is not None:
+                limiter = self._route_limiters.get(route)
+                if limiter is None:
+                    limiter = self._route_limiters[route] = RateLimiter(
+                        route.rate_limits, clock=time.monotonic
+                    )
+            if limiter is not None:
+                session_router = RateLimitedRouter(session_router, limiter, self._breached)
+        return _Target(
+            route=route,
+            pattern=route.pattern,
+            protocols=protocols,
+            auth=route.auth,
+            validation=validation,
+            max_message_size=route.max_message_size,
+            session_router=session_router,
+            guard=guard,
+            connection_middleware=tuple(route.connection_middleware or ()),
+            session_options=_route_middleware(self.session_options, route),
+        )
+
     # -- serving -------------------------------------------------------------------------
 
     async def serve(
@@ -368,6 +469,9 @@ class Server(_LiveChanges):
         host: str | None = "127.0.0.1",
         port: int = 0,
         *,
+        ssl_context: ssl.SSLContext | None = None,
+        routes: Sequence[Route] | None = None,
+        name: str | None = None,
         task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on *host*:*port* and serve stations until :meth:`shutdown` or cancellation.
@@ -376,27 +480,74 @@ class Server(_LiveChanges):
         ``server = await task_group.start(server.serve, "127.0.0.1", 0)`` then
         ``server.port`` works.  Returns once shut down and every station task
         has ended.
+
+        Call it several times at once for several listeners (docs: routing):
+        one set of handlers, one :attr:`clients`.  *ssl_context* and *routes*
+        are this listener's (``None``: the server's); *name* labels it for
+        :meth:`listener`.
         """
+        config = Listener(host, port, ssl_context=ssl_context, routes=routes, name=name)
+        self._add_targets(config.routes)
+        endpoint = _Endpoint(
+            self.ssl_context if ssl_context is None else ssl_context,
+            self.routes if config.routes is None else tuple(config.routes),
+        )
         listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
         self._listeners.append(listener)
+        bound = (config, listener)
+        self._bound.append(bound)
+        self._endpoints[config] = endpoint
+        stations: anyio.abc.TaskGroup | None = None
         try:
             async with anyio.create_task_group() as reporting:
-                if not self.security_events.running:
-                    reporting.start_soon(self.security_events.run)
+                reporting.start_soon(self._relay_security_events)
                 if self._services is not None and not self._services.running:
                     await reporting.start(self._services.run)
                 async with anyio.create_task_group() as stations:
-                    self._task_group = stations
+                    self._task_groups.append(stations)
                     with anyio.CancelScope() as accepting:
                         self._accept_scopes.append(accepting)
                         task_status.started(self)
-                        log.info("listening on %s:%s (%s)", host, self.port, ", ".join(self.protocols))
-                        await serve_listener(listener, self.handle, stations)
+                        local_port = listener.extra(anyio.abc.SocketAttribute.local_port)
+                        log.info(
+                            "listening on %s:%s%s (%s)%s",
+                            host,
+                            local_port,
+                            "" if name is None else f" ({name})",
+                            ", ".join(self.protocols),
+                            "" if endpoint.ssl_context is None else " with TLS",
+                        )
+                        await serve_listener(listener, functools.partial(self._handle_at, endpoint), stations)
                 reporting.cancel_scope.cancel()
         finally:
+            if stations in self._task_groups:
+                self._task_groups.remove(stations)
             self._listeners.remove(listener)
+            self._bound.remove(bound)
+            self._endpoints.pop(config, None)
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
+
+    async def _relay_security_events(self) -> None:
+        """Run the hub for ``async`` subscribers while any listener serves.
+
+        One ``serve`` runs it; when that one stops (its listener cancelled
+        alone), another takes over.  A hub the application runs itself is left
+        to it.
+        """
+        hub = self.security_events
+        while True:
+            if self._hub_handover is None:
+                self._hub_handover = anyio.Event()
+            if hub.running:
+                await self._hub_handover.wait()
+                continue
+            try:
+                await hub.run()
+            finally:
+                handover, self._hub_handover = self._hub_handover, None
+                if handover is not None:
+                    handover.set()
 
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one station on an accepted byte stream until it leaves.
@@ -404,16 +555,20 @@ class Server(_LiveChanges):
         The embedding entry point: call it from your own listener's handler.
         Never raises for anything the station does; every failure is logged.
         Counts toward ``max_connections`` from the first byte to the last.
+        The server's ``ssl_context`` and ``routes`` apply.
         """
+        await self._handle_at(self._default_endpoint, stream)
+
+    async def _handle_at(self, endpoint: _Endpoint, stream: anyio.abc.ByteStream) -> None:
         if self.max_connections is not None and self._connections >= self.max_connections:
             try:
-                await self._refuse_over_limit(stream, _peer_host(stream))
+                await self._refuse_over_limit(stream, _peer_host(stream), endpoint)
             finally:
                 await anyio.aclose_forcefully(stream)
             return
         self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
-            await self._handle(stream, _peer_host(stream))
+            await self._handle(stream, _peer_host(stream), endpoint)
         except Exception:
             # The backstop of "never raises": a bug reached by one station's input must cost
             # that station its connection, never the listener and every other station.
@@ -536,8 +691,8 @@ class Server(_LiveChanges):
             async with anyio.create_task_group() as closing:
                 for session in list(self._clients.values()):
                     closing.start_soon(_close_session, session, grace)
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
+        for stations in self._task_groups:
+            stations.cancel_scope.cancel()
 
 
 async def _close_session(session: Session, grace: float) -> None:
@@ -545,7 +700,13 @@ async def _close_session(session: Session, grace: float) -> None:
 
 
 @asynccontextmanager
-async def serve(host: str | None = "127.0.0.1", port: int = 0, **options: Any) -> AsyncIterator[Server]:
+async def serve(
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    listeners: Sequence[Listener] | None = None,
+    **options: Any,
+) -> AsyncIterator[Server]:
     """Run a :class:`Server` on *host*:*port* for the duration of the block.
 
     ::
@@ -555,11 +716,31 @@ async def serve(host: str | None = "127.0.0.1", port: int = 0, **options: Any) -
 
     Port 0 picks a free port (``server.port``).  Leaving the block shuts the
     server down gracefully (:meth:`Server.shutdown`).
+
+    *listeners*: several addresses instead of *host*:*port*, each a
+    :class:`Listener` with its own TLS context and routes (docs: routing).
     """
+    if listeners is not None:
+        if (host, port) != ("127.0.0.1", 0):
+            raise TypeError("serve() takes host and port, or listeners, not both")
+        if not listeners:
+            raise ValueError("listeners must name at least one Listener")
+        if not all(isinstance(listener, Listener) for listener in listeners):
+            raise TypeError("listeners must be ocpprpc.Listener objects")
     server = Server(**options)
     try:
         async with anyio.create_task_group() as task_group:
-            await task_group.start(server.serve, host, port)
+            for listener in listeners or [Listener(host, port)]:
+                await task_group.start(
+                    functools.partial(
+                        server.serve,
+                        listener.host,
+                        listener.port,
+                        ssl_context=listener.ssl_context,
+                        routes=listener.routes,
+                        name=listener.name,
+                    )
+                )
             try:
                 yield server
             finally:

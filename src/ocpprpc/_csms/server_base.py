@@ -13,7 +13,7 @@ import enum
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
@@ -32,6 +32,11 @@ from .ratelimit import RateLimiter
 from .security_events import (
     SecurityEvents,
 )
+
+if TYPE_CHECKING:
+    from .listener import Listener, _Endpoint, _Target
+    from .routing import Route
+    from .upgrade import ConnectionMiddleware
 
 ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
@@ -119,6 +124,15 @@ class _ServerBase:
     websocket_options: WebSocketOptions
     session_settings: SessionOptions
     csms_options: CsmsOptions
+
+    # -- routing (the targets: the settings of each connection; see listener.py)
+    connection_middleware: tuple[ConnectionMiddleware, ...]
+    _default_target: _Target
+    _targets: dict[Route, _Target]
+    _default_endpoint: _Endpoint
+    _endpoints: dict[Listener, _Endpoint]
+    #: A route's settings over the server's (``Server._resolve``).
+    _resolve: Callable[[Route], _Target]
 
     # -- state
     _session_router: Router

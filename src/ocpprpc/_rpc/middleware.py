@@ -159,8 +159,8 @@ class MessageContext:
         self.payload = payload
         #: The session the exchange runs on.
         self.session = session
-        #: The URL route the station connected on (reserved: ``None`` until URL routing).
-        self.route: str | None = None
+        #: The pattern of the URL route the station connected on (``None``: no routing).
+        self.route: str | None = session.route
         #: ``time.perf_counter()`` when the exchange entered the onion.
         self.started = time.perf_counter()
         #: Outbound: ``time.perf_counter()`` when the message went to the wire (after

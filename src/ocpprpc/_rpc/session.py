@@ -83,7 +83,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Callable, Container, Coroutine, MutableSet, Sequence
+from collections.abc import Callable, Container, Coroutine, Mapping, MutableSet, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -165,6 +165,9 @@ class Session(_Reader):
     :param middleware: message middleware, outermost first, around every
         inbound and outbound CALL and SEND (:mod:`ocpprpc._rpc.middleware`;
         docs: middleware).  More can be added with :meth:`use`.
+    :param route: the pattern of the URL route a CSMS accepted the station on
+        (:class:`~ocpprpc.Route`; docs: routing), ``None`` without routes.
+    :param params: the URL path parameters of that route (``identity`` included).
     """
 
     def __init__(
@@ -187,9 +190,15 @@ class Session(_Reader):
         on_message: MessageHook | None = None,
         raise_handler_errors: bool = False,
         middleware: Sequence[Middleware] = (),
+        route: str | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> None:
         self.stream = stream
         self.connection = connection
+        #: The pattern of the CSMS route this station connected on (``None``: no routing).
+        self.route = route
+        #: The URL path parameters of that route, ``identity`` included (empty: no routing).
+        self.params: Mapping[str, str] = params if params is not None else {}
         self.router = router
         self.identity = identity
         self.data: dict[str, Any] = data if data is not None else {}

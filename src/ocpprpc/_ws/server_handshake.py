@@ -146,6 +146,12 @@ class StationRequest:
     _close_timeout: float = field(repr=False)
     _ws_codec: Literal["websockets", "wsproto"] = field(default="wsproto", repr=False)
     _answered: bool = field(default=False, repr=False)
+    #: The CSMS :class:`~ocpprpc.Route` the path matched (``None``: the server has no routes).
+    route: Any = None
+    #: The path parameters (the server fills them in: ``identity`` always, and a route's).
+    params: dict[str, str] = field(default_factory=dict)
+    #: What connection middleware left for the auth callback and ``session.data``.
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def username(self) -> str | None:
@@ -164,6 +170,15 @@ class StationRequest:
     def query(self) -> dict[str, str]:
         """The query parameters (the last value wins for a repeated name)."""
         return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    def _retarget(self, protocols: Sequence[str], max_message_size: int) -> None:
+        """Serve the request with other settings than it was read with (a CSMS route's)."""
+        self._supported = list(protocols)
+        self.subprotocol = select_subprotocol(self.proposed_subprotocols, protocols)
+        if max_message_size != self._max_message_size:
+            self._max_message_size = max_message_size
+            if self._extensions:
+                self._extensions = [deflate_extension(max_message_size)]
 
     async def accept(
         self, subprotocol: str | EllipsisType | None = ..., *, headers: HeadersArg = None
