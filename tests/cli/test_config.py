@@ -22,6 +22,7 @@ import trustme
 
 from ocpprpc import AdmissionPolicy, RateLimit
 from ocpprpc._cli.args import UsageError, build_parser
+from ocpprpc._cli.commands import main
 from ocpprpc._cli.config import (
     MAX_BYTES,
     Setting,
@@ -48,10 +49,12 @@ def run(*args: str | Path, env: dict[bytes, bytes] | None = None) -> subprocess.
     )
 
 
-def print_config(*args: str | Path, env: dict[bytes, bytes] | None = None) -> dict[str, Any]:
-    done = run("serve", *args, "--print-config", env=env)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    return tomllib.loads(done.stdout)
+def print_config(capsys: pytest.CaptureFixture[str], *args: str | Path) -> dict[str, Any]:
+    """``serve ARGS --print-config`` through ``main()`` in this process, read back."""
+    assert main(["serve", *map(str, args), "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "", err
+    return tomllib.loads(out)
 
 
 # -- the documented example, end to end ---------------------------------------------------------
@@ -104,7 +107,7 @@ def test_flags_override_the_file_on_a_real_socket(tmp_path: Path) -> None:
         assert server.wait(WAIT) == 0
 
 
-def test_flags_override_the_file_key_by_key(tmp_path: Path) -> None:
+def test_flags_override_the_file_key_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "pw").write_text(PASSWORD)
     (tmp_path / "cfg.toml").write_text(
         'host = "0.0.0.0"\nport = 9100\nsecurity_profile = 1\npassword_env = "NOPE"\nquiet = true\n'
@@ -113,6 +116,7 @@ def test_flags_override_the_file_key_by_key(tmp_path: Path) -> None:
         '[csms]\nmax_connections = 10\nduplicate = "refuse"\n[session]\nmax_bad_messages = 3\n'
     )
     effective = print_config(
+        capsys,
         "--config",
         tmp_path / "cfg.toml",
         "--port",
@@ -152,10 +156,6 @@ def test_print_config_round_trips_and_hides_the_password(tmp_path: Path) -> None
         "defer_on_traffic": False,
     }
     assert effective["session"]["max_outstanding_calls"] == "none"
-    # Without a file: the defaults, complete.
-    defaults = print_config()
-    assert defaults["port"] == 9000 and defaults["rate_limits"] == {}
-    assert set(defaults) >= {"websocket", "session", "csms", "admission"}
 
 
 # -- mistakes: one line, exit status 2 ----------------------------------------------------------
@@ -200,6 +200,14 @@ CASES: dict[str, tuple[str | bytes, tuple[str, ...], str]] = {
         "port = 1979-05-27\n",
         (),
         "{cfg}: port: expected an integer, got a date/time datetime.date(1979, 5, 27)",
+    ),
+    "float-for-port": ("port = 1.5\n", (), "{cfg}: port: expected an integer, got a float 1.5"),
+    "array-for-host": ('host = ["a"]\n', (), "{cfg}: host: expected a string, got an array"),
+    "empty-host": ('host = ""\n', (), "{cfg}: host: must not be empty"),
+    "env-name-with-equals": (
+        'security_profile = 1\npassword_env = "A=B"\n',
+        (),
+        "{cfg}: password_env: not an environment variable name: 'A=B'",
     ),
     "port-range": ("port = 65536\n", (), "{cfg}: port: must be from 0 to 65535, got 65536"),
     "rate-zero-seconds": (
@@ -430,6 +438,79 @@ def test_a_bad_file_is_one_line_naming_the_key_and_exit_status_2(case: str, scra
     assert done.returncode == 2 and done.stdout == ""
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_same_mistakes_in_process(
+    case: str, scratch: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cases above once more through ``main()`` in this process (fast, and measured by coverage)."""
+    content, flags, expected = CASES[case]
+    config = scratch / f"in-process-{case}.toml"
+    config.write_bytes(content if isinstance(content, bytes) else content.encode())
+    monkeypatch.delenv("OCPPRPC_TEST_UNSET", raising=False)
+    assert main(["serve", "--config", str(config), *flags]) == 2
+    out, err = capsys.readouterr()
+    line = one_error_line(err)
+    wanted = expected.replace("{cfg}", str(config)).replace("{tmp}", str(scratch))
+    assert line == wanted or line.startswith(wanted + " ("), (line, wanted)
+    assert out == ""
+
+
+def test_print_config_without_a_file_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    defaults = print_config(capsys)
+    assert (defaults["port"], defaults["validation"], defaults["rate_limits"]) == (9000, True, {})
+    assert defaults["admission"]["upgrade_rate"] == "none" and defaults["admission"]["allow_ips"] == []
+    assert defaults["csms"]["max_connections"] == "none" and "keepalive" not in defaults["websocket"]
+    assert [key for key in defaults if isinstance(defaults[key], dict)] == [
+        "rate_limits",
+        "admission",
+        "websocket",
+        "session",
+        "csms",
+    ]
+
+
+def test_print_config_shows_routes_and_listeners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tls_files: Path
+) -> None:
+    config = tls_files / "print.toml"
+    config.write_text(
+        'password = "hunter2"\nsecurity_profile = 1\n[rate_limits]\n"*" = "5/1"\n'
+        "[websocket.keepalive]\ninterval = 5\n"
+        '[[routes]]\npattern = "/t/{tenant}/{identity}"\nname = "t"\nprotocols = ["ocpp1.6"]\n'
+        'validation = false\nmax_message_size = 10\nrate_limits = { Heartbeat = "1/2" }\n'
+        '[[routes]]\npattern = "/u/{identity}"\n'
+        '[[listeners]]\nport = 8443\ncert = "server.pem"\nclient_ca = "ca.pem"\nroutes = ["t"]\n'
+    )
+    assert main(["serve", "--config", str(config), "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "hunter2" not in out
+    effective = tomllib.loads(out)
+    assert effective["rate_limits"] == {"*": "5/1", "on_breach": "drop"}
+    assert effective["routes"] == [
+        {
+            "pattern": "/t/{tenant}/{identity}",
+            "name": "t",
+            "protocols": ["ocpp1.6"],
+            "validation": False,
+            "max_message_size": 10,
+            "rate_limits": {"Heartbeat": "1/2"},
+        },
+        {"pattern": "/u/{identity}", "name": "/u/{identity}"},
+    ]
+    assert effective["websocket"]["keepalive"]["interval"] == 5.0
+    assert effective["listeners"] == [
+        {
+            "name": "127.0.0.1:8443",
+            "host": "127.0.0.1",
+            "port": 8443,
+            "cert": [str(tls_files / "server.pem")],
+            "client_ca": str(tls_files / "ca.pem"),
+            "require_client_cert": False,
+            "routes": ["t"],
+        }
+    ]
+
+
 @pytest.mark.parametrize(
     ("what", "name", "expected"),
     [
@@ -437,19 +518,33 @@ def test_a_bad_file_is_one_line_naming_the_key_and_exit_status_2(case: str, scra
         ("directory", ".", "cannot read the configuration file: Is a directory"),
     ],
 )
-def test_an_unreadable_file_is_one_line(tmp_path: Path, what: str, name: str, expected: str) -> None:
+def test_an_unreadable_file_is_one_line(
+    tmp_path: Path, what: str, name: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / name
     done = run("serve", "--config", path)
     assert one_error_line(done.stderr) == f"{path}: {expected}"
     assert done.returncode == 2
+    assert main(["serve", "--config", str(path)]) == 2
+    assert one_error_line(capsys.readouterr().err) == f"{path}: {expected}"
 
 
-def test_a_huge_value_is_named_briefly(tmp_path: Path) -> None:
+def test_a_file_name_with_a_nul_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not possible from a shell (argv cannot hold NUL), but main() takes any list."""
+    assert main(["serve", "--config", "a\x00b.toml"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "a\\x00b.toml: cannot read the configuration file: embedded null byte"
+    )
+
+
+def test_a_huge_value_is_named_briefly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "cfg.toml").write_text('port = "' + "9" * 500_000 + '"\n')
     done = run("serve", "--config", tmp_path / "cfg.toml")
     line = one_error_line(done.stderr)
-    assert line.startswith(f"{tmp_path}/cfg.toml: port: expected an integer, got a string '99999")
-    assert len(line) < 200 and done.returncode == 2
+    assert line == f"{tmp_path}/cfg.toml: port: expected an integer, got a string '{'9' * 50}...'"
+    assert done.returncode == 2
+    assert main(["serve", "--config", str(tmp_path / "cfg.toml")]) == 2
+    assert one_error_line(capsys.readouterr().err) == line
 
 
 # -- every key, every level: a value of the wrong type ------------------------------------------
