@@ -233,6 +233,27 @@ CASES: dict[str, tuple[str | bytes, tuple[str, ...], str]] = {
         "{cfg}: rate_limits.\"M\\u00e9terValues\": 'M\\xe9terValues' is not an OCPP action name"
         " (e.g. MeterValues) or '*'",
     ),
+    "burst-zero": (
+        '[rate_limits]\nMeterValues = { rate = "10/60", burst = 0 }\n',
+        (),
+        "{cfg}: rate_limits.MeterValues.burst: must be at least 1, got 0",
+    ),
+    "burst-rate-bad": (
+        '[rate_limits]\nMeterValues = { rate = "ten/60" }\n',
+        (),
+        "{cfg}: rate_limits.MeterValues.rate: invalid rate limit 'ten/60': expected COUNT/PERIOD"
+        " with PERIOD a number of seconds or NUMBER+UNIT (s, m, h, d), e.g. '10/60', '10/1m', '100/h'",
+    ),
+    "burst-without-rate": (
+        "[rate_limits]\nMeterValues = { burst = 5 }\n",
+        (),
+        '{cfg}: rate_limits.MeterValues: a limit table needs a rate, e.g. { rate = "10/60", burst = 20 }',
+    ),
+    "burst-unknown-key": (
+        '[rate_limits]\nMeterValues = { rate = "1/1", bust = 5 }\n',
+        (),
+        "{cfg}: rate_limits.MeterValues.bust: unknown key (a limit has rate and burst)",
+    ),
     "on-breach-unknown": (
         '[rate_limits]\n"*" = "1/1"\non_breach = "ignore"\n',
         (),
@@ -474,7 +495,8 @@ def test_print_config_shows_routes_and_listeners(
 ) -> None:
     config = tls_files / "print.toml"
     config.write_text(
-        'password = "hunter2"\nsecurity_profile = 1\n[rate_limits]\n"*" = "5/1"\n'
+        'password = "hunter2"\nsecurity_profile = 1\n[rate_limits]\n"*" = "5/1"\nHeartbeat = "3/0.00001"\n'
+        'MeterValues = { rate = "10/1m", burst = 20 }\n'
         "[websocket.keepalive]\ninterval = 5\n"
         '[[routes]]\npattern = "/t/{tenant}/{identity}"\nname = "t"\nprotocols = ["ocpp1.6"]\n'
         'validation = false\nmax_message_size = 10\nrate_limits = { Heartbeat = "1/2" }\n'
@@ -485,7 +507,12 @@ def test_print_config_shows_routes_and_listeners(
     out, err = capsys.readouterr()
     assert err == "" and "hunter2" not in out
     effective = tomllib.loads(out)
-    assert effective["rate_limits"] == {"*": "5/1", "on_breach": "drop"}
+    assert effective["rate_limits"] == {
+        "*": "5/1",
+        "Heartbeat": "3/0.00001",
+        "MeterValues": {"rate": "10/60", "burst": 20},
+        "on_breach": "drop",
+    }
     assert effective["routes"] == [
         {
             "pattern": "/t/{tenant}/{identity}",
@@ -554,7 +581,7 @@ def _wrong_for(spec: Setting | Table) -> object:
     """A value of the wrong TOML type for *spec*."""
     if isinstance(spec, Table):
         return 7 if not spec.many else {"x": 1}
-    return {"x": 1} if spec.kind != "table" else 7
+    return {"x": 1} if "{ rate" not in spec.kind else True
 
 
 def _every_key(table: Table, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Setting | Table]]:

@@ -217,6 +217,31 @@ def _rate(value: object) -> RateLimit:
         raise _Bad(str(exc)) from None
 
 
+def _limit(value: object) -> RateLimit:
+    """A station limit: ``"10/60"``, or ``{ rate = "10/60", burst = 20 }`` for a bucket of another size."""
+    if not isinstance(value, dict):
+        return _rate(value)
+    for name in value:
+        if name not in ("rate", "burst"):
+            raise _Bad("unknown key (a limit has rate and burst)", f".{_key(name)}")
+    if "rate" not in value:
+        raise _Bad('a limit table needs a rate, e.g. { rate = "10/60", burst = 20 }')
+    try:
+        limit = _rate(value["rate"])
+    except _Bad as exc:
+        raise _Bad(exc.message, ".rate") from None
+    if "burst" not in value:
+        return limit
+    try:
+        burst = _integer(1)(value["burst"])
+    except _Bad as exc:
+        raise _Bad(exc.message, ".burst") from None
+    return RateLimit(limit.count, limit.per_seconds, burst)
+
+
+_LIMIT_KIND = 'rate "COUNT/PERIOD", or { rate, burst }'
+
+
 def _protocol(value: object) -> str:
     text = _string(value)
     try:
@@ -442,7 +467,7 @@ def _rate_limits_table(where: str) -> Table:
 
     return Table(
         {
-            "*": Setting(_rate, 'rate "COUNT/PERIOD"', None, "limit on all of a station's CALLs together"),
+            "*": Setting(_limit, _LIMIT_KIND, None, "limit on all of a station's CALLs together"),
             "on_breach": Setting(
                 _choice([member.value for member in OnBreach]),
                 " | ".join(f'"{member.value}"' for member in OnBreach),
@@ -455,10 +480,10 @@ def _rate_limits_table(where: str) -> Table:
         other=(
             "ACTION",
             Setting(
-                _rate,
-                'rate "COUNT/PERIOD"',
+                _limit,
+                _LIMIT_KIND,
                 None,
-                'limit on one action, e.g. MeterValues = "10/60"',
+                'limit on one action, e.g. MeterValues = "10/60"; burst: the bucket size (default: COUNT)',
                 flag="--rate-limit ACTION=COUNT/SECONDS" if where == "rate_limits" else None,
             ),
         ),
@@ -896,8 +921,9 @@ def _toml(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, RateLimit):
-        return _toml(f"{value.count}/{value.per_seconds:g}")
+    if isinstance(value, RateLimit):  # as RateLimit.parse reads it back (no exponent)
+        rate = _toml(f"{value.count}/{format(value.per_seconds, 'f').rstrip('0').rstrip('.')}")
+        return rate if value.burst is None else f"{{ rate = {rate}, burst = {value.burst} }}"
     if value is None:
         return _toml(_NONE)
     if isinstance(value, str):
