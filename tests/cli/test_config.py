@@ -662,7 +662,7 @@ name = "tenants"
 protocols = ["ocpp2.0.1"]
 validation = true
 max_message_size = 4096
-rate_limits = { "*" = "100/60", MeterValues = "10/1m", on_breach = "disconnect" }
+rate_limits = { "*" = "100/60", MeterValues = "10/1m", Heartbeat = { rate = "2/1" }, on_breach = "drop" }
 
 [[routes]]
 pattern = "/legacy/{identity}"
@@ -692,8 +692,12 @@ client_ca = "ca.pem"
         "tenants",
         ("ocpp2.0.1",),
     )
-    assert (tenants.validation, tenants.max_message_size, tenants.on_breach) == (True, 4096, "disconnect")
-    assert tenants.rate_limits == (("*", RateLimit(100, 60.0)), ("MeterValues", RateLimit(10, 60.0)))
+    assert (tenants.validation, tenants.max_message_size, tenants.on_breach) == (True, 4096, "drop")
+    assert tenants.rate_limits == (
+        ("*", RateLimit(100, 60.0)),
+        ("MeterValues", RateLimit(10, 60.0)),
+        ("Heartbeat", RateLimit(2, 1.0)),
+    )
     assert (tenants.where, legacy.where) == ("routes[0]", "routes[1]")
     assert (legacy.name, legacy.protocols, legacy.rate_limits) == ("/legacy/{identity}", None, None)
     plain, mutual, optional = loaded.listeners
