@@ -29,10 +29,9 @@ from ocpprpc._cli.config import (
     Table,
     _settings,
     config_schema,
-    key_rows,
-    key_table_rst,
     load_config,
 )
+from ocpprpc._cli.config_print import key_rows, key_table_rst
 
 from .helpers import BACKENDS, WAIT, cli, csms, environment, one_error_line, station
 
@@ -866,6 +865,6 @@ def test_the_docs_hold_the_key_table_of_the_loader() -> None:
     page = (ROOT / "docs" / "cli.rst").read_text(encoding="utf-8")
     assert key_table_rst() in page, (
         "docs/cli.rst's key table is out of date: paste the output of"
-        " python -c 'from ocpprpc._cli.config import key_table_rst; print(key_table_rst())'"
+        " python -c 'from ocpprpc._cli.config_print import key_table_rst; print(key_table_rst())'"
     )
     assert ".. literalinclude:: examples/csms.toml" in page

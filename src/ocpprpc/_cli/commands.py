@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import anyio
 
 from .args import PROG, UsageError, _check_serve, _check_station, build_parser
-from .config import apply_config, render_config
+from .config import apply_config
+from .config_print import render_config
 from .output import CommandFailed, _configure_logging
 from .serve import run_serve
 from .station import run_station

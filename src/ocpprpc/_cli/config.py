@@ -1,7 +1,8 @@
 """``serve --config FILE``: a TOML file read into the values the flags produce.
 
 One schema, :func:`config_schema`, drives reading, the documentation's key
-table and ``--print-config``.  The keys of the ``serve`` flags are written
+table and ``--print-config`` (:mod:`ocpprpc._cli.config_print`); how one
+value is read is :mod:`ocpprpc._cli.config_values`.  The keys of the ``serve`` flags are written
 here once (they are command-line concepts: backend, security profile,
 password sources); the tables of library settings are generated:
 ``[websocket]``, ``[session]`` and ``[csms]`` from the option model
@@ -27,8 +28,6 @@ import argparse
 import collections.abc
 import dataclasses
 import difflib
-import json
-import os
 import re
 import ssl
 import tomllib
@@ -43,7 +42,31 @@ from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import OnBreach, RateLimit
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._ws.tls import server_ssl_context
-from .args import NOT_GIVEN, UsageError, _protocol_list, build_parser
+from .args import NOT_GIVEN, UsageError, build_parser
+from .config_values import (
+    _LIMIT_KIND,
+    Reader,
+    _array,
+    _Bad,
+    _boolean,
+    _choice,
+    _env_name,
+    _file,
+    _integer,
+    _join,
+    _key,
+    _kind_of,
+    _limit,
+    _number,
+    _one_line,
+    _optional,
+    _pattern,
+    _protocols,
+    _rate,
+    _secret,
+    _shown,
+    _string,
+)
 from .demo import BUILTIN_PROTOCOLS
 
 __all__ = [
@@ -55,263 +78,13 @@ __all__ = [
     "Table",
     "apply_config",
     "config_schema",
-    "key_rows",
-    "key_table_rst",
     "load_config",
-    "render_config",
 ]
 
 #: A configuration file larger than this is refused unread.
 MAX_BYTES = 1024 * 1024
 #: Longer chains of dotted keys are refused before parsing (tomllib's cost grows with their square).
 MAX_KEY_PARTS = 32
-_NONE = "none"
-
-
-class _Bad(ValueError):
-    """A value refused; *at* is appended to the key (``[2]``, ``.MeterValues``)."""
-
-    def __init__(self, message: str, at: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.at = at
-
-
-# -- how values are named in messages ---------------------------------------------------------
-
-
-def _key(name: str) -> str:
-    """A key as TOML writes it: bare when it can be, else a quoted, ASCII-escaped string."""
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
-
-
-def _join(path: str, name: str) -> str:
-    return _key(name) if not path else f"{path}.{_key(name)}"
-
-
-def _shown(value: object) -> str:
-    """A value for a message: short, one line, ASCII."""
-    if isinstance(value, str) and len(value) > 60:
-        return ascii(value[:50])[:-1] + "...'"
-    text = ascii(value)
-    return text if len(text) <= 80 else text[:70] + "..."
-
-
-def _kind_of(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return "a date/time"
-
-
-def _expected(what: str, value: object) -> _Bad:
-    shown = "" if isinstance(value, dict | list) else f" {_shown(value)}"
-    return _Bad(f"expected {what}, got {_kind_of(value)}{shown}")
-
-
-# -- readers: a TOML value to the value the flag would give, or _Bad ---------------------------
-
-Reader = Callable[[Any], Any]
-
-
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _expected("true or false", value)
-    return value
-
-
-def _integer(low: int | None = None, high: int | None = None) -> Reader:
-    def read(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _expected("an integer", value)
-        if (low is not None and value < low) or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
-            raise _Bad(f"must be {bound}, got {value}")
-        return value
-
-    return read
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _expected("a number", value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise _Bad(f'must be a finite number, got {value} (write "none" where there is no bound)')
-    return float(value)
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise _expected("a string", value)
-    if not value:
-        raise _Bad("must not be empty")
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise _Bad(f"control characters are not allowed: {_shown(value)}")
-    return value
-
-
-def _secret(value: object) -> str:
-    if not isinstance(value, str):
-        raise _expected("a string", value)
-    if not value:
-        raise _Bad("the password is empty")
-    return value
-
-
-def _choice(choices: Sequence[str]) -> Reader:
-    def read(value: object) -> str:
-        if not isinstance(value, str) or value not in choices:
-            if not isinstance(value, str):
-                raise _expected(f"one of {', '.join(map(repr, choices))}", value)
-            raise _Bad(f"{_shown(value)} is not one of {', '.join(map(repr, choices))}")
-        return value
-
-    return read
-
-
-def _optional(read: Reader) -> Reader:
-    """*read*, or the string ``"none"`` for ``None`` (TOML has no null)."""
-
-    def optional(value: object) -> object:
-        return None if value == _NONE else read(value)
-
-    return optional
-
-
-def _array(read: Reader, *, single: bool = False, empty: bool = True) -> Reader:
-    """An array of values read by *read*; with *single* one bare value too."""
-
-    def array(value: object) -> list[Any]:
-        if single and not isinstance(value, list):
-            return [read(value)]
-        if not isinstance(value, list):
-            raise _expected("an array", value)
-        if not value and not empty:
-            raise _Bad("must not be empty")
-        items = []
-        for index, item in enumerate(value):
-            try:
-                items.append(read(item))
-            except _Bad as exc:
-                raise _Bad(exc.message, f"[{index}]{exc.at}") from None
-        return items
-
-    return array
-
-
-def _rate(value: object) -> RateLimit:
-    if not isinstance(value, str):
-        raise _expected('a rate such as "10/60"', value)
-    try:
-        return RateLimit.parse(value)
-    except ValueError as exc:
-        raise _Bad(str(exc)) from None
-
-
-def _limit(value: object) -> RateLimit:
-    """A station limit: ``"10/60"``, or ``{ rate = "10/60", burst = 20 }`` for a bucket of another size."""
-    if not isinstance(value, dict):
-        return _rate(value)
-    for name in value:
-        if name not in ("rate", "burst"):
-            raise _Bad("unknown key (a limit has rate and burst)", f".{_key(name)}")
-    if "rate" not in value:
-        raise _Bad('a limit table needs a rate, e.g. { rate = "10/60", burst = 20 }')
-    try:
-        limit = _rate(value["rate"])
-    except _Bad as exc:
-        raise _Bad(exc.message, ".rate") from None
-    if "burst" not in value:
-        return limit
-    try:
-        burst = _integer(1)(value["burst"])
-    except _Bad as exc:
-        raise _Bad(exc.message, ".burst") from None
-    return RateLimit(limit.count, limit.per_seconds, burst)
-
-
-_LIMIT_KIND = 'rate "COUNT/PERIOD", or { rate, burst }'
-
-
-def _protocol(value: object) -> str:
-    text = _string(value)
-    try:
-        _protocol_list(text) if "," not in text else _protocol_list("")
-    except argparse.ArgumentTypeError as exc:
-        raise _Bad(str(exc) if "," not in text else f"one protocol per item, got {_shown(text)}") from None
-    return text
-
-
-def _protocols(value: object) -> list[str]:
-    protocols: list[str] = _array(_protocol, empty=False)(value)
-    for index, protocol in enumerate(protocols):
-        if protocol in protocols[:index]:
-            raise _Bad(f"{protocol} is listed twice", f"[{index}]")
-    return protocols
-
-
-def _env_name(value: object) -> str:
-    text = _string(value)
-    if "=" in text:
-        raise _Bad(f"not an environment variable name: {_shown(text)}")
-    return text
-
-
-def _file(base: Path | None) -> Reader:
-    """A readable file; relative to the configuration file's directory."""
-
-    def read(value: object) -> str:
-        path = Path(_string(value))
-        if base is not None and not path.is_absolute():
-            path = base / path
-        if not path.is_file():
-            raise _Bad(f"no such file: {_shown(str(path))}")
-        if not os.access(path, os.R_OK):  # pragma: no cover - the test machines run as root
-            raise _Bad(f"cannot read {_shown(str(path))}")
-        return str(path)
-
-    return read
-
-
-def _pattern(value: object) -> str:
-    """A route pattern: ``/``-separated segments, ``{name}`` parameters, ending in ``/{identity}``."""
-    text = _string(value)
-    problem = None
-    if not text.startswith("/"):
-        problem = "must start with '/'"
-    else:
-        seen: list[str] = []
-        for segment in text[1:].split("/"):
-            if not segment:
-                problem = "has an empty segment ('//' or a trailing '/')"
-            elif segment.startswith("{") and segment.endswith("}"):
-                name = segment[1:-1]
-                if not (name.isidentifier() and name.isascii()):
-                    problem = f"{segment!r} is not a valid parameter name"
-                elif name in seen:
-                    problem = f"parameter {name!r} appears twice"
-                seen.append(name)
-            elif "{" in segment or "}" in segment:
-                problem = f"a parameter must be a whole segment, not {segment!r}"
-            elif segment in (".", ".."):
-                problem = f"{segment!r} is not a path segment"
-            if problem:
-                break
-        else:
-            if not text.endswith("/{identity}"):
-                problem = "must end with '/{identity}' (OCPP-J: the identity is the last segment)"
-    if problem:
-        raise _Bad(f"route pattern {_shown(text)}: {problem}")
-    return text
 
 
 # -- the schema --------------------------------------------------------------------------------
@@ -813,12 +586,6 @@ def load_config(name: str) -> ServeConfig:
     return ServeConfig(name, values, tuple(values.pop("routes", ())), tuple(values.pop("listeners", ())))
 
 
-def _one_line(text: str, limit: int = 400) -> str:
-    """No line breaks or other control characters from a library's message, and not too long."""
-    text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # -- merging with the command line -------------------------------------------------------------
 
 #: Flags whose values go together: one given on the command line replaces all from the file.
@@ -911,153 +678,3 @@ def _refuse_unserved(config: ServeConfig, *, print_only: bool) -> None:
         if getattr(config, name):
             where = _one_line(config.path, limit=10_000)
             raise UsageError(f"{where}: {name}: [[{name}]] are read and checked but not served yet")
-
-
-# -- the effective configuration, as TOML ------------------------------------------------------
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, RateLimit):  # as RateLimit.parse reads it back (no exponent)
-        rate = _toml(f"{value.count}/{format(value.per_seconds, 'f').rstrip('0').rstrip('.')}")
-        return rate if value.burst is None else f"{{ rate = {rate}, burst = {value.burst} }}"
-    if value is None:
-        return _toml(_NONE)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(key)} = {_toml(item)}" for key, item in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")  # pragma: no cover
-
-
-def _limits_table(limits: Sequence[tuple[str, RateLimit]] | None, on_breach: str | None) -> dict[str, Any]:
-    table: dict[str, Any] = dict(limits or ())
-    if on_breach is not None:
-        table["on_breach"] = on_breach
-    return table
-
-
-def render_config(args: argparse.Namespace) -> str:
-    """The configuration ``serve`` runs with (file, flags and defaults merged), as a TOML file.
-
-    Reading it back gives the same configuration; only a password given as a
-    value is left out (shown as a comment).
-    """
-    schema = config_schema()
-    source = f" (from {args.config.path})" if args.config else ""
-    lines = [f"# effective configuration of python -m ocpprpc serve{source}"]
-    for name, spec in schema.keys.items():
-        if not isinstance(spec, Setting):
-            continue
-        assert spec.dest is not None
-        value = getattr(args, spec.dest)
-        if name == "password":
-            if value is not None:
-                lines.append("# password = (given; not shown)")
-            continue
-        if value is None:
-            continue
-        lines.append(f"{name} = {_toml(spec.to_dest(value))}")
-    tables: dict[str, Mapping[str, Any]] = {
-        "rate_limits": _limits_table(args.rate_limit, args.rate_limit_action if args.rate_limit else None),
-    }
-    admission = args.admission or AdmissionPolicy()
-    for table, current in (
-        ("admission", admission),
-        ("websocket", args.websocket_options or WebSocketOptions()),
-        ("session", args.session_options or SessionOptions()),
-        ("csms", args.csms_options),
-    ):
-        spec = schema.keys[table]
-        assert isinstance(spec, Table)
-        tables[table] = {key: getattr(current, key) for key in spec.keys}
-    for table, values in tables.items():
-        lines += ["", f"[{table}]"]
-        table_spec = schema.keys[table]
-        assert isinstance(table_spec, Table)
-        subtables = []
-        for key, value in values.items():
-            if dataclasses.is_dataclass(value) and not isinstance(value, RateLimit):
-                subtables.append((key, value))
-            elif value is not None or not isinstance(table_spec.keys.get(key), Table):
-                if isinstance(value, Sequence) and not isinstance(value, str):
-                    value = [str(item) for item in value]
-                lines.append(f"{_key(key)} = {_toml(value)}")
-        for key, value in subtables:
-            lines += ["", f"[{table}.{_key(key)}]"]
-            lines += [
-                f"{option.name} = {_toml(getattr(value, option.name))}"
-                for option in dataclasses.fields(value)
-                if option.compare
-            ]
-    config = args.config
-    for route in config.routes if config else ():
-        lines += ["", "[[routes]]", f"pattern = {_toml(route.pattern)}", f"name = {_toml(route.name)}"]
-        for key in ("protocols", "validation", "max_message_size"):
-            if getattr(route, key) is not None:
-                lines.append(f"{key} = {_toml(getattr(route, key))}")
-        if route.rate_limits is not None:
-            lines.append(f"rate_limits = {_toml(_limits_table(route.rate_limits, route.on_breach))}")
-    for listener in config.listeners if config else ():
-        lines += ["", "[[listeners]]"]
-        for key in ("name", "host", "port", "cert", "key", "client_ca", "require_client_cert", "routes"):
-            value = getattr(listener, key)
-            if value is not None and value != ():
-                lines.append(f"{key} = {_toml(value)}")
-    return "\n".join(lines) + "\n"
-
-
-# -- the documentation's key table -------------------------------------------------------------
-
-
-def key_rows(table: Table | None = None, path: str = "") -> list[tuple[str, str, str, str, str]]:
-    """``(key, type, default, flag, what it does)`` for every key, in file order (the docs' table)."""
-    rows: list[tuple[str, str, str, str, str]] = []
-    table = table or config_schema()
-    for name, spec in table.keys.items():
-        where = _join(path, name) + ("[]" if isinstance(spec, Table) and spec.many else "")
-        if isinstance(spec, Table):
-            rows.append((where, "array of tables" if spec.many else "table", "", "", spec.doc))
-            rows += key_rows(spec, where)
-        else:
-            rows.append((where, spec.kind, _default_text(spec), spec.flag or "", spec.doc))
-    if table.other is not None:
-        placeholder, spec = table.other
-        rows.append((f"{path}.{placeholder}", spec.kind, "", spec.flag or "", spec.doc))
-    return rows
-
-
-def _default_text(spec: Setting) -> str:
-    if spec.required:
-        return "(required)"
-    if spec.default is None:
-        return _toml(_NONE) if '"none"' in spec.kind else ""
-    value = spec.default
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        value = [str(item) for item in value]
-    return _toml(value)
-
-
-def key_table_rst() -> str:
-    """The key table of ``docs/cli.rst`` (``tests/cli/test_config.py`` checks the page holds it)."""
-    lines = [
-        ".. list-table::",
-        "   :header-rows: 1",
-        "   :widths: 26 18 14 14 28",
-        "",
-        "   * - key",
-        "     - type",
-        "     - default",
-        "     - flag",
-        "     - what it does",
-    ]
-    for key, kind, default, flag, doc in key_rows():
-        cells = [f"``{key}``", kind, f"``{default}``" if default else "", f"``{flag}``" if flag else "", doc]
-        lines.append(f"   * - {cells[0]}")
-        lines += [f"     - {cell}".rstrip() for cell in cells[1:]]
-    return "\n".join(lines) + "\n"
