@@ -152,6 +152,8 @@ def test_parse_origin_never_raises_anything_but_value_error(text: str) -> None:
         ({"allowed_schemes": ["http"]}, "allowed_schemes"),
         ({"proxy_header": "x-real-ip"}, "proxy_header"),
         ({"upgrade_rate": "often"}, "invalid rate limit 'often'"),
+        ({"max_tracked_ips": 0}, "max_tracked_ips must be at least 1, got 0"),
+        ({"max_tracked_ips": True}, "max_tracked_ips must be at least 1, got True"),
     ],
 )
 def test_policy_rejects_bad_configuration(kwargs: dict[str, object], message: str) -> None:

@@ -34,6 +34,17 @@ class UsageError(Exception):
     """A mistake in the command line: reported in one line, exit status 2."""
 
 
+class _NotGiven(list[Any]):
+    """The default of every ``serve`` argument under ``build_parser(suppress_defaults=True)``.
+
+    A list, so that a repeatable flag appends to a copy of it; compared by identity.
+    Not a string, so argparse does not run it through the flag's type.
+    """
+
+
+NOT_GIVEN = _NotGiven()
+
+
 # -- argument types: each turns one flag's text into a value, or says in one line why not ------------
 
 
@@ -190,7 +201,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The command line; with *suppress_defaults*, ``serve`` leaves out what was not given
+    (how ``--config`` tells the flags that override the file from defaults)."""
     parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=_HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,station}")
 
@@ -314,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=300,
         help="heartbeat interval given to stations at boot",
     )
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read settings from this TOML file (every flag has a key; flags given here win)",
+    )
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (file, flags and defaults) as TOML and exit",
+    )
+    if suppress_defaults:
+        serve.set_defaults(**dict.fromkeys(vars(serve.parse_args([])), NOT_GIVEN))
 
     station = commands.add_parser(
         "station",
@@ -377,6 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
 # -- the check step: everything that can be judged before the event loop --------------------------
 
 
+def _name(args: argparse.Namespace, flag: str) -> str:
+    """What a message calls *flag*'s value: the flag, or ``FILE: key`` when ``--config`` gave it."""
+    names: dict[str, str] = getattr(args, "config_names", {})
+    return names.get(flag, flag)
+
+
+def _from_file(args: argparse.Namespace, flag: str) -> str:
+    """``FILE: key: `` when ``--config`` gave *flag*'s value (a prefix for messages about it), else ''."""
+    name = _name(args, flag)
+    return "" if name == flag else f"{name}: "
+
+
 def _password(args: argparse.Namespace) -> bytes | None:
     """The password as bytes: OCPP 1.6 allows binary ones, so nothing here decodes it.
 
@@ -385,20 +422,24 @@ def _password(args: argparse.Namespace) -> bytes | None:
     """
     if args.password is not None:
         secret = os.fsencode(args.password)
-        source = "--password"
+        source = _name(args, "--password")
     elif args.password_env is not None:
         value = os.environ.get(args.password_env)
         if value is None:
-            raise UsageError(f"--password-env: the environment variable {args.password_env} is not set")
+            raise UsageError(
+                f"{_name(args, '--password-env')}: the environment variable {args.password_env} is not set"
+            )
         secret = os.fsencode(value)
-        source = f"--password-env {args.password_env}"
+        source = f"{_name(args, '--password-env')} {args.password_env}"
     elif args.password_file is not None:
         try:
             secret = Path(args.password_file).read_bytes()
         except OSError as exc:
-            raise UsageError(f"--password-file: cannot read {args.password_file!r}: {exc.strerror}") from None
+            raise UsageError(
+                f"{_name(args, '--password-file')}: cannot read {args.password_file!r}: {exc.strerror}"
+            ) from None
         secret = secret.removesuffix(b"\n").removesuffix(b"\r")
-        source = f"--password-file {args.password_file}"
+        source = f"{_name(args, '--password-file')} {args.password_file}"
     else:
         return None
     if not secret:
@@ -423,8 +464,8 @@ def _tls_context(make: Any, flags: dict[str, str | None], **files: Any) -> ssl.S
     return context
 
 
-def _refuse(flags: dict[str, Any], why: str) -> None:
-    given = [flag for flag, value in flags.items() if value is not None]
+def _refuse(args: argparse.Namespace, flags: dict[str, Any], why: str) -> None:
+    given = [_name(args, flag) for flag, value in flags.items() if value is not None]
     if given:
         raise UsageError(f"{' and '.join(given)}: {why}")
 
@@ -439,26 +480,35 @@ def _check_serve(args: argparse.Namespace) -> None:
     }
     if profile in (1, 2) and args.secret is None:
         raise UsageError(
-            f"security profile {profile} needs a password (--password, --password-env or --password-file)"
+            f"{_from_file(args, '--security-profile')}security profile {profile} needs a password"
+            " (--password, --password-env or --password-file)"
         )
     if profile in (0, 3):
         _refuse(
+            args,
             password_flags,
             f"security profile {profile} uses no password; the password is for profiles 1 and 2",
         )
     if profile >= 2 and not args.cert:
-        raise UsageError(f"security profile {profile} needs --cert (and --key unless it is inside --cert)")
+        raise UsageError(
+            f"{_from_file(args, '--security-profile')}security profile {profile} needs --cert"
+            " (and --key unless it is inside --cert)"
+        )
     if profile < 2:
-        _refuse({"--cert": args.cert, "--key": args.key}, "TLS is for security profiles 2 and 3")
+        _refuse(args, {"--cert": args.cert, "--key": args.key}, "TLS is for security profiles 2 and 3")
     if args.key and not args.cert:
-        raise UsageError("--key needs --cert")
+        raise UsageError(f"{_name(args, '--key')} needs --cert")
     if profile == 3 and not args.client_ca:
-        raise UsageError("security profile 3 needs --client-ca (the CA that signs station certificates)")
+        raise UsageError(
+            f"{_from_file(args, '--security-profile')}security profile 3 needs --client-ca"
+            " (the CA that signs station certificates)"
+        )
     if profile != 3:
-        _refuse({"--client-ca": args.client_ca}, "station certificates are for security profile 3")
+        _refuse(args, {"--client-ca": args.client_ca}, "station certificates are for security profile 3")
     if args.key and len(args.key) != len(args.cert):
         raise UsageError(
-            "give one --key per --cert, in the same order (or none: keys inside the --cert files)"
+            f"{_from_file(args, '--key')}give one --key per --cert, in the same order"
+            " (or none: keys inside the --cert files)"
         )
     if args.rate_limit:
         actions = [action for action, _ in args.rate_limit]
@@ -466,18 +516,20 @@ def _check_serve(args: argparse.Namespace) -> None:
         if twice:
             raise UsageError(f"--rate-limit: {', '.join(twice)} limited more than once")
     elif args.rate_limit_action != "drop":
-        raise UsageError("--rate-limit-action needs at least one --rate-limit")
+        raise UsageError(f"{_name(args, '--rate-limit-action')} needs at least one --rate-limit")
     if profile != 3 and args.no_cert_identity_check:
-        raise UsageError("--no-cert-identity-check: station certificates are for security profile 3")
+        raise UsageError(
+            f"{_name(args, '--no-cert-identity-check')}: station certificates are for security profile 3"
+        )
     args.ssl_context = None
     if profile >= 2:
         pairs = list(zip(args.cert, args.key or [None] * len(args.cert), strict=True))
         args.ssl_context = _tls_context(
             server_ssl_context,
             {
-                "--cert": " ".join(args.cert),
-                "--key": args.key and " ".join(args.key),
-                "--client-ca": args.client_ca,
+                _name(args, "--cert"): " ".join(args.cert),
+                _name(args, "--key"): args.key and " ".join(args.key),
+                _name(args, "--client-ca"): args.client_ca,
             },
             certfile=pairs[0][0],
             keyfile=pairs[0][1],
@@ -500,7 +552,7 @@ def _check_station(args: argparse.Namespace) -> None:
             keyfile=args.key,
         )
     else:
-        _refuse({"--ca": args.ca, "--cert": args.cert, "--key": args.key}, "TLS needs a wss:// URL")
+        _refuse(args, {"--ca": args.ca, "--cert": args.cert, "--key": args.key}, "TLS needs a wss:// URL")
 
 
 # -- running --------------------------------------------------------------------------------------

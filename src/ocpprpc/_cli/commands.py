@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import anyio
 
 from .args import PROG, UsageError, _check_serve, _check_station, build_parser
+from .config import apply_config
+from .config_print import render_config
 from .output import CommandFailed, _configure_logging
 from .serve import run_serve
 from .station import run_station
@@ -35,10 +37,15 @@ def _reportable(exc: BaseException) -> CommandFailed | None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "serve":
+            apply_config(args, argv)
         (_check_serve if args.command == "serve" else _check_station)(args)
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2
+    if args.command == "serve" and args.print_config:
+        sys.stdout.write(render_config(args))
+        return 0
     _configure_logging(args)
     runner = run_serve if args.command == "serve" else run_station
     try:

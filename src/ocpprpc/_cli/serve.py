@@ -10,7 +10,6 @@ import sys
 
 import anyio
 
-from .._csms.admission import AdmissionPolicy
 from .._csms.auth import certificate_identity
 from .._csms.ratelimit import StationLimits
 from .._csms.security_events import SecurityEvent, SecurityEvents
@@ -54,8 +53,10 @@ async def run_serve(args: argparse.Namespace) -> None:
         ssl_context=args.ssl_context,
         validation=not args.no_validation,
         on_message=_log_wire,
-        max_connections=args.max_connections,
-        admission=_admission(args),
+        admission=args.admission,
+        websocket=args.websocket_options,
+        session=args.session_options,
+        csms=args.csms_options,
         rate_limits=_rate_limits(args),
         security_events=_security_log() if args.security_log else None,
     )
@@ -78,12 +79,6 @@ async def run_serve(args: argparse.Namespace) -> None:
                 break
             # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
             await server.shutdown(timeout=2)
-
-
-def _admission(args: argparse.Namespace) -> AdmissionPolicy | None:
-    if args.upgrade_rate is None and not args.allow_ip:
-        return None
-    return AdmissionPolicy(allow_ips=args.allow_ip or (), upgrade_rate=args.upgrade_rate)
 
 
 def _rate_limits(args: argparse.Namespace) -> StationLimits | None:

@@ -310,6 +310,8 @@ class AdmissionPolicy:
         for scheme in self.allowed_schemes:
             if scheme not in ("ws", "wss"):
                 raise ValueError(f"allowed_schemes holds 'ws' and/or 'wss', got {scheme!r}")
+        if isinstance(self.max_tracked_ips, bool) or self.max_tracked_ips < 1:
+            raise ValueError(f"max_tracked_ips must be at least 1, got {self.max_tracked_ips!r}")
         if self.proxy_header not in ("x-forwarded-for", "forwarded"):
             raise ValueError(f"proxy_header is 'x-forwarded-for' or 'forwarded', got {self.proxy_header!r}")
         if self.upgrade_rate is None:

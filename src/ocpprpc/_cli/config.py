@@ -1,0 +1,680 @@
+"""``serve --config FILE``: a TOML file read into the values the flags produce.
+
+One schema, :func:`config_schema`, drives reading, the documentation's key
+table and ``--print-config`` (:mod:`ocpprpc._cli.config_print`); how one
+value is read is :mod:`ocpprpc._cli.config_values`.  The keys of the ``serve`` flags are written
+here once (they are command-line concepts: backend, security profile,
+password sources); the tables of library settings are generated:
+``[websocket]``, ``[session]`` and ``[csms]`` from the option model
+(:mod:`ocpprpc._options.model`), ``[admission]`` from
+:class:`~ocpprpc.AdmissionPolicy`, so a new option there is a new key here
+with no edit.  Each value is judged by the code that takes it (the option
+dataclass, :meth:`~ocpprpc.RateLimit.parse`, :func:`parse_network`), key by
+key, so a mistake is one line naming the file and the dotted key.
+
+Lives in the CLI part, not in ``_options``: it reads a file, knows the
+command's own keys and fills its argument namespace; the library's entry
+points keep taking objects.
+
+``[[routes]]`` and ``[[listeners]]`` are read and checked into
+:class:`RouteConfig` and :class:`ListenerConfig` (plain frozen values); the
+integration of :class:`~ocpprpc.Route` / ``Listener`` maps them and removes
+:func:`_refuse_unserved` (the one extension point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections.abc
+import dataclasses
+import difflib
+import re
+import ssl
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from .._csms.admission import AdmissionPolicy
+from .._csms.ratelimit import OnBreach, RateLimit
+from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
+from .._ws.tls import server_ssl_context
+from .args import NOT_GIVEN, UsageError, build_parser
+from .config_values import (
+    _LIMIT_KIND,
+    Reader,
+    _array,
+    _Bad,
+    _boolean,
+    _choice,
+    _env_name,
+    _file,
+    _integer,
+    _join,
+    _key,
+    _kind_of,
+    _limit,
+    _number,
+    _one_line,
+    _optional,
+    _pattern,
+    _protocols,
+    _rate,
+    _secret,
+    _shown,
+    _string,
+)
+from .demo import BUILTIN_PROTOCOLS
+
+__all__ = [
+    "MAX_BYTES",
+    "ListenerConfig",
+    "RouteConfig",
+    "ServeConfig",
+    "Setting",
+    "Table",
+    "apply_config",
+    "config_schema",
+    "load_config",
+]
+
+#: A configuration file larger than this is refused unread.
+MAX_BYTES = 1024 * 1024
+#: Longer chains of dotted keys are refused before parsing (tomllib's cost grows with their square).
+MAX_KEY_PARTS = 32
+
+
+# -- the schema --------------------------------------------------------------------------------
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _inverse(value: Any) -> Any:
+    return not value
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One key: how it is read, what it means, and the flag that overrides it."""
+
+    read: Reader
+    kind: str
+    default: object
+    doc: str
+    #: The flag that gives the same value (and overrides the file).
+    flag: str | None = None
+    #: The ``serve`` argument it fills, and how (``validation`` fills ``no_validation`` inverted).
+    dest: str | None = None
+    to_dest: Callable[[Any], Any] = _same
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table of keys (``many``: an array of tables, ``[[name]]``)."""
+
+    keys: Mapping[str, Setting | Table]
+    doc: str
+    many: bool = False
+    #: Keys not listed (``[rate_limits]``'s action names): their placeholder and reading.
+    other: tuple[str, Setting] | None = None
+    #: Judges the table's values together; returns what the table reads as.
+    build: Callable[[dict[str, Any]], Any] = _same
+
+
+def _param_docs(cls: type) -> dict[str, str]:
+    """``:param name: text`` of a class docstring, joined to one line each."""
+    docs: dict[str, str] = {}
+    for match in re.finditer(r":param (\w+):(.*?)(?=\n\s*:param |\n\s*\n|\Z)", cls.__doc__ or "", re.S):
+        docs[match[1]] = " ".join(match[2].split())
+    return docs
+
+
+def _type_reader(hint: Any, cls: type, name: str) -> tuple[Reader, str] | Table:
+    """How to read a field of type *hint* from TOML: a reader and its description, or a sub-table."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        if RateLimit in rest:
+            found: tuple[Reader, str] | Table = (_rate, 'rate "COUNT/PERIOD"')
+        elif len(rest) == 1:
+            found = _type_reader(rest[0], cls, name)
+        else:  # pragma: no cover - a new field type needs a reading here (tests/cli fails first)
+            raise TypeError(f"{cls.__name__}.{name}: no TOML reading for {hint}")
+        if isinstance(found, Table) or len(rest) == len(args):
+            return found
+        return _optional(found[0]), f'{found[1]} or "none"'
+    if origin is Literal:
+        return _choice([str(arg) for arg in args]), " | ".join(f'"{arg}"' for arg in args)
+    if origin in (collections.abc.Sequence, list, tuple):
+        return _array(_string), "array of strings"
+    if hint is bool:
+        return _boolean, "boolean"
+    if hint is int:
+        return _integer(), "integer"
+    if hint is float:
+        return _number, "number"
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _dataclass_table(hint, f"a :class:`~ocpprpc.{hint.__name__}`")
+    raise TypeError(f"{cls.__name__}.{name}: no TOML reading for {hint}")  # pragma: no cover
+
+
+def _judged(cls: type, name: str, read: Reader) -> Reader:
+    """*read*, then the value judged by *cls* itself (its ``__post_init__``), item by item for a list."""
+
+    def judge(value: object) -> object:
+        try:
+            cls(**{name: value})
+        except ValueError as exc:
+            text = str(exc).replace("or None", 'or "none"')
+            raise _Bad(text.removeprefix(f"{name} ") if text.startswith(f"{name} must") else text) from None
+        return value
+
+    def judged(value: object) -> object:
+        result = read(value)
+        if isinstance(result, list):
+            for index, item in enumerate(result):
+                try:
+                    judge([item])
+                except _Bad as exc:
+                    raise _Bad(exc.message, f"[{index}]") from None
+        return judge(result)
+
+    return judged
+
+
+def _dataclass_table(cls: type, doc: str, flags: Mapping[str, tuple[str, str]] | None = None) -> Table:
+    """A table with a key per field of *cls* (those a constructor takes and that compare)."""
+    hints = typing.get_type_hints(cls)
+    param_docs = _param_docs(cls)
+    keys: dict[str, Setting | Table] = {}
+    for option in dataclasses.fields(cls):
+        if not option.init or not option.compare or option.name.startswith("_"):
+            continue
+        found = _type_reader(hints[option.name], cls, option.name)
+        if isinstance(found, Table):
+            keys[option.name] = found
+            continue
+        read, kind = found
+        flag, dest = (flags or {}).get(option.name, (None, None))
+        keys[option.name] = Setting(
+            _judged(cls, option.name, read),
+            kind,
+            option.default,
+            option.metadata.get("doc") or param_docs.get(option.name, ""),
+            flag=flag,
+            dest=dest,
+        )
+
+    def build(values: dict[str, Any]) -> dict[str, Any]:
+        try:
+            made = cls(**values)
+        except ValueError as exc:  # pragma: no cover - no rule across fields yet (each is judged alone)
+            raise _Bad(str(exc)) from None
+        return values if cls in _KEEP_VALUES else made
+
+    return Table(keys, doc, build=build)
+
+
+#: Tables read as their values (merged with flags later), not as one built object.
+_KEEP_VALUES: set[type] = {WebSocketOptions, SessionOptions, CsmsOptions, AdmissionPolicy}
+
+
+def _rate_limits_table(where: str) -> Table:
+    def build(values: dict[str, Any]) -> dict[str, Any]:
+        on_breach = values.pop("on_breach", None)
+        for action in values:
+            if action != "*" and not (action.isidentifier() and action.isascii()):
+                raise _Bad(
+                    f"{_shown(action)} is not an OCPP action name (e.g. MeterValues) or '*'",
+                    f".{_key(action)}",
+                )
+        if on_breach is not None and not values:
+            raise _Bad("on_breach needs at least one limit in the table", ".on_breach")
+        return {"limits": list(values.items()), "on_breach": on_breach}
+
+    return Table(
+        {
+            "*": Setting(_limit, _LIMIT_KIND, None, "limit on all of a station's CALLs together"),
+            "on_breach": Setting(
+                _choice([member.value for member in OnBreach]),
+                " | ".join(f'"{member.value}"' for member in OnBreach),
+                "drop",
+                "what a CALL over a limit gets: no answer, a CALLERROR, or the connection closed",
+                flag="--rate-limit-action" if where == "rate_limits" else None,
+            ),
+        },
+        "token-bucket limits on each station's CALLs" + (" on this route" if where != "rate_limits" else ""),
+        other=(
+            "ACTION",
+            Setting(
+                _limit,
+                _LIMIT_KIND,
+                None,
+                'limit on one action, e.g. MeterValues = "10/60"; burst: the bucket size (default: COUNT)',
+                flag="--rate-limit ACTION=COUNT/SECONDS" if where == "rate_limits" else None,
+            ),
+        ),
+        build=build,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One ``[[routes]]`` entry, checked; the integration maps it to :class:`~ocpprpc.Route`."""
+
+    pattern: str
+    name: str
+    protocols: tuple[str, ...] | None = None
+    validation: bool | None = None
+    #: ``(action or "*", limit)`` pairs and the breach answer, as ``[rate_limits]`` reads them.
+    rate_limits: tuple[tuple[str, RateLimit], ...] | None = None
+    on_breach: str | None = None
+    max_message_size: int | None = None
+    #: Where it is in the file (``routes[0]``), for messages about it later.
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One ``[[listeners]]`` entry, checked; the integration maps it to ``Listener``."""
+
+    host: str
+    port: int
+    name: str
+    cert: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    client_ca: str | None = None
+    require_client_cert: bool = False
+    #: Names of ``[[routes]]``; empty: the server's routes.
+    routes: tuple[str, ...] = ()
+    #: Built from the files above at load time (so a bad PEM file is a config error).
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    where: str = ""
+
+
+def _route(values: dict[str, Any]) -> RouteConfig:
+    if "pattern" not in values:
+        raise _Bad('a route needs a pattern, e.g. pattern = "/ocpp/{tenant}/{identity}"')
+    limits = values.get("rate_limits")
+    return RouteConfig(
+        pattern=values["pattern"],
+        name=values.get("name", values["pattern"]),
+        protocols=tuple(values["protocols"]) if "protocols" in values else None,
+        validation=values.get("validation"),
+        rate_limits=tuple(limits["limits"]) if limits else None,
+        on_breach=limits["on_breach"] if limits else None,
+        max_message_size=values.get("max_message_size"),
+    )
+
+
+def _listener(values: dict[str, Any]) -> ListenerConfig:
+    if "port" not in values:
+        raise _Bad("a listener needs a port")
+    cert, key = tuple(values.get("cert", ())), tuple(values.get("key", ()))
+    client_ca, require = values.get("client_ca"), values.get("require_client_cert", False)
+    for name, given, needs in (
+        ("key", key, cert),
+        ("client_ca", client_ca, cert),
+        ("require_client_cert", require, client_ca),
+    ):
+        if given and not needs:
+            wanted = "cert" if name != "require_client_cert" else "client_ca"
+            raise _Bad(f"{name} needs {wanted}", f".{name}")
+    if key and len(key) != len(cert):
+        raise _Bad("give one key per cert, in the same order (or none: keys inside the cert files)", ".key")
+    context = None
+    if cert:
+        try:
+            pairs = list(zip(cert, key or [None] * len(cert), strict=True))
+            context = server_ssl_context(
+                pairs[0][0], pairs[0][1], extra_certs=pairs[1:], client_cafile=client_ca
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise _Bad(
+                f"not usable as PEM TLS files (or the key does not match the certificate): {exc}", ".cert"
+            ) from None
+        if client_ca and not require:
+            context.verify_mode = ssl.CERT_OPTIONAL
+    host = values.get("host", "127.0.0.1")
+    return ListenerConfig(
+        host=host,
+        port=values["port"],
+        name=values.get("name", f"{host}:{values['port']}"),
+        cert=cert,
+        key=key,
+        client_ca=client_ca,
+        require_client_cert=require,
+        routes=tuple(values.get("routes", ())),
+        ssl_context=context,
+    )
+
+
+def config_schema(base: Path | None = None) -> Table:
+    """Every key of a ``serve`` configuration file; files are looked up relative to *base*."""
+    path = _file(base)
+    paths = _array(path, single=True, empty=False)
+    port = _integer(0, 65535)
+    cli: dict[str, Setting | Table] = {
+        "backend": Setting(_choice(["asyncio", "trio"]), '"asyncio" | "trio"', "asyncio", "event loop",
+                           "--backend", "backend"),
+        "host": Setting(_string, "string", "127.0.0.1", "address to listen on", "--host", "host"),
+        "port": Setting(port, "integer", 9000, "TCP port, 0 for any free port", "--port", "port"),
+        "protocols": Setting(_protocols, "array of strings", list(BUILTIN_PROTOCOLS),
+                             "OCPP versions accepted, preferred first", "--protocols", "protocols"),
+        "validation": Setting(_boolean, "boolean", True, "validate payloads against the schemas",
+                              "--no-validation", "no_validation", _inverse),
+        "log_payloads": Setting(_boolean, "boolean", False, "log every message in full",
+                                "--log-payloads", "log_payloads"),
+        "quiet": Setting(_boolean, "boolean", False, "log warnings and errors only", "--quiet", "quiet"),
+        "security_profile": Setting(_integer(0, 3), "integer", 0,
+                                    "0 plain, 1 Basic auth, 2 TLS + Basic auth, 3 mutual TLS",
+                                    "--security-profile", "security_profile"),
+        "password": Setting(_secret, "string", None,
+                            "the Basic-auth password (profiles 1, 2); prefer password_file or password_env",
+                            "--password", "password"),
+        "password_env": Setting(_env_name, "string", None, "read the password from this environment variable",
+                                "--password-env", "password_env"),
+        "password_file": Setting(path, "path", None,
+                                 "read the password from this file (its bytes, without one trailing newline)",
+                                 "--password-file", "password_file"),
+        "cert": Setting(paths, "path or array of paths", None,
+                        "server certificate chain(s), PEM (profiles 2, 3): an RSA and an ECDSA one",
+                        "--cert", "cert"),
+        "key": Setting(paths, "path or array of paths", None,
+                       "private key(s), PEM, one per cert in order (if not inside the cert files)",
+                       "--key", "key"),
+        "client_ca": Setting(path, "path", None, "CA that signs station certificates, PEM (profile 3)",
+                             "--client-ca", "client_ca"),
+        "cert_identity_check": Setting(_boolean, "boolean", True,
+                                       "profile 3: a station certificate must be issued to its identity",
+                                       "--no-cert-identity-check", "no_cert_identity_check", _inverse),
+        "security_log": Setting(_boolean, "boolean", False,
+                                "print security events to stderr, one JSON object a line",
+                                "--security-log", "security_log"),
+        "heartbeat_interval": Setting(_integer(1), "integer", 300,
+                                      "heartbeat interval given to stations at boot (seconds)",
+                                      "--heartbeat-interval", "heartbeat_interval"),
+    }  # fmt: skip
+    route_keys: dict[str, Setting | Table] = {
+        "pattern": Setting(_pattern, "string", None, "URL path, e.g. \"/ocpp/{tenant}/{identity}\"",
+                           required=True),
+        "name": Setting(_string, "string", None, "what listeners call it (default: the pattern)"),
+        "protocols": Setting(_protocols, "array of strings", None, "OCPP versions (default: the server's)"),
+        "validation": Setting(_boolean, "boolean", None, "strict validation here (default: the server's)"),
+        "rate_limits": _rate_limits_table("routes.rate_limits"),
+        "max_message_size": Setting(_integer(1), "integer", None, "largest message accepted here, bytes"),
+    }  # fmt: skip
+    listener_keys: dict[str, Setting | Table] = {
+        "name": Setting(_string, "string", None, "a label (default: HOST:PORT)"),
+        "host": Setting(_string, "string", "127.0.0.1", "address to listen on"),
+        "port": Setting(port, "integer", None, "TCP port, 0 for any free port", required=True),
+        "cert": Setting(paths, "path or array of paths", None, "certificate chain(s), PEM: wss"),
+        "key": Setting(paths, "path or array of paths", None, "private key(s), one per cert"),
+        "client_ca": Setting(path, "path", None, "CA that signs station certificates, PEM"),
+        "require_client_cert": Setting(_boolean, "boolean", False,
+                                       "refuse stations without a certificate (profile 3)"),
+        "routes": Setting(_array(_string), "array of strings", None,
+                          "names of [[routes]] served here (default: all)"),
+    }  # fmt: skip
+    cli["rate_limits"] = _rate_limits_table("rate_limits")
+    cli["admission"] = _dataclass_table(
+        AdmissionPolicy,
+        "who may open a connection, decided before the upgrade",
+        flags={"upgrade_rate": ("--upgrade-rate", "upgrade_rate"), "allow_ips": ("--allow-ip", "allow_ip")},
+    )
+    cli["websocket"] = _dataclass_table(WebSocketOptions, "the WebSocket settings of every connection")
+    cli["session"] = _dataclass_table(SessionOptions, "the OCPP-J session settings of every connection")
+    cli["csms"] = _dataclass_table(
+        CsmsOptions,
+        "how the CSMS admits and bounds stations together",
+        flags={"max_connections": ("--max-connections", "max_connections")},
+    )
+    cli["routes"] = Table(route_keys, "URL routes with their own settings", many=True, build=_route)
+    cli["listeners"] = Table(
+        listener_keys, "more addresses to listen on, each with its TLS files", many=True, build=_listener
+    )
+    return Table(cli, "the top level", build=_check_together)
+
+
+def _check_together(values: dict[str, Any]) -> dict[str, Any]:
+    sources = [name for name in ("password", "password_env", "password_file") if name in values]
+    if len(sources) > 1:
+        raise _Bad(
+            f"give one of password, password_env and password_file, not also {sources[0]}", f".{sources[1]}"
+        )
+    names: dict[str, int] = {}
+    for index, route in enumerate(values.get("routes", ())):
+        if route.name in names:
+            raise _Bad(
+                f"route name {_shown(route.name)} is also routes[{names[route.name]}]'s",
+                f".routes[{index}].name",
+            )
+        names[route.name] = index
+    addresses: dict[tuple[str, int], int] = {}
+    for index, listener in enumerate(values.get("listeners", ())):
+        for position, route_name in enumerate(listener.routes):
+            if route_name not in names:
+                raise _Bad(
+                    f"no [[routes]] entry is named {_shown(route_name)}",
+                    f".listeners[{index}].routes[{position}]",
+                )
+        address = (listener.host, listener.port)
+        if listener.port and address in addresses:
+            raise _Bad(
+                f"{listener.host}:{listener.port} is also listeners[{addresses[address]}]'s",
+                f".listeners[{index}].port",
+            )
+        addresses[address] = index
+    return values
+
+
+# -- reading a file ----------------------------------------------------------------------------
+
+
+class _KeyError(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+def _walk(table: Table, data: object, path: str) -> Any:
+    if table.many:
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise _KeyError(path, f"expected an array of tables ([[{path}]]), got {_kind_of(data)}")
+        return tuple(_walk_one(table, item, f"{path}[{index}]") for index, item in enumerate(data))
+    return _walk_one(table, data, path)
+
+
+def _walk_one(table: Table, data: object, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise _KeyError(
+            path,
+            f"expected a table, got {_kind_of(data)}{'' if isinstance(data, list) else ' ' + _shown(data)}",
+        )
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        where = _join(path, name)
+        spec = table.keys.get(name)
+        if spec is None and table.other is not None:
+            spec = table.other[1]
+        if spec is None:
+            close = difflib.get_close_matches(name, list(table.keys), n=1)
+            hint = f" (did you mean {_key(close[0])}?)" if close else ""
+            raise _KeyError(where, f"unknown key{hint}")
+        if isinstance(spec, Table):
+            values[name] = _walk(spec, value, where)
+            continue
+        try:
+            values[name] = spec.read(value)
+        except _Bad as exc:
+            raise _KeyError(where + exc.at, exc.message) from None
+    try:
+        result = table.build(values)
+    except _Bad as exc:
+        raise _KeyError((path + exc.at).lstrip("."), exc.message) from None
+    if isinstance(result, RouteConfig | ListenerConfig):
+        result = dataclasses.replace(result, where=path)
+    return result
+
+
+_DOTTED = re.compile(
+    # Atomic and anchored at the start of a key, so a long run of key characters is scanned once.
+    r"(?<![A-Za-z0-9_\-\"'])(?>(?>[A-Za-z0-9_-]++|\"[^\"\n]*+\"|'[^'\n]*+')[ \t]*+\.[ \t]*+){"
+    + str(MAX_KEY_PARTS)
+    + "}"
+)
+
+
+def _parse(text: str) -> dict[str, Any]:
+    deep = _DOTTED.search(text)
+    if deep is not None:
+        line = text.count("\n", 0, deep.start()) + 1
+        raise ValueError(f"line {line}: a dotted key of more than {MAX_KEY_PARTS} parts")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError("invalid TOML: arrays or inline tables nested too deeply") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """A configuration file, read and checked."""
+
+    #: The file as the command line named it (messages name it so).
+    path: str
+    #: What each table read as: settings by name, ``rate_limits`` as limits and breach answer.
+    values: Mapping[str, Any]
+    routes: tuple[RouteConfig, ...] = ()
+    listeners: tuple[ListenerConfig, ...] = ()
+
+
+def load_config(name: str) -> ServeConfig:
+    """Read and check *name*; any problem is a :class:`UsageError` naming the file and the key."""
+    shown = _one_line(name, limit=10_000)
+    try:
+        with open(name, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{shown}: cannot read the configuration file: {exc.strerror}") from None
+    except ValueError as exc:  # a NUL in the name
+        raise UsageError(f"{shown}: cannot read the configuration file: {exc}") from None
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{shown}: the configuration file is larger than {MAX_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{shown}: not UTF-8 text (line {line}, byte {exc.start})") from None
+    try:
+        document = _parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{shown}: {exc}") from None
+    base = Path(name).resolve().parent
+    try:
+        values = _walk(config_schema(base), document, "")
+    except _KeyError as exc:
+        raise UsageError(_one_line(f"{shown}: {exc.where}: {exc.message}")) from None
+    return ServeConfig(name, values, tuple(values.pop("routes", ())), tuple(values.pop("listeners", ())))
+
+
+# -- merging with the command line -------------------------------------------------------------
+
+#: Flags whose values go together: one given on the command line replaces all from the file.
+_TOGETHER = (("password", "password_env", "password_file"), ("cert", "key"))
+
+
+def _explicit(argv: Sequence[str] | None) -> set[str]:
+    """The ``serve`` arguments given on the command line (not left at their defaults)."""
+    given = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    return {dest for dest, value in given.items() if value is not NOT_GIVEN}
+
+
+def _settings(schema: Table) -> dict[str, tuple[str, Setting]]:
+    """Every setting that fills a ``serve`` argument, by that argument: (dotted key, setting)."""
+    found: dict[str, tuple[str, Setting]] = {}
+    for name, spec in schema.keys.items():
+        if isinstance(spec, Table) and not spec.many:
+            found.update(
+                {dest: (f"{name}.{key}", setting) for dest, (key, setting) in _settings(spec).items()}
+            )
+        elif isinstance(spec, Setting) and spec.dest is not None:
+            found[spec.dest] = (name, spec)
+    return found
+
+
+def apply_config(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    """Fill *args* from ``--config`` where the command line did not say, and build the option objects.
+
+    Sets ``args.config`` (the :class:`ServeConfig` or ``None``), ``args.config_names``
+    (flag -> ``FILE: key`` for the values the file gave, so checks name them),
+    ``admission``, ``websocket_options``, ``session_options`` and ``csms_options``.
+    """
+    config = load_config(args.config) if args.config else None
+    args.config = config
+    args.config_names = {}
+    groups: dict[str, dict[str, Any]] = {"admission": {}, "websocket": {}, "session": {}, "csms": {}}
+    if config is not None:
+        given = _explicit(argv)
+        shown = _one_line(config.path, limit=10_000)
+        for dest, (key, setting) in _settings(config_schema()).items():
+            table, _, name = key.rpartition(".")
+            source = config.values.get(table, {}) if table else config.values
+            if name not in source:
+                continue
+            together = next((group for group in _TOGETHER if dest in group), (dest,))
+            if not given & set(together):
+                setattr(args, dest, setting.to_dest(source[name]))
+                args.config_names[setting.flag] = f"{shown}: {key}"
+        limits = config.values.get("rate_limits")
+        if limits is not None:
+            if "rate_limit" not in given and limits["limits"]:
+                args.rate_limit = limits["limits"]
+                args.config_names["--rate-limit"] = f"{shown}: rate_limits"
+            if "rate_limit_action" not in given and limits["on_breach"] is not None:
+                args.rate_limit_action = limits["on_breach"]
+                args.config_names["--rate-limit-action"] = f"{shown}: rate_limits.on_breach"
+        for table, settings in groups.items():
+            settings.update(config.values.get(table, {}))
+        groups["admission"].pop("upgrade_rate", None)
+        groups["admission"].pop("allow_ips", None)
+        groups["csms"].pop("max_connections", None)
+        _refuse_unserved(config, print_only=args.print_config)
+    admission = groups["admission"]
+    try:
+        args.admission = (
+            AdmissionPolicy(allow_ips=args.allow_ip or (), upgrade_rate=args.upgrade_rate, **admission)
+            if args.allow_ip or args.upgrade_rate is not None or admission
+            else None
+        )
+        args.websocket_options = WebSocketOptions(**groups["websocket"]) if groups["websocket"] else None
+        args.session_options = SessionOptions(**groups["session"]) if groups["session"] else None
+        args.csms_options = CsmsOptions(max_connections=args.max_connections, **groups["csms"])
+    except ValueError as exc:  # pragma: no cover - each value was judged alone and its table together
+        raise UsageError(_one_line(str(exc))) from None
+
+
+def _refuse_unserved(config: ServeConfig, *, print_only: bool) -> None:
+    """THE EXTENSION POINT: ``serve`` does not run ``[[routes]]`` / ``[[listeners]]`` yet.
+
+    They are read and checked (``config.routes``, ``config.listeners``) and
+    ``--print-config`` shows them; serving them silently on the default
+    address instead would be worse than refusing.  The integration of
+    :class:`~ocpprpc.Route` and ``Listener`` maps each :class:`RouteConfig`
+    and :class:`ListenerConfig` (``where`` names it for messages) and deletes
+    this function.
+    """
+    if print_only:
+        return
+    for name in ("routes", "listeners"):
+        if getattr(config, name):
+            where = _one_line(config.path, limit=10_000)
+            raise UsageError(f"{where}: {name}: [[{name}]] are read and checked but not served yet")
