@@ -416,11 +416,6 @@ CASES: dict[str, tuple[str | bytes, tuple[str, ...], str]] = {
         (),
         '{cfg}: websocket."\\u001b[31m": unknown key',
     ),
-    "routes-not-served-yet": (
-        '[[routes]]\npattern = "/ocpp/{identity}"\n',
-        (),
-        "{cfg}: routes: [[routes]] are read and checked but not served yet",
-    ),
     "route-bad-pattern": (
         '[[routes]]\npattern = "/ocpp/{tenant}"\n',
         (),

@@ -17,9 +17,8 @@ command's own keys and fills its argument namespace; the library's entry
 points keep taking objects.
 
 ``[[routes]]`` and ``[[listeners]]`` are read and checked into
-:class:`RouteConfig` and :class:`ListenerConfig` (plain frozen values); the
-integration of :class:`~ocpprpc.Route` / ``Listener`` maps them and removes
-:func:`_refuse_unserved` (the one extension point).
+:class:`RouteConfig` and :class:`ListenerConfig` (plain frozen values);
+``serve`` maps them to :class:`~ocpprpc.Route` and :class:`~ocpprpc.Listener`.
 """
 
 from __future__ import annotations
@@ -647,7 +646,6 @@ def apply_config(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         groups["admission"].pop("upgrade_rate", None)
         groups["admission"].pop("allow_ips", None)
         groups["csms"].pop("max_connections", None)
-        _refuse_unserved(config, print_only=args.print_config)
     admission = groups["admission"]
     try:
         args.admission = (
@@ -660,21 +658,3 @@ def apply_config(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
         args.csms_options = CsmsOptions(max_connections=args.max_connections, **groups["csms"])
     except ValueError as exc:  # pragma: no cover - each value was judged alone and its table together
         raise UsageError(_one_line(str(exc))) from None
-
-
-def _refuse_unserved(config: ServeConfig, *, print_only: bool) -> None:
-    """THE EXTENSION POINT: ``serve`` does not run ``[[routes]]`` / ``[[listeners]]`` yet.
-
-    They are read and checked (``config.routes``, ``config.listeners``) and
-    ``--print-config`` shows them; serving them silently on the default
-    address instead would be worse than refusing.  The integration of
-    :class:`~ocpprpc.Route` and ``Listener`` maps each :class:`RouteConfig`
-    and :class:`ListenerConfig` (``where`` names it for messages) and deletes
-    this function.
-    """
-    if print_only:
-        return
-    for name in ("routes", "listeners"):
-        if getattr(config, name):
-            where = _one_line(config.path, limit=10_000)
-            raise UsageError(f"{where}: {name}: [[{name}]] are read and checked but not served yet")

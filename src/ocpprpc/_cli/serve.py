@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hmac
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 
 import anyio
 
 from .._csms.auth import certificate_identity
-from .._csms.ratelimit import StationLimits
+from .._csms.listener import Listener
+from .._csms.ratelimit import OnBreach, RateLimit, StationLimits
+from .._csms.routing import Route
 from .._csms.security_events import SecurityEvent, SecurityEvents
 from .._csms.server import Accept, Reject, Server
 from .._ws.handshake import StationRequest
+from .config import ServeConfig
 from .demo import demo_csms_router
 from .output import CommandFailed, _log_wire, _say
 
@@ -29,7 +34,7 @@ async def run_serve(args: argparse.Namespace) -> None:
     profile = args.security_profile
     password: bytes | None = args.secret
 
-    check_certificate = certificate_identity() if profile == 3 and not args.no_cert_identity_check else None
+    check_certificate = certificate_identity() if not args.no_cert_identity_check else None
 
     async def auth(request: StationRequest) -> Accept | Reject:
         if password is not None and (
@@ -39,13 +44,16 @@ async def run_serve(args: argparse.Namespace) -> None:
             return Reject(401)
         if profile == 3 and request.client_certificate is None:
             return Reject(401)
-        if check_certificate is not None:
+        # Profile 3, or a [[listeners]] entry that requires station certificates.
+        if check_certificate is not None and request.client_certificate is not None:
             decision = await check_certificate(request)
             if isinstance(decision, Reject):
                 log.warning("%s: client certificate issued to another identity, refusing", request.identity)
                 return decision
         return Accept()
 
+    routes = _routes(args.config)
+    listeners = _listeners(args.config, routes)
     server = Server(
         router=demo_csms_router(args.protocols, heartbeat_interval=args.heartbeat_interval),
         protocols=args.protocols,
@@ -59,26 +67,91 @@ async def run_serve(args: argparse.Namespace) -> None:
         csms=args.csms_options,
         rate_limits=_rate_limits(args),
         security_events=_security_log() if args.security_log else None,
+        routes=routes or None,
     )
     # Opened before listening, so a signal can never hit the default handlers once we serve.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as task_group:
-            try:
-                await task_group.start(server.serve, args.host, args.port)
-            except OSError as exc:
-                raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
-            scheme = "wss" if args.ssl_context else "ws"
-            base = f"{scheme}://{_url_host(args.host)}:{server.port}"
-            # A wildcard address is where we listen, not an address a station can dial.
-            reachable = (
-                base if args.host not in ("0.0.0.0", "::", "") else f"{scheme}://<this-host>:{server.port}"
-            )
-            _say(f"ocpprpc CSMS listening on {base}/; stations connect to {reachable}/ocpp/<identity>")
+            if not listeners:
+                try:
+                    await task_group.start(server.serve, args.host, args.port)
+                except OSError as exc:
+                    raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+                scheme = "wss" if args.ssl_context else "ws"
+                base = f"{scheme}://{_url_host(args.host)}:{server.port}"
+                # A wildcard address is where we listen, not an address a station can dial.
+                reachable = (
+                    base
+                    if args.host not in ("0.0.0.0", "::", "")
+                    else f"{scheme}://<this-host>:{server.port}"
+                )
+                _say(f"ocpprpc CSMS listening on {base}/; stations connect to {reachable}/ocpp/<identity>")
+            for listener in listeners:
+                try:
+                    await task_group.start(
+                        functools.partial(
+                            server.serve,
+                            listener.host,
+                            listener.port,
+                            ssl_context=listener.ssl_context,
+                            routes=listener.routes,
+                            name=listener.name,
+                        )
+                    )
+                except OSError as exc:
+                    raise CommandFailed(
+                        f"cannot listen on {listener.host}:{listener.port} ({listener.name}): {exc}"
+                    ) from exc
+                port = server.listener(listener.name or "").port
+                scheme = "wss" if listener.ssl_context is not None else "ws"
+                where = f"{scheme}://{_url_host(listener.host or '')}:{port}/"
+                _say(f"ocpprpc CSMS listening on {where} ({listener.name})")
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
             # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
             await server.shutdown(timeout=2)
+
+
+def _routes(config: ServeConfig | None) -> list[Route]:
+    """The file's ``[[routes]]`` as routes (checked when the file was read)."""
+    if config is None:
+        return []
+    return [
+        Route(
+            entry.pattern,
+            protocols=entry.protocols,
+            validation=entry.validation,
+            rate_limits=None if entry.rate_limits is None else _limits(entry.rate_limits, entry.on_breach),
+            max_message_size=entry.max_message_size,
+            name=entry.name,
+        )
+        for entry in config.routes
+    ]
+
+
+def _listeners(config: ServeConfig | None, routes: list[Route]) -> list[Listener]:
+    """The file's ``[[listeners]]``: with any, they replace ``host``/``port`` as where to listen."""
+    if config is None:
+        return []
+    by_name = {route.name: route for route in routes}
+    return [
+        Listener(
+            entry.host,
+            entry.port,
+            ssl_context=entry.ssl_context,
+            routes=[by_name[name] for name in entry.routes] or None,
+            name=entry.name,
+        )
+        for entry in config.listeners
+    ]
+
+
+def _limits(pairs: Sequence[tuple[str, RateLimit]], on_breach: str | None) -> StationLimits:
+    limits = dict(pairs)
+    return StationLimits(
+        global_=limits.pop("*", None), per_action=limits, on_breach=OnBreach(on_breach or OnBreach.DROP.value)
+    )
 
 
 def _rate_limits(args: argparse.Namespace) -> StationLimits | None:
