@@ -25,11 +25,13 @@ from .._ws.handshake import (
     StationRequest,
     WsCodecName,
 )
+from .._ws.http_plain import PlainHttpHandler
 from .admission import AdmissionPolicy
 from .guard import GuardedRouter
 from .security_events import (
     SecurityEvents,
 )
+from .stats import ServerCounters
 
 ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
@@ -122,3 +124,5 @@ class _ServerBase:
     _clients: dict[str, Session]
     _claimed: set[str]
     _accepting: bool
+    _counters: ServerCounters
+    _http: PlainHttpHandler | None

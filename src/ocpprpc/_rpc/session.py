@@ -349,6 +349,16 @@ class Session(_Reader):
         """Text bytes of the inbound CALLs waiting for a handler worker."""
         return self._queued_bytes
 
+    @property
+    def inbound_in_flight(self) -> int:
+        """The peer's CALLs and SENDs being handled or waiting for a handler worker."""
+        return self._active_handlers
+
+    @property
+    def outbound_in_flight(self) -> int:
+        """Our ``call()``s under way: waiting for a call slot, on the wire or awaiting the answer."""
+        return self._active_calls
+
     def use(self, middleware: Middleware) -> Middleware:
         """Add *middleware* as the innermost layer; returns it, so it can decorate.
 
