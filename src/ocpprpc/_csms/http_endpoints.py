@@ -50,7 +50,7 @@ class HttpEndpoints:
         stats = self.stats()
         body = {
             "status": "shutting_down" if stats.shutting_down else "ok",
-            "connections": stats.connections,
+            "connections": sum(stats.sessions.values()),  # stations, not this probe's own connection
             "uptime": round(stats.uptime, 3),
             "version": stats.version,
         }

@@ -162,10 +162,10 @@ class Metrics:
         try:
             answer = await call_next(ctx)
         except Exception as exc:
-            code = getattr(exc, "code", None)
-            self._count(
-                ctx, "callerror" if code is not None else _FAILURES.get(type(exc).__name__, "error"), started
-            )
+            failed = _FAILURES.get(type(exc).__name__)  # before the code: InvalidResponseError has one too
+            if failed is None:
+                failed = "callerror" if getattr(exc, "code", None) is not None else "error"
+            self._count(ctx, failed, started)
             raise
         except BaseException:
             self._count(ctx, "cancelled", started)
