@@ -184,7 +184,7 @@ async def test_a_scripted_scenario_is_scraped_exactly() -> None:
         protocols=["ocpp1.6"],
         validation=True,
         auth=refuse_intruders,
-        rate_limits=StationLimits(per_action={"MeterValues": "1/60"}, on_breach="callerror"),  # type: ignore[arg-type]
+        rate_limits=StationLimits(per_action={"MeterValues": "1/60"}, on_breach="callerror"),  # type: ignore[arg-type,dict-item]
         metrics=Metrics(),
     ) as server:
         await scenario(server)
