@@ -308,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print security events (refusals, failed logins, rate limits) to stderr, one JSON object a line",
     )
     serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="Prometheus metrics: GET /metrics and GET /health on the station port (needs prometheus-client)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=_port,
+        help="serve /metrics and /health on this port instead (plain HTTP, same host; with --metrics)",
+    )
+    serve.add_argument(
         "--heartbeat-interval",
         metavar="SECONDS",
         type=_positive_int,
@@ -469,6 +480,10 @@ def _check_serve(args: argparse.Namespace) -> None:
         raise UsageError("--rate-limit-action needs at least one --rate-limit")
     if profile != 3 and args.no_cert_identity_check:
         raise UsageError("--no-cert-identity-check: station certificates are for security profile 3")
+    if args.metrics_port is not None and not args.metrics:
+        raise UsageError("--metrics-port needs --metrics")
+    if args.metrics_port is not None and args.metrics_port == args.port != 0:
+        raise UsageError(f"--metrics-port {args.metrics_port} is the station port (--port); pick another")
     args.ssl_context = None
     if profile >= 2:
         pairs = list(zip(args.cert, args.key or [None] * len(args.cert), strict=True))

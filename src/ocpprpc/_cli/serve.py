@@ -58,10 +58,18 @@ async def run_serve(args: argparse.Namespace) -> None:
         admission=_admission(args),
         rate_limits=_rate_limits(args),
         security_events=_security_log() if args.security_log else None,
+        metrics=_metrics(args),
+        http_endpoints=args.metrics and args.metrics_port is None,
     )
     # Opened before listening, so a signal can never hit the default handlers once we serve.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as task_group:
+            side = None
+            if args.metrics_port is not None:  # first: a port in use fails before stations are taken
+                try:
+                    side = await task_group.start(server.serve_http, args.host, args.metrics_port)
+                except OSError as exc:
+                    raise CommandFailed(f"cannot listen on {args.host}:{args.metrics_port}: {exc}") from exc
             try:
                 await task_group.start(server.serve, args.host, args.port)
             except OSError as exc:
@@ -73,11 +81,23 @@ async def run_serve(args: argparse.Namespace) -> None:
                 base if args.host not in ("0.0.0.0", "::", "") else f"{scheme}://<this-host>:{server.port}"
             )
             _say(f"ocpprpc CSMS listening on {base}/; stations connect to {reachable}/ocpp/<identity>")
+            if args.metrics:
+                where = server.port if side is None else side
+                _say(f"metrics on http://{_url_host(args.host)}:{where}/metrics (and /health)")
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
             # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
             await server.shutdown(timeout=2)
+
+
+def _metrics(args: argparse.Namespace) -> bool:
+    if args.metrics:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise CommandFailed("--metrics needs prometheus-client: pip install 'ocpprpc[metrics]'") from None
+    return bool(args.metrics)
 
 
 def _admission(args: argparse.Namespace) -> AdmissionPolicy | None:
