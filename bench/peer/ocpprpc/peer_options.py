@@ -15,6 +15,14 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
     parser.add_argument("--deflate", type=int, default=0, help="1: permessage-deflate on both ends")
+    # The cost of seeing it (issue 15); the client takes and ignores them (variant args go to both).
+    parser.add_argument("--metrics", type=int, default=0, help="1: the server runs with metrics=True")
+    parser.add_argument(
+        "--exchange-log",
+        type=int,
+        default=0,
+        help="1: the server logs every message (ExchangeLog, JSON lines, to /dev/null)",
+    )
 
 
 def cert_dir() -> str:

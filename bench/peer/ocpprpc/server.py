@@ -7,6 +7,7 @@ validated against the official schemas (decoded into typed messages).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -41,6 +42,17 @@ def build_router() -> ocpprpc.Router:
     return router
 
 
+def exchange_log() -> list[ocpprpc.Middleware]:
+    """An exchange log that formats and writes every line (JSON, to /dev/null), as in production."""
+    handler = logging.FileHandler(os.devnull)
+    handler.setFormatter(ocpprpc.JsonFormatter())
+    logger = logging.getLogger("ocpprpc.exchange")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return [ocpprpc.ExchangeLog()]
+
+
 async def main(args: argparse.Namespace) -> None:
     async with ocpprpc.serve(
         args.host,
@@ -55,6 +67,8 @@ async def main(args: argparse.Namespace) -> None:
         if args.tls
         else None,
         compression=bool(args.deflate),
+        metrics=bool(args.metrics),
+        middleware=exchange_log() if args.exchange_log else (),
     ):
         emit({"event": "ready", "port": args.port})
         await anyio.sleep_forever()
