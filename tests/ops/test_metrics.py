@@ -321,3 +321,28 @@ def _nothing_in_the_global_registry() -> Iterator[None]:
 
     yield
     assert not any(family.name.startswith("ocpprpc_") for family in REGISTRY.collect())
+
+
+class FakeClock:
+    def __init__(self, readings: list[float]) -> None:
+        self.readings = readings
+
+    def perf_counter(self) -> float:
+        return self.readings.pop(0)
+
+
+async def test_latencies_fall_in_cumulative_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ocpprpc._ops.metrics as module
+
+    metrics = Metrics(buckets=(1.0, 0.1))  # any order
+    # Start and end readings of four calls: 0.05 s, 0.1 s (on a bound: counted in it), 0.5 s, 2 s.
+    monkeypatch.setattr(module, "time", FakeClock([0, 0.05, 0, 0.1, 0, 0.5, 0, 2.0]))
+    for _ in range(4):
+        await metrics(FakeContext("Heartbeat"), empty_answer)
+    scraped = samples(metrics.render().decode())
+    bucket = "ocpprpc_call_duration_seconds_bucket"
+    assert value(scraped, bucket, action="Heartbeat", direction="in", le="0.1") == 2
+    assert value(scraped, bucket, action="Heartbeat", direction="in", le="1.0") == 3
+    assert value(scraped, bucket, action="Heartbeat", direction="in", le="+Inf") == 4
+    assert value(scraped, "ocpprpc_call_duration_seconds_count", action="Heartbeat", direction="in") == 4
+    assert value(scraped, "ocpprpc_call_duration_seconds_sum", action="Heartbeat", direction="in") == 2.65

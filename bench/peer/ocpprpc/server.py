@@ -50,7 +50,7 @@ def exchange_log() -> list[ocpprpc.Middleware]:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    return [ocpprpc.ExchangeLog()]
+    return [ocpprpc.ExchangeLog()]  # type: ignore[list-item]  # its context type is a protocol
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -67,6 +67,10 @@ class ExchangeLog:
     :param redactor: what masks payloads (default :class:`~ocpprpc.Redactor`).
     """
 
+    #: An observer (see ``ocpprpc.MessageContext``'s middleware docs): awaits only
+    #: ``call_next``, never suspends, returns its outcome; so plain handlers stay in the reader.
+    inline = True
+
     def __init__(
         self,
         logger: str = "ocpprpc.exchange",

@@ -58,8 +58,15 @@ Cost
 A session without middleware has no onion (``None``) and pays one attribute
 test per message.  With middleware, each exchange makes one
 :class:`MessageContext` and one small ``call_next`` object per layer, and
-inbound CALLs always go to a handler worker (a middleware may wait, and the
-reader must never wait for it).
+inbound CALLs go to a handler worker (a middleware may wait, and the reader
+must never wait for it) -- unless every layer is an *observer*: a middleware
+with ``inline = True`` promises that it awaits nothing but ``call_next``,
+never suspends on its own and returns what ``call_next`` returned (metrics,
+the exchange log).  With only observers, a CALL for a plain-function handler
+runs in the reader, onion included, as it would without middleware.  A plain
+function that returns an awaitable after all is then found out when it does:
+its awaiting goes to a worker, and the observers see that one exchange end
+when the function returned; its later CALLs go to a worker from the start.
 """
 
 from __future__ import annotations
@@ -268,7 +275,7 @@ def _first_failure(middleware: Any, error: Exception) -> bool:
 class Onion:
     """The middleware of one session, outermost first, and how an exchange runs through them."""
 
-    __slots__ = ("closed", "layers")
+    __slots__ = ("closed", "inline", "layers")
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.layers: tuple[Middleware, ...] = tuple(middleware)
@@ -279,6 +286,8 @@ class Onion:
         self.closed: tuple[bool, ...] = tuple(
             getattr(layer, "fail_closed", False) is True for layer in self.layers
         )
+        #: Every layer an observer (``inline = True``): inbound CALLs may run in the reader.
+        self.inline = all(getattr(layer, "inline", False) is True for layer in self.layers)
 
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
         """Run *ctx* through the layers from *index* inwards, *innermost* last."""
