@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import ocpprpc
@@ -271,3 +272,24 @@ async def test_stats_reports_sessions_calls_in_flight_and_refusals() -> None:
         assert (after.calls_in_flight_in, after.calls_in_flight_out) == (0, 0)
         with pytest.raises(AttributeError):
             after.connections = 5  # type: ignore[misc]
+
+
+async def test_a_request_trickled_a_byte_at_a_time_is_answered_on_both_ports() -> None:
+    async with anyio.create_task_group() as tg:
+        server = Server(router=router(), protocols=["ocpp1.6"], metrics=True)
+        await tg.start(server.serve, "127.0.0.1", 0)
+        side_port = await tg.start(server.serve_http, "127.0.0.1", 0)
+        for port in (server.port, side_port):
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                for byte in GET_HEALTH:
+                    await stream.send(bytes([byte]))
+                    await anyio.lowlevel.checkpoint()
+                received = b""
+                with anyio.fail_after(PROMPT):
+                    try:
+                        while True:
+                            received += await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        pass
+            assert parse(received)[0] == 200
+        await server.shutdown()

@@ -368,7 +368,7 @@ async def accept_websocket(
     codec_name = resolve_ws_codec(ws_codec)
     handshake = H11Handshake(ConnectionType.SERVER)
     request: Request | None = None
-    head = b""  # kept only for the side door: bounded by h11's 16 KiB head limit plus one read
+    head = bytearray()  # kept only for the side door: bounded by h11's 16 KiB head limit plus one read
     try:
         with anyio.fail_after(handshake_timeout):
             if ssl_context is not None:
@@ -446,9 +446,9 @@ async def accept_websocket(
 _NOT_GET = "Request method must be GET"
 
 
-async def _side_door(stream: anyio.abc.ByteStream, http: PlainHttpHandler, head: bytes) -> None:
+async def _side_door(stream: anyio.abc.ByteStream, http: PlainHttpHandler, head: bytearray) -> None:
     """Answer a plain HTTP request through *http* and raise :class:`PlainHttpAnswered`; else return."""
-    plain = parse_plain_request(head)
+    plain = parse_plain_request(bytes(head))
     if plain is None:  # pragma: no cover - wsproto's own h11 just parsed the same head
         return
     response = answer(http, plain)
