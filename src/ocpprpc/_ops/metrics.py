@@ -27,6 +27,7 @@ read through the attributes they have (:class:`MetricsContext`).
 
 from __future__ import annotations
 
+import enum
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
@@ -64,7 +65,8 @@ CALL_OUTCOMES: Final = (
     "error",
 )
 _VALIDATION: Final = frozenset({"invalid_response", "invalid_request"})
-#: Returned by the inner layers for "nothing to answer" (``DROP``, ``NO_REPLY``), known by their repr.
+#: Returned by the inner layers for "nothing to answer": ``DROP`` and ``NO_REPLY``, enum members
+#: known by name (``_ops`` imports no other part).
 _NO_ANSWER: Final = frozenset({"DROP", "NO_REPLY"})
 
 
@@ -166,7 +168,8 @@ class Metrics:
         except BaseException:
             self._count(ctx, "cancelled", started)
             raise
-        self._count(ctx, "dropped" if repr(answer) in _NO_ANSWER else "ok", started)
+        dropped = isinstance(answer, enum.Enum) and answer.name in _NO_ANSWER
+        self._count(ctx, "dropped" if dropped else "ok", started)
         return answer
 
     def _count(self, ctx: MetricsContext, outcome: str, started: float) -> None:

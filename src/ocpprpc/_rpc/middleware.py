@@ -248,7 +248,10 @@ class _Next:
         self.called = True
         self.error = None
         try:
-            self.result = await self.onion.run(ctx, self.innermost, self.index)
+            if self.index >= len(self.onion.layers):  # the last layer's: straight to the innermost
+                self.result = await self.innermost(ctx)
+            else:
+                self.result = await self.onion.run(ctx, self.innermost, self.index)
         except Exception as exc:
             self.error = exc
             raise
