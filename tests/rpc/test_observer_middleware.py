@@ -161,3 +161,30 @@ async def test_an_observer_raising_drop_leaves_the_call_unanswered() -> None:
         await peer.send([2, "c1", "Heartbeat", {}])
         await peer.send([2, "c2", "NoSuchAction", {}])
         assert (await peer.receive())[:3] == [4, "c2", "NotImplemented"]
+
+
+async def test_the_rate_limit_wrapper_is_as_async_as_what_it_wraps() -> None:
+    from ocpprpc import RateLimiter, StationLimits
+    from ocpprpc._csms.guard import RateLimitedRouter
+
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        return {"currentTime": "now"}
+
+    @router.on("Authorize")
+    async def authorize(request: Any, ctx: CallContext) -> dict[str, Any]:
+        await anyio.lowlevel.checkpoint()
+        return {"idTagInfo": {"status": "Accepted"}, "task": handler_task()}
+
+    limiter = RateLimiter(StationLimits(global_="100/60"), clock=lambda: 0.0)  # type: ignore[arg-type]
+    limited = RateLimitedRouter(router, limiter, lambda verdict, ctx: None)
+    plain, awaited = limited.resolve("Heartbeat", "ocpp1.6"), limited.resolve("Authorize", "ocpp1.6")
+    assert plain is not None and plain.inline
+    assert awaited is not None and not awaited.inline  # never a plain function returning a coroutine
+    recorder = Recorder()
+    async with session_with_raw_peer(router=limited, middleware=[recorder]) as (_, peer):
+        await peer.send([2, "c1", "Authorize", {"idTag": "A"}])
+        assert await peer.receive() == [3, "c1", {"idTagInfo": {"status": "Accepted"}, "task": "handlers"}]
+    assert recorder.seen[0][:2] == ("Authorize", "handlers")
