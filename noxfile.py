@@ -51,6 +51,7 @@ TRANSPORT = [
     "_ws/client_handshake",
     "_ws/handshake",
     "_ws/handshake_shared",
+    "_ws/http_plain",
     "_ws/raw_stream",
     "_ws/server_handshake",
     "_ws/tcp",
@@ -75,8 +76,9 @@ TYPED = [
     "_typed/type_model",
     "_typed/validation",
 ]
-# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores.
-OPS = ["_ops/exchange", "_ops/logfmt", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
+# Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its
+# stores, the metrics.
+OPS = ["_ops/exchange", "_ops/logfmt", "_ops/metrics", "_ops/redact", "_ops/registry", "_ops/registry_sqlite"]
 
 
 #: The lock: exact versions of every tool and dependency the CI sessions install.

@@ -293,3 +293,41 @@ async def test_a_request_trickled_a_byte_at_a_time_is_answered_on_both_ports() -
                         pass
             assert parse(received)[0] == 200
         await server.shutdown()
+
+
+def test_handshake_failures_are_counted_by_what_went_wrong() -> None:
+    from ocpprpc._csms.stats import ServerCounters
+
+    counters = ServerCounters()
+    for failure in (
+        ocpprpc.HandshakeTimeout("no complete handshake"),
+        ocpprpc.HandshakeError("HTTP 426: not an upgrade", status=426),
+        ocpprpc.HandshakeError("TLS handshake failed: SSLError(...)"),
+        ocpprpc.HandshakeError("connection closed before a complete request"),
+    ):
+        counters.handshake_failed(failure)
+    assert counters.rejected == {"timeout": 1, "http_426": 1, "tls": 1, "aborted": 1}
+
+
+def test_plain_requests_and_responses_at_their_edges() -> None:
+    from ocpprpc._ws.http_plain import PlainResponse, parse_plain_request, response_bytes
+
+    assert parse_plain_request(b"GET /health HTTP/1.1\r\n") is None  # incomplete
+    assert parse_plain_request(b"\x00\x01 nonsense\r\n\r\n") is None  # not HTTP
+    request = parse_plain_request(b"GET /metrics?a=1 HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\r\n")
+    assert request is not None
+    assert (request.method, request.path, request.query_string) == ("GET", "/metrics", "a=1")
+    assert (b"x-a", b"b") in request.headers
+    odd = response_bytes(PlainResponse(599, b"?"), "GET")
+    assert odd.startswith(b"HTTP/1.1 599 \r\n") and odd.endswith(b"\r\n\r\n?")
+
+
+async def test_a_request_abandoned_halfway_costs_the_side_port_nothing() -> None:
+    async with anyio.create_task_group() as tg:
+        server = Server(router=router(), protocols=["ocpp1.6"], metrics=True)
+        await tg.start(server.serve, "127.0.0.1", 0)
+        port = await tg.start(server.serve_http, "127.0.0.1", 0)
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"GET /health HTTP/1.1\r\n")
+        assert parse(await http_exchange(port, GET_HEALTH))[0] == 200
+        await server.shutdown()

@@ -188,3 +188,10 @@ async def test_the_rate_limit_wrapper_is_as_async_as_what_it_wraps() -> None:
         await peer.send([2, "c1", "Authorize", {"idTag": "A"}])
         assert await peer.receive() == [3, "c1", {"idTagInfo": {"status": "Accepted"}, "task": "handlers"}]
     assert recorder.seen[0][:2] == ("Authorize", "handlers")
+
+
+async def test_an_empty_onion_runs_the_innermost() -> None:
+    async def innermost(ctx: Any) -> str:
+        return "answer"
+
+    assert await Onion([]).run(None, innermost) == "answer"  # type: ignore[arg-type]
