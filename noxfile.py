@@ -60,6 +60,7 @@ TRANSPORT = [
     "_ws/client_handshake",
     "_ws/handshake",
     "_ws/handshake_shared",
+    "_ws/http_plain",
     "_ws/raw_stream",
     "_ws/server_handshake",
     "_ws/tcp",
@@ -85,11 +86,12 @@ TYPED = [
     "_typed/validation",
 ]
 # Operations (issue 15): log formatters, redaction (a leak is a bug), the station registry and its stores,
-# tracing, and the station state a server keeps (registry wiring, command buffer: at most once;
+# tracing, metrics, and the station state a server keeps (registry wiring, command buffer: at most once;
 # session state).
 OPS = [
     "_ops/exchange",
     "_ops/logfmt",
+    "_ops/metrics",
     "_ops/redact",
     "_ops/registry",
     "_ops/registry_sqlite",

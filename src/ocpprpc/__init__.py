@@ -84,6 +84,7 @@ if _TYPE_CHECKING:
     from ._csms.delivery import SendOutcome, SendStatus, StationNotConnected
     from ._csms.server import Accept, DuplicatePolicy, Reject, Server, serve
     from ._csms.session_state import SessionStates
+    from ._csms.stats import ServerStats
     from ._rpc.session import CallTimeout, InvalidResponseError, Session
     from ._station.client import connect
     from ._ws.handshake import StationRequest
@@ -106,6 +107,7 @@ _LAZY = {
     "DuplicatePolicy": "._csms.server",
     "Reject": "._csms.server",
     "Server": "._csms.server",
+    "ServerStats": "._csms.stats",
     "SendOutcome": "._csms.delivery",
     "SendStatus": "._csms.delivery",
     "StationNotConnected": "._csms.delivery",
@@ -372,6 +374,7 @@ _LAZY.update(dict.fromkeys(("ConnectionMiddleware", "UpgradeContext"), "._csms.u
 if _TYPE_CHECKING:
     from ._ops.exchange import ExchangeLog
     from ._ops.logfmt import EXTRA_KEYS, ConsoleFormatter, JsonFormatter, log_extra
+    from ._ops.metrics import Metrics
     from ._ops.redact import ID_TOKEN_FIELDS, SECRET_FIELDS, SECRET_SETTINGS, Redactor
     from ._ops.registry import (
         BootInfo,
@@ -387,6 +390,7 @@ if _TYPE_CHECKING:
 
 _LAZY.update(dict.fromkeys(("EXTRA_KEYS", "ConsoleFormatter", "JsonFormatter", "log_extra"), "._ops.logfmt"))
 _LAZY["ExchangeLog"] = "._ops.exchange"
+_LAZY["Metrics"] = "._ops.metrics"
 _LAZY.update(
     dict.fromkeys(("ID_TOKEN_FIELDS", "SECRET_FIELDS", "SECRET_SETTINGS", "Redactor"), "._ops.redact")
 )
@@ -495,6 +499,7 @@ __all__ = (
     "DuplicatePolicy",
     "Reject",
     "Server",
+    "ServerStats",
     "SendOutcome",
     "SendStatus",
     "StationNotConnected",
@@ -607,6 +612,7 @@ __all__ = (
     "ExchangeLog",
     "JsonFormatter",
     "MemoryRegistryStore",
+    "Metrics",
     "OpenTransaction",
     "Redactor",
     "RegistryStore",

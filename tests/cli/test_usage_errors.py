@@ -22,6 +22,15 @@ CASES: dict[str, tuple[tuple[Arg, ...], str]] = {
     "unknown-flag": (("serve", "--colour"), "unrecognized arguments: --colour"),
     "port-not-a-number": (("serve", "--port", "x"), "argument --port: not a port number: 'x'"),
     "port-out-of-range": (("serve", "--port", "70000"), "argument --port: port 70000 is not in 0-65535"),
+    "metrics-port-alone": (("serve", "--metrics-port", "9100"), "--metrics-port needs --metrics"),
+    "metrics-port-is-the-port": (
+        ("serve", "--port", "9000", "--metrics", "--metrics-port", "9000"),
+        "--metrics-port 9000 is the station port (--port); pick another",
+    ),
+    "metrics-port-out-of-range": (
+        ("serve", "--metrics", "--metrics-port", "-1"),
+        "argument --metrics-port: port -1 is not in 0-65535",
+    ),
     "bad-backend": (
         ("serve", "--backend", "curio"),
         "argument --backend: invalid choice: 'curio' (choose from 'asyncio', 'trio')",

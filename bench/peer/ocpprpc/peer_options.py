@@ -23,6 +23,14 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
         "budget per station, never breached), events (a subscriber on the security-event hub), "
         "exchangelog (ExchangeLog at INFO into a handler that drops the records)",
     )
+    # The cost of seeing it (issue 15); the client takes and ignores them (variant args go to both).
+    parser.add_argument("--metrics", type=int, default=0, help="1: the server runs with metrics=True")
+    parser.add_argument(
+        "--exchange-log",
+        type=int,
+        default=0,
+        help="1: the server logs every message (ExchangeLog, JSON lines, to /dev/null)",
+    )
 
 
 def cert_dir() -> str:

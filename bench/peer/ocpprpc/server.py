@@ -7,6 +7,7 @@ validated against the official schemas (decoded into typed messages).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -44,6 +45,27 @@ def build_router() -> ocpprpc.Router:
     return router
 
 
+def exchange_log() -> list[ocpprpc.Middleware]:
+    """An exchange log that formats and writes every line (JSON, to /dev/null), as in production."""
+    handler = logging.FileHandler(os.devnull)
+    handler.setFormatter(ocpprpc.JsonFormatter())
+    logger = logging.getLogger("ocpprpc.exchange")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return [ocpprpc.ExchangeLog()]  # type: ignore[list-item]  # its context type is a protocol
+
+
+def server_layers(args: argparse.Namespace) -> dict[str, Any]:
+    """``--layers``, ``--metrics`` and ``--exchange-log`` as Server keywords (one middleware list)."""
+    options = layer_options(args.layers)
+    if args.metrics:
+        options["metrics"] = True
+    if args.exchange_log:
+        options["middleware"] = [*options.get("middleware", ()), *exchange_log()]
+    return options
+
+
 async def main(args: argparse.Namespace) -> None:
     async with ocpprpc.serve(
         args.host,
@@ -58,7 +80,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.tls
         else None,
         compression=bool(args.deflate),
-        **layer_options(args.layers),
+        **server_layers(args),
     ):
         emit({"event": "ready", "port": args.port})
         await anyio.sleep_forever()

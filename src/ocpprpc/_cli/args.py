@@ -321,6 +321,17 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="print security events (refusals, failed logins, rate limits) to stderr, one JSON object a line",
     )
     serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="Prometheus metrics: GET /metrics and GET /health on the station port (needs prometheus-client)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=_port,
+        help="serve /metrics and /health on this port instead (plain HTTP, same host; with --metrics)",
+    )
+    serve.add_argument(
         "--heartbeat-interval",
         metavar="SECONDS",
         type=_positive_int,
@@ -520,6 +531,13 @@ def _check_serve(args: argparse.Namespace) -> None:
     if profile != 3 and args.no_cert_identity_check:
         raise UsageError(
             f"{_name(args, '--no-cert-identity-check')}: station certificates are for security profile 3"
+        )
+    if args.metrics_port is not None and not args.metrics:
+        raise UsageError(f"{_name(args, '--metrics-port')} needs {_name(args, '--metrics')}")
+    if args.metrics_port is not None and args.metrics_port == args.port != 0:
+        raise UsageError(
+            f"{_name(args, '--metrics-port')} {args.metrics_port} is the station port"
+            f" ({_name(args, '--port')}); pick another"
         )
     args.ssl_context = None
     if profile >= 2:

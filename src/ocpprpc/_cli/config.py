@@ -399,6 +399,11 @@ def config_schema(base: Path | None = None) -> Table:
         "heartbeat_interval": Setting(_integer(1), "integer", 300,
                                       "heartbeat interval given to stations at boot (seconds)",
                                       "--heartbeat-interval", "heartbeat_interval"),
+        "metrics": Setting(_boolean, "boolean", False,
+                           "GET /metrics (Prometheus) and /health on the station port",
+                           "--metrics", "metrics"),
+        "metrics_port": Setting(port, "integer", None, "serve /metrics and /health on this port instead",
+                                "--metrics-port", "metrics_port"),
     }  # fmt: skip
     route_keys: dict[str, Setting | Table] = {
         "pattern": Setting(_pattern, "string", None, "URL path, e.g. \"/ocpp/{tenant}/{identity}\"",

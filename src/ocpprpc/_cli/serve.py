@@ -68,10 +68,18 @@ async def run_serve(args: argparse.Namespace) -> None:
         rate_limits=_rate_limits(args),
         security_events=_security_log() if args.security_log else None,
         routes=routes or None,
+        metrics=_metrics(args),
+        http_endpoints=args.metrics and args.metrics_port is None,
     )
     # Opened before listening, so a signal can never hit the default handlers once we serve.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as task_group:
+            side = None
+            if args.metrics_port is not None:  # first: a port in use fails before stations are taken
+                try:
+                    side = await task_group.start(server.serve_http, args.host, args.metrics_port)
+                except OSError as exc:
+                    raise CommandFailed(f"cannot listen on {args.host}:{args.metrics_port}: {exc}") from exc
             if not listeners:
                 try:
                     await task_group.start(server.serve, args.host, args.port)
@@ -106,6 +114,9 @@ async def run_serve(args: argparse.Namespace) -> None:
                 scheme = "wss" if listener.ssl_context is not None else "ws"
                 where = f"{scheme}://{_url_host(listener.host or '')}:{port}/"
                 _say(f"ocpprpc CSMS listening on {where} ({listener.name})")
+            if args.metrics:
+                metrics_port = server.port if side is None else side
+                _say(f"metrics on http://{_url_host(args.host)}:{metrics_port}/metrics (and /health)")
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
@@ -152,6 +163,15 @@ def _limits(pairs: Sequence[tuple[str, RateLimit]], on_breach: str | None) -> St
     return StationLimits(
         global_=limits.pop("*", None), per_action=limits, on_breach=OnBreach(on_breach or OnBreach.DROP.value)
     )
+
+
+def _metrics(args: argparse.Namespace) -> bool:
+    if args.metrics:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise CommandFailed("--metrics needs prometheus-client: pip install 'ocpprpc[metrics]'") from None
+    return bool(args.metrics)
 
 
 def _rate_limits(args: argparse.Namespace) -> StationLimits | None:

@@ -17,6 +17,7 @@ from .._ws.handshake import (
     StationRequest,
     accept_websocket,
 )
+from .._ws.http_plain import PlainHttpAnswered
 from .._ws.keepalive import keepalive as _keepalive
 from .._ws.transport import ConnectionLost
 from .admission import RefusalKind, Refuse
@@ -52,11 +53,17 @@ class _AdmissionFlow(_SecurityReports):
                 compression=False,
                 ws_codec=self.ws_codec,
                 identity_check=self.identity_check,
+                http=self._http,
             )
+        except PlainHttpAnswered as answered:
+            log.debug("%s", answered)
+            return
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)
+            self._counters.handshake_failed(exc)
             self._handshake_failed(exc, peer)
             return
+        self._counters.reject("connection_cap")
         log.info(
             "station %r refused with 503: %d connections, the limit (max_connections)",
             request.identity,
@@ -86,15 +93,21 @@ class _AdmissionFlow(_SecurityReports):
                 close_timeout=self.close_timeout,
                 ws_codec=self.ws_codec,
                 identity_check=self.identity_check,
+                http=self._http,
             )
+        except PlainHttpAnswered as answered:
+            log.debug("%s", answered)
+            return
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)
+            self._counters.handshake_failed(exc)
             self._handshake_failed(exc, peer)
             return
         try:
             await self._admit(request, deadline, peer, endpoint)
         except HandshakeError as exc:
             log.info("station %r not admitted: %s", request.identity, exc)
+            self._counters.reject("no_subprotocol" if request.subprotocol is None else "upgrade_failed")
         except Exception:
             log.exception("station %r: unexpected error", request.identity)
 
@@ -105,10 +118,12 @@ class _AdmissionFlow(_SecurityReports):
             scheme = "wss" if endpoint.ssl_context is not None else "ws"
             verdict = self.admission.decide(peer, request.headers, scheme, anyio.current_time())
             if isinstance(verdict, Refuse):
+                self._counters.reject(verdict.kind.value)
                 await self._refuse_admission(request, verdict, peer)
                 return
             peer = None if verdict.client_ip is None else str(verdict.client_ip)
         if not self._accepting:
+            self._counters.reject("shutting_down")
             await request.reject(503, "the CSMS is shutting down")
             return
         target = self._route(request, endpoint)
@@ -133,6 +148,7 @@ class _AdmissionFlow(_SecurityReports):
                     decision = await auth(request)
             except Exception:
                 log.exception("auth callback failed for %r; refusing with 500", request.identity)
+                self._counters.reject("auth_error")
                 await request.reject(500)
                 return
             if auth_scope.cancel_called:
@@ -151,10 +167,12 @@ class _AdmissionFlow(_SecurityReports):
                     timeout=self.handshake_timeout,
                     reason="the auth callback did not decide within the handshake timeout",
                 )
+                self._counters.reject("auth_timeout")
                 await request.reject(503, "authentication timed out, try again later")
                 return
         if isinstance(decision, Reject):
             log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
+            self._counters.reject("auth_rejected")
             self._auth_refused(request, decision, peer)
             await request.reject(decision.status, decision.body)
             return
@@ -173,6 +191,7 @@ class _AdmissionFlow(_SecurityReports):
                     previous_peer=None if current is None else self._peers.get(current),
                     reason="identity already connected; the new connection was refused (409)",
                 )
+                self._counters.reject("duplicate")
                 await request.reject(409, "this identity is already connected")
                 return
             self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
@@ -182,6 +201,7 @@ class _AdmissionFlow(_SecurityReports):
             if refusing:
                 self._claimed.discard(identity)
         if session is None:
+            self._counters.reject("auth_error")  # the auth callback chose a protocol not offered
             return
         # From here into session.run() nothing yields to another task: taking the identity,
         # registering the session and starting it are one step, so two connections for one
@@ -191,6 +211,7 @@ class _AdmissionFlow(_SecurityReports):
         self._clients[identity] = session
         self._peers[session] = peer
         log.info("station %r connected (%s)", identity, session.protocol)
+        self._counters.accepted += 1
         started = anyio.current_time()
         self._emit(
             StationConnected,
@@ -222,6 +243,7 @@ class _AdmissionFlow(_SecurityReports):
             if self._clients.get(identity) is session:
                 del self._clients[identity]
             self._peers.pop(session, None)
+            self._counters.session_ended(session)
             closed = session.close_reason
             log.info("station %r disconnected: %s", identity, closed)
             self._check_bad_message_flood(session, peer)

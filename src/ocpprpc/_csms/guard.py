@@ -272,7 +272,14 @@ class RateLimitedRouter(Router):
                 return handler(request, ctx)
             return breached(verdict, ctx)
 
-        return Route(limited, validate=route.validate, request_type=route.request_type)
+        async def limited_async(request: Any, ctx: CallContext) -> Any:
+            answer = limited(request, ctx)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        # As async as what it wraps: an async handler stays a worker's (Route.inline), so
+        # observer middleware never meets a plain function returning a coroutine here.
+        wrapper = limited if route.inline else limited_async
+        return Route(wrapper, validate=route.validate, request_type=route.request_type)
 
     def _limit_unrouted(self, request: Any, ctx: CallContext) -> Any:
         """No handler: a flood of unknown actions counts against the station's limits too."""

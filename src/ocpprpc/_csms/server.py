@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -32,6 +32,7 @@ from .._rpc.protocols import ValidationArg, check_protocols
 from .._rpc.router import Router
 from .._rpc.session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
 from .._typed.quirks import QuirksArg, as_quirks
+from .._version import __version__
 from .._ws.handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     IdentityCheck,
@@ -39,6 +40,7 @@ from .._ws.handshake import (
     check_identity,
     resolve_ws_codec,
 )
+from .._ws.http_plain import PlainHttpHandler, serve_plain_http
 from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
 from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
@@ -47,6 +49,7 @@ from .admission_flow import _peer_host
 from .command_buffer import CommandBuffer
 from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
+from .http_endpoints import HttpEndpoints
 from .listener import Listener, _check_route_protocols, _Endpoint, _route_middleware, _Target
 from .live import _LiveChanges
 from .ratelimit import RateLimiter, StationLimits
@@ -60,9 +63,13 @@ from .server_base import DuplicatePolicy as DuplicatePolicy
 from .server_base import Reject as Reject
 from .session_state import SessionStates
 from .station_services import station_services
+from .stats import ServerCounters, ServerStats
 from .upgrade import ConnectionMiddleware
 
-__all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "serve"]
+if TYPE_CHECKING:
+    from .._ops.metrics import Metrics
+
+__all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "ServerStats", "serve"]
 
 log = logging.getLogger("ocpprpc.server")
 
@@ -171,6 +178,17 @@ class Server(_LiveChanges):
     :param csms: the admission settings as one :class:`CsmsOptions`
         (``handshake_timeout``, ``max_connections``, ``inbound_budget``,
         ``duplicate``, ``require_boot``), instead of those keywords.
+    :param metrics: Prometheus metrics (docs: operations): a :class:`Metrics`,
+        or ``True`` for a new one (needs ``ocpprpc[metrics]``); it becomes the
+        outermost message middleware of every station and a subscriber of
+        :attr:`security_events`.  ``None`` (default): no metrics, and nothing
+        added to the message path.
+    :param http_endpoints: answer plain (non-upgrade) HTTP requests on the
+        station port: ``GET /health``, and ``GET /metrics`` with *metrics*.
+        ``None`` (default): on exactly when *metrics* is set.  While
+        :meth:`shutdown` runs, a server with the side door keeps accepting, so
+        ``/health`` answers 503 (new stations get 503 too).  :meth:`serve_http`
+        serves the same on a port of its own.
     :param session_options: further :class:`Session` options for every station.
     """
 
@@ -215,6 +233,8 @@ class Server(_LiveChanges):
         websocket: WebSocketOptions | None = None,
         session: SessionOptions | None = None,
         csms: CsmsOptions | None = None,
+        metrics: Metrics | bool | None = None,
+        http_endpoints: bool | None = None,
         **session_options: Any,
     ) -> None:
         if not protocols:
@@ -342,7 +362,6 @@ class Server(_LiveChanges):
         self._targets: dict[Route, _Target] = {}
         #: A route's own rate limiter, kept when its target is resolved again (reconfigure).
         self._route_limiters: dict[Route, RateLimiter] = {}
-        self._add_targets(self.routes)
         self._default_endpoint = _Endpoint(self.ssl_context, self.routes)
         self._bound: list[tuple[Listener, anyio.abc.Listener[anyio.abc.SocketStream]]] = []
         #: Each bound listener's endpoint (its TLS context changes with update_tls).
@@ -383,6 +402,26 @@ class Server(_LiveChanges):
             # Outermost: it sees the request as the station sent it and the answer as it leaves.
             layers = self.session_options.get("middleware", ())
             self.session_options["middleware"] = (self._services.observer, *layers)
+        # -- seeing it (issue 15)
+        self._counters = ServerCounters()
+        if metrics is True:
+            from .._ops.metrics import Metrics
+
+            metrics = Metrics()
+        #: The server's :class:`Metrics` (``None`` without ``metrics``).
+        self.metrics: Metrics | None = None if isinstance(metrics, bool) else metrics
+        if self.metrics is not None:
+            # Outermost: it times and sees the outcome of everything the other layers do.
+            self.session_options["middleware"] = (self.metrics, *self.session_options.get("middleware", ()))
+            self.security_events.subscribe(self.metrics.observe_event)
+            self.metrics.bind(self.stats)
+        #: The side door's handler (``/health``, ``/metrics``), also what :meth:`serve_http` serves.
+        self.http_endpoints = HttpEndpoints(self.stats, self.metrics)
+        served = self.metrics is not None if http_endpoints is None else http_endpoints
+        self._http: PlainHttpHandler | None = self.http_endpoints if served else None
+        self._http_scopes: list[anyio.CancelScope] = []
+        # Last: a route's session options copy the server's, middleware included.
+        self._add_targets(self.routes)
 
     @property
     def clients(self) -> Mapping[str, Session]:
@@ -583,6 +622,61 @@ class Server(_LiveChanges):
         """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
         return self._connections
 
+    # -- seeing it -------------------------------------------------------------------------
+
+    def stats(self) -> ServerStats:
+        """A snapshot of what the server is doing (:class:`ServerStats`; docs: operations).
+
+        Computed now from the running sessions and the server's own counters:
+        O(sessions), nothing is paid per message for it.
+        """
+        return self._counters.snapshot(
+            self._peers,  # every running session, an evicted one until it has ended too
+            connections=self._connections,
+            shutting_down=not self._accepting,
+            version=__version__,
+            calls=None if self.metrics is None else self.metrics.call_counts(),
+        )
+
+    async def serve_http(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``/health`` (and ``/metrics``) on a port of its own, plain HTTP, until :meth:`shutdown` ends.
+
+        Reports the bound port through ``task_status``
+        (``port = await tg.start(server.serve_http, "0.0.0.0", 9100)``).  Each
+        request is read under the handshake timeout and answered on its own
+        connection; any other path is 404.
+        """
+        listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
+        try:
+            async with anyio.create_task_group() as requests:
+                with anyio.CancelScope() as accepting:
+                    self._http_scopes.append(accepting)
+                    bound: int = listener.extra(anyio.abc.SocketAttribute.local_port)
+                    task_status.started(bound)
+                    log.info("serving /health and /metrics on %s:%s", host, bound)
+                    try:
+                        await serve_listener(listener, self._serve_plain, requests)
+                    finally:
+                        self._http_scopes.remove(accepting)
+                requests.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+
+    async def _serve_plain(self, stream: anyio.abc.ByteStream) -> None:
+        try:
+            await serve_plain_http(stream, self.http_endpoints, head_timeout=self.handshake_timeout)
+        except Exception:
+            log.exception("unexpected error while answering an HTTP request")
+        finally:
+            await anyio.aclose_forcefully(stream)
+
     # -- commanding stations ---------------------------------------------------------
 
     async def send_to_client(
@@ -684,15 +778,23 @@ class Server(_LiveChanges):
         handshakes, is cancelled.  :meth:`serve` then returns.
         """
         self._accepting = False
-        for scope in self._accept_scopes:
-            scope.cancel()
+        if self._http is None:
+            self._stop_accepting()
+        # else: still accepting while the stations close, so /health answers 503 (upgrades get 503).
         grace = self.close_timeout if timeout is None else timeout
         with anyio.move_on_after(grace + self.close_timeout):
             async with anyio.create_task_group() as closing:
                 for session in list(self._clients.values()):
                     closing.start_soon(_close_session, session, grace)
+        self._stop_accepting()
+        for scope in self._http_scopes:
+            scope.cancel()
         for stations in self._task_groups:
             stations.cancel_scope.cancel()
+
+    def _stop_accepting(self) -> None:
+        for scope in self._accept_scopes:
+            scope.cancel()
 
 
 async def _close_session(session: Session, grace: float) -> None:

@@ -26,12 +26,14 @@ from .._ws.handshake import (
     StationRequest,
     WsCodecName,
 )
+from .._ws.http_plain import PlainHttpHandler
 from .admission import AdmissionPolicy
 from .guard import GuardedRouter
 from .ratelimit import RateLimiter
 from .security_events import (
     SecurityEvents,
 )
+from .stats import ServerCounters
 
 if TYPE_CHECKING:
     from .listener import Listener, _Endpoint, _Target
@@ -143,3 +145,5 @@ class _ServerBase:
     _clients: dict[str, Session]
     _claimed: set[str]
     _accepting: bool
+    _counters: ServerCounters
+    _http: PlainHttpHandler | None

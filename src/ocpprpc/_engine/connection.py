@@ -213,6 +213,8 @@ class Connection:
         self._answered: dict[str, str] = {}
         self._answered_order: deque[str] = deque()
         self._bad_in_a_row = 0
+        #: Bad messages received in all (malformed frames, payloads failing validation, invalid answers).
+        self.bad_messages = 0
 
     # -- introspection ---------------------------------------------------------------
 
@@ -629,6 +631,7 @@ class Connection:
 
     def _bad(self, event: Event) -> None:
         self._events.append(event)
+        self.bad_messages += 1
         self._bad_in_a_row += 1
         if self.max_bad_messages is not None and self._bad_in_a_row == self.max_bad_messages:
             self._events.append(TooManyBadMessages(count=self._bad_in_a_row, limit=self.max_bad_messages))

@@ -36,6 +36,12 @@ log = logging.getLogger("ocpprpc.session")
 #: Workers per session when a shared :class:`anyio.CapacityLimiter` has no finite bound.
 _MAX_WORKERS = 1024
 
+#: Routes whose plain-function handler returned an awaitable under never_waits middleware: their
+#: CALLs go to a worker from then on, seen whole by the middleware (see ``_inline_through_onion``).
+#: Shared by the sessions of the process; bounded (forgotten at the bound, then learnt again).
+_DEFERRING: set[Route] = set()
+_MAX_DEFERRING = 4096
+
 _T = TypeVar("_T")
 
 
@@ -102,7 +108,8 @@ class _Inbound(_SessionBase):
         self._active_handlers += 1
         if (
             (route is None or route.inline)
-            and (self._onion is None or self._onion.inline)  # middleware that may wait: never in the reader
+            # Middleware may wait, so never in the reader; unless every layer only observes.
+            and (self._onion is None or (self._onion.inline and route not in _DEFERRING))
             and self._active_handlers <= self._max_workers
             and not self._inbox
             and not self.stream.buffered
@@ -188,8 +195,7 @@ class _Inbound(_SessionBase):
         requeued = False
         try:
             if self._onion is not None:
-                # Every layer never waits (Onion.inline) and the handler is a plain function.
-                await _run_in_context(contextvars.copy_context(), self._handle_through_onion(message, route))
+                requeued = await self._inline_through_onion(message, route, size)
                 return
             if route is None:
                 await self._handle_unrouted(message)
@@ -218,6 +224,57 @@ class _Inbound(_SessionBase):
             if not requeued:
                 self._active_handlers -= 1
                 self._check_drained()
+
+    async def _inline_through_onion(self, message: Call | Send, route: Route | None, size: int) -> bool:
+        """An inbound message through never_waits middleware, in the reader; ``True``: handed to a worker.
+
+        The layers await nothing but ``call_next`` and the handler is a plain
+        function, so the onion runs to its end without waiting.  A handler that returns an
+        awaitable is not awaited here (the reader never waits for a handler):
+        the awaitable goes to a worker, and its route to :data:`_DEFERRING`.
+        """
+        assert self._onion is not None
+        context = contextvars.copy_context()
+        is_send = isinstance(message, Send)
+        deferred: list[Awaitable[Any]] = []
+        ctx = MessageContext(
+            "in",
+            "send" if is_send else "call",
+            message.action,
+            message.message_id,
+            message.payload,
+            self,  # type: ignore[arg-type]  # a mixin of Session
+        )
+
+        async def handler(ctx: MessageContext) -> Any:
+            if route is None:
+                return self._unrouted(ctx.action, ctx.message_id, is_send)
+            call_ctx = CallContext(ctx.message_id, ctx.action, self.connection.protocol, self, is_send)  # type: ignore[arg-type]  # a mixin of Session
+            result = route.handler(self._prepare(route, ctx.payload), call_ctx)
+            if inspect.isawaitable(result):
+                if len(_DEFERRING) >= _MAX_DEFERRING:
+                    _DEFERRING.clear()
+                _DEFERRING.add(route)
+                deferred.append(result)
+                return NO_REPLY
+            return result
+
+        validate = True if route is None else route.validate
+        try:
+            result = await _run_in_context(context, self._onion.run(ctx, handler))
+        except DroppedByMiddleware:
+            result = DROP
+        except Exception as exc:
+            await self._finish_failed(message, validate, exc)
+            return False
+        if deferred:
+            self._enqueue((message, route, (context, deferred[0]), size))
+            return True
+        if result is DROP:
+            log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
+            result = NO_REPLY
+        await self._finish_result(message, validate, result)
+        return False
 
     def _call_plain(self, route: Route, message: Call | Send, ctx: CallContext) -> Any:
         return route.handler(self._prepare(route, message.payload), ctx)

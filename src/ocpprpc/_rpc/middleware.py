@@ -58,8 +58,16 @@ Cost
 A session without middleware has no onion (``None``) and pays one attribute
 test per message.  With middleware, each exchange makes one
 :class:`MessageContext` and one small ``call_next`` object per layer, and
-inbound CALLs always go to a handler worker (a middleware may wait, and the
-reader must never wait for it).
+inbound CALLs go to a handler worker (a middleware may wait, and the reader
+must never wait for it) -- unless every layer :func:`never_waits`: it
+promises that it awaits nothing but ``call_next`` and returns what
+``call_next`` returned (metrics, the exchange log, tracing, the station
+registry's observer).  Then a CALL for a plain-function handler runs in the
+reader, onion included, as it would without middleware.  A plain function
+that returns an awaitable after all is found out when it does: its awaiting
+goes to a worker (the reader never waits for a handler), the middleware see
+that one exchange end when the function returned, and the route's later
+CALLs go to a worker from the start.
 """
 
 from __future__ import annotations
@@ -264,7 +272,10 @@ class _Next:
         self.called = True
         self.error = None
         try:
-            self.result = await self.onion.run(ctx, self.innermost, self.index)
+            if self.index >= len(self.onion.layers):  # the last layer's: straight to the innermost
+                self.result = await self.innermost(ctx)
+            else:
+                self.result = await self.onion.run(ctx, self.innermost, self.index)
         except Exception as exc:
             self.error = exc
             raise

@@ -379,6 +379,16 @@ class Session(_Reader):
     def state(self, value: dict[str, Any]) -> None:
         self._state = value
 
+    @property
+    def inbound_in_flight(self) -> int:
+        """The peer's CALLs and SENDs being handled or waiting for a handler worker."""
+        return self._active_handlers
+
+    @property
+    def outbound_in_flight(self) -> int:
+        """Our ``call()``s under way: waiting for a call slot, on the wire or awaiting the answer."""
+        return self._active_calls
+
     def use(self, middleware: Middleware) -> Middleware:
         """Add *middleware* as the innermost layer; returns it, so it can decorate.
 

@@ -38,6 +38,14 @@ from .handshake_shared import (
     resolve_ws_codec,
     select_subprotocol,
 )
+from .http_plain import (
+    PlainHttpAnswered,
+    PlainHttpHandler,
+    _answer_and_close,
+    answer,
+    parse_plain_request,
+    response_bytes,
+)
 from .websocket import DEFAULT_CLOSE_TIMEOUT, WebSocketStream
 from .wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, deflate_extension
 
@@ -57,8 +65,6 @@ log = logging.getLogger("ocpprpc._handshake")  # log name kept
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: OCPP 2.0.1 Part 4 3.1.1: the identity is an identifierString of at most 48 characters.
 MAX_IDENTITY_LENGTH = 48
-#: How long a server lingers after an HTTP error, so the client reads it before the reset.
-_REJECT_LINGER = 1.0
 
 
 def _http_response(status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
@@ -75,28 +81,6 @@ def _http_response(status: int, body: bytes, headers: Iterable[tuple[bytes, byte
     ]
     head.extend(name + b": " + value for name, value in headers)
     return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-async def _answer_and_close(stream: anyio.abc.ByteStream, response: bytes) -> None:
-    """Write an HTTP error, then close without a reset eating it.
-
-    Closing a socket whose receive buffer still holds unread bytes (the rest of a
-    garbage request) makes the kernel send a reset, which can destroy the
-    response before the client reads it; so half-close and discard for a moment.
-    Shielded: a rejection goes out even when the caller is being cancelled.
-    """
-    with anyio.CancelScope(shield=True):
-        with anyio.move_on_after(_REJECT_LINGER):
-            try:
-                await stream.send(response)
-                await stream.send_eof()
-                while True:
-                    await stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
-            except NotImplementedError:
-                pass  # TLS: no half-close, just close
-        await anyio.aclose_forcefully(stream)
 
 
 # -- server side ------------------------------------------------------------------
@@ -367,6 +351,7 @@ async def accept_websocket(
     identity_check: IdentityCheck = check_identity,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ws_codec: WsCodecName | None = None,
+    http: PlainHttpHandler | None = None,
 ) -> StationRequest:
     """Read a station's upgrade request from ``stream`` and return it for judgement.
 
@@ -390,10 +375,15 @@ async def accept_websocket(
     :param close_timeout: bound on the close handshake of the resulting WebSocket.
     :param ws_codec: the frame codec after the handshake (:data:`WsCodecName`;
         ``None``: :data:`DEFAULT_WS_CODEC`).
+    :param http: the side door: a request that is not an upgrade (one that
+        would be answered 426, or a method other than GET) goes to it first;
+        what it answers is sent and :class:`PlainHttpAnswered` raised, ``None``
+        leaves the usual answer.
     """
     codec_name = resolve_ws_codec(ws_codec)
     handshake = H11Handshake(ConnectionType.SERVER)
     request: Request | None = None
+    head = bytearray()  # kept only for the side door: bounded by h11's 16 KiB head limit plus one read
     try:
         with anyio.fail_after(handshake_timeout):
             if ssl_context is not None:
@@ -408,13 +398,18 @@ async def accept_websocket(
                     data = await stream.receive()
                 except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
                     raise HandshakeError("connection closed before a complete request") from exc
+                if http is not None:
+                    head += data
                 try:
                     handshake.receive_data(data)
                     for event in handshake.events():
                         if isinstance(event, Request):
                             request = event
                 except RemoteProtocolError as exc:
-                    raise _refusal_for(exc) from exc
+                    refusal = _refusal_for(exc)
+                    if http is not None and (refusal.status == 426 or str(exc) == _NOT_GET):
+                        await _side_door(stream, http, head)
+                    raise refusal from exc
                 except UnicodeError as exc:
                     # wsproto decodes the Host header as IDNA and lets the error escape
                     # (fuzzing found it: one such request ended the whole server).
@@ -460,6 +455,22 @@ async def accept_websocket(
         _close_timeout=close_timeout,
         _ws_codec=codec_name,
     )
+
+
+#: wsproto's complaint about a method other than GET (HEAD, POST...): not an upgrade either.
+_NOT_GET = "Request method must be GET"
+
+
+async def _side_door(stream: anyio.abc.ByteStream, http: PlainHttpHandler, head: bytearray) -> None:
+    """Answer a plain HTTP request through *http* and raise :class:`PlainHttpAnswered`; else return."""
+    plain = parse_plain_request(bytes(head))
+    if plain is None:  # pragma: no cover - wsproto's own h11 just parsed the same head
+        return
+    response = answer(http, plain)
+    if response is None:
+        return
+    await _answer_and_close(stream, response_bytes(response, plain.method))
+    raise PlainHttpAnswered(plain, response.status)
 
 
 #: What h11 quotes from the request in its error messages: ``: b'...'``,

@@ -227,6 +227,8 @@ class WebSocketStream(MessageStream):
         #: payload, and a count of reads that brought data (proof of life).
         self.on_pong: Callable[[bytes], None] | None = None
         self.reads = 0
+        #: Bytes read from the byte stream since the upgrade (frames, compressed as on the wire).
+        self.bytes_received = 0
 
     # -- MessageStream --------------------------------------------------------
 
@@ -254,6 +256,11 @@ class WebSocketStream(MessageStream):
         At most 64 KiB plus one frame: senders wait before queueing more.
         """
         return self._queued - self._sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes queued for the peer since the upgrade (frames as on the wire, written or about to be)."""
+        return self._queued
 
     @property
     def reading(self) -> bool:
@@ -384,6 +391,7 @@ class WebSocketStream(MessageStream):
             await self._lost(f"connection lost ({exc!r})")
             return
         self.reads += 1
+        self.bytes_received += len(data)
         await self._process(data)
 
     async def _process(self, data: bytes) -> None:

@@ -1,0 +1,197 @@
+"""Middleware that never waits (``never_waits = True``): plain handlers stay in the reader, onion included.
+
+Metrics and the exchange log only observe; with only such layers an inbound CALL
+for a plain-function handler runs in the reader, as without middleware, and every
+exchange is still seen with its outcome.  A plain function that returns an
+awaitable is found out: its awaiting goes to a worker, and so do its later CALLs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from ocpprpc import CallContext, ExchangeLog, Metrics, OCPPError, Router
+from ocpprpc._rpc import inbound
+from ocpprpc._rpc.middleware import CallNext, MessageContext, Onion
+
+from .helpers import session_with_raw_peer
+
+
+class Recorder:
+    """An observer that notes the task each exchange ran in and how it ended."""
+
+    never_waits = True
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def __call__(self, ctx: MessageContext, call_next: CallNext) -> Any:
+        task = (anyio.get_current_task().name or "").split()[1]
+        try:
+            answer = await call_next(ctx)
+        except Exception as exc:
+            self.seen.append((ctx.action, task, type(exc).__name__))
+            raise
+        self.seen.append((ctx.action, task, repr(answer)))
+        return answer
+
+
+def handler_task() -> str:
+    return (anyio.get_current_task().name or "").split()[1]
+
+
+def test_an_onion_is_inline_only_when_every_layer_observes() -> None:
+    async def plain(ctx: MessageContext, call_next: CallNext) -> Any:
+        return await call_next(ctx)
+
+    assert Onion([Metrics(), ExchangeLog(), Recorder()]).inline  # type: ignore[list-item]
+    assert not Onion([Metrics(), plain]).inline  # type: ignore[list-item]
+
+
+async def test_plain_handlers_run_in_the_reader_through_observers() -> None:
+    recorder = Recorder()
+    tasks: list[str] = []
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        tasks.append(handler_task())
+        return {"currentTime": "now"}
+
+    @router.on("Authorize")
+    def authorize(request: Any, ctx: CallContext) -> dict[str, Any]:
+        raise OCPPError("SecurityError", "blocked")
+
+    async with session_with_raw_peer(router=router, middleware=[recorder]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        assert await peer.receive() == [3, "c1", {"currentTime": "now"}]
+        await peer.send([2, "c2", "Authorize", {"idTag": "X"}])
+        assert (await peer.receive())[:3] == [4, "c2", "SecurityError"]
+        await peer.send([2, "c3", "DataTransfer", {"vendorId": "v"}])
+        assert (await peer.receive())[:3] == [4, "c3", "NotImplemented"]
+    assert tasks == ["reader"]
+    assert recorder.seen == [
+        ("Heartbeat", "reader", "{'currentTime': 'now'}"),
+        ("Authorize", "reader", "OCPPError"),
+        ("DataTransfer", "reader", "OCPPError"),
+    ]
+
+
+async def test_a_plain_function_returning_an_awaitable_is_found_out() -> None:
+    recorder = Recorder()
+    router = Router()
+
+    async def later(request: Any) -> dict[str, Any]:
+        await anyio.lowlevel.checkpoint()
+        return {"status": "Accepted", "tag": request["idTag"], "task": handler_task()}
+
+    def authorize(request: Any, ctx: CallContext) -> Any:
+        return later(request)  # a plain function wrapping a coroutine
+
+    router.on("Authorize")(authorize)
+    route = router.resolve("Authorize", "ocpp1.6")
+    assert route is not None and route.inline
+    inbound._DEFERRING.discard(route)
+    try:
+        async with session_with_raw_peer(router=router, middleware=[recorder]) as (_, peer):
+            await peer.send([2, "c1", "Authorize", {"idTag": "A"}])
+            assert await peer.receive() == [3, "c1", {"status": "Accepted", "tag": "A", "task": "handlers"}]
+            assert route in inbound._DEFERRING
+            await peer.send([2, "c2", "Authorize", {"idTag": "B"}])
+            assert await peer.receive() == [3, "c2", {"status": "Accepted", "tag": "B", "task": "handlers"}]
+    finally:
+        inbound._DEFERRING.discard(route)
+    # The first exchange was seen ending when the function returned; the second whole, in a worker.
+    assert recorder.seen[0] == ("Authorize", "reader", "NO_REPLY")
+    assert recorder.seen[1][:2] == ("Authorize", "handlers")
+    assert "'tag': 'B'" in recorder.seen[1][2]
+
+
+async def test_the_deferring_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbound, "_DEFERRING", {object()})
+    monkeypatch.setattr(inbound, "_MAX_DEFERRING", 1)
+    router = Router()
+
+    async def later() -> dict[str, Any]:
+        return {}
+
+    router.on("Heartbeat")(lambda request, ctx: later())
+    async with session_with_raw_peer(router=router, middleware=[Recorder()]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        assert await peer.receive() == [3, "c1", {}]
+    assert {router.resolve("Heartbeat", "ocpp1.6")} == inbound._DEFERRING
+
+
+async def test_an_observer_that_drops_leaves_the_call_unanswered() -> None:
+    class Dropper:
+        never_waits = True
+
+        async def __call__(self, ctx: MessageContext, call_next: CallNext) -> Any:
+            from ocpprpc import DROP
+
+            await call_next(ctx)
+            return DROP
+
+    router = Router()
+    router.on("Heartbeat")(lambda request, ctx: {"currentTime": "now"})
+    async with session_with_raw_peer(router=router, middleware=[Dropper()]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        await peer.send([2, "c2", "NoSuchAction", {}])
+        assert (await peer.receive())[:3] == [4, "c2", "NotImplemented"]  # c1 was never answered
+
+
+async def test_an_observer_raising_drop_leaves_the_call_unanswered() -> None:
+    from ocpprpc import DroppedByMiddleware
+
+    class Dropper:
+        never_waits = True
+
+        async def __call__(self, ctx: MessageContext, call_next: CallNext) -> Any:
+            if ctx.action == "Heartbeat":
+                raise DroppedByMiddleware("no")
+            return await call_next(ctx)
+
+    router = Router()
+    router.on("Heartbeat")(lambda request, ctx: {"currentTime": "now"})
+    async with session_with_raw_peer(router=router, middleware=[Dropper()]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        await peer.send([2, "c2", "NoSuchAction", {}])
+        assert (await peer.receive())[:3] == [4, "c2", "NotImplemented"]
+
+
+async def test_the_rate_limit_wrapper_is_as_async_as_what_it_wraps() -> None:
+    from ocpprpc import RateLimiter, StationLimits
+    from ocpprpc._csms.guard import RateLimitedRouter
+
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        return {"currentTime": "now"}
+
+    @router.on("Authorize")
+    async def authorize(request: Any, ctx: CallContext) -> dict[str, Any]:
+        await anyio.lowlevel.checkpoint()
+        return {"idTagInfo": {"status": "Accepted"}, "task": handler_task()}
+
+    limiter = RateLimiter(StationLimits(global_="100/60"), clock=lambda: 0.0)  # type: ignore[arg-type]
+    limited = RateLimitedRouter(router, limiter, lambda verdict, ctx: None)
+    plain, awaited = limited.resolve("Heartbeat", "ocpp1.6"), limited.resolve("Authorize", "ocpp1.6")
+    assert plain is not None and plain.inline
+    assert awaited is not None and not awaited.inline  # never a plain function returning a coroutine
+    recorder = Recorder()
+    async with session_with_raw_peer(router=limited, middleware=[recorder]) as (_, peer):
+        await peer.send([2, "c1", "Authorize", {"idTag": "A"}])
+        assert await peer.receive() == [3, "c1", {"idTagInfo": {"status": "Accepted"}, "task": "handlers"}]
+    assert recorder.seen[0][:2] == ("Authorize", "handlers")
+
+
+async def test_an_empty_onion_runs_the_innermost() -> None:
+    async def innermost(ctx: Any) -> str:
+        return "answer"
+
+    assert await Onion([]).run(None, innermost) == "answer"  # type: ignore[arg-type]
