@@ -50,6 +50,7 @@ _LOST = (
 )
 
 
+_TEARDOWN = (anyio.ClosedResourceError, anyio.BrokenResourceError)
 _SUBSCRIPTION_RETRY = ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=3, delay=0.1)
 
 
@@ -214,13 +215,24 @@ class CoredisOps:
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        with _translated():
-            # A bounded retry: a subscription that cannot be restored ends (raises) promptly,
-            # and the adapter's supervisor subscribes again -- never an endless silent retry.
-            async with self.client.pubsub(
-                channels=[channel], ignore_subscribe_messages=True, retry_policy=_SUBSCRIPTION_RETRY
-            ) as pubsub:
-                yield _Messages(pubsub)
+        try:
+            with _translated():
+                # A bounded retry: a subscription that cannot be restored ends (raises) promptly,
+                # and the adapter's supervisor subscribes again -- never an endless silent retry.
+                async with self.client.pubsub(
+                    channels=[channel], ignore_subscribe_messages=True, retry_policy=_SUBSCRIPTION_RETRY
+                ) as pubsub:
+                    yield _Messages(pubsub)
+        except BaseExceptionGroup as group:
+            # coredis 6.9 unsubscribes on a connection it already closed when the
+            # subscription is cancelled (ClosedResourceError from its cleanup, next to
+            # the cancellation): noise of its teardown, dropped; the rest goes on.
+            _, rest = group.split(_TEARDOWN)
+            if rest is None:
+                raise RedisUnavailable("the subscription's connection closed") from group
+            if rest is group:
+                raise
+            raise rest from None
 
 
 class _Messages:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 import redis.asyncio
 import redis.exceptions
 
@@ -34,6 +35,9 @@ from .ops import (
 )
 
 __all__ = ["RedisPyOps", "open_redispy"]
+
+#: Bound on closing the client's connections (shielded: a cancelled node still closes them).
+_CLOSE_TIMEOUT = 2.0
 
 
 @contextmanager
@@ -203,7 +207,8 @@ class RedisPyOps:
                         break
             yield _Messages(pubsub)
         finally:
-            await pubsub.aclose()
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+                await pubsub.aclose()
 
 
 class _Messages:
@@ -249,4 +254,5 @@ async def open_redispy(
     try:
         yield RedisPyOps(client)
     finally:
-        await client.aclose()
+        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+            await client.aclose()
