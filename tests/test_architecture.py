@@ -36,7 +36,7 @@ ARROWS: dict[str, set[str]] = {
     "cluster": {"_engine", "_typed", "_rpc", "_options"},
     "plugins": {"public"},
     "versions": {"_typed"},
-    "public": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_cli", "_ops"}
+    "public": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_cli", "_ops", "cluster"}
     | {"versions"},
 }
 # Libraries a part must never load.  trio: nowhere but ocpprpc.trio_websocket.

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import msgspec
 
 __all__ = [
@@ -202,9 +203,13 @@ class Dedup:
 class ClusterAdapter(Protocol):
     """One node's view of the cluster (an async context manager: its tasks run while entered)."""
 
-    node_id: str
-    #: Envelopes for this node, each handed out once: calls, results, kicks, broadcasts.
-    received: anyio.abc.ObjectReceiveStream[Envelope]
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def received(self) -> anyio.abc.ObjectReceiveStream[Envelope]:
+        """Envelopes for this node, each handed out once: calls, results, kicks, broadcasts."""
+        ...
 
     async def deliver(self, node: str, env: Envelope) -> None:
         """Put *env* in *node*'s inbox; :class:`NodeUnavailable` if that node is not alive."""
