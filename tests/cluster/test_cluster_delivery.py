@@ -12,9 +12,10 @@ import pytest
 
 import ocpprpc
 from ocpprpc import CallContext, OCPPError, Router, SendStatus, StationNotConnected, v16
-from ocpprpc._csms.cluster_delivery import ClusterDelivery, cluster_delivery
-from ocpprpc._rpc.session import CallTimeout
-from ocpprpc.cluster.adapter import NodeUnavailable
+from ocpprpc._csms.cluster_delivery import ClusterDelivery, _error, cluster_delivery
+from ocpprpc._rpc.session import CallTimeout, InvalidResponseError
+from ocpprpc._ws.transport import ConnectionLost
+from ocpprpc.cluster.adapter import ClusterError, Envelope, Kind, NodeUnavailable, envelope
 from tests.cluster.redis_server import RedisServer
 from tests.cluster.test_adapter import MEDIA, Cluster, Medium
 from tests.csms.helpers import eventually, ws_url
@@ -150,3 +151,57 @@ async def test_a_station_moving_to_another_node_is_evicted_there(
         await present(da, "CP1", "a")
         await eventually(lambda: "CP1" not in b.clients)  # kicked across nodes
         assert await b.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+
+
+async def test_hostile_envelopes_are_answered_and_harm_nobody(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        raw = await c.start("raw")  # a bare node: sends what it likes, reads the replies
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=station_router()))
+        await present(da, "CP1", "b")
+
+        async def ask(dst: str, action: str, payload: Any) -> Envelope:
+            env = envelope(Kind.CALL, "raw", dst, timeout=5, m=action, p=payload)
+            await raw.deliver("b", env)
+            with anyio.fail_after(PROMPT):
+                reply = await raw.received.receive()
+            assert reply.corr == env.id
+            return reply
+
+        assert (await ask("CP404", "Reset", {"type": "Soft"})).p == {"kind": "not_connected"}
+        unknown = await ask("CP1", "NoSuchAction", {})
+        assert (unknown.k, unknown.p["kind"], unknown.p["code"]) == (Kind.ERROR, "ocpp", "NotImplemented")
+        for payload in ("not an object", [1, 2], 7):
+            junk = await ask("CP1", "Reset", payload)
+            assert junk.k is Kind.ERROR and junk.p["kind"] in {"ocpp", "failed"}
+        assert (await ask("CP1", "", {})).k is Kind.ERROR
+        # Expired, stray results and kicks for connections nobody has: no answer, no harm.
+        await raw.deliver("b", envelope(Kind.CALL, "raw", "CP1", timeout=-1, m="Reset", p={"type": "Soft"}))
+        await raw.deliver("b", envelope(Kind.RESULT, "raw", "CP1", timeout=5, corr="nobody", p={}))
+        await raw.deliver("b", envelope(Kind.KICK, "raw", "CP1", timeout=5, conn="not-its-connection"))
+        with anyio.move_on_after(0.3):
+            stray = await raw.received.receive()
+            pytest.fail(f"unexpected reply {stray}")
+        assert "CP1" in b.clients  # still connected, still served
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+
+
+def test_error_replies_become_the_local_exceptions() -> None:
+    def error(detail: Any) -> Exception:
+        return _error("CP1", "Reset", "id-1", 5.0, detail)
+
+    ocpp = error({"kind": "ocpp", "code": "FormationViolation", "description": "bad", "details": {"a": 1}})
+    assert isinstance(ocpp, OCPPError) and ocpp.description == "bad" and dict(ocpp.details) == {"a": 1}
+    assert isinstance(error({"kind": "not_connected"}), StationNotConnected)
+    assert isinstance(error({"kind": "timeout"}), CallTimeout)
+    assert isinstance(error({"kind": "connection_lost", "description": "gone"}), ConnectionLost)
+    invalid = error({"kind": "invalid_response", "code": "TypeConstraintViolation", "description": "x"})
+    assert isinstance(invalid, InvalidResponseError)
+    assert "could not make the call" in str(error({"kind": "failed", "description": "boom"}))
+    garbage: list[Any] = [None, "text", [], {"kind": "ocpp", "code": "NoSuch"}, {"kind": "invalid_response"}]
+    for detail in [*garbage, {}]:
+        assert type(error(detail)) is ClusterError

@@ -224,6 +224,8 @@ class ClusterDelivery:
                         "code": exc.code.value,
                         "description": exc.description,
                     }
+                except Exception as exc:  # a hostile or broken request: answered, never fatal here
+                    kind, answer = Kind.ERROR, {"kind": "failed", "description": repr(exc)}
             reply = envelope(kind, self.adapter.node_id, env.dst, timeout=self.grace, corr=env.id, p=answer)
             try:
                 await self.adapter.deliver(env.src, reply)
@@ -252,6 +254,8 @@ def _error(identity: str, action: str, call_id: str, timeout: float, detail: Any
             return InvalidResponseError(action, call_id, OCPPError(str(info.get("code"))).code, description)
         except ValueError:
             pass
+    elif kind == "failed":
+        return ClusterError(f"the node holding {identity!r} could not make the call: {description}")
     return ClusterError(f"unreadable error reply for {identity!r}: {detail!r}")
 
 
