@@ -60,6 +60,16 @@ def answers(port: int) -> bool:
         return False
 
 
+def command(port: int, *args: str) -> bytes:
+    """One command to the server on *port* (RESP over a plain socket); its raw reply."""
+    request = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        request += f"${len(arg.encode())}\r\n{arg}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(request)
+        return conn.recv(65536)
+
+
 class RedisServer:
     """One ``redis-server`` process this test run owns (no persistence, loopback only)."""
 
@@ -102,6 +112,10 @@ class RedisServer:
                 self.kill()
                 raise RuntimeError(f"redis-server did not answer PING on {self.port} in {START_TIMEOUT} s")
             time.sleep(0.01)
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (test control: CLIENT KILL, REPLICAOF...); the raw reply."""
+        return command(self.port, *args)
 
     def kill(self) -> None:
         """SIGKILL (no shutdown, no save): what a crash looks like to the clients."""

@@ -136,6 +136,35 @@ async def test_redis_restarted_empty(own_redis: RedisServer, flavour: Flavour, n
         assert (metrics.inbox_lag, metrics.inbox_pending) == (0, 0)
 
 
+async def test_redis_refusing_writes_is_waited_out(own_redis: RedisServer, flavour: Flavour, ns: str) -> None:
+    """READONLY (a primary turned replica, as in a failover): fail fast, keep running, resume."""
+    async with node(own_redis, flavour, ns, "a") as a, node(own_redis, flavour, ns, "b") as b:
+        await b.claim("CP1", "conn-1")
+        assert own_redis.command("REPLICAOF", "127.0.0.1", "1").startswith(b"+OK")  # nothing there
+        try:
+            with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable, match=r"(?i)read.only"):
+                await a.deliver("b", call("a"))
+            with pytest.raises(ClusterUnavailable):
+                await a.claim("CP2", "conn-2")
+            await until(lambda: _counted_failures(b))  # b's loops meet the refusals and go on
+        finally:
+            assert own_redis.command("REPLICAOF", "NO", "ONE").startswith(b"+OK")
+        env = call("a")
+
+        async def delivered() -> bool:
+            await a.deliver("b", env)
+            return True
+
+        await until(delivered)
+        with anyio.fail_after(PROMPT):
+            assert await b.received.receive() == env
+        assert (await a.presence("CP1")) is not None
+
+
+async def _counted_failures(adapter: RedisAdapter) -> bool:
+    return (await adapter.metrics()).unavailable > 0
+
+
 async def test_junk_in_an_inbox_is_dropped_and_counted(
     redis_server: RedisServer, flavour: Flavour, ns: str
 ) -> None:
@@ -155,7 +184,7 @@ async def test_junk_in_an_inbox_is_dropped_and_counted(
 
 async def test_cannot_start_without_redis(tmp_path: Any, flavour: Flavour, ns: str) -> None:
     down = RedisServer(tmp_path)  # never started: nothing listens on its port
-    with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable, match="does not answer"):
+    with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable, match="Redis unavailable"):
         async with node(down, flavour, ns, "a"):
             pass
 

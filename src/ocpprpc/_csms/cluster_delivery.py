@@ -165,6 +165,8 @@ class ClusterDelivery:
                         await self.adapter.release(identity, held.conn)
             except ClusterError as exc:
                 log.warning("presence of %r not updated: %s", identity, exc)
+            except Exception:  # never the end of presence tracking for every other station
+                log.exception("presence of %r not updated", identity)
 
     async def _claim(self, identity: str) -> None:
         session = self.server.clients.get(identity)

@@ -47,7 +47,7 @@ from .adapter import (
     envelope,
     now_ms,
 )
-from .ops import Eval, NoGroup, RedisOps, RedisUnavailable, Script
+from .ops import Eval, NoGroup, RedisCommandError, RedisOps, RedisUnavailable, Script
 from .ops_open import ClientChoice, open_ops
 
 __all__ = ["RedisAdapter"]
@@ -55,6 +55,10 @@ __all__ = ["RedisAdapter"]
 logger = logging.getLogger(__name__)
 
 GROUP = "rpc"
+
+#: What a background loop waits out: no answer, or an error answer such as LOADING (a
+#: restart reading its dump), READONLY (a failover in progress), OOM or BUSY.
+_TRANSIENT = (RedisUnavailable, RedisCommandError)
 
 #: KEYS: alive, inbox.  ARGV: maxlen, envelope.  The XADD only if the node is alive.
 DELIVER = Script(
@@ -84,6 +88,12 @@ RELEASE = Script(
     "if cur and string.sub(cur, 1, #prefix) == prefix then return redis.call('DEL', KEYS[1]) end "
     "return 0"
 )
+
+
+def _unavailable(exc: Exception) -> ClusterUnavailable:
+    if isinstance(exc, RedisCommandError):
+        return ClusterUnavailable(f"Redis refused: {exc}")
+    return ClusterUnavailable(str(exc))
 
 
 def _claim(reply: Any) -> Claim:
@@ -193,8 +203,8 @@ class RedisAdapter:
             try:
                 await self._beat()
                 await self._ensure_group()
-            except RedisUnavailable as exc:
-                raise ClusterUnavailable(f"Redis does not answer: {exc}") from exc
+            except _TRANSIENT as exc:
+                raise _unavailable(exc) from exc
             group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(group.cancel_scope.cancel)  # runs before the group's exit waits
             group.start_soon(self._consume)
@@ -214,7 +224,7 @@ class RedisAdapter:
         assert self._stack is not None
         stack, self._stack = self._stack, None
         with anyio.move_on_after(1, shield=True):
-            with contextlib.suppress(RedisUnavailable):  # callers fail fast now, not after the TTL
+            with contextlib.suppress(*_TRANSIENT):  # callers fail fast now, not after the TTL
                 await self.ops.delete([self.alive_key(self.node_id)])
         try:
             return await stack.__aexit__(kind, exc, tb)
@@ -243,8 +253,8 @@ class RedisAdapter:
                 await self._repair_quietly()
                 start = "0"
                 continue
-            except RedisUnavailable:
-                self._metrics.unavailable += 1
+            except _TRANSIENT as exc:
+                self._count_failure(exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -259,8 +269,8 @@ class RedisAdapter:
                     self._metrics.received += 1
             try:
                 await self.ops.xack(inbox, GROUP, [item.id for item in entries])
-            except RedisUnavailable:  # stays pending: read again via "0", dropped as a duplicate
-                self._metrics.unavailable += 1
+            except _TRANSIENT as exc:  # stays pending: read again via "0", dropped as a duplicate
+                self._count_failure(exc)
                 start = "0"
 
     def _accept(self, data: bytes | None) -> Envelope | None:
@@ -285,9 +295,9 @@ class RedisAdapter:
             added = await self.ops.run_script(
                 DELIVER, [self.alive_key(node), self.inbox_key(node)], [self.inbox_maxlen, encode(env)]
             )
-        except RedisUnavailable as exc:
+        except _TRANSIENT as exc:
             self._metrics.unavailable += 1
-            raise ClusterUnavailable(f"Redis does not answer: {exc}") from exc
+            raise _unavailable(exc) from exc
         if added is None:
             self._metrics.node_unavailable += 1
             raise NodeUnavailable(node)
@@ -316,9 +326,14 @@ class RedisAdapter:
     async def _repair_quietly(self) -> None:
         try:
             await self._repair()
-        except RedisUnavailable:
-            self._metrics.unavailable += 1
+        except _TRANSIENT as exc:
+            self._count_failure(exc)
             await anyio.sleep(0.1)
+
+    def _count_failure(self, exc: Exception) -> None:
+        self._metrics.unavailable += 1
+        if isinstance(exc, RedisCommandError):
+            logger.warning("node %s: Redis refused a command: %s", self.node_id, exc)
 
     async def _watchdog(self) -> None:
         while True:
@@ -326,8 +341,8 @@ class RedisAdapter:
             try:
                 await self._beat()
                 await self._check_watched()
-            except RedisUnavailable:
-                self._metrics.unavailable += 1
+            except _TRANSIENT as exc:
+                self._count_failure(exc)
                 self._down = True
 
     async def _check_watched(self) -> None:
@@ -342,8 +357,8 @@ class RedisAdapter:
     async def node_alive(self, node: str) -> bool:
         try:
             return await self.ops.get(self.alive_key(node)) is not None
-        except RedisUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
 
     async def wait_node_down(self, node: str) -> None:
         event = self._watch.setdefault(node, anyio.Event())
@@ -353,9 +368,9 @@ class RedisAdapter:
     async def broadcast(self, env: Envelope) -> None:
         try:
             await self.ops.publish(self.channel, encode(env))
-        except RedisUnavailable as exc:
+        except _TRANSIENT as exc:
             self._metrics.unavailable += 1
-            raise ClusterUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
         self._metrics.broadcasts_sent += 1
 
     async def _subscriber(
@@ -391,15 +406,15 @@ class RedisAdapter:
     async def presence(self, identity: str) -> Presence | None:
         try:
             return Presence.decode(await self.ops.get(self.presence_key(identity)))
-        except RedisUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
 
     async def presences(self, identities: Iterable[str]) -> Mapping[str, Presence | None]:
         wanted = list(dict.fromkeys(identities))
         try:
             values = await self.ops.mget([self.presence_key(identity) for identity in wanted])
-        except RedisUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
         return {identity: Presence.decode(value) for identity, value in zip(wanted, values, strict=True)}
 
     def _claim_args(self, identity: str, conn: str, takeover: bool) -> tuple[list[str], list[str | int]]:
@@ -412,8 +427,8 @@ class RedisAdapter:
         keys, args = self._claim_args(identity, conn, takeover)
         try:
             claim = _claim(await self.ops.run_script(CLAIM, keys, args))
-        except RedisUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
         if claim.status is ClaimStatus.LOST:
             self._claims.pop(identity, None)
         else:
@@ -446,8 +461,8 @@ class RedisAdapter:
     async def refresh(self) -> list[str]:
         try:
             return await self._renew_claims()
-        except RedisUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
 
     async def _refresher(self) -> None:
         interval = self.presence_ttl_ms / 3000
@@ -455,16 +470,16 @@ class RedisAdapter:
             await anyio.sleep(interval * random.uniform(0.9, 1.0))
             try:
                 await self._renew_claims()
-            except RedisUnavailable:
-                self._metrics.unavailable += 1
+            except _TRANSIENT as exc:
+                self._count_failure(exc)
 
     async def release(self, identity: str, conn: str) -> bool:
         if self._claims.get(identity) == conn:
             del self._claims[identity]
         try:
             released = await self.ops.run_script(RELEASE, [self.presence_key(identity)], [self.node_id, conn])
-        except RedisUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
         return bool(released)
 
     # -- metrics --------------------------------------------------------------------------
@@ -473,7 +488,7 @@ class RedisAdapter:
         try:
             groups = await self.ops.xinfo_groups(inbox)
             pending = await self.ops.xpending(inbox, GROUP)
-        except (RedisUnavailable, NoGroup):
+        except _TRANSIENT:
             return self._metrics
         for group in groups:
             if group.name == GROUP:
