@@ -245,12 +245,26 @@ def _normalise(command: PipelineCommand, result: Any) -> Any:
 
 @asynccontextmanager
 async def open_redispy(
-    url: str, *, connect_timeout: float = 1.0, stream_timeout: float | None = 10.0
+    url: str,
+    *,
+    connect_timeout: float = 1.0,
+    stream_timeout: float | None = 10.0,
+    max_connections: int = 64,
 ) -> AsyncIterator[RedisPyOps]:
-    """A redis-py asyncio client for *url*, closed on exit."""
-    client = redis.asyncio.Redis.from_url(
-        url, decode_responses=False, socket_connect_timeout=connect_timeout, socket_timeout=stream_timeout
+    """A redis-py asyncio client for *url*, closed on exit.
+
+    Its pool blocks (up to *stream_timeout*) when all *max_connections* are busy, as
+    coredis' does: a burst of callers waits its turn instead of failing.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=stream_timeout,
+        decode_responses=False,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=stream_timeout,
     )
+    client = redis.asyncio.Redis.from_pool(pool)
     try:
         yield RedisPyOps(client)
     finally:
