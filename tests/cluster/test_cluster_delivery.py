@@ -205,3 +205,24 @@ def test_error_replies_become_the_local_exceptions() -> None:
     garbage: list[Any] = [None, "text", [], {"kind": "ocpp", "code": "NoSuch"}, {"kind": "invalid_response"}]
     for detail in [*garbage, {}]:
         assert type(error(detail)) is ClusterError
+
+
+async def test_a_burst_of_concurrent_cross_node_calls(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    """More callers at once than the client pools hold connections: every call is answered."""
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=station_router()))
+        await present(da, "CP1", "b")
+        answers: list[Any] = []
+
+        async def one() -> None:
+            answers.append(await a.send_to_client("CP1", "Reset", {"type": "Soft"}))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(150):
+                group.start_soon(one)
+        assert answers == [{"status": "Accepted"}] * 150
