@@ -107,7 +107,7 @@ CONSTRAINTS = "constraints.txt"
 #: Every dependency group and extra the lock covers, plus the tools that build and drive it
 #: (the build backend and nox itself, so `pip install -e .` and .ci/run are pinned as well).
 LOCKED_GROUPS = ("test", "lint", "typecheck", "docs", "bench", "fuzz")
-LOCKED_EXTRAS = "trio,trio-websocket,otel"
+LOCKED_EXTRAS = "trio,trio-websocket,otel,metrics,redis"
 LOCKED_TOOLS = ("hatchling", "nox")
 
 

@@ -29,13 +29,14 @@ ARROWS: dict[str, set[str]] = {
     "_ws": {"_options"},
     "_rpc": {"_engine", "_typed", "_ws.transport"},
     "_station": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops"},
-    "_csms": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops"},
+    # cluster: the CSMS plugs the cluster adapter into its Delivery seam (_csms/cluster_delivery.py).
+    "_csms": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops", "cluster"},
     "_cli": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_ops", "versions"},
     "_ops": set(),
     "cluster": {"_engine", "_typed", "_rpc", "_options"},
     "plugins": {"public"},
     "versions": {"_typed"},
-    "public": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_cli", "_ops"}
+    "public": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_cli", "_ops", "cluster"}
     | {"versions"},
 }
 # Libraries a part must never load.  trio: nowhere but ocpprpc.trio_websocket.

@@ -413,6 +413,24 @@ _LAZY["SQLiteRegistryStore"] = "._ops.registry_sqlite"
 _LAZY["Tracing"] = "._ops.tracing"
 # -- end of operations ----------------------------------------------------------------------
 
+# isort: split
+# -- clustering (issue 16): any process reaches any station (lazy: anyio; Redis clients on use) --
+if _TYPE_CHECKING:
+    from ._csms.cluster_delivery import ClusterDelivery, cluster_delivery
+    from .cluster.adapter import ClusterAdapter, ClusterError, ClusterUnavailable, NodeUnavailable
+    from .cluster.memory import MemoryCluster
+    from .cluster.redis_adapter import RedisAdapter
+
+_LAZY.update(dict.fromkeys(("ClusterDelivery", "cluster_delivery"), "._csms.cluster_delivery"))
+_LAZY.update(
+    dict.fromkeys(
+        ("ClusterAdapter", "ClusterError", "ClusterUnavailable", "NodeUnavailable"), ".cluster.adapter"
+    )
+)
+_LAZY["MemoryCluster"] = ".cluster.memory"
+_LAZY["RedisAdapter"] = ".cluster.redis_adapter"
+# -- end of clustering ----------------------------------------------------------------------
+
 __all__ = (
     "BUILTIN_RULES",
     "BadMessage",
@@ -621,4 +639,14 @@ __all__ = (
     "StationRegistry",
     "Tracing",
     "log_extra",
+    # isort: split
+    # -- clustering (issue 16) --
+    "ClusterAdapter",
+    "ClusterDelivery",
+    "ClusterError",
+    "ClusterUnavailable",
+    "MemoryCluster",
+    "NodeUnavailable",
+    "RedisAdapter",
+    "cluster_delivery",
 )

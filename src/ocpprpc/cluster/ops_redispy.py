@@ -1,0 +1,272 @@
+""":class:`~.ops.RedisOps` on redis-py's ``redis.asyncio`` client: asyncio only, the faster one there.
+
+Users may pass their own ``redis.asyncio.Redis`` (their pool, TLS, auth, Sentinel);
+it must not decode responses.  redis-py does not run on trio (the research measured
+why), so the adapter picks coredis there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio
+import redis.asyncio
+import redis.exceptions
+
+from .ops import (
+    Delete,
+    Entry,
+    Eval,
+    GroupInfo,
+    NoGroup,
+    PendingSummary,
+    PExpire,
+    PipelineCommand,
+    RedisCommandError,
+    RedisUnavailable,
+    Script,
+    Set,
+    XAdd,
+    entry,
+    group_info,
+    text,
+)
+
+__all__ = ["RedisPyOps", "open_redispy"]
+
+#: Bound on closing the client's connections (shielded: a cancelled node still closes them).
+_CLOSE_TIMEOUT = 2.0
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"Redis unavailable: {exc!r}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith("NOGROUP"):
+            raise NoGroup(str(exc)) from exc
+        raise RedisCommandError(str(exc)) from exc
+
+
+def _value(reply: Any) -> Any:
+    if isinstance(reply, tuple):
+        return [_value(item) for item in reply]
+    if isinstance(reply, redis.exceptions.ResponseError):
+        return RedisCommandError(str(reply))
+    if isinstance(reply, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return RedisUnavailable(repr(reply))
+    return reply
+
+
+class RedisPyOps:
+    """The operations on one ``redis.asyncio.Redis`` (``decode_responses=False``)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the cluster needs a client with decode_responses=False")
+        self.client = client
+
+    async def ping(self) -> None:
+        with _translated():
+            await self.client.ping()
+
+    async def get(self, key: str) -> bytes | None:
+        with _translated():
+            value: Any = await self.client.get(key)
+        return value  # type: ignore[no-any-return]
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with _translated():
+            values: list[Any] = await self.client.mget(keys)
+        return values
+
+    async def set(self, key: str, value: bytes, *, px: int | None = None, nx: bool = False) -> bool:
+        with _translated():
+            return bool(await self.client.set(key, value, px=px, nx=nx))
+
+    async def set_get(self, key: str, value: bytes, *, px: int | None = None) -> bytes | None:
+        with _translated():
+            old = await self.client.set(key, value, px=px, get=True)
+        return old if isinstance(old, bytes) else None
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        with _translated():
+            return int(await self.client.delete(*keys))
+
+    async def pexpire(self, key: str, ms: int) -> bool:
+        with _translated():
+            return bool(await self.client.pexpire(key, ms))
+
+    async def xadd(self, key: str, fields: Mapping[str, bytes], *, maxlen: int | None = None) -> str:
+        with _translated():
+            return text(await self.client.xadd(key, _fields(fields), maxlen=maxlen, approximate=True))
+
+    async def xgroup_create(self, key: str, group: str, start_id: str = "0") -> bool:
+        try:
+            with _translated():
+                return bool(await self.client.xgroup_create(key, group, start_id, mkstream=True))
+        except RedisCommandError as exc:
+            if str(exc).startswith("BUSYGROUP"):
+                return False
+            raise
+
+    async def xreadgroup(
+        self, key: str, group: str, consumer: str, start_id: str, *, count: int, block_ms: int | None = None
+    ) -> list[Entry]:
+        with _translated():
+            reply: Any = await self.client.xreadgroup(
+                group, consumer, {key: start_id}, count=count, block=block_ms
+            )
+        if isinstance(reply, dict):  # RESP3
+            return [entry(i, f) for items in reply.values() for batch in items for i, f in batch]
+        return [entry(identifier, fields) for _, items in reply or [] for identifier, fields in items]
+
+    async def xack(self, key: str, group: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with _translated():
+            return int(await self.client.xack(key, group, *ids))
+
+    async def xautoclaim(
+        self,
+        key: str,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        start_id: str = "0-0",
+        count: int = 100,
+    ) -> tuple[str, list[Entry]]:
+        with _translated():
+            reply = await self.client.xautoclaim(key, group, consumer, min_idle_ms, start_id, count=count)
+        return text(reply[0]), [entry(i, f) for i, f in reply[1] if i is not None]
+
+    async def xpending(self, key: str, group: str) -> PendingSummary:
+        with _translated():
+            reply = await self.client.xpending(key, group)
+        oldest, newest = reply.get("min"), reply.get("max")
+        return PendingSummary(
+            int(reply["pending"]), text(oldest) if oldest else None, text(newest) if newest else None
+        )
+
+    async def xinfo_groups(self, key: str) -> list[GroupInfo]:
+        with _translated():
+            return [group_info(raw) for raw in await self.client.xinfo_groups(key)]
+
+    async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+        with _translated():
+            try:
+                return _value(await self.client.evalsha(script.sha, len(keys), *keys, *args))
+            except redis.exceptions.NoScriptError:
+                return _value(await self.client.eval(script.source, len(keys), *keys, *args))
+
+    async def pipeline(self, commands: Sequence[PipelineCommand]) -> list[Any]:
+        if not commands:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            match command:
+                case XAdd(key, fields, maxlen):
+                    pipe.xadd(key, _fields(fields), maxlen=maxlen, approximate=True)
+                case Set(key, value, px, get):
+                    pipe.set(key, value, px=px, get=get)
+                case PExpire(key, ms):
+                    pipe.pexpire(key, ms)
+                case Delete(keys):
+                    pipe.delete(*keys)
+                case Eval(script, keys, args):
+                    pipe.eval(script.source, len(keys), *keys, *args)
+        with _translated():
+            results = await pipe.execute(raise_on_error=False)
+        return [
+            _normalise(command, _value(result)) for command, result in zip(commands, results, strict=True)
+        ]
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        with _translated():
+            return int(await self.client.publish(channel, message))
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        pubsub = self.client.pubsub()
+        try:
+            with _translated():
+                await pubsub.subscribe(channel)
+                # Entered means subscribed: wait for Redis to confirm.
+                while True:
+                    confirmed = await pubsub.get_message(timeout=5.0)
+                    if confirmed is None:
+                        raise RedisUnavailable("SUBSCRIBE was not confirmed")
+                    if confirmed["type"] == "subscribe":
+                        break
+            yield _Messages(pubsub)
+        finally:
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+                await pubsub.aclose()
+
+
+class _Messages:
+    """A subscription's payloads (a class, not an async generator: nothing left to finalise)."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while self._pubsub.subscribed:
+            with _translated():
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None and message["type"] == "message":
+                return message["data"]  # type: ignore[no-any-return]
+        raise StopAsyncIteration
+
+
+def _fields(fields: Mapping[str, bytes]) -> dict[Any, Any]:
+    return dict(fields)
+
+
+def _normalise(command: PipelineCommand, result: Any) -> Any:
+    if isinstance(result, BaseException):
+        return result
+    if isinstance(command, XAdd):
+        return text(result)
+    if isinstance(command, Set) and not command.get:
+        return bool(result)
+    return result
+
+
+@asynccontextmanager
+async def open_redispy(
+    url: str,
+    *,
+    connect_timeout: float = 1.0,
+    stream_timeout: float | None = 10.0,
+    max_connections: int = 64,
+) -> AsyncIterator[RedisPyOps]:
+    """A redis-py asyncio client for *url*, closed on exit.
+
+    Its pool blocks (up to *stream_timeout*) when all *max_connections* are busy, as
+    coredis' does: a burst of callers waits its turn instead of failing.
+    """
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=stream_timeout,
+        decode_responses=False,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=stream_timeout,
+    )
+    client = redis.asyncio.Redis.from_pool(pool)
+    try:
+        yield RedisPyOps(client)
+    finally:
+        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+            await client.aclose()

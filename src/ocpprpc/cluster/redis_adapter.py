@@ -1,0 +1,501 @@
+"""The cluster adapter over Redis (design: ``shared/reference/redis-research.md`` section 3).
+
+* Each node reads its own inbox stream through a consumer group (XREADGROUP) and acks
+  an entry only after handing it to the node (:attr:`received`); after a restart it
+  first drains its own pending entries (read but never acked by the previous run).
+  Dedup by envelope id; entries past their deadline are dropped, never handed out late.
+* A node's liveness key lives 3 heartbeats.  Delivery is one Lua script that XADDs only
+  if the target's key exists, so a call to a dead node fails at once with
+  :class:`~.adapter.NodeUnavailable`, and :meth:`wait_node_down` fails calls already
+  in flight within a liveness TTL plus a heartbeat.  Nothing is retried blindly.
+* Presence ``<node>|<conn>|<token>`` per identity, claimed, refreshed and released by Lua
+  conditional on ownership; the token (an INCR per identity) fences each new claim.
+* Broadcast over pub/sub under a supervisor that subscribes again whenever the
+  subscription ends or fails (coredis on trio can end one silently after a restart).
+* The heartbeat's ``SET ... GET`` finds our own key gone (Redis restarted empty, flushed,
+  or we were away longer than the TTL): the inbox group is recreated at ``0`` and the
+  presence of every local identity claimed again (claim-if-free, never a blind SET).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import msgspec
+
+from .adapter import (
+    Claim,
+    ClaimStatus,
+    ClusterMetrics,
+    ClusterUnavailable,
+    Dedup,
+    Envelope,
+    Kind,
+    NodeUnavailable,
+    Presence,
+    decode,
+    encode,
+    envelope,
+    now_ms,
+)
+from .ops import Eval, NoGroup, RedisCommandError, RedisOps, RedisUnavailable, Script
+from .ops_open import ClientChoice, open_ops
+
+__all__ = ["RedisAdapter"]
+
+logger = logging.getLogger(__name__)
+
+GROUP = "rpc"
+
+#: What a background loop waits out: no answer, or an error answer such as LOADING (a
+#: restart reading its dump), READONLY (a failover in progress), OOM or BUSY.
+_TRANSIENT = (RedisUnavailable, RedisCommandError)
+
+#: KEYS: alive, inbox.  ARGV: maxlen, envelope.  The XADD only if the node is alive.
+DELIVER = Script(
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return false end "
+    "return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])"
+)
+#: KEYS: presence, token counter.  ARGV: node, conn, ttl ms, takeover (1/0).
+CLAIM = Script(
+    """
+local cur = redis.call('GET', KEYS[1])
+local prefix = ARGV[1] .. '|' .. ARGV[2] .. '|'
+if cur and string.sub(cur, 1, #prefix) == prefix then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'kept', cur}
+end
+if cur and ARGV[4] ~= '1' then return {'lost', cur} end
+local value = prefix .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+if cur then return {'taken_over', value, cur} end
+return {'claimed', value}
+"""
+)
+#: KEYS: presence.  ARGV: node, conn.  Delete only if that connection holds it.
+RELEASE = Script(
+    "local cur = redis.call('GET', KEYS[1]) "
+    "local prefix = ARGV[1] .. '|' .. ARGV[2] .. '|' "
+    "if cur and string.sub(cur, 1, #prefix) == prefix then return redis.call('DEL', KEYS[1]) end "
+    "return 0"
+)
+
+
+def _unavailable(exc: Exception) -> ClusterUnavailable:
+    if isinstance(exc, RedisCommandError):
+        return ClusterUnavailable(f"Redis refused: {exc}")
+    return ClusterUnavailable(str(exc))
+
+
+def _claim(reply: Any) -> Claim:
+    status, holder = ClaimStatus(_text(reply[0])), Presence.decode(reply[1])
+    assert holder is not None
+    previous = Presence.decode(reply[2]) if len(reply) > 2 else None
+    if status is ClaimStatus.LOST:
+        return Claim(status, holder)
+    return Claim(status, holder, previous)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisAdapter:
+    """One node over Redis: ``async with RedisAdapter(url, node_id="node-a") as adapter``.
+
+    Give *url* (the client is chosen for the backend: redis-py on asyncio, coredis on
+    trio, or *prefer* one), *client* (your own ``redis.asyncio.Redis`` or
+    ``coredis.Redis``, left open), or *ops* (any :class:`~.ops.RedisOps`).
+    *node_id* should be stable across restarts (the pod name): a restarted node drains
+    what its previous run left pending.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        node_id: str,
+        namespace: str = "default",
+        client: Any = None,
+        ops: RedisOps | None = None,
+        prefer: ClientChoice = "auto",
+        prefix: str = "ocpprpc",
+        heartbeat: float = 2.0,
+        presence_ttl: float = 300.0,
+        inbox_maxlen: int = 10_000,
+        read_count: int = 256,
+        block: float = 1.0,
+    ) -> None:
+        for name, value in (("node_id", node_id), ("namespace", namespace)):
+            if not value or any(c in value for c in "|{}") or not value.isprintable():
+                raise ValueError(f"{name} must be printable, non-empty, without '|', '{{' or '}}': {value!r}")
+        if heartbeat <= 0 or presence_ttl <= 0 or block <= 0 or inbox_maxlen < 1 or read_count < 1:
+            raise ValueError("heartbeat, presence_ttl, block, inbox_maxlen and read_count must be positive")
+        if sum(x is not None for x in (url, client, ops)) != 1:
+            raise ValueError("give exactly one of url, client or ops")
+        self.node_id = node_id
+        self._url, self._client, self._ops_given, self._prefer = url, client, ops, prefer
+        self.namespace = namespace
+        self.heartbeat = heartbeat
+        self.liveness_ttl_ms = int(heartbeat * 3000)
+        self.presence_ttl_ms = int(presence_ttl * 1000)
+        self.inbox_maxlen = inbox_maxlen
+        self.read_count = read_count
+        self.block_ms = int(block * 1000)
+        self._prefix = prefix
+        #: This run of the node (the liveness key's value).
+        self.incarnation = uuid.uuid4().hex
+        self._metrics = ClusterMetrics()
+        self._dedup = Dedup()
+        self._claims: dict[str, str] = {}
+        self._watch: dict[str, anyio.Event] = {}
+        self._send, self.received = anyio.create_memory_object_stream[Envelope](0)
+        # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
+        self._kicks, self._kicks_out = anyio.create_memory_object_stream[Envelope](float("inf"))
+        self._stack: AsyncExitStack | None = None
+        self._ops: RedisOps | None = None
+        self._down = False
+        self._beaten = False
+
+    # -- keys ---------------------------------------------------------------------------
+    def inbox_key(self, node: str) -> str:
+        return f"{self._prefix}:{{{self.namespace}:{node}}}:inbox"
+
+    def alive_key(self, node: str) -> str:
+        return f"{self._prefix}:{{{self.namespace}:{node}}}:alive"
+
+    def presence_key(self, identity: str) -> str:
+        return f"{self._prefix}:{self.namespace}:presence:{{{identity}}}"
+
+    def token_key(self, identity: str) -> str:
+        return f"{self._prefix}:{self.namespace}:token:{{{identity}}}"
+
+    @property
+    def channel(self) -> str:
+        return f"{self._prefix}:{self.namespace}:broadcast"
+
+    @property
+    def ops(self) -> RedisOps:
+        if self._ops is None:
+            raise RuntimeError("use the adapter inside 'async with'")
+        return self._ops
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            if self._ops_given is not None:
+                self._ops = self._ops_given
+            else:
+                self._ops = await stack.enter_async_context(
+                    open_ops(self._url, client=self._client, prefer=self._prefer)
+                )
+            try:
+                await self._beat()
+                await self._ensure_group()
+            except _TRANSIENT as exc:
+                raise _unavailable(exc) from exc
+            group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(group.cancel_scope.cancel)  # runs before the group's exit waits
+            group.start_soon(self._consume)
+            group.start_soon(self._watchdog)
+            group.start_soon(self._refresher)
+            group.start_soon(self._forward_kicks)
+            await group.start(self._subscriber)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._stack is not None
+        stack, self._stack = self._stack, None
+        with anyio.move_on_after(1, shield=True):
+            with contextlib.suppress(*_TRANSIENT):  # callers fail fast now, not after the TTL
+                await self.ops.delete([self.alive_key(self.node_id)])
+        try:
+            return await stack.__aexit__(kind, exc, tb)
+        finally:
+            self._send.close()
+            self._kicks.close()
+            self._kicks_out.close()
+            self._ops = None
+
+    # -- inbox ----------------------------------------------------------------------------
+    async def _ensure_group(self) -> None:
+        # At "0", never "$": entries added between a Redis restart and now are not skipped.
+        await self.ops.xgroup_create(self.inbox_key(self.node_id), GROUP, "0")
+
+    async def _consume(self) -> None:
+        inbox = self.inbox_key(self.node_id)
+        start = "0"  # first our own pending entries: read by a previous run, never acked
+        backoff = 0.1
+        while True:
+            try:
+                block = None if start == "0" else self.block_ms
+                entries = await self.ops.xreadgroup(
+                    inbox, GROUP, self.node_id, start, count=self.read_count, block_ms=block
+                )
+            except NoGroup:
+                await self._repair_quietly()
+                start = "0"
+                continue
+            except _TRANSIENT as exc:
+                self._count_failure(exc)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            if start == "0" and not entries:
+                start = ">"
+                continue
+            for item in entries:
+                env = self._accept(item.fields.get("e"))
+                if env is not None:
+                    await self._send.send(env)  # the hand-off; acked after it
+                    self._metrics.received += 1
+            try:
+                await self.ops.xack(inbox, GROUP, [item.id for item in entries])
+            except _TRANSIENT as exc:  # stays pending: read again via "0", dropped as a duplicate
+                self._count_failure(exc)
+                start = "0"
+
+    def _accept(self, data: bytes | None) -> Envelope | None:
+        if data is None:  # trimmed away while pending
+            return None
+        try:
+            env = decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self._metrics.malformed += 1
+            logger.warning("dropped a malformed envelope from the inbox of %s", self.node_id)
+            return None
+        if not self._dedup.first_time(env.id):
+            self._metrics.duplicates += 1
+            return None
+        if env.dl < now_ms():
+            self._metrics.expired += 1
+            return None
+        return env
+
+    async def deliver(self, node: str, env: Envelope) -> None:
+        try:
+            added = await self.ops.run_script(
+                DELIVER, [self.alive_key(node), self.inbox_key(node)], [self.inbox_maxlen, encode(env)]
+            )
+        except _TRANSIENT as exc:
+            self._metrics.unavailable += 1
+            raise _unavailable(exc) from exc
+        if added is None:
+            self._metrics.node_unavailable += 1
+            raise NodeUnavailable(node)
+        self._metrics.sent += 1
+
+    # -- liveness ---------------------------------------------------------------------------
+    async def _beat(self) -> None:
+        """Renew our liveness key; repair when it had vanished (Redis lost our data)."""
+        old = await self.ops.set_get(
+            self.alive_key(self.node_id), self.incarnation.encode(), px=self.liveness_ttl_ms
+        )
+        lost = self._beaten and old is None
+        if lost or self._down:
+            await self._repair()
+        self._beaten = True
+        self._down = False
+
+    async def _repair(self) -> None:
+        self._metrics.rehydrations += 1
+        logger.info(
+            "node %s: Redis lost our data or was away; recreating the group, claiming again", self.node_id
+        )
+        await self._ensure_group()
+        await self._renew_claims()
+
+    async def _repair_quietly(self) -> None:
+        try:
+            await self._repair()
+        except _TRANSIENT as exc:
+            self._count_failure(exc)
+            await anyio.sleep(0.1)
+
+    def _count_failure(self, exc: Exception) -> None:
+        self._metrics.unavailable += 1
+        if isinstance(exc, RedisCommandError):
+            logger.warning("node %s: Redis refused a command: %s", self.node_id, exc)
+
+    async def _watchdog(self) -> None:
+        while True:
+            await anyio.sleep(self.heartbeat)
+            try:
+                await self._beat()
+                await self._check_watched()
+            except _TRANSIENT as exc:
+                self._count_failure(exc)
+                self._down = True
+
+    async def _check_watched(self) -> None:
+        nodes = list(self._watch)
+        if not nodes:
+            return
+        values = await self.ops.mget([self.alive_key(node) for node in nodes])
+        for node, value in zip(nodes, values, strict=True):
+            if value is None:
+                self._watch.pop(node).set()
+
+    async def node_alive(self, node: str) -> bool:
+        try:
+            return await self.ops.get(self.alive_key(node)) is not None
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
+
+    async def wait_node_down(self, node: str) -> None:
+        event = self._watch.setdefault(node, anyio.Event())
+        await event.wait()
+
+    # -- broadcast --------------------------------------------------------------------------
+    async def broadcast(self, env: Envelope) -> None:
+        try:
+            await self.ops.publish(self.channel, encode(env))
+        except _TRANSIENT as exc:
+            self._metrics.unavailable += 1
+            raise _unavailable(exc) from exc
+        self._metrics.broadcasts_sent += 1
+
+    async def _subscriber(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Subscribed for as long as the adapter runs: a subscription that ends is made again."""
+        started = False
+        backoff = 0.05
+        while True:
+            try:
+                async with self.ops.subscribe(self.channel) as messages:
+                    backoff = 0.05
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for data in messages:
+                        env = self._accept(data)
+                        if env is not None and env.src != self.node_id:
+                            self._metrics.broadcasts_received += 1
+                            await self._send.send(env)
+            except Exception as exc:
+                logger.info(
+                    "node %s: broadcast subscription failed (%r); subscribing again", self.node_id, exc
+                )
+            self._metrics.subscriber_restarts += 1
+            if not started:  # Redis was down at start: do not hold the start up
+                started = True
+                task_status.started()
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # -- presence -------------------------------------------------------------------------
+    async def presence(self, identity: str) -> Presence | None:
+        try:
+            return Presence.decode(await self.ops.get(self.presence_key(identity)))
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
+
+    async def presences(self, identities: Iterable[str]) -> Mapping[str, Presence | None]:
+        wanted = list(dict.fromkeys(identities))
+        try:
+            values = await self.ops.mget([self.presence_key(identity) for identity in wanted])
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
+        return {identity: Presence.decode(value) for identity, value in zip(wanted, values, strict=True)}
+
+    def _claim_args(self, identity: str, conn: str, takeover: bool) -> tuple[list[str], list[str | int]]:
+        keys = [self.presence_key(identity), self.token_key(identity)]
+        return keys, [self.node_id, conn, self.presence_ttl_ms, 1 if takeover else 0]
+
+    async def claim(self, identity: str, conn: str, *, takeover: bool = True) -> Claim:
+        if "|" in conn or not conn:
+            raise ValueError(f"connection id must be non-empty and without '|': {conn!r}")
+        keys, args = self._claim_args(identity, conn, takeover)
+        try:
+            claim = _claim(await self.ops.run_script(CLAIM, keys, args))
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
+        if claim.status is ClaimStatus.LOST:
+            self._claims.pop(identity, None)
+        else:
+            self._claims[identity] = conn
+        return claim
+
+    async def _renew_claims(self) -> list[str]:
+        """Claim-if-free for every local identity, pipelined in chunks; the ones lost."""
+        lost = []
+        claims = list(self._claims.items())
+        for start in range(0, len(claims), 1000):
+            chunk = claims[start : start + 1000]
+            commands = [Eval(CLAIM, *self._claim_args(identity, conn, False)) for identity, conn in chunk]
+            for (identity, conn), reply in zip(chunk, await self.ops.pipeline(commands), strict=True):
+                if isinstance(reply, BaseException):
+                    continue  # kept; tried again next time
+                if _claim(reply).status is ClaimStatus.LOST and self._claims.get(identity) == conn:
+                    del self._claims[identity]
+                    lost.append(identity)
+                    # The node learns it through its inbox stream, like a kick from another node.
+                    self._kicks.send_nowait(
+                        envelope(Kind.KICK, self.node_id, identity, timeout=60, conn=conn)
+                    )
+        return lost
+
+    async def _forward_kicks(self) -> None:
+        async for kick in self._kicks_out:
+            await self._send.send(kick)
+
+    async def refresh(self) -> list[str]:
+        try:
+            return await self._renew_claims()
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
+
+    async def _refresher(self) -> None:
+        interval = self.presence_ttl_ms / 3000
+        while True:
+            await anyio.sleep(interval * random.uniform(0.9, 1.0))
+            try:
+                await self._renew_claims()
+            except _TRANSIENT as exc:
+                self._count_failure(exc)
+
+    async def release(self, identity: str, conn: str) -> bool:
+        if self._claims.get(identity) == conn:
+            del self._claims[identity]
+        try:
+            released = await self.ops.run_script(RELEASE, [self.presence_key(identity)], [self.node_id, conn])
+        except _TRANSIENT as exc:
+            raise _unavailable(exc) from exc
+        return bool(released)
+
+    # -- metrics --------------------------------------------------------------------------
+    async def metrics(self) -> ClusterMetrics:
+        inbox = self.inbox_key(self.node_id)
+        try:
+            groups = await self.ops.xinfo_groups(inbox)
+            pending = await self.ops.xpending(inbox, GROUP)
+        except _TRANSIENT:
+            return self._metrics
+        for group in groups:
+            if group.name == GROUP:
+                self._metrics.inbox_lag = group.lag
+                self._metrics.inbox_pending = group.pending
+        if pending.oldest_id is not None:
+            self._metrics.oldest_pending_ms = max(0, now_ms() - int(pending.oldest_id.partition("-")[0]))
+        else:
+            self._metrics.oldest_pending_ms = None
+        return self._metrics

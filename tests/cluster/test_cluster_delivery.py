@@ -1,0 +1,228 @@
+"""Two Servers in one process, one cluster: any server reaches any station (memory and real Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+import ocpprpc
+from ocpprpc import CallContext, OCPPError, Router, SendStatus, StationNotConnected, v16
+from ocpprpc._csms.cluster_delivery import ClusterDelivery, _error, cluster_delivery
+from ocpprpc._rpc.session import CallTimeout, InvalidResponseError
+from ocpprpc._ws.transport import ConnectionLost
+from ocpprpc.cluster.adapter import ClusterError, Envelope, Kind, NodeUnavailable, envelope
+from tests.cluster.redis_server import RedisServer
+from tests.cluster.test_adapter import MEDIA, Cluster, Medium
+from tests.csms.helpers import eventually, ws_url
+
+pytestmark = pytest.mark.timeout(120)
+PROMPT = 5.0
+
+
+@pytest.fixture(params=MEDIA, ids=str)
+def medium(request: pytest.FixtureRequest) -> Medium:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anyio_backend(medium: Medium) -> str:
+    return medium.backend
+
+
+def station_router() -> Router:
+    router = Router()
+
+    @router.on("Reset")
+    async def reset(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        if request["type"] == "Hard":
+            raise OCPPError("NotSupported", "no hard resets", {"why": "policy"})
+        return {"status": "Accepted"}
+
+    @router.on("DataTransfer")
+    async def slow(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        await anyio.sleep(float(request.get("data", "0")))
+        return {"status": "Accepted"}
+
+    return router
+
+
+@asynccontextmanager
+async def node(c: Cluster, name: str) -> AsyncIterator[tuple[ocpprpc.Server, ClusterDelivery]]:
+    async with (
+        ocpprpc.serve() as server,
+        c.adapter(name) as adapter,
+        cluster_delivery(server, adapter, call_timeout=10.0, grace=0.5) as delivery,
+    ):
+        yield server, delivery
+
+
+async def present(delivery: ClusterDelivery, identity: str, node_id: str) -> None:
+    async def check() -> bool:
+        found = await delivery.adapter.presence(identity)
+        return found is not None and found.node == node_id
+
+    with anyio.fail_after(PROMPT):
+        while not await check():  # noqa: ASYNC110 (the claim is another task's write)
+            await anyio.sleep(0.01)
+
+
+async def test_a_server_calls_a_station_held_by_another(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=station_router()))
+        await stack.enter_async_context(ocpprpc.connect(ws_url(a), "CP2", router=station_router()))
+        await present(da, "CP1", "b")
+        await present(da, "CP2", "a")
+        assert "CP1" not in a.clients
+
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        typed = await a.send_to_client("CP1", v16.ResetRequest(type=v16.ResetType.SOFT))
+        assert typed == v16.ResetResponse(status=v16.GenericStatus.ACCEPTED)
+        with pytest.raises(OCPPError) as refused:
+            await a.send_to_client("CP1", "Reset", {"type": "Hard"})
+        assert (refused.value.code.value, refused.value.description) == ("NotSupported", "no hard resets")
+        assert dict(refused.value.details) == {"why": "policy"}
+        with pytest.raises(CallTimeout):
+            await a.send_to_client("CP1", "DataTransfer", {"vendorId": "x", "data": "2"}, timeout=0.2)
+        with pytest.raises(StationNotConnected):
+            await a.send_to_client("CP404", "Reset", {"type": "Soft"})
+
+        outcomes = await b.broadcast(["CP1", "CP2", "CP404"], "Reset", {"type": "Soft"})
+        assert [o.status for o in outcomes.values()] == [
+            SendStatus.OK,
+            SendStatus.OK,
+            SendStatus.NOT_CONNECTED,
+        ]
+
+
+async def test_a_node_dying_mid_call_fails_the_caller_fast(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        failure: list[BaseException] = []
+        b_scope = anyio.CancelScope()
+
+        async def run_b(*, task_status: anyio.abc.TaskStatus[ocpprpc.Server]) -> None:
+            with b_scope:
+                async with node(c, "b") as (b, _):
+                    task_status.started(b)
+                    await anyio.sleep_forever()
+
+        async def caller() -> None:
+            try:
+                await a.send_to_client("CP1", "DataTransfer", {"vendorId": "x", "data": "30"}, timeout=20)
+            except NodeUnavailable as exc:
+                failure.append(exc)
+
+        async with anyio.create_task_group() as group:
+            b = await group.start(run_b)
+            async with ocpprpc.connect(ws_url(b), "CP1", router=station_router()):
+                await present(da, "CP1", "b")
+                group.start_soon(caller)
+                await eventually(lambda: bool(da._pending))
+                b_scope.cancel()  # node b goes away with the call in flight
+                with anyio.fail_after(3):  # far below the call's 20 s
+                    while not failure:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+        assert "outcome unknown" in str(failure[0])
+
+
+async def test_a_station_moving_to_another_node_is_evicted_there(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=station_router()))
+        await present(da, "CP1", "b")
+        await stack.enter_async_context(ocpprpc.connect(ws_url(a), "CP1", router=station_router()))
+        await present(da, "CP1", "a")
+        await eventually(lambda: "CP1" not in b.clients)  # kicked across nodes
+        assert await b.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+
+
+async def test_hostile_envelopes_are_answered_and_harm_nobody(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        raw = await c.start("raw")  # a bare node: sends what it likes, reads the replies
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=station_router()))
+        await present(da, "CP1", "b")
+
+        async def ask(dst: str, action: str, payload: Any) -> Envelope:
+            env = envelope(Kind.CALL, "raw", dst, timeout=5, m=action, p=payload)
+            await raw.deliver("b", env)
+            with anyio.fail_after(PROMPT):
+                reply = await raw.received.receive()
+            assert reply.corr == env.id
+            return reply
+
+        assert (await ask("CP404", "Reset", {"type": "Soft"})).p == {"kind": "not_connected"}
+        unknown = await ask("CP1", "NoSuchAction", {})
+        assert (unknown.k, unknown.p["kind"], unknown.p["code"]) == (Kind.ERROR, "ocpp", "NotImplemented")
+        for payload in ("not an object", [1, 2], 7):
+            junk = await ask("CP1", "Reset", payload)
+            assert junk.k is Kind.ERROR and junk.p["kind"] in {"ocpp", "failed"}
+        assert (await ask("CP1", "", {})).k is Kind.ERROR
+        # Expired, stray results and kicks for connections nobody has: no answer, no harm.
+        await raw.deliver("b", envelope(Kind.CALL, "raw", "CP1", timeout=-1, m="Reset", p={"type": "Soft"}))
+        await raw.deliver("b", envelope(Kind.RESULT, "raw", "CP1", timeout=5, corr="nobody", p={}))
+        await raw.deliver("b", envelope(Kind.KICK, "raw", "CP1", timeout=5, conn="not-its-connection"))
+        with anyio.move_on_after(0.3):
+            stray = await raw.received.receive()
+            pytest.fail(f"unexpected reply {stray}")
+        assert "CP1" in b.clients  # still connected, still served
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+
+
+def test_error_replies_become_the_local_exceptions() -> None:
+    def error(detail: Any) -> Exception:
+        return _error("CP1", "Reset", "id-1", 5.0, detail)
+
+    ocpp = error({"kind": "ocpp", "code": "FormationViolation", "description": "bad", "details": {"a": 1}})
+    assert isinstance(ocpp, OCPPError) and ocpp.description == "bad" and dict(ocpp.details) == {"a": 1}
+    assert isinstance(error({"kind": "not_connected"}), StationNotConnected)
+    assert isinstance(error({"kind": "timeout"}), CallTimeout)
+    assert isinstance(error({"kind": "connection_lost", "description": "gone"}), ConnectionLost)
+    invalid = error({"kind": "invalid_response", "code": "TypeConstraintViolation", "description": "x"})
+    assert isinstance(invalid, InvalidResponseError)
+    assert "could not make the call" in str(error({"kind": "failed", "description": "boom"}))
+    garbage: list[Any] = [None, "text", [], {"kind": "ocpp", "code": "NoSuch"}, {"kind": "invalid_response"}]
+    for detail in [*garbage, {}]:
+        assert type(error(detail)) is ClusterError
+
+
+async def test_a_burst_of_concurrent_cross_node_calls(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    """More callers at once than the client pools hold connections: every call is answered."""
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=station_router()))
+        await present(da, "CP1", "b")
+        answers: list[Any] = []
+
+        async def one() -> None:
+            answers.append(await a.send_to_client("CP1", "Reset", {"type": "Soft"}))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(150):
+                group.start_soon(one)
+        assert answers == [{"status": "Accepted"}] * 150

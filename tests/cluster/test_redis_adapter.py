@@ -1,0 +1,204 @@
+"""The Redis adapter under faults: crashes before hand-off, dead nodes, Redis restarted empty, junk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from ocpprpc.cluster.adapter import ClusterUnavailable, Envelope, Kind, NodeUnavailable, envelope
+from ocpprpc.cluster.ops_open import open_ops
+from ocpprpc.cluster.redis_adapter import GROUP, RedisAdapter
+from tests.cluster.conftest import Flavour
+from tests.cluster.redis_server import RedisServer
+
+PROMPT = 5.0
+HEARTBEAT = 0.1
+
+
+@pytest.fixture
+def anyio_backend(flavour: Flavour) -> str:
+    return flavour.backend
+
+
+def node(server: RedisServer, flavour: Flavour, ns: str, node_id: str, **options: Any) -> RedisAdapter:
+    return RedisAdapter(
+        server.url,
+        node_id=node_id,
+        namespace=ns,
+        prefer=flavour.client,
+        heartbeat=HEARTBEAT,
+        block=0.2,
+        **options,
+    )
+
+
+def call(src: str, dst: str = "CP1", *, timeout: float = 30.0) -> Envelope:
+    return envelope(Kind.CALL, src, dst, timeout=timeout, m="Reset", p={"type": "Hard"})
+
+
+async def until(check: Callable[[], Any], timeout: float = PROMPT) -> Any:  # noqa: ASYNC109
+    """Poll *check* (sync or async) until it returns a true value or stops raising; return that."""
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                value = check()
+                if hasattr(value, "__await__"):
+                    value = await value
+                if value:
+                    return value
+            except (ClusterUnavailable, NodeUnavailable):
+                pass
+            await anyio.sleep(0.02)
+
+
+async def test_a_node_that_died_before_hand_off_gets_its_entry_after_restart(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    async with node(redis_server, flavour, ns, "a") as a:
+        env = call("a")
+        async with node(redis_server, flavour, ns, "b") as b:
+            await a.deliver("b", env)
+            # b's consumer has read it and waits to hand it off; nobody takes it: b stops.
+            await until(lambda: b.metrics())
+            await until(lambda: _pending(b))
+        async with node(redis_server, flavour, ns, "b") as b:  # same node id: drains what was pending
+            with anyio.fail_after(PROMPT):
+                assert await b.received.receive() == env
+            await until(lambda: _no_pending(b))
+
+
+async def _pending(adapter: RedisAdapter) -> bool:
+    return (await adapter.metrics()).inbox_pending == 1
+
+
+async def _no_pending(adapter: RedisAdapter) -> bool:
+    metrics = await adapter.metrics()
+    return metrics.inbox_pending == 0 and metrics.inbox_lag == 0 and metrics.oldest_pending_ms is None
+
+
+async def test_a_crashed_node_is_reported_down_within_its_liveness_ttl(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    async with node(redis_server, flavour, ns, "a") as a:
+        async with node(redis_server, flavour, ns, "b") as b:
+            ttl_ms = b.liveness_ttl_ms
+        # A crash leaves the liveness key behind until it expires (a clean exit deletes it).
+        await a.ops.set(a.alive_key("b"), b"crashed-run", px=ttl_ms)
+        await a.deliver("b", call("a"))  # accepted: b looks alive for now
+        with anyio.fail_after(ttl_ms / 1000 + HEARTBEAT * 5):
+            await a.wait_node_down("b")
+        with pytest.raises(NodeUnavailable):
+            await a.deliver("b", call("a"))
+
+
+async def test_redis_restarted_empty(own_redis: RedisServer, flavour: Flavour, ns: str) -> None:
+    """Fail fast while Redis is away; then presence, the group and the subscription come back."""
+    async with node(own_redis, flavour, ns, "a") as a, node(own_redis, flavour, ns, "b") as b:
+        stations = [f"CP{i}" for i in range(50)]
+        for identity in stations:
+            await b.claim(identity, f"conn-{identity}")
+        own_redis.kill()
+        with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable):
+            await a.deliver("b", call("a"))
+        with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable):
+            await a.presence("CP1")
+        await anyio.to_thread.run_sync(own_redis.start)  # empty: no presence, no stream, no group
+
+        async def all_present() -> bool:
+            found = await a.presences(stations)
+            return all(p is not None and (p.node, p.conn) == ("b", f"conn-{i}") for i, p in found.items())
+
+        await until(all_present)
+        env = call("a")
+
+        async def delivered() -> bool:
+            await a.deliver("b", env)  # NodeUnavailable until b's liveness key is back
+            return True
+
+        await until(delivered)
+        with anyio.fail_after(PROMPT):
+            assert await b.received.receive() == env
+
+        # The broadcast subscription is back too (the coredis-on-trio silent end is the hazard).
+        async def broadcast_heard() -> bool:
+            await a.broadcast(envelope(Kind.BROADCAST, "a", "*", timeout=30, m="Ping"))
+            with anyio.move_on_after(0.1):
+                return (await b.received.receive()).k is Kind.BROADCAST
+            return False
+
+        await until(broadcast_heard)
+        metrics = await b.metrics()
+        assert metrics.rehydrations >= 1
+        assert metrics.unavailable >= 1
+        assert (metrics.inbox_lag, metrics.inbox_pending) == (0, 0)
+
+
+async def test_redis_refusing_writes_is_waited_out(own_redis: RedisServer, flavour: Flavour, ns: str) -> None:
+    """READONLY (a primary turned replica, as in a failover): fail fast, keep running, resume."""
+    async with node(own_redis, flavour, ns, "a") as a, node(own_redis, flavour, ns, "b") as b:
+        await b.claim("CP1", "conn-1")
+        assert own_redis.command("REPLICAOF", "127.0.0.1", "1").startswith(b"+OK")  # nothing there
+        try:
+            with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable, match=r"(?i)read.only"):
+                await a.deliver("b", call("a"))
+            with pytest.raises(ClusterUnavailable):
+                await a.claim("CP2", "conn-2")
+            await until(lambda: _counted_failures(b))  # b's loops meet the refusals and go on
+        finally:
+            assert own_redis.command("REPLICAOF", "NO", "ONE").startswith(b"+OK")
+        env = call("a")
+
+        async def delivered() -> bool:
+            await a.deliver("b", env)
+            return True
+
+        await until(delivered)
+        with anyio.fail_after(PROMPT):
+            assert await b.received.receive() == env
+        assert (await a.presence("CP1")) is not None
+
+
+async def _counted_failures(adapter: RedisAdapter) -> bool:
+    return (await adapter.metrics()).unavailable > 0
+
+
+async def test_junk_in_an_inbox_is_dropped_and_counted(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    async with node(redis_server, flavour, ns, "a") as a, node(redis_server, flavour, ns, "b") as b:
+        inbox = b.inbox_key("b")
+        for junk in (b"", b"not json", b'{"id": 1}', b"[" * 100_000, b'{"id":"x","k":"nope"}'):
+            await a.ops.xadd(inbox, {"e": junk})
+        await a.ops.xadd(inbox, {"other": b"field"})
+        env = call("a")
+        await a.deliver("b", env)
+        with anyio.fail_after(PROMPT):
+            assert await b.received.receive() == env  # the junk did not stop the consumer
+        metrics = await b.metrics()
+        assert metrics.malformed == 5
+        await until(lambda: _no_pending(b))  # junk is acked too: it never comes back
+
+
+async def test_cannot_start_without_redis(tmp_path: Any, flavour: Flavour, ns: str) -> None:
+    down = RedisServer(tmp_path)  # never started: nothing listens on its port
+    with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable, match="Redis unavailable"):
+        async with node(down, flavour, ns, "a"):
+            pass
+
+
+async def test_on_the_users_own_client(redis_server: RedisServer, flavour: Flavour, ns: str) -> None:
+    async with open_ops(redis_server.url, prefer=flavour.client) as ops:
+        async with (
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            RedisAdapter(ops=ops, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
+        ):
+            env = call("a")
+            await a.deliver("b", env)
+            with anyio.fail_after(PROMPT):
+                assert await b.received.receive() == env
+        assert [g.name for g in await ops.xinfo_groups(a.inbox_key("b"))] == [GROUP]
+    with pytest.raises(RuntimeError, match="async with"):
+        _ = a.ops
