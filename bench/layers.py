@@ -12,7 +12,7 @@ from typing import Any
 
 import ocpprpc
 
-LAYERS = ("middleware", "waiting-middleware", "ratelimit", "events", "exchangelog")
+LAYERS = ("middleware", "waiting-middleware", "ratelimit", "events", "exchangelog", "metrics")
 
 
 def layer_options(names: str) -> dict[str, Any]:
@@ -50,6 +50,8 @@ def layer_options(names: str) -> dict[str, Any]:
             global_=ocpprpc.RateLimit.parse("1000000/1"),
             per_action={"MeterValues": ocpprpc.RateLimit.parse("1000000/1")},
         )
+    if "metrics" in chosen:
+        options["metrics"] = True  # Prometheus counting in the onion, exported when scraped
     if "events" in chosen:
         hub = ocpprpc.SecurityEvents()
         seen: list[int] = [0]
