@@ -109,7 +109,7 @@ class _Inbound(_SessionBase):
         if (
             (route is None or route.inline)
             # Middleware may wait, so never in the reader; unless every layer only observes.
-            and (self._onion is None or (self._onion.inline and route not in _DEFERRING))
+            and (self._onion is None or (self._onion.inline and (not _DEFERRING or route not in _DEFERRING)))
             and self._active_handlers <= self._max_workers
             and not self._inbox
             and not self.stream.buffered
