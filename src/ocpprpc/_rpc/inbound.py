@@ -229,51 +229,16 @@ class _Inbound(_SessionBase):
         """An inbound message through never_waits middleware, in the reader; ``True``: handed to a worker.
 
         The layers await nothing but ``call_next`` and the handler is a plain
-        function, so the onion runs to its end without waiting.  A handler that returns an
-        awaitable is not awaited here (the reader never waits for a handler):
-        the awaitable goes to a worker, and its route to :data:`_DEFERRING`.
+        function, so the onion runs to its end without waiting.  A handler that
+        returns an awaitable is not awaited here (the reader never waits for a
+        handler): the awaitable goes to a worker, and its route to :data:`_DEFERRING`.
         """
-        assert self._onion is not None
         context = contextvars.copy_context()
-        is_send = isinstance(message, Send)
         deferred: list[Awaitable[Any]] = []
-        ctx = MessageContext(
-            "in",
-            "send" if is_send else "call",
-            message.action,
-            message.message_id,
-            message.payload,
-            self,  # type: ignore[arg-type]  # a mixin of Session
-        )
-
-        async def handler(ctx: MessageContext) -> Any:
-            if route is None:
-                return self._unrouted(ctx.action, ctx.message_id, is_send)
-            call_ctx = CallContext(ctx.message_id, ctx.action, self.connection.protocol, self, is_send)  # type: ignore[arg-type]  # a mixin of Session
-            result = route.handler(self._prepare(route, ctx.payload), call_ctx)
-            if inspect.isawaitable(result):
-                if len(_DEFERRING) >= _MAX_DEFERRING:
-                    _DEFERRING.clear()
-                _DEFERRING.add(route)
-                deferred.append(result)
-                return NO_REPLY
-            return result
-
-        validate = True if route is None else route.validate
-        try:
-            result = await _run_in_context(context, self._onion.run(ctx, handler))
-        except DroppedByMiddleware:
-            result = DROP
-        except Exception as exc:
-            await self._finish_failed(message, validate, exc)
-            return False
+        await _run_in_context(context, self._handle_through_onion(message, route, deferred))
         if deferred:
             self._enqueue((message, route, (context, deferred[0]), size))
             return True
-        if result is DROP:
-            log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
-            result = NO_REPLY
-        await self._finish_result(message, validate, result)
         return False
 
     def _call_plain(self, route: Route, message: Call | Send, ctx: CallContext) -> Any:
@@ -299,8 +264,16 @@ class _Inbound(_SessionBase):
             return
         await self._finish_result(message, route.validate, result)
 
-    async def _handle_through_onion(self, message: Call | Send, route: Route | None) -> None:
-        """Handle an inbound CALL or SEND with middleware: the onion wraps the handler."""
+    async def _handle_through_onion(
+        self, message: Call | Send, route: Route | None, deferred: list[Awaitable[Any]] | None = None
+    ) -> None:
+        """Handle an inbound CALL or SEND with middleware: the onion wraps the handler.
+
+        With *deferred* (in the reader, :meth:`_inline_through_onion`) an
+        awaitable returned by a plain handler goes there instead of being
+        awaited; the middleware see the exchange end, and the worker that
+        awaits it answers.
+        """
         assert self._onion is not None
         is_send = isinstance(message, Send)
         ctx = MessageContext(
@@ -318,7 +291,13 @@ class _Inbound(_SessionBase):
             call_ctx = CallContext(ctx.message_id, ctx.action, self.connection.protocol, self, is_send)  # type: ignore[arg-type]  # a mixin of Session
             result = route.handler(self._prepare(route, ctx.payload), call_ctx)
             if inspect.isawaitable(result):
-                result = await result
+                if deferred is None:
+                    return await result
+                if len(_DEFERRING) >= _MAX_DEFERRING:
+                    _DEFERRING.clear()
+                _DEFERRING.add(route)
+                deferred.append(result)
+                return NO_REPLY
             return result
 
         validate = True if route is None else route.validate
@@ -329,6 +308,8 @@ class _Inbound(_SessionBase):
         except Exception as exc:
             await self._finish_failed(message, validate, exc)
             return
+        if deferred:
+            return  # the worker awaiting the handler's awaitable answers
         if result is DROP:
             log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
             result = NO_REPLY  # a dropped CALL is left unanswered
