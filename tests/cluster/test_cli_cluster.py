@@ -8,6 +8,7 @@ SIGKILLed mid-call fails the caller fast with "outcome unknown".  Plus every mis
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import ocpprpc
 from ocpprpc import CallContext, ClusterClient, Router
 from tests.cli.helpers import WAIT, cli, csms, one_error_line
-from tests.cluster.redis_server import RedisServer
+from tests.cluster.redis_server import RedisServer, command
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -265,3 +266,24 @@ def test_the_cluster_table_of_a_config_file(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done.stderr
         assert one_error_line(done.stderr).startswith(f"{config}: {line}"), done.stderr
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_node_without_a_name_leaves_nothing_in_redis(
+    redis_server: RedisServer, ns: str, backend: str
+) -> None:
+    """``HOSTNAME-PID`` never comes back: stopped by SIGTERM, the node takes its keys along."""
+    with subprocess.Popen(
+        cli("serve", "--port", "0", "--backend", backend, *cluster_args(redis_server, ns)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.readline()
+        joined = process.stdout.readline()
+        assert joined.startswith("cluster node ") and f"(namespace {ns})" in joined, joined
+        assert command(redis_server.port, "KEYS", f"*{ns}*") != b"*0\r\n"  # inbox and liveness
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+    assert command(redis_server.port, "KEYS", f"*{ns}*") == b"*0\r\n"

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 
 from .._csms.auth import certificate_identity
+from .._csms.cluster_client import transient_redis_adapter
 from .._csms.cluster_delivery import cluster_delivery
 from .._csms.listener import Listener
 from .._csms.ratelimit import OnBreach, RateLimit, StationLimits
@@ -150,9 +151,14 @@ async def _clustered(server: Server, args: argparse.Namespace) -> AsyncIterator[
         return
     name = args.node_name or default_node_name()
     try:
-        adapter = RedisAdapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(adapter)
+            if args.node_name is None:  # HOSTNAME-PID never comes back: leave no inbox behind
+                adapter = await stack.enter_async_context(
+                    transient_redis_adapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
+                )
+            else:  # a restart under this name drains what this run leaves pending
+                adapter = RedisAdapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
+                await stack.enter_async_context(adapter)
             await stack.enter_async_context(cluster_delivery(server, adapter))
             yield name
     except ClusterUnavailable as exc:

@@ -36,9 +36,25 @@ from ..cluster.redis_adapter import RedisAdapter
 from .cluster_caller import ClusterCaller
 from .delivery import SendOutcome, broadcast, try_send
 
-__all__ = ["ClusterClient"]
+__all__ = ["ClusterClient", "transient_redis_adapter"]
 
 log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def transient_redis_adapter(
+    url: str, *, node_id: str, namespace: str, prefer: ClientChoice = "auto"
+) -> AsyncIterator[RedisAdapter]:
+    """A Redis adapter for a node that will not come back under its name (a caller, a ``HOSTNAME-PID``
+    node): its inbox, a stream nobody would read again, is removed from Redis when it leaves."""
+    async with open_ops(url, prefer=prefer) as ops:
+        adapter = RedisAdapter(ops=ops, node_id=node_id, namespace=namespace)
+        try:
+            async with adapter:
+                yield adapter
+        finally:
+            with anyio.move_on_after(1, shield=True), contextlib.suppress(Exception):  # Redis gone: it stays
+                await ops.delete([adapter.inbox_key(node_id)])
 
 
 class ClusterClient:
@@ -103,7 +119,11 @@ class ClusterClient:
         try:
             if self._url is not None:
                 try:
-                    self._adapter = await stack.enter_async_context(self._own_adapter(self._url))
+                    self._adapter = await stack.enter_async_context(
+                        transient_redis_adapter(
+                            self._url, node_id=self.node_id, namespace=self.namespace, prefer=self._prefer
+                        )
+                    )
                 except BaseExceptionGroup as failures:  # coredis' task group wraps it
                     unavailable, _ = failures.split(ClusterUnavailable)
                     if unavailable is None:
@@ -132,21 +152,6 @@ class ClusterClient:
             self._caller = None
             if self._url is not None:
                 self._adapter = None
-
-    @asynccontextmanager
-    async def _own_adapter(self, url: str) -> AsyncIterator[RedisAdapter]:
-        """A Redis adapter for this client; its inbox (a stream nobody will read again) removed after."""
-        async with open_ops(url, prefer=self._prefer) as ops:
-            adapter = RedisAdapter(ops=ops, node_id=self.node_id, namespace=self.namespace)
-            try:
-                async with adapter:
-                    yield adapter
-            finally:
-                with (
-                    anyio.move_on_after(1, shield=True),
-                    contextlib.suppress(Exception),
-                ):  # Redis gone: it stays
-                    await ops.delete([adapter.inbox_key(self.node_id)])
 
     async def _receive(
         self, adapter: ClusterAdapter, caller: ClusterCaller, group: anyio.abc.TaskGroup
