@@ -86,6 +86,11 @@ async def test_three_serve_processes_a_station_the_call_cli_and_a_client(
             assert one_error_line(refused.stderr.decode()) == (
                 """'CP1' answered Reset with CALLERROR NotSupported: no hard resets {"why": "policy"}"""
             )
+            invalid = await call(*cluster_args(redis_server, ns), "CP1", "Reset", '{"type": "Bogus"}')
+            assert invalid.returncode == 1
+            assert one_error_line(invalid.stderr.decode()).startswith(
+                "Reset to 'CP1': the node holding 'CP1' could not make the call: invalid payload for Reset"
+            )
             slow = await call(
                 *cluster_args(redis_server, ns), "--timeout", "0.3", "CP1", "DataTransfer",
                 '{"vendorId": "x", "data": "2"}',

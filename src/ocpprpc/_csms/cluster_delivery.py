@@ -183,7 +183,7 @@ class ClusterDelivery:
                         "description": exc.description,
                     }
                 except Exception as exc:  # a hostile or broken request: answered, never fatal here
-                    kind, answer = Kind.ERROR, {"kind": "failed", "description": repr(exc)}
+                    kind, answer = Kind.ERROR, {"kind": "failed", "description": str(exc) or repr(exc)}
             reply = envelope(kind, self.adapter.node_id, env.dst, timeout=self.grace, corr=env.id, p=answer)
             try:
                 await self.adapter.deliver(env.src, reply)
