@@ -7,7 +7,8 @@ handshake still runs).
 Errors a user makes end in one line on stderr, never a traceback: the
 arguments are checked (types, consistency, files, TLS material) before the
 event loop starts, and fail with exit status 2; what goes wrong at run time
-(port in use, connection refused, HTTP 401, TLS failure) fails with 1.
+(port in use, connection refused, HTTP 401, TLS failure) fails with 1;
+``call`` has an exit status per outcome (:data:`ocpprpc._cli.call.EXIT`).
 """
 
 from __future__ import annotations

@@ -87,6 +87,10 @@ class ClusterDelivery:
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._changes, self._changes_out = anyio.create_memory_object_stream[tuple[str, bool]](float("inf"))
 
+    @property
+    def call_timeout(self) -> float:
+        return self.caller.call_timeout
+
     # -- calling ------------------------------------------------------------------------
     async def call(self, identity: str, request: Any, payload: Any, timeout: float | None) -> Any:  # noqa: ASYNC109 (bounds the answer, like call())
         if identity in self.server.clients:
