@@ -31,7 +31,19 @@ ARROWS: dict[str, set[str]] = {
     "_station": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops"},
     # cluster: the CSMS plugs the cluster adapter into its Delivery seam (_csms/cluster_delivery.py).
     "_csms": {"_engine", "_typed", "_rpc", "_ws", "_options", "_ops", "cluster"},
-    "_cli": {"_engine", "_typed", "_rpc", "_ws", "_options", "_station", "_csms", "_ops", "versions"},
+    # cluster: serve --cluster builds the Redis adapter, and SendStatus names cluster outcomes.
+    "_cli": {
+        "_engine",
+        "_typed",
+        "_rpc",
+        "_ws",
+        "_options",
+        "_station",
+        "_csms",
+        "_ops",
+        "cluster",
+        "versions",
+    },
     "_ops": set(),
     "cluster": {"_engine", "_typed", "_rpc", "_options"},
     "plugins": {"public"},

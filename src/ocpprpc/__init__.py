@@ -416,12 +416,14 @@ _LAZY["Tracing"] = "._ops.tracing"
 # isort: split
 # -- clustering (issue 16): any process reaches any station (lazy: anyio; Redis clients on use) --
 if _TYPE_CHECKING:
+    from ._csms.cluster_client import ClusterClient
     from ._csms.cluster_delivery import ClusterDelivery, cluster_delivery
     from .cluster.adapter import ClusterAdapter, ClusterError, ClusterUnavailable, NodeUnavailable
     from .cluster.memory import MemoryCluster
     from .cluster.redis_adapter import RedisAdapter
 
 _LAZY.update(dict.fromkeys(("ClusterDelivery", "cluster_delivery"), "._csms.cluster_delivery"))
+_LAZY["ClusterClient"] = "._csms.cluster_client"
 _LAZY.update(
     dict.fromkeys(
         ("ClusterAdapter", "ClusterError", "ClusterUnavailable", "NodeUnavailable"), ".cluster.adapter"
@@ -642,6 +644,7 @@ __all__ = (
     # isort: split
     # -- clustering (issue 16) --
     "ClusterAdapter",
+    "ClusterClient",
     "ClusterDelivery",
     "ClusterError",
     "ClusterUnavailable",

@@ -475,8 +475,10 @@ def test_print_config_without_a_file_shows_every_default(capsys: pytest.CaptureF
     assert (defaults["port"], defaults["validation"], defaults["rate_limits"]) == (9000, True, {})
     assert defaults["admission"]["upgrade_rate"] == "none" and defaults["admission"]["allow_ips"] == []
     assert defaults["csms"]["max_connections"] == "none" and "keepalive" not in defaults["websocket"]
+    assert defaults["cluster"] == {"url": "none", "node_name": "none", "namespace": "default"}
     assert [key for key in defaults if isinstance(defaults[key], dict)] == [
         "rate_limits",
+        "cluster",
         "admission",
         "websocket",
         "session",

@@ -18,7 +18,7 @@ STATION = ("station", "ws://127.0.0.1:9/ocpp", "CP1")
 
 #: id -> (arguments, the error line after ``python -m ocpprpc: error: ``).  ``{tmp}``: a scratch dir.
 CASES: dict[str, tuple[tuple[Arg, ...], str]] = {
-    "no-command": ((), "the following arguments are required: {serve,station}"),
+    "no-command": ((), "the following arguments are required: {serve,station,call}"),
     "unknown-flag": (("serve", "--colour"), "unrecognized arguments: --colour"),
     "port-not-a-number": (("serve", "--port", "x"), "argument --port: not a port number: 'x'"),
     "port-out-of-range": (("serve", "--port", "70000"), "argument --port: port 70000 is not in 0-65535"),

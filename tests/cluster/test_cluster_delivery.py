@@ -12,7 +12,8 @@ import pytest
 
 import ocpprpc
 from ocpprpc import CallContext, OCPPError, Router, SendStatus, StationNotConnected, v16
-from ocpprpc._csms.cluster_delivery import ClusterDelivery, _error, cluster_delivery
+from ocpprpc._csms.cluster_caller import error_from_reply
+from ocpprpc._csms.cluster_delivery import ClusterDelivery, cluster_delivery
 from ocpprpc._rpc.session import CallTimeout, InvalidResponseError
 from ocpprpc._ws.transport import ConnectionLost
 from ocpprpc.cluster.adapter import ClusterError, Envelope, Kind, NodeUnavailable, envelope
@@ -130,7 +131,7 @@ async def test_a_node_dying_mid_call_fails_the_caller_fast(
             async with ocpprpc.connect(ws_url(b), "CP1", router=station_router()):
                 await present(da, "CP1", "b")
                 group.start_soon(caller)
-                await eventually(lambda: bool(da._pending))
+                await eventually(lambda: bool(da.caller.pending))
                 b_scope.cancel()  # node b goes away with the call in flight
                 with anyio.fail_after(3):  # far below the call's 20 s
                     while not failure:  # noqa: ASYNC110
@@ -192,7 +193,7 @@ async def test_hostile_envelopes_are_answered_and_harm_nobody(
 
 def test_error_replies_become_the_local_exceptions() -> None:
     def error(detail: Any) -> Exception:
-        return _error("CP1", "Reset", "id-1", 5.0, detail)
+        return error_from_reply("CP1", "Reset", "id-1", 5.0, detail)
 
     ocpp = error({"kind": "ocpp", "code": "FormationViolation", "description": "bad", "details": {"a": 1}})
     assert isinstance(ocpp, OCPPError) and ocpp.description == "bad" and dict(ocpp.details) == {"a": 1}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import re
 import ssl
@@ -25,8 +26,9 @@ from .demo import BUILTIN_PROTOCOLS
 PROG = "python -m ocpprpc"
 
 DESCRIPTION = (
-    "A ready OCPP CSMS (serve) and a charging-station simulator (station), on asyncio or trio."
-    " Run 'python -m ocpprpc serve --help' or 'python -m ocpprpc station --help' for their options."
+    "A ready OCPP CSMS (serve), a charging-station simulator (station), and a command to call a"
+    " station anywhere in a cluster (call), on asyncio or trio."
+    " Run 'python -m ocpprpc COMMAND --help' for a command's options."
 )
 
 
@@ -176,6 +178,84 @@ def _identity(text: str) -> str:
     return text
 
 
+def redis_url_problem(text: str) -> str | None:
+    """Why *text* is not a usable Redis URL (``redis[s]://[:PASSWORD@]HOST[:PORT][/DB]``), or None."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme not in ("redis", "rediss"):
+        return "expected redis://HOST:PORT[/DB] (or rediss:// for TLS)"
+    if not parts.hostname:
+        return "names no host (expected redis://HOST:PORT[/DB])"
+    if parts.fragment:
+        return "has a #fragment"
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        return f"the database must be a number (redis://HOST:PORT/0), got {database!r}"
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return "has control characters"
+    return None
+
+
+def shown_url(text: str) -> str:
+    """*text* without its password, for messages."""
+    try:
+        parts = urlsplit(text)
+        if parts.password is None:
+            return text
+    except ValueError:
+        return text
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def _redis_url(text: str) -> str:
+    problem = redis_url_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"{_shown_arg(shown_url_safe(text))} is not a usable Redis URL: {problem}"
+        )
+    return text
+
+
+def shown_url_safe(text: str) -> str:
+    try:
+        return shown_url(text)
+    except ValueError:
+        return text
+
+
+def _shown_arg(text: str) -> str:
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
+def node_name_problem(text: str) -> str | None:
+    """Why *text* cannot name a cluster node or namespace (the adapter's own rule), or None."""
+    if not text:
+        return "must not be empty"
+    if len(text) > 200:
+        return "is longer than 200 characters"
+    if not text.isprintable() or any(char in text for char in "|{} "):
+        return "must be printable, without spaces, '|', '{' or '}'"
+    return None
+
+
+def _node_name(text: str) -> str:
+    problem = node_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{_shown_arg(text)} {problem}")
+    return text
+
+
+def _action(text: str) -> str:
+    if not (text.isidentifier() and text.isascii()):
+        raise argparse.ArgumentTypeError(f"{_shown_arg(text)} is not an OCPP action name (e.g. Reset)")
+    return text
+
+
 def _pem_file(text: str) -> str:
     path = Path(text)
     if not path.is_file():
@@ -205,7 +285,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The command line; with *suppress_defaults*, ``serve`` leaves out what was not given
     (how ``--config`` tells the flags that override the file from defaults)."""
     parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=_HelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,station}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,station,call}")
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop")
@@ -339,6 +419,25 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="heartbeat interval given to stations at boot",
     )
     serve.add_argument(
+        "--cluster",
+        metavar="URL",
+        type=_redis_url,
+        help="join a cluster over Redis (redis://HOST:PORT[/DB]): any node reaches any station",
+    )
+    serve.add_argument(
+        "--node-name",
+        metavar="NAME",
+        type=_node_name,
+        help="this node's name in the cluster, stable across restarts (the pod name; default: HOSTNAME-PID)",
+    )
+    serve.add_argument(
+        "--cluster-namespace",
+        metavar="NAME",
+        type=_node_name,
+        default="default",
+        help="keeps several clusters apart in one Redis",
+    )
+    serve.add_argument(
         "--config",
         metavar="FILE",
         help="read settings from this TOML file (every flag has a key; flags given here win)",
@@ -407,6 +506,34 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="one connection and one charging session, then exit (status 1 if it failed)"
         " instead of staying and reconnecting",
     )
+    call = commands.add_parser(
+        "call",
+        help="call a station connected to any node of a cluster, print its answer",
+        description="Call a station connected to any node of a cluster (python -m ocpprpc serve --cluster)"
+        " and print its answer as JSON. Exit status: 0 answered, 1 the cluster failed (Redis"
+        " unreachable), 2 usage, 3 not connected, 4 timed out, 5 CALLERROR, 6 outcome unknown (the"
+        " node or the connection died mid-call; never retried).",
+        formatter_class=_HelpFormatter,
+    )
+    call.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio", help="event loop")
+    call.add_argument("--cluster", metavar="URL", type=_redis_url, required=True, help="the cluster's Redis")
+    call.add_argument(
+        "--cluster-namespace",
+        metavar="NAME",
+        type=_node_name,
+        default="default",
+        help="the cluster's namespace",
+    )
+    call.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=30.0,
+        help="how long to wait for the answer",
+    )
+    call.add_argument("identity", type=_identity, help="the station identity, e.g. CP001")
+    call.add_argument("action", type=_action, help="the OCPP action, e.g. Reset")
+    call.add_argument("payload", nargs="?", default="{}", help="the request as a JSON object")
     return parser
 
 
@@ -574,3 +701,19 @@ def _check_station(args: argparse.Namespace) -> None:
 
 
 # -- running --------------------------------------------------------------------------------------
+
+
+def _check_call(args: argparse.Namespace) -> None:
+    try:
+        payload = json.loads(args.payload, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise UsageError(f"PAYLOAD is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("PAYLOAD is not JSON: nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"PAYLOAD must be a JSON object ({{...}}), got {type(payload).__name__}")
+    args.payload = payload
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")

@@ -1,4 +1,4 @@
-"""``python -m ocpprpc``: a ready CSMS (``serve``) and a charging-station simulator (``station``).
+"""``python -m ocpprpc``: a CSMS (``serve``), a station simulator (``station``), ``call`` into a cluster.
 
 Both run on asyncio or trio (``--backend``), validate strictly by default, log
 each exchange readably, and stop cleanly on Ctrl-C / SIGTERM (the close
@@ -7,7 +7,8 @@ handshake still runs).
 Errors a user makes end in one line on stderr, never a traceback: the
 arguments are checked (types, consistency, files, TLS material) before the
 event loop starts, and fail with exit status 2; what goes wrong at run time
-(port in use, connection refused, HTTP 401, TLS failure) fails with 1.
+(port in use, connection refused, HTTP 401, TLS failure) fails with 1;
+``call`` has an exit status per outcome (:data:`ocpprpc._cli.call.EXIT`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from .args import PROG, UsageError, _check_serve, _check_station, build_parser
+from .args import PROG, UsageError, _check_call, _check_serve, _check_station, build_parser
+from .call import run_call
 from .config import apply_config
 from .config_print import render_config
 from .output import CommandFailed, _configure_logging
@@ -39,15 +41,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "serve":
             apply_config(args, argv)
-        (_check_serve if args.command == "serve" else _check_station)(args)
+        checks = {"serve": _check_serve, "station": _check_station, "call": _check_call}
+        checks[args.command](args)
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 2
     if args.command == "serve" and args.print_config:
         sys.stdout.write(render_config(args))
         return 0
-    _configure_logging(args)
-    runner = run_serve if args.command == "serve" else run_station
+    if args.command != "call":  # call reports in its one line, or prints the answer
+        _configure_logging(args)
+    runner = {"serve": run_serve, "station": run_station, "call": run_call}[args.command]
     try:
         anyio.run(runner, args, backend=args.backend)
     except KeyboardInterrupt:  # pragma: no cover - signals are normally handled in the loop
@@ -57,5 +61,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failure is None:
             raise
         sys.stderr.write(f"{PROG}: error: {failure}\n")
-        return 1
+        return getattr(failure, "exit_code", 1)
     return 0

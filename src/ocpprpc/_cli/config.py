@@ -41,7 +41,7 @@ from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import OnBreach, RateLimit
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._ws.tls import server_ssl_context
-from .args import NOT_GIVEN, UsageError, build_parser
+from .args import NOT_GIVEN, UsageError, build_parser, node_name_problem, redis_url_problem
 from .config_values import (
     _LIMIT_KIND,
     Reader,
@@ -354,6 +354,19 @@ def _listener(values: dict[str, Any]) -> ListenerConfig:
     )
 
 
+def _checked(problem_of: Callable[[str], str | None]) -> Reader:
+    """A string judged by the flag's own rule (*problem_of* says what is wrong, or None)."""
+
+    def read(value: object) -> str:
+        text = _string(value)
+        problem = problem_of(text)
+        if problem is not None:
+            raise _Bad(problem)
+        return text
+
+    return read
+
+
 def config_schema(base: Path | None = None) -> Table:
     """Every key of a ``serve`` configuration file; files are looked up relative to *base*."""
     path = _file(base)
@@ -439,6 +452,19 @@ def config_schema(base: Path | None = None) -> Table:
         "how the CSMS admits and bounds stations together",
         flags={"max_connections": ("--max-connections", "max_connections")},
     )
+    cli["cluster"] = Table(
+        {
+            "url": Setting(_optional(_checked(redis_url_problem)), 'string or "none"', None,
+                           "join a cluster over this Redis: redis://HOST:PORT[/DB]", "--cluster", "cluster"),
+            "node_name": Setting(_optional(_checked(node_name_problem)), 'string or "none"', None,
+                                 "this node's name, stable across restarts (default: HOSTNAME-PID)",
+                                 "--node-name", "node_name"),
+            "namespace": Setting(_checked(node_name_problem), "string", "default",
+                                 "keeps several clusters apart in one Redis", "--cluster-namespace",
+                                 "cluster_namespace"),
+        },
+        "clustering: any node reaches any station (docs: clustering)",
+    )  # fmt: skip
     cli["routes"] = Table(route_keys, "URL routes with their own settings", many=True, build=_route)
     cli["listeners"] = Table(
         listener_keys, "more addresses to listen on, each with its TLS files", many=True, build=_listener

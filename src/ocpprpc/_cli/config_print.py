@@ -16,6 +16,7 @@ from typing import Any
 from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import RateLimit
 from .._options.model import SessionOptions, WebSocketOptions
+from .args import shown_url
 from .config import Setting, Table, config_schema
 from .config_values import NONE, _join, _key
 
@@ -71,7 +72,13 @@ def render_config(args: argparse.Namespace) -> str:
         lines.append(f"{name} = {_toml(spec.to_dest(value))}")
     tables: dict[str, Mapping[str, Any]] = {
         "rate_limits": _limits_table(args.rate_limit, args.rate_limit_action if args.rate_limit else None),
+        "cluster": {"url": args.cluster, "node_name": args.node_name, "namespace": args.cluster_namespace},
     }
+    if args.cluster is not None and shown_url(args.cluster) != args.cluster:  # a password in it
+        tables["cluster"] = {key: value for key, value in tables["cluster"].items() if key != "url"}
+        hidden_url = True
+    else:
+        hidden_url = False
     admission = args.admission or AdmissionPolicy()
     for table, current in (
         ("admission", admission),
@@ -84,6 +91,8 @@ def render_config(args: argparse.Namespace) -> str:
         tables[table] = {key: getattr(current, key) for key in spec.keys}
     for table, values in tables.items():
         lines += ["", f"[{table}]"]
+        if table == "cluster" and hidden_url:
+            lines.append("# url = (has a password; not shown)")
         table_spec = schema.keys[table]
         assert isinstance(table_spec, Table)
         subtables = []

@@ -28,6 +28,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropGiveUps())
+    # coredis logs each reconnect attempt at INFO: the adapter reports what matters itself.
+    logging.getLogger("coredis").setLevel(logging.WARNING)
     if args.log_payloads:
         logging.getLogger("ocpprpc.wire").setLevel(logging.INFO)
     else:

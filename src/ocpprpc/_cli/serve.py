@@ -6,19 +6,27 @@ import argparse
 import functools
 import hmac
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 
 from .._csms.auth import certificate_identity
+from .._csms.cluster_client import transient_redis_adapter
+from .._csms.cluster_delivery import cluster_delivery
 from .._csms.listener import Listener
 from .._csms.ratelimit import OnBreach, RateLimit, StationLimits
 from .._csms.routing import Route
 from .._csms.security_events import SecurityEvent, SecurityEvents
 from .._csms.server import Accept, Reject, Server
 from .._ws.handshake import StationRequest
+from ..cluster.adapter import ClusterUnavailable
+from ..cluster.redis_adapter import RedisAdapter
+from .args import shown_url
 from .config import ServeConfig
 from .demo import demo_csms_router
 from .output import CommandFailed, _log_wire, _say
@@ -73,7 +81,7 @@ async def run_serve(args: argparse.Namespace) -> None:
     )
     # Opened before listening, so a signal can never hit the default handlers once we serve.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as task_group:
+        async with _clustered(server, args) as joined, anyio.create_task_group() as task_group:
             side = None
             if args.metrics_port is not None:  # first: a port in use fails before stations are taken
                 try:
@@ -117,11 +125,51 @@ async def run_serve(args: argparse.Namespace) -> None:
             if args.metrics:
                 metrics_port = server.port if side is None else side
                 _say(f"metrics on http://{_url_host(args.host)}:{metrics_port}/metrics (and /health)")
+            if joined is not None:
+                _say(
+                    f"cluster node {joined} on {shown_url(args.cluster)}"
+                    f" (namespace {args.cluster_namespace}): any node reaches any station"
+                )
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
             # Graceful: stations are told (1001) and their pending calls get 2 s; serve() then returns.
             await server.shutdown(timeout=2)
+
+
+def default_node_name() -> str:
+    """``HOSTNAME-PID``, made a valid node name: unique on a machine, not stable across restarts."""
+    host = "".join(char if char.isalnum() or char in "-_." else "-" for char in socket.gethostname())
+    return f"{host[:100] or 'node'}-{os.getpid()}"
+
+
+@asynccontextmanager
+async def _clustered(server: Server, args: argparse.Namespace) -> AsyncIterator[str | None]:
+    """With ``--cluster``: the server joined to the cluster (before it listens); yields the node name."""
+    if args.cluster is None:
+        yield None
+        return
+    name = args.node_name or default_node_name()
+    try:
+        async with AsyncExitStack() as stack:
+            if args.node_name is None:  # HOSTNAME-PID never comes back: leave no inbox behind
+                adapter = await stack.enter_async_context(
+                    transient_redis_adapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
+                )
+            else:  # a restart under this name drains what this run leaves pending
+                adapter = RedisAdapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
+                await stack.enter_async_context(adapter)
+            await stack.enter_async_context(cluster_delivery(server, adapter))
+            yield name
+    except ClusterUnavailable as exc:
+        raise CommandFailed(f"cannot reach the cluster at {shown_url(args.cluster)}: {exc}") from None
+    except BaseExceptionGroup as failures:  # coredis' task group wraps it
+        unavailable, _ = failures.split(ClusterUnavailable)
+        if unavailable is None:
+            raise
+        raise CommandFailed(
+            f"cannot reach the cluster at {shown_url(args.cluster)}: {unavailable.exceptions[0]}"
+        ) from None
 
 
 def _routes(config: ServeConfig | None) -> list[Route]:

@@ -20,12 +20,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import msgspec
 
 from .._engine.errors import OCPPError
 from .._rpc.session import CallTimeout, InvalidResponseError, Session
@@ -40,7 +39,8 @@ from ..cluster.adapter import (
     envelope,
     now_ms,
 )
-from .delivery import LocalDelivery, StationNotConnected
+from .cluster_caller import ClusterCaller
+from .delivery import LocalDelivery
 from .security_events import SecurityEvent, StationConnected, StationDisconnected
 
 if TYPE_CHECKING:
@@ -52,14 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Close code for a connection another node now holds (the same as a local replacement).
 _REPLACED = 1008
-
-
-@dataclass
-class _Pending:
-    node: str
-    event: anyio.Event = field(default_factory=anyio.Event)
-    reply: Envelope | None = None
-    node_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,52 +79,23 @@ class ClusterDelivery:
     ) -> None:
         self.server = server
         self.adapter = adapter
-        self.call_timeout = call_timeout
         self.grace = grace
+        #: The caller half, shared with :class:`~.cluster_client.ClusterClient`.
+        self.caller = ClusterCaller(adapter, call_timeout=call_timeout, grace=grace)
         self._local = LocalDelivery(lambda: server.clients)
-        self._pending: dict[str, _Pending] = {}
         self._held: dict[str, _Held] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._changes, self._changes_out = anyio.create_memory_object_stream[tuple[str, bool]](float("inf"))
+
+    @property
+    def call_timeout(self) -> float:
+        return self.caller.call_timeout
 
     # -- calling ------------------------------------------------------------------------
     async def call(self, identity: str, request: Any, payload: Any, timeout: float | None) -> Any:  # noqa: ASYNC109 (bounds the answer, like call())
         if identity in self.server.clients:
             return await self._local.call(identity, request, payload, timeout)
-        presence = await self.adapter.presence(identity)
-        if presence is None or presence.node == self.adapter.node_id:
-            raise StationNotConnected(identity)
-        if isinstance(request, str):
-            action, params, response_type = request, ({} if payload is None else payload), None
-        else:
-            action = type(request).__ocpp_action__
-            params = msgspec.to_builtins(request)
-            response_type = type(request).__ocpp_response__
-        limit = self.call_timeout if timeout is None else timeout
-        env = envelope(Kind.CALL, self.adapter.node_id, identity, timeout=limit, m=action, p=params)
-        pending = self._pending[env.id] = _Pending(presence.node)
-        try:
-            await self.adapter.deliver(presence.node, env)
-            async with anyio.create_task_group() as watching:
-                watching.start_soon(self._watch_node, pending)
-                with anyio.move_on_after(limit + self.grace):
-                    await pending.event.wait()
-                watching.cancel_scope.cancel()
-        finally:
-            del self._pending[env.id]
-        reply = pending.reply
-        if reply is None:
-            if pending.node_down:
-                raise NodeUnavailable(presence.node, f"it died while calling {identity!r}")
-            raise CallTimeout(action, env.id, limit)
-        if reply.k is Kind.RESULT:
-            return reply.p if response_type is None else msgspec.convert(reply.p, response_type)
-        raise _error(identity, action, env.id, limit, reply.p)
-
-    async def _watch_node(self, pending: _Pending) -> None:
-        await self.adapter.wait_node_down(pending.node)
-        pending.node_down = True
-        pending.event.set()
+        return await self.caller.call(identity, request, payload, timeout)
 
     # -- serving ------------------------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -186,10 +149,7 @@ class ClusterDelivery:
         if env.k is Kind.CALL:
             group.start_soon(self._serve_call, env)
         elif env.k in (Kind.RESULT, Kind.ERROR):
-            pending = self._pending.get(env.corr)
-            if pending is not None:
-                pending.reply = env
-                pending.event.set()
+            self.caller.on_reply(env)
         elif env.k is Kind.KICK:
             held = self._held.get(env.dst)
             if held is not None and held.conn == env.conn:
@@ -227,38 +187,12 @@ class ClusterDelivery:
                         "description": exc.description,
                     }
                 except Exception as exc:  # a hostile or broken request: answered, never fatal here
-                    kind, answer = Kind.ERROR, {"kind": "failed", "description": repr(exc)}
+                    kind, answer = Kind.ERROR, {"kind": "failed", "description": str(exc) or repr(exc)}
             reply = envelope(kind, self.adapter.node_id, env.dst, timeout=self.grace, corr=env.id, p=answer)
             try:
                 await self.adapter.deliver(env.src, reply)
             except ClusterError as exc:  # the caller's node is gone: nobody to tell
                 log.info("reply to %s for %r not delivered: %s", env.src, env.dst, exc)
-
-
-def _error(identity: str, action: str, call_id: str, timeout: float, detail: Any) -> Exception:
-    """The exception a local call would have raised, from a remote node's error reply."""
-    info = detail if isinstance(detail, dict) else {}
-    kind = info.get("kind")
-    description = str(info.get("description", ""))
-    if kind == "ocpp":
-        try:
-            return OCPPError(str(info.get("code")), description, info.get("details") or {})
-        except ValueError:
-            pass
-    elif kind == "not_connected":
-        return StationNotConnected(identity)
-    elif kind == "timeout":
-        return CallTimeout(action, call_id, timeout)
-    elif kind == "connection_lost":
-        return ConnectionLost(None, description)
-    elif kind == "invalid_response":
-        try:
-            return InvalidResponseError(action, call_id, OCPPError(str(info.get("code"))).code, description)
-        except ValueError:
-            pass
-    elif kind == "failed":
-        return ClusterError(f"the node holding {identity!r} could not make the call: {description}")
-    return ClusterError(f"unreadable error reply for {identity!r}: {detail!r}")
 
 
 @asynccontextmanager

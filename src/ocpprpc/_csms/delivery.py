@@ -25,6 +25,7 @@ import anyio
 from .._engine.errors import OCPPError
 from .._rpc.session import _DEFAULT, CallTimeout, InvalidResponseError, Session, _Default
 from .._ws.transport import ConnectionLost
+from ..cluster.adapter import ClusterError, NodeUnavailable
 
 if TYPE_CHECKING:
     from .command_buffer import QueuedCommand
@@ -61,6 +62,12 @@ class SendStatus(enum.StrEnum):
     BUFFER_FULL = "buffer_full"
     #: Cancelled before it was sent (or the buffer stopped while it was in flight).
     CANCELLED = "cancelled"
+    #: Clustering: the node holding the station is not alive, or died mid-call -- the outcome
+    #: is unknown (``outcome.error`` is the :class:`~ocpprpc.NodeUnavailable`); never retried.
+    NODE_UNAVAILABLE = "node_unavailable"
+    #: Clustering: the cluster could not carry the call (Redis unreachable: nothing was sent;
+    #: or the holding node could not make it); ``outcome.error`` is the :class:`~ocpprpc.ClusterError`.
+    CLUSTER_ERROR = "cluster_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,9 @@ _STATUS_OF: tuple[tuple[type[BaseException], SendStatus], ...] = (
     (CallTimeout, SendStatus.TIMED_OUT),
     (ConnectionLost, SendStatus.CONNECTION_LOST),
     (InvalidResponseError, SendStatus.INVALID_RESPONSE),
+    # A broadcast goes on past a dead node or a Redis outage: one outcome per station.
+    (NodeUnavailable, SendStatus.NODE_UNAVAILABLE),
+    (ClusterError, SendStatus.CLUSTER_ERROR),
 )
 
 
