@@ -669,3 +669,30 @@ async def test_missing_websocket_version_is_still_called_missing() -> None:
         )
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"Missing header, 'Sec-WebSocket-Version'" in answer
+
+
+@pytest.mark.parametrize("client_codec", ["websockets", "wsproto"])
+@pytest.mark.parametrize("server_codec", ["websockets", "wsproto"])
+async def test_no_common_subprotocol_fails_the_station_at_once(client_codec: str, server_codec: str) -> None:
+    """The CSMS completes the upgrade without a subprotocol and closes at once (OCPP-J 3.2).
+
+    Its close frame arrives in the same read as the 101.  The websockets codec answered it
+    when fed that data, but the echo stayed inside websockets: both ends then waited their
+    whole close timeout (30 s here) before the station got its HandshakeError.
+    """
+    import ocpprpc
+
+    async with ocpprpc.serve(protocols=["ocpp2.0.1"], ws_codec=server_codec, close_timeout=30) as server:
+        started = anyio.current_time()
+        with pytest.raises(HandshakeError, match="accepted none of the subprotocols"):
+            async with ocpprpc.connect(
+                f"ws://127.0.0.1:{server.port}/ocpp",
+                "CP1",
+                protocols=["ocpp1.6"],
+                ws_codec=client_codec,
+                close_timeout=30,
+            ):
+                pass
+        # A hang detector, not a speed test: the close handshake is shielded from cancellation,
+        # so the bug showed as the 30 s close timeout on both ends, not as a slow answer.
+        assert anyio.current_time() - started < 15

@@ -155,6 +155,12 @@ class WebsocketsCodec:
         self._decoder: codecs.IncrementalDecoder | None = None
         if initial_data:
             proto.receive_data(initial_data)
+            # What websockets answered to it already (the echo of a close frame that came with
+            # the 101) goes out with our next write; the frames themselves are read later
+            # (WebSocketStream's first read).  Left in proto.writes, an echoed close made
+            # ``closed`` true with the echo never sent, and both ends waited close_timeout.
+            self._outbox += proto.writes
+            proto.writes.clear()
 
     @property
     def open(self) -> bool:
