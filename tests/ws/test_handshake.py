@@ -7,6 +7,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import anyio
 import anyio.abc
@@ -673,7 +674,9 @@ async def test_missing_websocket_version_is_still_called_missing() -> None:
 
 @pytest.mark.parametrize("client_codec", ["websockets", "wsproto"])
 @pytest.mark.parametrize("server_codec", ["websockets", "wsproto"])
-async def test_no_common_subprotocol_fails_the_station_at_once(client_codec: str, server_codec: str) -> None:
+async def test_no_common_subprotocol_fails_the_station_at_once(
+    client_codec: Literal["websockets", "wsproto"], server_codec: Literal["websockets", "wsproto"]
+) -> None:
     """The CSMS completes the upgrade without a subprotocol and closes at once (OCPP-J 3.2).
 
     Its close frame arrives in the same read as the 101.  The websockets codec answered it
