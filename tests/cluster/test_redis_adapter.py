@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from ocpprpc.cluster.adapter import ClusterUnavailable, Envelope, Kind, NodeUnavailable, envelope
+from ocpprpc.cluster.ops import Eval, RedisCommandError
 from ocpprpc.cluster.ops_open import open_ops
-from ocpprpc.cluster.redis_adapter import GROUP, RedisAdapter
+from ocpprpc.cluster.redis_adapter import GROUP, REFRESH, REFRESH_BATCH, RedisAdapter
 from tests.cluster.conftest import Flavour
 from tests.cluster.redis_server import RedisServer
 
@@ -202,3 +203,58 @@ async def test_on_the_users_own_client(redis_server: RedisServer, flavour: Flavo
         assert [g.name for g in await ops.xinfo_groups(a.inbox_key("b"))] == [GROUP]
     with pytest.raises(RuntimeError, match="async with"):
         _ = a.ops
+
+
+class _ClusterLike:
+    """Real Redis below, but a multi-key script is refused as Redis Cluster refuses one across slots."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    async def pipeline(self, commands: Any) -> list[Any]:
+        replies = await self._ops.pipeline(commands)
+        for at, command in enumerate(commands):
+            if isinstance(command, Eval) and command.script is REFRESH:
+                self.refused += 1
+                replies[at] = RedisCommandError("CROSSSLOT Keys in request don't hash to the same slot")
+        return replies
+
+
+@pytest.mark.parametrize("cluster_like", [False, True], ids=["batched", "per-key"])
+async def test_refreshing_many_claims(
+    redis_server: RedisServer, flavour: Flavour, ns: str, cluster_like: bool
+) -> None:
+    """More claims than one batch: kept, lost to another connection, or claimed again after expiry."""
+    async with open_ops(redis_server.url, prefer=flavour.client) as real:
+        ops: Any = _ClusterLike(real) if cluster_like else real
+        async with (
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            RedisAdapter(ops=real, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
+        ):
+            identities = [f"CP{i}" for i in range(2 * REFRESH_BATCH + 7)]
+            a._claims.update({identity: f"conn-{identity}" for identity in identities})
+            assert await a.refresh() == []  # all free: claimed
+            before = await a.presences(identities)
+            await b.claim("CP3", "elsewhere")  # taken over behind a's back
+            await b.claim(identities[-1], "elsewhere")
+            await real.delete([a.presence_key("CP5")])  # expired
+            assert sorted(await a.refresh()) == sorted(["CP3", identities[-1]])
+            after = await a.presences(identities)
+            for identity in identities:
+                holder = after[identity]
+                assert holder is not None
+                if identity in ("CP3", identities[-1]):
+                    assert holder.node == "b"
+                elif identity == "CP5":  # claimed anew: a greater fencing token
+                    assert holder.conn == "conn-CP5" and holder.token > before["CP5"].token  # type: ignore[union-attr]
+                else:
+                    assert holder == before[identity]
+            kicks = {(await a.received.receive()).dst for _ in range(2)}
+            assert kicks == {"CP3", identities[-1]}
+            assert "CP3" not in a._claims and len(a._claims) == len(identities) - 2
+        if cluster_like:
+            assert ops.refused == 3  # once, then one CLAIM per identity from then on

@@ -81,6 +81,31 @@ if cur then return {'taken_over', value, cur} end
 return {'claimed', value}
 """
 )
+#: CLAIM without takeover for many identities in one call (a presence refresh).
+#: KEYS: n presence keys, then their n token counters.  ARGV: node, ttl ms, then n conns.
+#: One reply per identity: 'kept', 'claimed' or 'lost'.
+REFRESH = Script(
+    """
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local cur = redis.call('GET', KEYS[i])
+  local prefix = ARGV[1] .. '|' .. ARGV[2 + i] .. '|'
+  if cur and string.sub(cur, 1, #prefix) == prefix then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    out[i] = 'kept'
+  elseif cur then
+    out[i] = 'lost'
+  else
+    redis.call('SET', KEYS[i], prefix .. redis.call('INCR', KEYS[n + i]), 'PX', ARGV[2])
+    out[i] = 'claimed'
+  end
+end
+return out
+"""
+)
+#: Identities per REFRESH call: Redis runs one for ~1 ms, other clients wait that long at most.
+REFRESH_BATCH = 500
 #: KEYS: presence.  ARGV: node, conn.  Delete only if that connection holds it.
 RELEASE = Script(
     "local cur = redis.call('GET', KEYS[1]) "
@@ -88,6 +113,10 @@ RELEASE = Script(
     "if cur and string.sub(cur, 1, #prefix) == prefix then return redis.call('DEL', KEYS[1]) end "
     "return 0"
 )
+
+
+class _CrossSlot(Exception):
+    """A multi-key script spanned slots (Redis Cluster): fall back to one key per call."""
 
 
 def _unavailable(exc: Exception) -> ClusterUnavailable:
@@ -165,6 +194,7 @@ class RedisAdapter:
         self._ops: RedisOps | None = None
         self._down = False
         self._beaten = False
+        self._per_key_refresh = False
 
     # -- keys ---------------------------------------------------------------------------
     def inbox_key(self, node: str) -> str:
@@ -436,23 +466,65 @@ class RedisAdapter:
         return claim
 
     async def _renew_claims(self) -> list[str]:
-        """Claim-if-free for every local identity, pipelined in chunks; the ones lost."""
-        lost = []
+        """Claim-if-free for every local identity; the ones lost.
+
+        One REFRESH script per :data:`REFRESH_BATCH` identities, all in one pipeline: Redis
+        pays one script call per batch instead of one per identity.  On Redis Cluster, where
+        a batch spans slots (CROSSSLOT), one CLAIM per identity instead.
+        """
         claims = list(self._claims.items())
+        if not self._per_key_refresh:
+            try:
+                return await self._renew_batched(claims)
+            except _CrossSlot:
+                self._per_key_refresh = True
+        return await self._renew_per_key(claims)
+
+    async def _renew_batched(self, claims: list[tuple[str, str]]) -> list[str]:
+        lost = []
+        for start in range(0, len(claims), 20 * REFRESH_BATCH):
+            chunks = [
+                claims[at : at + REFRESH_BATCH]
+                for at in range(start, min(len(claims), start + 20 * REFRESH_BATCH), REFRESH_BATCH)
+            ]
+            commands = [
+                Eval(
+                    REFRESH,
+                    [self.presence_key(i) for i, _ in chunk] + [self.token_key(i) for i, _ in chunk],
+                    [self.node_id, self.presence_ttl_ms, *(conn for _, conn in chunk)],
+                )
+                for chunk in chunks
+            ]
+            replies = await self.ops.pipeline(commands)
+            if any(isinstance(reply, RedisCommandError) and "CROSSSLOT" in str(reply) for reply in replies):
+                raise _CrossSlot  # before any is acted on: the per-key pass redoes them all
+            for chunk, reply in zip(chunks, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    continue  # kept; tried again next time
+                for (identity, conn), status in zip(chunk, reply, strict=True):
+                    if _text(status) == ClaimStatus.LOST:
+                        lost += self._lose(identity, conn)
+        return lost
+
+    async def _renew_per_key(self, claims: list[tuple[str, str]]) -> list[str]:
+        lost = []
         for start in range(0, len(claims), 1000):
             chunk = claims[start : start + 1000]
             commands = [Eval(CLAIM, *self._claim_args(identity, conn, False)) for identity, conn in chunk]
             for (identity, conn), reply in zip(chunk, await self.ops.pipeline(commands), strict=True):
                 if isinstance(reply, BaseException):
                     continue  # kept; tried again next time
-                if _claim(reply).status is ClaimStatus.LOST and self._claims.get(identity) == conn:
-                    del self._claims[identity]
-                    lost.append(identity)
-                    # The node learns it through its inbox stream, like a kick from another node.
-                    self._kicks.send_nowait(
-                        envelope(Kind.KICK, self.node_id, identity, timeout=60, conn=conn)
-                    )
+                if _claim(reply).status is ClaimStatus.LOST:
+                    lost += self._lose(identity, conn)
         return lost
+
+    def _lose(self, identity: str, conn: str) -> list[str]:
+        if self._claims.get(identity) != conn:
+            return []  # released or claimed anew meanwhile
+        del self._claims[identity]
+        # The node learns it through its inbox stream, like a kick from another node.
+        self._kicks.send_nowait(envelope(Kind.KICK, self.node_id, identity, timeout=60, conn=conn))
+        return [identity]
 
     async def _forward_kicks(self) -> None:
         async for kick in self._kicks_out:
