@@ -8,9 +8,13 @@ whose class it reuses).  A station connects to A over loopback and answers ``Res
 * **cross-node**: ``B.send_to_client`` (presence names A, the call goes through A's
   inbox and the reply through B's): p50/p99 of sequential calls, and the p50 added
   over the direct call (issue 16's targets: at most 2 ms on asyncio, 3 ms on trio).
-* **throughput**: 100 concurrent callers on B for ``--seconds``: cross-node calls/s
-  (target: at least 3,000/s), and the same on the in-memory cluster (what the nodes
-  and the station cost without Redis: the ceiling of this one-process setup).
+* **Redis commands per cross-node call** (``INFO commandstats`` over the sequential
+  calls; heartbeats included): the round trips the design costs, free of timing noise.
+* **throughput**: 100 concurrent callers for ``--seconds``, over 100 stations on A (OCPP-J
+  allows one CALL in flight per station, so one station would measure only its own round
+  trip): direct from A, then cross-node from B (target: at least 3,000/s); and the same on
+  the in-memory cluster (what the nodes and stations cost without Redis: the ceiling of
+  this one-process setup).
 * **presence refresh**: a node holding 10,000 claims renews them once (what it does
   every ``presence_ttl / 3``): the wall time, and what Redis itself spent
   (``INFO commandstats`` usec summed over every command, after ``CONFIG RESETSTAT``;
@@ -126,21 +130,41 @@ async def timed_calls(server: ocpprpc.Server, calls: int) -> list[float]:
     return samples
 
 
-async def throughput(server: ocpprpc.Server, callers: int, seconds: float) -> float:
+async def throughput(server: ocpprpc.Server, stations: int, callers: int, seconds: float) -> float:
+    """Calls/s of *callers* concurrent callers, caller i calling station ``S{i % stations}``.
+
+    OCPP-J allows one CALL in flight per station, so one station alone would measure its
+    round trip, not the cluster: the callers spread over several.
+    """
     done = 0
     stop = time.perf_counter() + seconds
 
-    async def caller() -> None:
+    async def caller(identity: str) -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            await server.send_to_client("CP1", "Reset", PARAMS)
+            await server.send_to_client(identity, "Reset", PARAMS)
             done += 1
 
     start = time.perf_counter()
     async with anyio.create_task_group() as group:
-        for _ in range(callers):
-            group.start_soon(caller)
+        for i in range(callers):
+            group.start_soon(caller, f"S{i % stations}")
     return done / (time.perf_counter() - start)
+
+
+async def held_by(delivery: ClusterDelivery, identities: list[str], node_id: str) -> None:
+    with anyio.fail_after(30):
+        while True:
+            found = await delivery.adapter.presences(identities)
+            if all(p is not None and p.node == node_id for p in found.values()):
+                return
+            await anyio.sleep(0.05)
+
+
+def top_level_calls(stats: dict[str, tuple[int, int]]) -> int:
+    """Commands clients sent (those scripts ran inside themselves left out)."""
+    scripted = not not_scripted(stats)
+    return sum(calls for name, (calls, _) in stats.items() if not (scripted and name in NESTED))
 
 
 async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,15 +172,20 @@ async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         a, da = await stack.enter_async_context(node(setup, "a"))
         b, _ = await stack.enter_async_context(node(setup, "b"))
         url = f"ws://127.0.0.1:{a.port}/ocpp"
-        await stack.enter_async_context(ocpprpc.connect(url, "CP1", router=router()))
-        with anyio.fail_after(10):
-            while (found := await da.adapter.presence("CP1")) is None or found.node != "a":  # noqa: ASYNC110
-                await anyio.sleep(0.01)
+        identities = ["CP1"] + [f"S{i}" for i in range(args.stations)]
+        for identity in identities:
+            await stack.enter_async_context(ocpprpc.connect(url, identity, router=router()))
+        await held_by(da, identities, "a")
         await timed_calls(b, args.warmup)
         await timed_calls(a, args.warmup)
         direct = await timed_calls(a, args.calls)
+        if setup.client != "memory":
+            setup.server.command("CONFIG", "RESETSTAT")
         cross = await timed_calls(b, args.calls)
-        rate = await throughput(b, args.callers, args.seconds)
+        stats = commandstats(setup.server) if setup.client != "memory" else {}
+        commands = top_level_calls(stats)
+        direct_rate = await throughput(a, args.stations, args.callers, args.seconds)
+        rate = await throughput(b, args.stations, args.callers, args.seconds)
     ms = 1000.0
     return {
         "direct_p50_ms": statistics.median(direct) * ms,
@@ -164,6 +193,9 @@ async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         "cross_p50_ms": statistics.median(cross) * ms,
         "cross_p99_ms": percentile(cross, 0.99) * ms,
         "added_p50_ms": (statistics.median(cross) - statistics.median(direct)) * ms,
+        "commands_per_call": commands / args.calls,
+        "call_commands": {name: calls for name, (calls, _) in stats.items()},
+        "direct_calls_per_s": direct_rate,
         "calls_per_s": rate,
     }
 
@@ -193,7 +225,7 @@ async def refresh_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any
 
 
 #: What the presence scripts run inside themselves (their time is in the script's).
-NESTED = {"get", "pexpire", "set", "incr", "del"}
+NESTED = {"get", "pexpire", "set", "incr", "del", "exists", "xadd"}
 
 
 def not_scripted(stats: dict[str, tuple[int, int]]) -> bool:
@@ -224,6 +256,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per latency figure")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--callers", type=int, default=100)
+    parser.add_argument("--stations", type=int, default=100, help="on A, called round-robin by the callers")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput window")
     parser.add_argument("--presences", type=int, default=10_000)
     parser.add_argument("--refreshes", type=int, default=3)
@@ -248,11 +281,12 @@ def main() -> None:
                 print(json.dumps(result), flush=True)
         finally:
             server.kill()
-    header = "| flavour | direct p50/p99 ms | cross p50/p99 ms | added p50 ms | 100 callers calls/s |"
+    header = "| flavour | direct p50/p99 ms | cross p50/p99 ms | added p50 ms | Redis commands/call |"
+    header += " 100 callers: direct/s | cross-node/s |"
     header += " refresh 10k: Redis usec ms | Redis CPU ms | wall ms |"
     print()
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         refresh = (
             f"{r['refresh_redis_ms']:.1f} | {r['refresh_redis_cpu_ms']:.0f} | {r['refresh_wall_ms']:.0f}"
@@ -262,7 +296,8 @@ def main() -> None:
         print(
             f"| {r['flavour']} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} "
             f"| {r['cross_p50_ms']:.2f} / {r['cross_p99_ms']:.2f} | {r['added_p50_ms']:.2f} "
-            f"| {r['calls_per_s']:.0f} | {refresh} |"
+            f"| {r['commands_per_call']:.2f} | {r['direct_calls_per_s']:.0f} | {r['calls_per_s']:.0f} "
+            f"| {refresh} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

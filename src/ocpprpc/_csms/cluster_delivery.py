@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from ..cluster.adapter import (
     Envelope,
     Kind,
     NodeUnavailable,
+    Presence,
     envelope,
     now_ms,
 )
@@ -62,6 +65,45 @@ class _Pending:
     node_down: bool = False
 
 
+class _Routes:
+    """Identity -> presence, for *ttl* seconds, at most *size* of them (oldest dropped first)."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self._ttl, self._size = ttl, size
+        self._entries: OrderedDict[str, tuple[float, Presence]] = OrderedDict()
+
+    def get(self, identity: str) -> Presence | None:
+        entry = self._entries.get(identity)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[identity]
+            return None
+        return entry[1]
+
+    def put(self, identity: str, presence: Presence) -> None:
+        if self._ttl <= 0:
+            return
+        self._entries[identity] = (time.monotonic() + self._ttl, presence)
+        self._entries.move_to_end(identity)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, identity: str, presence: Presence | None) -> None:
+        """Drop *identity*'s route (only if it is still *presence*, when given: fencing)."""
+        entry = self._entries.get(identity)
+        if entry is not None and (presence is None or entry[1] == presence):
+            del self._entries[identity]
+
+
+class _Undelivered(NodeUnavailable):
+    """The node was dead before the call reached its inbox: nothing was sent."""
+
+
+def _not_connected(reply: Envelope) -> bool:
+    return reply.k is Kind.ERROR and isinstance(reply.p, dict) and reply.p.get("kind") == "not_connected"
+
+
 @dataclass(frozen=True)
 class _Held:
     session: Session
@@ -74,6 +116,11 @@ class ClusterDelivery:
     :param call_timeout: used when ``send_to_client`` is given no timeout.
     :param grace: extra seconds a caller waits beyond the call's timeout for the reply to travel.
     :param concurrency: calls from other nodes served at once.
+    :param route_ttl: seconds a station's presence is reused for further calls without asking
+        the medium again (0: ask every time).  A stale one costs one more lookup, never a lost
+        or doubled call: the node no longer holding the station answers "not connected"
+        without calling it, a dead node takes nothing, and the call is then sent once more
+        to where presence says the station is now.
     """
 
     def __init__(
@@ -84,6 +131,7 @@ class ClusterDelivery:
         call_timeout: float = 30.0,
         grace: float = 2.0,
         concurrency: int = 1000,
+        route_ttl: float = 1.0,
     ) -> None:
         self.server = server
         self.adapter = adapter
@@ -91,6 +139,7 @@ class ClusterDelivery:
         self.grace = grace
         self._local = LocalDelivery(lambda: server.clients)
         self._pending: dict[str, _Pending] = {}
+        self._routes = _Routes(route_ttl)
         self._held: dict[str, _Held] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._changes, self._changes_out = anyio.create_memory_object_stream[tuple[str, bool]](float("inf"))
@@ -99,9 +148,6 @@ class ClusterDelivery:
     async def call(self, identity: str, request: Any, payload: Any, timeout: float | None) -> Any:  # noqa: ASYNC109 (bounds the answer, like call())
         if identity in self.server.clients:
             return await self._local.call(identity, request, payload, timeout)
-        presence = await self.adapter.presence(identity)
-        if presence is None or presence.node == self.adapter.node_id:
-            raise StationNotConnected(identity)
         if isinstance(request, str):
             action, params, response_type = request, ({} if payload is None else payload), None
         else:
@@ -109,10 +155,47 @@ class ClusterDelivery:
             params = msgspec.to_builtins(request)
             response_type = type(request).__ocpp_response__
         limit = self.call_timeout if timeout is None else timeout
+        presence = self._routes.get(identity)
+        cached = presence is not None
+        if presence is None:
+            presence = await self._resolve(identity)
         env = envelope(Kind.CALL, self.adapter.node_id, identity, timeout=limit, m=action, p=params)
-        pending = self._pending[env.id] = _Pending(presence.node)
         try:
-            await self.adapter.deliver(presence.node, env)
+            reply = await self._call_node(presence.node, env, limit)
+        except NodeUnavailable as exc:
+            self._routes.forget(identity, presence)
+            if not (cached and isinstance(exc, _Undelivered)):
+                raise
+            reply = None  # the route was stale: the call went nowhere
+        if cached and (reply is None or _not_connected(reply)):
+            # A stale route (the station moved, or its node died): the call was not made
+            # anywhere, so asking presence again and sending it once more is safe.
+            self._routes.forget(identity, presence)
+            fresh = await self._resolve(identity)
+            env = envelope(Kind.CALL, self.adapter.node_id, identity, timeout=limit, m=action, p=params)
+            reply = await self._call_node(fresh.node, env, limit)
+        if reply.k is Kind.RESULT:
+            return reply.p if response_type is None else msgspec.convert(reply.p, response_type)
+        if _not_connected(reply):
+            self._routes.forget(identity, None)
+        raise _error(identity, action, env.id, limit, reply.p)
+
+    async def _resolve(self, identity: str) -> Presence:
+        """Where *identity* is held now (from the medium), remembered for a moment."""
+        presence = await self.adapter.presence(identity)
+        if presence is None or presence.node == self.adapter.node_id:
+            raise StationNotConnected(identity)
+        self._routes.put(identity, presence)
+        return presence
+
+    async def _call_node(self, node: str, env: Envelope, limit: float) -> Envelope:
+        """Send *env* to *node* and wait for its reply; :class:`NodeUnavailable` if it is dead or dies."""
+        pending = self._pending[env.id] = _Pending(node)
+        try:
+            try:
+                await self.adapter.deliver(node, env)
+            except NodeUnavailable as exc:
+                raise _Undelivered(node) from exc
             async with anyio.create_task_group() as watching:
                 watching.start_soon(self._watch_node, pending)
                 with anyio.move_on_after(limit + self.grace):
@@ -120,14 +203,11 @@ class ClusterDelivery:
                 watching.cancel_scope.cancel()
         finally:
             del self._pending[env.id]
-        reply = pending.reply
-        if reply is None:
+        if pending.reply is None:
             if pending.node_down:
-                raise NodeUnavailable(presence.node, f"it died while calling {identity!r}")
-            raise CallTimeout(action, env.id, limit)
-        if reply.k is Kind.RESULT:
-            return reply.p if response_type is None else msgspec.convert(reply.p, response_type)
-        raise _error(identity, action, env.id, limit, reply.p)
+                raise NodeUnavailable(node, f"it died while calling {env.dst!r}")
+            raise CallTimeout(env.m, env.id, limit)
+        return pending.reply
 
     async def _watch_node(self, pending: _Pending) -> None:
         await self.adapter.wait_node_down(pending.node)
