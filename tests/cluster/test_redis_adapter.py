@@ -258,3 +258,31 @@ async def test_refreshing_many_claims(
             assert "CP3" not in a._claims and len(a._claims) == len(identities) - 2
         if cluster_like:
             assert ops.refused == 3  # once, then one CLAIM per identity from then on
+
+
+async def test_concurrent_deliveries_share_the_outbox(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    """Many at once (pipelined together): each arrives once, a dead node's fail alone, none after close."""
+    async with node(redis_server, flavour, ns, "a") as a, node(redis_server, flavour, ns, "b") as b:
+        sent = [call("a", f"CP{i}") for i in range(300)]
+        failures: list[BaseException] = []
+
+        async def deliver(target: str, env: Envelope) -> None:
+            try:
+                await a.deliver(target, env)
+            except NodeUnavailable as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for i, env in enumerate(sent):
+                group.start_soon(deliver, "b", env)
+                if i % 100 == 0:
+                    group.start_soon(deliver, "nobody", call("a"))
+        assert len(failures) == 3 and all(exc.node == "nobody" for exc in failures)  # type: ignore[attr-defined]
+        with anyio.fail_after(PROMPT):
+            got = [await b.received.receive() for _ in sent]
+        assert sorted(env.id for env in got) == sorted(env.id for env in sent)
+        assert (await a.metrics()).sent == len(sent)
+    with pytest.raises(ClusterUnavailable, match="closed"):
+        await a.deliver("b", call("a"))

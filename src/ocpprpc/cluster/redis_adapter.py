@@ -25,6 +25,7 @@ import random
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -115,6 +116,22 @@ RELEASE = Script(
 )
 
 
+#: Envelopes the outbox writer sends in one pipeline at most.
+OUTBOX_BATCH = 512
+
+
+@dataclass(eq=False)
+class _Out:
+    """One envelope in the outbox, and what became of it."""
+
+    node: str
+    data: bytes
+    done: anyio.Event = field(default_factory=anyio.Event)
+    #: Until the writer says otherwise: it stopped before sending this one.
+    error: Exception | None = field(default_factory=lambda: ClusterUnavailable("the adapter is closed"))
+    added: bool = False
+
+
 class _CrossSlot(Exception):
     """A multi-key script spanned slots (Redis Cluster): fall back to one key per call."""
 
@@ -190,6 +207,7 @@ class RedisAdapter:
         self._send, self.received = anyio.create_memory_object_stream[Envelope](0)
         # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
         self._kicks, self._kicks_out = anyio.create_memory_object_stream[Envelope](float("inf"))
+        self._outbox, self._outbox_out = anyio.create_memory_object_stream[_Out](float("inf"))
         self._stack: AsyncExitStack | None = None
         self._ops: RedisOps | None = None
         self._down = False
@@ -241,6 +259,7 @@ class RedisAdapter:
             group.start_soon(self._watchdog)
             group.start_soon(self._refresher)
             group.start_soon(self._forward_kicks)
+            group.start_soon(self._write_outbox)
             await group.start(self._subscriber)
         except BaseException:
             await stack.aclose()
@@ -262,6 +281,7 @@ class RedisAdapter:
             self._send.close()
             self._kicks.close()
             self._kicks_out.close()
+            self._outbox.close()
             self._ops = None
 
     # -- inbox ----------------------------------------------------------------------------
@@ -321,17 +341,63 @@ class RedisAdapter:
         return env
 
     async def deliver(self, node: str, env: Envelope) -> None:
+        """Through the outbox: envelopes delivered at the same time share one pipeline."""
+        out = _Out(node, encode(env))
         try:
-            added = await self.ops.run_script(
-                DELIVER, [self.alive_key(node), self.inbox_key(node)], [self.inbox_maxlen, encode(env)]
-            )
-        except _TRANSIENT as exc:
+            self._outbox.send_nowait(out)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ClusterUnavailable("the adapter is closed") from None
+        await out.done.wait()
+        if out.error is not None:
             self._metrics.unavailable += 1
-            raise _unavailable(exc) from exc
-        if added is None:
+            raise _unavailable(out.error) from out.error
+        if not out.added:
             self._metrics.node_unavailable += 1
             raise NodeUnavailable(node)
         self._metrics.sent += 1
+
+    async def _write_outbox(self) -> None:
+        """Send what callers deliver: one DELIVER alone, or all that queued meanwhile in one pipeline.
+
+        Callers wait on their own entry; whatever the writer leaves behind when it stops
+        (the adapter closing) fails with :class:`ClusterUnavailable`, never hangs.
+        """
+        try:
+            async for first in self._outbox_out:
+                batch = [first]
+                with contextlib.suppress(anyio.WouldBlock):
+                    while len(batch) < OUTBOX_BATCH:
+                        batch.append(self._outbox_out.receive_nowait())
+                try:
+                    await self._write(batch)
+                finally:
+                    for out in batch:
+                        out.done.set()
+        finally:  # no checkpoint in here: nothing can be queued between the drain and the close
+            with contextlib.suppress(anyio.EndOfStream, anyio.WouldBlock):
+                while True:
+                    self._outbox_out.receive_nowait().done.set()
+            self._outbox_out.close()
+
+    async def _write(self, batch: list[_Out]) -> None:
+        commands = [
+            Eval(DELIVER, [self.alive_key(out.node), self.inbox_key(out.node)], [self.inbox_maxlen, out.data])
+            for out in batch
+        ]
+        try:
+            if len(commands) == 1:  # EVALSHA: the script's source does not travel
+                replies = [await self.ops.run_script(commands[0].script, commands[0].keys, commands[0].args)]
+            else:
+                replies = await self.ops.pipeline(commands)
+        except _TRANSIENT as exc:
+            for out in batch:
+                out.error = exc
+            return
+        for out, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.error = reply
+            else:
+                out.error, out.added = None, reply is not None
 
     # -- liveness ---------------------------------------------------------------------------
     async def _beat(self) -> None:
