@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from ocpprpc.cluster.adapter import ClusterUnavailable, Envelope, Kind, NodeUnavailable, envelope
-from ocpprpc.cluster.ops import Eval, RedisCommandError
+from ocpprpc.cluster.ops import Eval, RedisCommandError, RedisUnavailable
 from ocpprpc.cluster.ops_open import open_ops
 from ocpprpc.cluster.redis_adapter import GROUP, REFRESH, REFRESH_BATCH, RedisAdapter
 from tests.cluster.conftest import Flavour
@@ -286,3 +286,45 @@ async def test_concurrent_deliveries_share_the_outbox(
         assert (await a.metrics()).sent == len(sent)
     with pytest.raises(ClusterUnavailable, match="closed"):
         await a.deliver("b", call("a"))
+
+
+class _AckFailsOnce:
+    """Real Redis below; the first XACK is lost on the way (the connection dropped)."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    async def xack(self, key: str, group: str, ids: Any) -> int:
+        if not self.failed:
+            self.failed = True
+            raise RedisUnavailable("connection lost")
+        return await self._ops.xack(key, group, ids)  # type: ignore[no-any-return]
+
+
+async def test_a_lost_ack_reads_the_entry_again_and_hands_it_out_once(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    async with open_ops(redis_server.url, prefer=flavour.client) as real:
+        flaky = _AckFailsOnce(real)
+        async with (
+            RedisAdapter(ops=real, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            RedisAdapter(ops=flaky, node_id="b", namespace=ns, heartbeat=HEARTBEAT, block=0.2) as b,  # type: ignore[arg-type]
+        ):
+            env = call("a")
+            await a.deliver("b", env)
+            with anyio.fail_after(PROMPT):
+                assert await b.received.receive() == env
+
+            async def read_again_and_acked() -> bool:
+                metrics = await b.metrics()
+                return flaky.failed and metrics.duplicates >= 1 and metrics.inbox_pending == 0
+
+            await until(read_again_and_acked)
+            second = call("a")
+            await a.deliver("b", second)
+            with anyio.fail_after(PROMPT):
+                assert await b.received.receive() == second  # the first never came out twice

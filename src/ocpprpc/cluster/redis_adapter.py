@@ -208,6 +208,8 @@ class RedisAdapter:
         # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
         self._kicks, self._kicks_out = anyio.create_memory_object_stream[Envelope](float("inf"))
         self._outbox, self._outbox_out = anyio.create_memory_object_stream[_Out](float("inf"))
+        self._acks, self._acks_out = anyio.create_memory_object_stream[list[str]](float("inf"))
+        self._reread = False
         self._stack: AsyncExitStack | None = None
         self._ops: RedisOps | None = None
         self._down = False
@@ -260,6 +262,7 @@ class RedisAdapter:
             group.start_soon(self._refresher)
             group.start_soon(self._forward_kicks)
             group.start_soon(self._write_outbox)
+            group.start_soon(self._ack)
             await group.start(self._subscriber)
         except BaseException:
             await stack.aclose()
@@ -282,6 +285,8 @@ class RedisAdapter:
             self._kicks.close()
             self._kicks_out.close()
             self._outbox.close()
+            self._acks.close()
+            self._acks_out.close()
             self._ops = None
 
     # -- inbox ----------------------------------------------------------------------------
@@ -317,11 +322,25 @@ class RedisAdapter:
                 if env is not None:
                     await self._send.send(env)  # the hand-off; acked after it
                     self._metrics.received += 1
+            # Acked by another task, so the next read does not wait for the ack's round trip.
+            if entries:
+                self._acks.send_nowait([item.id for item in entries])
+            if self._reread:  # an ack failed: those entries are read again via "0" (duplicates)
+                self._reread = False
+                start = "0"
+
+    async def _ack(self) -> None:
+        """XACK what the consumer handed off, everything that queued meanwhile in one command."""
+        inbox = self.inbox_key(self.node_id)
+        async for ids in self._acks_out:
+            with contextlib.suppress(anyio.WouldBlock):
+                while len(ids) < 10 * self.read_count:
+                    ids += self._acks_out.receive_nowait()
             try:
-                await self.ops.xack(inbox, GROUP, [item.id for item in entries])
+                await self.ops.xack(inbox, GROUP, ids)
             except _TRANSIENT as exc:  # stays pending: read again via "0", dropped as a duplicate
                 self._count_failure(exc)
-                start = "0"
+                self._reread = True
 
     def _accept(self, data: bytes | None) -> Envelope | None:
         if data is None:  # trimmed away while pending
