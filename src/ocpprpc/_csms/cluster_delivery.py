@@ -5,7 +5,8 @@
 cluster: a station connected here is called directly; otherwise its presence names
 the node holding it, the call goes to that node's inbox, that node calls its session
 and replies to ours.  Presence follows the server's own connection events (the
-security-event hub), so nothing in the server changes.
+security-event hub), so nothing in the server changes.  Where a station is, once read,
+is reused for :data:`ROUTE_TTL` (calls in a burst skip the lookup's round trip).
 
 Outcomes stay those of a local call (the answer, :class:`~ocpprpc.OCPPError`,
 :class:`~ocpprpc.CallTimeout`, ``ConnectionLost``, :class:`StationNotConnected`), plus
@@ -52,6 +53,12 @@ if TYPE_CHECKING:
 __all__ = ["ClusterDelivery", "cluster_delivery"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a station's presence is reused for further calls without asking the medium again.
+#: A stale route costs one more lookup, never a lost or doubled call: the node no longer
+#: holding the station answers "not connected" without calling it, a dead node takes
+#: nothing, and the call is then sent once to where presence says the station is now.
+ROUTE_TTL = 1.0
 
 #: Close code for a connection another node now holds (the same as a local replacement).
 _REPLACED = 1008
@@ -116,11 +123,6 @@ class ClusterDelivery:
     :param call_timeout: used when ``send_to_client`` is given no timeout.
     :param grace: extra seconds a caller waits beyond the call's timeout for the reply to travel.
     :param concurrency: calls from other nodes served at once.
-    :param route_ttl: seconds a station's presence is reused for further calls without asking
-        the medium again (0: ask every time).  A stale one costs one more lookup, never a lost
-        or doubled call: the node no longer holding the station answers "not connected"
-        without calling it, a dead node takes nothing, and the call is then sent once more
-        to where presence says the station is now.
     """
 
     def __init__(
@@ -131,7 +133,6 @@ class ClusterDelivery:
         call_timeout: float = 30.0,
         grace: float = 2.0,
         concurrency: int = 1000,
-        route_ttl: float = 1.0,
     ) -> None:
         self.server = server
         self.adapter = adapter
@@ -139,7 +140,7 @@ class ClusterDelivery:
         self.grace = grace
         self._local = LocalDelivery(lambda: server.clients)
         self._pending: dict[str, _Pending] = {}
-        self._routes = _Routes(route_ttl)
+        self._routes = _Routes(ROUTE_TTL)
         self._held: dict[str, _Held] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._changes, self._changes_out = anyio.create_memory_object_stream[tuple[str, bool]](float("inf"))
@@ -224,8 +225,14 @@ class ClusterDelivery:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._track_presence)
                 task_status.started()
-                async for env in self.adapter.received:
+                received = self.adapter.received
+                take_waiting = getattr(received, "receive_nowait", None)
+                async for env in received:
                     self._dispatch(env, group)
+                    # Everything already waiting in this turn: one loop turn per batch, not per envelope.
+                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                        while take_waiting is not None:
+                            self._dispatch(take_waiting(), group)
         finally:
             unsubscribe()
 

@@ -204,7 +204,8 @@ class RedisAdapter:
         self._dedup = Dedup()
         self._claims: dict[str, str] = {}
         self._watch: dict[str, anyio.Event] = {}
-        self._send, self.received = anyio.create_memory_object_stream[Envelope](0)
+        # Room for one read: a batch is handed over at once (see _consume).
+        self._send, self.received = anyio.create_memory_object_stream[Envelope](read_count)
         # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
         self._kicks, self._kicks_out = anyio.create_memory_object_stream[Envelope](float("inf"))
         self._outbox, self._outbox_out = anyio.create_memory_object_stream[_Out](float("inf"))
@@ -320,14 +321,29 @@ class RedisAdapter:
             for item in entries:
                 env = self._accept(item.fields.get("e"))
                 if env is not None:
-                    await self._send.send(env)  # the hand-off; acked after it
+                    try:  # the whole batch at once: the node takes it in one turn, not one per entry
+                        self._send.send_nowait(env)
+                    except anyio.WouldBlock:
+                        await self._send.send(env)
                     self._metrics.received += 1
+            await self._taken()  # the hand-off; acked after it
             # Acked by another task, so the next read does not wait for the ack's round trip.
             if entries:
                 self._acks.send_nowait([item.id for item in entries])
             if self._reread:  # an ack failed: those entries are read again via "0" (duplicates)
                 self._reread = False
                 start = "0"
+
+    async def _taken(self) -> None:
+        """Return once the node has taken every envelope handed to it (nothing left in the buffer).
+
+        Only then are they acked: what a node that stops leaves untaken stays pending in Redis
+        and is read again by its next run.
+        """
+        delay = 0.0
+        while self._send.statistics().current_buffer_used:
+            await anyio.sleep(delay)
+            delay = min(delay * 2 or 0.0002, 0.005)
 
     async def _ack(self) -> None:
         """XACK what the consumer handed off, everything that queued meanwhile in one command."""
