@@ -14,7 +14,9 @@ whose class it reuses).  A station connects to A over loopback and answers ``Res
   allows one CALL in flight per station, so one station would measure only its own round
   trip): direct from A, then cross-node from B (target: at least 3,000/s); and the same on
   the in-memory cluster (what the nodes and stations cost without Redis: the ceiling of
-  this one-process setup).
+  this one-process setup).  With it, the CPU this process spent per call (both nodes, the
+  stations and the callers; Redis's own is not in it): what a faster or less shared machine
+  would turn into calls/s.
 * **presence refresh**: a node holding 10,000 claims renews them once (what it does
   every ``presence_ttl / 3``): the wall time, and what Redis itself spent
   (``INFO commandstats`` usec summed over every command, after ``CONFIG RESETSTAT``;
@@ -130,7 +132,9 @@ async def timed_calls(server: ocpprpc.Server, calls: int) -> list[float]:
     return samples
 
 
-async def throughput(server: ocpprpc.Server, stations: int, callers: int, seconds: float) -> float:
+async def throughput(
+    server: ocpprpc.Server, stations: int, callers: int, seconds: float
+) -> tuple[float, float]:
     """Calls/s of *callers* concurrent callers, caller i calling station ``S{i % stations}``.
 
     OCPP-J allows one CALL in flight per station, so one station alone would measure its
@@ -145,11 +149,11 @@ async def throughput(server: ocpprpc.Server, stations: int, callers: int, second
             await server.send_to_client(identity, "Reset", PARAMS)
             done += 1
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     async with anyio.create_task_group() as group:
         for i in range(callers):
             group.start_soon(caller, f"S{i % stations}")
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), (time.process_time() - cpu) / done
 
 
 async def held_by(delivery: ClusterDelivery, identities: list[str], node_id: str) -> None:
@@ -189,8 +193,8 @@ async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         cross = await timed_calls(b, args.calls)
         stats = commandstats(setup.server) if setup.client != "memory" else {}
         commands = top_level_calls(stats)
-        direct_rate = await throughput(a, args.stations, args.callers, args.seconds)
-        rate = await throughput(b, args.stations, args.callers, args.seconds)
+        direct_rate, direct_cpu = await throughput(a, args.stations, args.callers, args.seconds)
+        rate, cpu = await throughput(b, args.stations, args.callers, args.seconds)
     ms = 1000.0
     return {
         "direct_p50_ms": statistics.median(direct) * ms,
@@ -202,6 +206,9 @@ async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         "call_commands": {name: calls for name, (calls, _) in stats.items()},
         "direct_calls_per_s": direct_rate,
         "calls_per_s": rate,
+        # CPU of this process (both nodes, the stations, the callers; not Redis) per call.
+        "direct_cpu_us": direct_cpu * 1e6,
+        "cpu_us": cpu * 1e6,
     }
 
 
@@ -287,11 +294,11 @@ def main() -> None:
         finally:
             server.kill()
     header = "| flavour | direct p50/p99 ms | cross p50/p99 ms | added p50 ms | Redis commands/call |"
-    header += " 100 callers: direct/s | cross-node/s |"
+    header += " 100 callers: direct/s | cross-node/s | process CPU µs/call direct | cross |"
     header += " refresh 10k: Redis usec ms | Redis CPU ms | wall ms |"
     print()
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         refresh = (
             f"{r['refresh_redis_ms']:.1f} | {r['refresh_redis_cpu_ms']:.0f} | {r['refresh_wall_ms']:.0f}"
@@ -302,6 +309,7 @@ def main() -> None:
             f"| {r['flavour']} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} "
             f"| {r['cross_p50_ms']:.2f} / {r['cross_p99_ms']:.2f} | {r['added_p50_ms']:.2f} "
             f"| {r['commands_per_call']:.2f} | {r['direct_calls_per_s']:.0f} | {r['calls_per_s']:.0f} "
+            f"| {r['direct_cpu_us']:.0f} | {r['cpu_us']:.0f} "
             f"| {refresh} |"
         )
     if args.json:
