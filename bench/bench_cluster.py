@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
@@ -156,6 +157,12 @@ async def throughput(
     return done / (time.perf_counter() - start), (time.process_time() - cpu) / done
 
 
+async def station(url: str, identity: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async with ocpprpc.connect(url, identity, router=router()):
+        task_status.started()
+        await anyio.sleep_forever()
+
+
 async def held_by(delivery: ClusterDelivery, identities: list[str], node_id: str) -> None:
     with anyio.fail_after(30):
         while True:
@@ -182,8 +189,12 @@ async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         b, _ = await stack.enter_async_context(node(setup, "b"))
         url = f"ws://127.0.0.1:{a.port}/ocpp"
         identities = ["CP1"] + [f"S{i}" for i in range(args.stations)]
+        # Each station in a task of its own: nested in one exit stack, 101 connections would
+        # give every task a chain of 100+ cancel scopes that anyio walks at each checkpoint.
+        stations = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(stations.cancel_scope.cancel)
         for identity in identities:
-            await stack.enter_async_context(ocpprpc.connect(url, identity, router=router()))
+            await stations.start(station, url, identity)
         await held_by(da, identities, "a")
         await timed_calls(b, args.warmup)
         await timed_calls(a, args.warmup)
