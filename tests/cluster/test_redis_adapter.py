@@ -216,7 +216,7 @@ class _ClusterLike:
         return getattr(self._ops, name)
 
     async def pipeline(self, commands: Any) -> list[Any]:
-        replies = await self._ops.pipeline(commands)
+        replies: list[Any] = await self._ops.pipeline(commands)
         for at, command in enumerate(commands):
             if isinstance(command, Eval) and command.script is REFRESH:
                 self.refused += 1
@@ -312,7 +312,7 @@ async def test_a_lost_ack_reads_the_entry_again_and_hands_it_out_once(
         flaky = _AckFailsOnce(real)
         async with (
             RedisAdapter(ops=real, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
-            RedisAdapter(ops=flaky, node_id="b", namespace=ns, heartbeat=HEARTBEAT, block=0.2) as b,  # type: ignore[arg-type]
+            RedisAdapter(ops=flaky, node_id="b", namespace=ns, heartbeat=HEARTBEAT, block=0.2) as b,
         ):
             env = call("a")
             await a.deliver("b", env)

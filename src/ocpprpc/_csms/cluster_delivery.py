@@ -161,14 +161,15 @@ class ClusterDelivery:
         if presence is None:
             presence = await self._resolve(identity)
         env = envelope(Kind.CALL, self.adapter.node_id, identity, timeout=limit, m=action, p=params)
+        reply: Envelope | None
         try:
             reply = await self._call_node(presence.node, env, limit)
         except NodeUnavailable as exc:
             self._routes.forget(identity, presence)
             if not (cached and isinstance(exc, _Undelivered)):
                 raise
-            reply = None  # the route was stale: the call went nowhere
-        if cached and (reply is None or _not_connected(reply)):
+            reply = None  # the route was stale (cached): the call went nowhere
+        if reply is None or (cached and _not_connected(reply)):
             # A stale route (the station moved, or its node died): the call was not made
             # anywhere, so asking presence again and sending it once more is safe.
             self._routes.forget(identity, presence)
