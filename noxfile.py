@@ -254,7 +254,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine, validation vs `ocpp`, outbox, codecs, transport, tracing, flood fairness, CSMS layers.
+    """Engine, validation vs `ocpp`, outbox, codecs, transport, tracing, flood fairness, cluster, CSMS layers.
 
     posargs go to bench_engine.
     """
@@ -266,6 +266,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_transport.py")
     session.run("python", "bench/bench_tracing.py")
     session.run("python", "bench/bench_flood.py")
+    session.run("python", "bench/bench_cluster.py")
     session.run(
         "python",
         "bench/bench_transport.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -12,11 +13,11 @@ import pytest
 
 import ocpprpc
 from ocpprpc import CallContext, OCPPError, Router, SendStatus, StationNotConnected, v16
-from ocpprpc._csms.cluster_caller import error_from_reply
+from ocpprpc._csms.cluster_caller import _Routes, error_from_reply
 from ocpprpc._csms.cluster_delivery import ClusterDelivery, cluster_delivery
 from ocpprpc._rpc.session import CallTimeout, InvalidResponseError
 from ocpprpc._ws.transport import ConnectionLost
-from ocpprpc.cluster.adapter import ClusterError, Envelope, Kind, NodeUnavailable, envelope
+from ocpprpc.cluster.adapter import ClusterError, Envelope, Kind, NodeUnavailable, Presence, envelope
 from tests.cluster.redis_server import RedisServer
 from tests.cluster.test_adapter import MEDIA, Cluster, Medium
 from tests.csms.helpers import eventually, ws_url
@@ -227,3 +228,98 @@ async def test_a_burst_of_concurrent_cross_node_calls(
             for _ in range(150):
                 group.start_soon(one)
         assert answers == [{"status": "Accepted"}] * 150
+
+
+def counting_router(calls: list[str], name: str) -> Router:
+    """Answers Reset and records which connection answered."""
+    router = Router()
+
+    @router.on("Reset")
+    async def reset(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        calls.append(name)
+        return {"status": "Accepted"}
+
+    return router
+
+
+async def test_a_remembered_route_to_a_station_that_moved_is_asked_again(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    """The station moved to another node: answered there, and called exactly once per call."""
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        d, _ = await stack.enter_async_context(node(c, "d"))
+        da.caller._routes = _Routes(3600)  # remembered for the whole test
+        calls: list[str] = []
+        on_b, on_d = counting_router(calls, "on b"), counting_router(calls, "on d")
+        await stack.enter_async_context(ocpprpc.connect(ws_url(b), "CP1", router=on_b))
+        await present(da, "CP1", "b")
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        await stack.enter_async_context(ocpprpc.connect(ws_url(d), "CP1", router=on_d))
+        await present(da, "CP1", "d")
+        await eventually(lambda: "CP1" not in b.clients)  # kicked across nodes
+        # a still remembers b: b answers "not connected" without calling, a asks presence again.
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        assert calls == ["on b", "on d", "on d"]
+
+
+async def test_a_remembered_route_to_a_node_that_died_is_asked_again(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        da.caller._routes = _Routes(3600)
+        d, _ = await stack.enter_async_context(node(c, "d"))
+        calls: list[str] = []
+        async with (
+            node(c, "b") as (b, _),
+            ocpprpc.connect(ws_url(b), "CP1", router=counting_router(calls, "on b")),
+        ):
+            await present(da, "CP1", "b")
+            assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        # b is gone (its liveness with it); the station comes back on d, a still remembers b.
+        await stack.enter_async_context(
+            ocpprpc.connect(ws_url(d), "CP1", router=counting_router(calls, "on d"))
+        )
+        await present(da, "CP1", "d")
+        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        assert calls == ["on b", "on d"]
+
+
+@pytest.mark.parametrize("route_ttl", [0.0, 3600.0])
+async def test_a_station_that_left_is_not_connected_remembered_or_not(
+    medium: Medium, redis_server: RedisServer, ns: str, route_ttl: float
+) -> None:
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        da.caller._routes = _Routes(route_ttl)
+        b, _ = await stack.enter_async_context(node(c, "b"))
+        async with ocpprpc.connect(ws_url(b), "CP1", router=station_router()):
+            await present(da, "CP1", "b")
+            assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+        await eventually(lambda: "CP1" not in b.clients)
+        for _ in range(2):  # the stale route is dropped; presence then says nobody
+            with pytest.raises(StationNotConnected):
+                await a.send_to_client("CP1", "Reset", {"type": "Soft"})
+
+
+def test_routes_are_bounded_fenced_and_expire() -> None:
+    routes = _Routes(60, size=2)
+    one, two, three = (Presence(node, "conn", 1) for node in ("n1", "n2", "n3"))
+    routes.put("CP1", one)
+    routes.put("CP2", two)
+    routes.put("CP3", three)  # the oldest goes
+    assert (routes.get("CP1"), routes.get("CP2"), routes.get("CP3")) == (None, two, three)
+    routes.forget("CP2", one)  # a newer route than the one that failed is kept
+    assert routes.get("CP2") == two
+    routes.forget("CP2", two)
+    assert routes.get("CP2") is None
+    routes._entries["CP3"] = (time.monotonic() - 1, three)  # expired
+    assert routes.get("CP3") is None
+    routes.forget("CP9", None)
+    _Routes(0).put("CP1", one)

@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from ocpprpc.cluster.adapter import ClusterUnavailable, Envelope, Kind, NodeUnavailable, envelope
+from ocpprpc.cluster.ops import Eval, RedisCommandError, RedisUnavailable
 from ocpprpc.cluster.ops_open import open_ops
-from ocpprpc.cluster.redis_adapter import GROUP, RedisAdapter
+from ocpprpc.cluster.redis_adapter import GROUP, REFRESH, REFRESH_BATCH, RedisAdapter
 from tests.cluster.conftest import Flavour
 from tests.cluster.redis_server import RedisServer
 
@@ -202,3 +203,128 @@ async def test_on_the_users_own_client(redis_server: RedisServer, flavour: Flavo
         assert [g.name for g in await ops.xinfo_groups(a.inbox_key("b"))] == [GROUP]
     with pytest.raises(RuntimeError, match="async with"):
         _ = a.ops
+
+
+class _ClusterLike:
+    """Real Redis below, but a multi-key script is refused as Redis Cluster refuses one across slots."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    async def pipeline(self, commands: Any) -> list[Any]:
+        replies: list[Any] = await self._ops.pipeline(commands)
+        for at, command in enumerate(commands):
+            if isinstance(command, Eval) and command.script is REFRESH:
+                self.refused += 1
+                replies[at] = RedisCommandError("CROSSSLOT Keys in request don't hash to the same slot")
+        return replies
+
+
+@pytest.mark.parametrize("cluster_like", [False, True], ids=["batched", "per-key"])
+async def test_refreshing_many_claims(
+    redis_server: RedisServer, flavour: Flavour, ns: str, cluster_like: bool
+) -> None:
+    """More claims than one batch: kept, lost to another connection, or claimed again after expiry."""
+    async with open_ops(redis_server.url, prefer=flavour.client) as real:
+        ops: Any = _ClusterLike(real) if cluster_like else real
+        async with (
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            RedisAdapter(ops=real, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
+        ):
+            identities = [f"CP{i}" for i in range(2 * REFRESH_BATCH + 7)]
+            a._claims.update({identity: f"conn-{identity}" for identity in identities})
+            assert await a.refresh() == []  # all free: claimed
+            before = await a.presences(identities)
+            await b.claim("CP3", "elsewhere")  # taken over behind a's back
+            await b.claim(identities[-1], "elsewhere")
+            await real.delete([a.presence_key("CP5")])  # expired
+            assert sorted(await a.refresh()) == sorted(["CP3", identities[-1]])
+            after = await a.presences(identities)
+            for identity in identities:
+                holder = after[identity]
+                assert holder is not None
+                if identity in ("CP3", identities[-1]):
+                    assert holder.node == "b"
+                elif identity == "CP5":  # claimed anew: a greater fencing token
+                    assert holder.conn == "conn-CP5" and holder.token > before["CP5"].token  # type: ignore[union-attr]
+                else:
+                    assert holder == before[identity]
+            kicks = {(await a.received.receive()).dst for _ in range(2)}
+            assert kicks == {"CP3", identities[-1]}
+            assert "CP3" not in a._claims and len(a._claims) == len(identities) - 2
+        if cluster_like:
+            assert ops.refused == 3  # once, then one CLAIM per identity from then on
+
+
+async def test_concurrent_deliveries_share_the_outbox(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    """Many at once (pipelined together): each arrives once, a dead node's fail alone, none after close."""
+    async with node(redis_server, flavour, ns, "a") as a, node(redis_server, flavour, ns, "b") as b:
+        sent = [call("a", f"CP{i}") for i in range(300)]
+        failures: list[BaseException] = []
+
+        async def deliver(target: str, env: Envelope) -> None:
+            try:
+                await a.deliver(target, env)
+            except NodeUnavailable as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for i, env in enumerate(sent):
+                group.start_soon(deliver, "b", env)
+                if i % 100 == 0:
+                    group.start_soon(deliver, "nobody", call("a"))
+        assert len(failures) == 3 and all(exc.node == "nobody" for exc in failures)  # type: ignore[attr-defined]
+        with anyio.fail_after(PROMPT):
+            got = [await b.received.receive() for _ in sent]
+        assert sorted(env.id for env in got) == sorted(env.id for env in sent)
+        assert (await a.metrics()).sent == len(sent)
+    with pytest.raises(ClusterUnavailable, match="closed"):
+        await a.deliver("b", call("a"))
+
+
+class _AckFailsOnce:
+    """Real Redis below; the first XACK is lost on the way (the connection dropped)."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    async def xack(self, key: str, group: str, ids: Any) -> int:
+        if not self.failed:
+            self.failed = True
+            raise RedisUnavailable("connection lost")
+        return await self._ops.xack(key, group, ids)  # type: ignore[no-any-return]
+
+
+async def test_a_lost_ack_reads_the_entry_again_and_hands_it_out_once(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    async with open_ops(redis_server.url, prefer=flavour.client) as real:
+        flaky = _AckFailsOnce(real)
+        async with (
+            RedisAdapter(ops=real, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            RedisAdapter(ops=flaky, node_id="b", namespace=ns, heartbeat=HEARTBEAT, block=0.2) as b,
+        ):
+            env = call("a")
+            await a.deliver("b", env)
+            with anyio.fail_after(PROMPT):
+                assert await b.received.receive() == env
+
+            async def read_again_and_acked() -> bool:
+                metrics = await b.metrics()
+                return flaky.failed and metrics.duplicates >= 1 and metrics.inbox_pending == 0
+
+            await until(read_again_and_acked)
+            second = call("a")
+            await a.deliver("b", second)
+            with anyio.fail_after(PROMPT):
+                assert await b.received.receive() == second  # the first never came out twice

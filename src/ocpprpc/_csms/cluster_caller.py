@@ -11,6 +11,8 @@ replies in through :meth:`ClusterCaller.on_reply`.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,13 @@ from ..cluster.adapter import (
 )
 from .delivery import StationNotConnected
 
-__all__ = ["ClusterCaller", "error_from_reply"]
+__all__ = ["ROUTE_TTL", "ClusterCaller", "error_from_reply"]
+
+#: Seconds a station's presence, once read, is reused for calls to it (a burst of calls skips
+#: the lookup's round trip).  A stale route costs one more lookup, never a lost or doubled
+#: call: the node without the station answers "not connected" without calling anything, and a
+#: dead node takes nothing.
+ROUTE_TTL = 1.0
 
 
 @dataclass
@@ -40,6 +48,45 @@ class _Pending:
     event: anyio.Event = field(default_factory=anyio.Event)
     reply: Envelope | None = None
     node_down: bool = False
+
+
+class _Routes:
+    """Identity -> presence, for *ttl* seconds, at most *size* of them (oldest dropped first)."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self._ttl, self._size = ttl, size
+        self._entries: OrderedDict[str, tuple[float, Presence]] = OrderedDict()
+
+    def get(self, identity: str) -> Presence | None:
+        entry = self._entries.get(identity)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[identity]
+            return None
+        return entry[1]
+
+    def put(self, identity: str, presence: Presence) -> None:
+        if self._ttl <= 0:
+            return
+        self._entries[identity] = (time.monotonic() + self._ttl, presence)
+        self._entries.move_to_end(identity)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, identity: str, presence: Presence | None) -> None:
+        """Drop *identity*'s route (only if it is still *presence*, when given: fencing)."""
+        entry = self._entries.get(identity)
+        if entry is not None and (presence is None or entry[1] == presence):
+            del self._entries[identity]
+
+
+class _Undelivered(NodeUnavailable):
+    """The node was dead before the call reached its inbox: nothing was sent."""
+
+
+def _not_connected(reply: Envelope) -> bool:
+    return reply.k is Kind.ERROR and isinstance(reply.p, dict) and reply.p.get("kind") == "not_connected"
 
 
 class ClusterCaller:
@@ -57,6 +104,7 @@ class ClusterCaller:
         self.grace = grace
         #: Calls waiting for their reply, by envelope id.
         self.pending: dict[str, _Pending] = {}
+        self._routes = _Routes(ROUTE_TTL)
 
     async def call(
         self,
@@ -67,11 +115,7 @@ class ClusterCaller:
         *,
         presence: Presence | None = None,
     ) -> Any:
-        """Call *identity* on the node its presence names (looked up unless given)."""
-        if presence is None:
-            presence = await self.adapter.presence(identity)
-        if presence is None or presence.node == self.adapter.node_id:
-            raise StationNotConnected(identity)  # ours but not in our sessions: stale, gone
+        """Call *identity* on the node its presence names (looked up, or reused, unless given)."""
         if isinstance(request, str):
             action, params, response_type = request, ({} if payload is None else payload), None
         else:
@@ -79,10 +123,52 @@ class ClusterCaller:
             params = msgspec.to_builtins(request)
             response_type = type(request).__ocpp_response__
         limit = self.call_timeout if timeout is None else timeout
+        cached = False
+        if presence is None:
+            presence = self._routes.get(identity)
+            cached = presence is not None
+            if presence is None:
+                presence = await self._resolve(identity)
+        elif presence.node == self.adapter.node_id:
+            raise StationNotConnected(identity)  # ours but not in our sessions: stale, gone
         env = envelope(Kind.CALL, self.adapter.node_id, identity, timeout=limit, m=action, p=params)
-        pending = self.pending[env.id] = _Pending(presence.node)
+        reply: Envelope | None
         try:
-            await self.adapter.deliver(presence.node, env)
+            reply = await self._call_node(presence.node, env, limit)
+        except NodeUnavailable as exc:
+            self._routes.forget(identity, presence)
+            if not (cached and isinstance(exc, _Undelivered)):
+                raise
+            reply = None  # the route was stale (cached): the call went nowhere
+        if reply is None or (cached and _not_connected(reply)):
+            # A stale route (the station moved, or its node died): the call was not made
+            # anywhere, so asking presence again and sending it once more is safe.
+            self._routes.forget(identity, presence)
+            fresh = await self._resolve(identity)
+            env = envelope(Kind.CALL, self.adapter.node_id, identity, timeout=limit, m=action, p=params)
+            reply = await self._call_node(fresh.node, env, limit)
+        if reply.k is Kind.RESULT:
+            return reply.p if response_type is None else msgspec.convert(reply.p, response_type)
+        if _not_connected(reply):
+            self._routes.forget(identity, None)
+        raise error_from_reply(identity, action, env.id, limit, reply.p)
+
+    async def _resolve(self, identity: str) -> Presence:
+        """Where *identity* is held now (from the medium), remembered for a moment."""
+        presence = await self.adapter.presence(identity)
+        if presence is None or presence.node == self.adapter.node_id:
+            raise StationNotConnected(identity)  # ours but not in our sessions: stale, gone
+        self._routes.put(identity, presence)
+        return presence
+
+    async def _call_node(self, node: str, env: Envelope, limit: float) -> Envelope:
+        """Send *env* to *node* and wait for its reply; :class:`NodeUnavailable` if it is dead or dies."""
+        pending = self.pending[env.id] = _Pending(node)
+        try:
+            try:
+                await self.adapter.deliver(node, env)
+            except NodeUnavailable as exc:
+                raise _Undelivered(node) from exc
             async with anyio.create_task_group() as watching:
                 watching.start_soon(self._watch_node, pending)
                 with anyio.move_on_after(limit + self.grace):
@@ -90,14 +176,11 @@ class ClusterCaller:
                 watching.cancel_scope.cancel()
         finally:
             del self.pending[env.id]
-        reply = pending.reply
-        if reply is None:
+        if pending.reply is None:
             if pending.node_down:
-                raise NodeUnavailable(presence.node, f"it died while calling {identity!r}")
-            raise CallTimeout(action, env.id, limit)
-        if reply.k is Kind.RESULT:
-            return reply.p if response_type is None else msgspec.convert(reply.p, response_type)
-        raise error_from_reply(identity, action, env.id, limit, reply.p)
+                raise NodeUnavailable(node, f"it died while calling {env.dst!r}")
+            raise CallTimeout(env.m, env.id, limit)
+        return pending.reply
 
     async def _watch_node(self, pending: _Pending) -> None:
         await self.adapter.wait_node_down(pending.node)

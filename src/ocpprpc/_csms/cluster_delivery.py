@@ -5,7 +5,8 @@
 cluster: a station connected here is called directly; otherwise its presence names
 the node holding it, the call goes to that node's inbox, that node calls its session
 and replies to ours.  Presence follows the server's own connection events (the
-security-event hub), so nothing in the server changes.
+security-event hub), so nothing in the server changes.  Where a station is, once read,
+is reused for :data:`~.cluster_caller.ROUTE_TTL` (calls in a burst skip the lookup's round trip).
 
 Outcomes stay those of a local call (the answer, :class:`~ocpprpc.OCPPError`,
 :class:`~ocpprpc.CallTimeout`, ``ConnectionLost``, :class:`StationNotConnected`), plus
@@ -107,8 +108,14 @@ class ClusterDelivery:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._track_presence)
                 task_status.started()
-                async for env in self.adapter.received:
+                received = self.adapter.received
+                take_waiting = getattr(received, "receive_nowait", None)
+                async for env in received:
                     self._dispatch(env, group)
+                    # Everything already waiting in this turn: one loop turn per batch, not per envelope.
+                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                        while take_waiting is not None:
+                            self._dispatch(take_waiting(), group)
         finally:
             unsubscribe()
 

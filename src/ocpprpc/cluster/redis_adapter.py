@@ -25,6 +25,7 @@ import random
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -81,6 +82,31 @@ if cur then return {'taken_over', value, cur} end
 return {'claimed', value}
 """
 )
+#: CLAIM without takeover for many identities in one call (a presence refresh).
+#: KEYS: n presence keys, then their n token counters.  ARGV: node, ttl ms, then n conns.
+#: One reply per identity: 'kept', 'claimed' or 'lost'.
+REFRESH = Script(
+    """
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local cur = redis.call('GET', KEYS[i])
+  local prefix = ARGV[1] .. '|' .. ARGV[2 + i] .. '|'
+  if cur and string.sub(cur, 1, #prefix) == prefix then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    out[i] = 'kept'
+  elseif cur then
+    out[i] = 'lost'
+  else
+    redis.call('SET', KEYS[i], prefix .. redis.call('INCR', KEYS[n + i]), 'PX', ARGV[2])
+    out[i] = 'claimed'
+  end
+end
+return out
+"""
+)
+#: Identities per REFRESH call: Redis runs one for ~1 ms, other clients wait that long at most.
+REFRESH_BATCH = 500
 #: KEYS: presence.  ARGV: node, conn.  Delete only if that connection holds it.
 RELEASE = Script(
     "local cur = redis.call('GET', KEYS[1]) "
@@ -88,6 +114,26 @@ RELEASE = Script(
     "if cur and string.sub(cur, 1, #prefix) == prefix then return redis.call('DEL', KEYS[1]) end "
     "return 0"
 )
+
+
+#: Envelopes the outbox writer sends in one pipeline at most.
+OUTBOX_BATCH = 512
+
+
+@dataclass(eq=False)
+class _Out:
+    """One envelope in the outbox, and what became of it."""
+
+    node: str
+    data: bytes
+    done: anyio.Event = field(default_factory=anyio.Event)
+    #: Until the writer says otherwise: it stopped before sending this one.
+    error: Exception | None = field(default_factory=lambda: ClusterUnavailable("the adapter is closed"))
+    added: bool = False
+
+
+class _CrossSlot(Exception):
+    """A multi-key script spanned slots (Redis Cluster): fall back to one key per call."""
 
 
 def _unavailable(exc: Exception) -> ClusterUnavailable:
@@ -158,13 +204,18 @@ class RedisAdapter:
         self._dedup = Dedup()
         self._claims: dict[str, str] = {}
         self._watch: dict[str, anyio.Event] = {}
-        self._send, self.received = anyio.create_memory_object_stream[Envelope](0)
+        # Room for one read: a batch is handed over at once (see _consume).
+        self._send, self.received = anyio.create_memory_object_stream[Envelope](read_count)
         # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
         self._kicks, self._kicks_out = anyio.create_memory_object_stream[Envelope](float("inf"))
+        self._outbox, self._outbox_out = anyio.create_memory_object_stream[_Out](float("inf"))
+        self._acks, self._acks_out = anyio.create_memory_object_stream[list[str]](float("inf"))
+        self._reread = False
         self._stack: AsyncExitStack | None = None
         self._ops: RedisOps | None = None
         self._down = False
         self._beaten = False
+        self._per_key_refresh = False
 
     # -- keys ---------------------------------------------------------------------------
     def inbox_key(self, node: str) -> str:
@@ -211,6 +262,8 @@ class RedisAdapter:
             group.start_soon(self._watchdog)
             group.start_soon(self._refresher)
             group.start_soon(self._forward_kicks)
+            group.start_soon(self._write_outbox)
+            group.start_soon(self._ack)
             await group.start(self._subscriber)
         except BaseException:
             await stack.aclose()
@@ -232,6 +285,9 @@ class RedisAdapter:
             self._send.close()
             self._kicks.close()
             self._kicks_out.close()
+            self._outbox.close()
+            self._acks.close()
+            self._acks_out.close()
             self._ops = None
 
     # -- inbox ----------------------------------------------------------------------------
@@ -265,13 +321,42 @@ class RedisAdapter:
             for item in entries:
                 env = self._accept(item.fields.get("e"))
                 if env is not None:
-                    await self._send.send(env)  # the hand-off; acked after it
+                    try:  # the whole batch at once: the node takes it in one turn, not one per entry
+                        self._send.send_nowait(env)
+                    except anyio.WouldBlock:
+                        await self._send.send(env)
                     self._metrics.received += 1
+            await self._taken()  # the hand-off; acked after it
+            # Acked by another task, so the next read does not wait for the ack's round trip.
+            if entries:
+                self._acks.send_nowait([item.id for item in entries])
+            if self._reread:  # an ack failed: those entries are read again via "0" (duplicates)
+                self._reread = False
+                start = "0"
+
+    async def _taken(self) -> None:
+        """Return once the node has taken every envelope handed to it (nothing left in the buffer).
+
+        Only then are they acked: what a node that stops leaves untaken stays pending in Redis
+        and is read again by its next run.
+        """
+        delay = 0.0
+        while self._send.statistics().current_buffer_used:
+            await anyio.sleep(delay)
+            delay = min(delay * 2 or 0.0002, 0.005)
+
+    async def _ack(self) -> None:
+        """XACK what the consumer handed off, everything that queued meanwhile in one command."""
+        inbox = self.inbox_key(self.node_id)
+        async for ids in self._acks_out:
+            with contextlib.suppress(anyio.WouldBlock):
+                while len(ids) < 10 * self.read_count:
+                    ids += self._acks_out.receive_nowait()
             try:
-                await self.ops.xack(inbox, GROUP, [item.id for item in entries])
+                await self.ops.xack(inbox, GROUP, ids)
             except _TRANSIENT as exc:  # stays pending: read again via "0", dropped as a duplicate
                 self._count_failure(exc)
-                start = "0"
+                self._reread = True
 
     def _accept(self, data: bytes | None) -> Envelope | None:
         if data is None:  # trimmed away while pending
@@ -291,17 +376,63 @@ class RedisAdapter:
         return env
 
     async def deliver(self, node: str, env: Envelope) -> None:
+        """Through the outbox: envelopes delivered at the same time share one pipeline."""
+        out = _Out(node, encode(env))
         try:
-            added = await self.ops.run_script(
-                DELIVER, [self.alive_key(node), self.inbox_key(node)], [self.inbox_maxlen, encode(env)]
-            )
-        except _TRANSIENT as exc:
+            self._outbox.send_nowait(out)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ClusterUnavailable("the adapter is closed") from None
+        await out.done.wait()
+        if out.error is not None:
             self._metrics.unavailable += 1
-            raise _unavailable(exc) from exc
-        if added is None:
+            raise _unavailable(out.error) from out.error
+        if not out.added:
             self._metrics.node_unavailable += 1
             raise NodeUnavailable(node)
         self._metrics.sent += 1
+
+    async def _write_outbox(self) -> None:
+        """Send what callers deliver: one DELIVER alone, or all that queued meanwhile in one pipeline.
+
+        Callers wait on their own entry; whatever the writer leaves behind when it stops
+        (the adapter closing) fails with :class:`ClusterUnavailable`, never hangs.
+        """
+        try:
+            async for first in self._outbox_out:
+                batch = [first]
+                with contextlib.suppress(anyio.WouldBlock):
+                    while len(batch) < OUTBOX_BATCH:
+                        batch.append(self._outbox_out.receive_nowait())
+                try:
+                    await self._write(batch)
+                finally:
+                    for out in batch:
+                        out.done.set()
+        finally:  # no checkpoint in here: nothing can be queued between the drain and the close
+            with contextlib.suppress(anyio.EndOfStream, anyio.WouldBlock):
+                while True:
+                    self._outbox_out.receive_nowait().done.set()
+            self._outbox_out.close()
+
+    async def _write(self, batch: list[_Out]) -> None:
+        commands = [
+            Eval(DELIVER, [self.alive_key(out.node), self.inbox_key(out.node)], [self.inbox_maxlen, out.data])
+            for out in batch
+        ]
+        try:
+            if len(commands) == 1:  # EVALSHA: the script's source does not travel
+                replies = [await self.ops.run_script(commands[0].script, commands[0].keys, commands[0].args)]
+            else:
+                replies = await self.ops.pipeline(commands)
+        except _TRANSIENT as exc:
+            for out in batch:
+                out.error = exc
+            return
+        for out, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.error = reply
+            else:
+                out.error, out.added = None, reply is not None
 
     # -- liveness ---------------------------------------------------------------------------
     async def _beat(self) -> None:
@@ -436,23 +567,65 @@ class RedisAdapter:
         return claim
 
     async def _renew_claims(self) -> list[str]:
-        """Claim-if-free for every local identity, pipelined in chunks; the ones lost."""
-        lost = []
+        """Claim-if-free for every local identity; the ones lost.
+
+        One REFRESH script per :data:`REFRESH_BATCH` identities, all in one pipeline: Redis
+        pays one script call per batch instead of one per identity.  On Redis Cluster, where
+        a batch spans slots (CROSSSLOT), one CLAIM per identity instead.
+        """
         claims = list(self._claims.items())
+        if not self._per_key_refresh:
+            try:
+                return await self._renew_batched(claims)
+            except _CrossSlot:
+                self._per_key_refresh = True
+        return await self._renew_per_key(claims)
+
+    async def _renew_batched(self, claims: list[tuple[str, str]]) -> list[str]:
+        lost = []
+        for start in range(0, len(claims), 20 * REFRESH_BATCH):
+            chunks = [
+                claims[at : at + REFRESH_BATCH]
+                for at in range(start, min(len(claims), start + 20 * REFRESH_BATCH), REFRESH_BATCH)
+            ]
+            commands = [
+                Eval(
+                    REFRESH,
+                    [self.presence_key(i) for i, _ in chunk] + [self.token_key(i) for i, _ in chunk],
+                    [self.node_id, self.presence_ttl_ms, *(conn for _, conn in chunk)],
+                )
+                for chunk in chunks
+            ]
+            replies = await self.ops.pipeline(commands)
+            if any(isinstance(reply, RedisCommandError) and "CROSSSLOT" in str(reply) for reply in replies):
+                raise _CrossSlot  # before any is acted on: the per-key pass redoes them all
+            for chunk, reply in zip(chunks, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    continue  # kept; tried again next time
+                for (identity, conn), status in zip(chunk, reply, strict=True):
+                    if _text(status) == ClaimStatus.LOST:
+                        lost += self._lose(identity, conn)
+        return lost
+
+    async def _renew_per_key(self, claims: list[tuple[str, str]]) -> list[str]:
+        lost = []
         for start in range(0, len(claims), 1000):
             chunk = claims[start : start + 1000]
             commands = [Eval(CLAIM, *self._claim_args(identity, conn, False)) for identity, conn in chunk]
             for (identity, conn), reply in zip(chunk, await self.ops.pipeline(commands), strict=True):
                 if isinstance(reply, BaseException):
                     continue  # kept; tried again next time
-                if _claim(reply).status is ClaimStatus.LOST and self._claims.get(identity) == conn:
-                    del self._claims[identity]
-                    lost.append(identity)
-                    # The node learns it through its inbox stream, like a kick from another node.
-                    self._kicks.send_nowait(
-                        envelope(Kind.KICK, self.node_id, identity, timeout=60, conn=conn)
-                    )
+                if _claim(reply).status is ClaimStatus.LOST:
+                    lost += self._lose(identity, conn)
         return lost
+
+    def _lose(self, identity: str, conn: str) -> list[str]:
+        if self._claims.get(identity) != conn:
+            return []  # released or claimed anew meanwhile
+        del self._claims[identity]
+        # The node learns it through its inbox stream, like a kick from another node.
+        self._kicks.send_nowait(envelope(Kind.KICK, self.node_id, identity, timeout=60, conn=conn))
+        return [identity]
 
     async def _forward_kicks(self) -> None:
         async for kick in self._kicks_out:
