@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -44,24 +45,8 @@ class _AdmissionFlow(_SecurityReports):
         self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint
     ) -> None:
         """Answer HTTP 503 to the upgrade request (read and TLS'd under the handshake timeout)."""
-        try:
-            request = await accept_websocket(
-                stream,
-                protocols=self.protocols,
-                ssl_context=endpoint.ssl_context,
-                handshake_timeout=self.handshake_timeout,
-                compression=False,
-                ws_codec=self.ws_codec,
-                identity_check=self.identity_check,
-                http=self._http,
-            )
-        except PlainHttpAnswered as answered:
-            log.debug("%s", answered)
-            return
-        except HandshakeError as exc:
-            log.info("handshake refused: %s", exc)
-            self._counters.handshake_failed(exc)
-            self._handshake_failed(exc, peer)
+        request = await self._read_request(stream, peer, endpoint, compression=False)
+        if request is None:
             return
         self._counters.reject("connection_cap")
         log.info(
@@ -79,29 +64,45 @@ class _AdmissionFlow(_SecurityReports):
         )
         await request.reject(503, "the CSMS is at its connection limit, try again later")
 
-    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint) -> None:
-        # One bound for the whole admission: TLS, the upgrade request, middleware and auth.
-        deadline = anyio.current_time() + self.handshake_timeout
+    async def _read_request(
+        self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint, **options: Any
+    ) -> StationRequest | None:
+        """Read the upgrade request under the handshake timeout; ``None`` when it was answered already.
+
+        A plain GET for the side door, or a request the WebSocket layer refused (its
+        reason counted and reported), ends the connection's admission here.
+        """
         try:
-            request = await accept_websocket(
+            return await accept_websocket(
                 stream,
                 protocols=self.protocols,
                 ssl_context=endpoint.ssl_context,
                 handshake_timeout=self.handshake_timeout,
-                max_message_size=self.max_message_size,
-                compression=self.compression,
-                close_timeout=self.close_timeout,
                 ws_codec=self.ws_codec,
                 identity_check=self.identity_check,
                 http=self._http,
+                **options,
             )
         except PlainHttpAnswered as answered:
             log.debug("%s", answered)
-            return
         except HandshakeError as exc:
             log.info("handshake refused: %s", exc)
             self._counters.handshake_failed(exc)
             self._handshake_failed(exc, peer)
+        return None
+
+    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint) -> None:
+        # One bound for the whole admission: TLS, the upgrade request, middleware and auth.
+        deadline = anyio.current_time() + self.handshake_timeout
+        request = await self._read_request(
+            stream,
+            peer,
+            endpoint,
+            compression=self.compression,
+            max_message_size=self.max_message_size,
+            close_timeout=self.close_timeout,
+        )
+        if request is None:
             return
         try:
             await self._admit(request, deadline, peer, endpoint)
