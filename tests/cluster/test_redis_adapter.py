@@ -193,7 +193,8 @@ async def test_cannot_start_without_redis(tmp_path: Any, flavour: Flavour, ns: s
 async def test_on_the_users_own_client(redis_server: RedisServer, flavour: Flavour, ns: str) -> None:
     async with open_ops(redis_server.url, prefer=flavour.client) as ops:
         async with (
-            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            # A long heartbeat: a stall past the liveness TTL would make the watchdog renew first.
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=60) as a,
             RedisAdapter(ops=ops, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
         ):
             env = call("a")
