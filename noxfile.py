@@ -8,6 +8,7 @@ the newest releases on purpose, and ``lock`` rewrites ``constraints.txt`` from t
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -135,7 +136,13 @@ def tests(session: nox.Session) -> None:
     """The full test suite (every async test on asyncio and trio), with coverage gates."""
     _install(session, "test")
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    # One worker per core (OCPPRPC_TEST_WORKERS overrides; 0 runs in this process), work-stealing
+    # so the few long subprocess proofs do not leave a core idle; pytest-cov combines the workers'
+    # coverage into the one data file the gates below read.
+    workers = os.environ.get("OCPPRPC_TEST_WORKERS", "auto")
+    session.run(
+        "pytest", "-n", workers, "--dist", "worksteal", "--cov", "--cov-report=", *session.posargs
+    )
     session.run("coverage", "report")
     engine = ",".join(f"src/ocpprpc/{module}.py" for module in ENGINE)
     session.run("coverage", "report", f"--include={engine}", "--fail-under=100")
@@ -157,7 +164,7 @@ def tests_latest(session: nox.Session) -> None:
     is seen here on purpose before ``lock`` moves CI onto it."""
     _install(session, "test", locked=False)
     session.run("pip", "list", "--format=freeze", silent=False)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", os.environ.get("OCPPRPC_TEST_WORKERS", "auto"), *session.posargs)
 
 
 @nox.session

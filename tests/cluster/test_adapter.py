@@ -28,9 +28,12 @@ from ocpprpc.cluster.redis_adapter import RedisAdapter
 from tests.cluster.redis_server import RedisServer
 
 PROMPT = 5.0
-HEARTBEAT = 0.1
-# For a node whose refresh() results a test asserts: a heartbeat that stalls past the 0.3 s
-# liveness TTL on a loaded machine makes the watchdog repair (renew every claim) first.
+# Liveness TTL 0.75 s: short enough for the node-death tests, long enough that a loaded CI
+# machine (a burst of 150 calls on one event loop beside another test worker) does not stall a
+# heartbeat past it (at 0.1 s it did: a live node was reported dead mid-burst).
+HEARTBEAT = 0.25
+# For a node whose refresh() results a test asserts: a heartbeat that stalls past the liveness
+# TTL makes the watchdog repair (renew every claim) first.
 QUIET = 60.0
 
 

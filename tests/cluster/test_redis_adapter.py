@@ -134,7 +134,12 @@ async def test_redis_restarted_empty(own_redis: RedisServer, flavour: Flavour, n
         metrics = await b.metrics()
         assert metrics.rehydrations >= 1
         assert metrics.unavailable >= 1
-        assert (metrics.inbox_lag, metrics.inbox_pending) == (0, 0)
+
+        async def all_acked() -> bool:  # the ack is written after the hand-off, by b's own task
+            metrics = await b.metrics()
+            return (metrics.inbox_lag, metrics.inbox_pending) == (0, 0)
+
+        await until(all_acked)
 
 
 async def test_redis_refusing_writes_is_waited_out(own_redis: RedisServer, flavour: Flavour, ns: str) -> None:
@@ -193,8 +198,7 @@ async def test_cannot_start_without_redis(tmp_path: Any, flavour: Flavour, ns: s
 async def test_on_the_users_own_client(redis_server: RedisServer, flavour: Flavour, ns: str) -> None:
     async with open_ops(redis_server.url, prefer=flavour.client) as ops:
         async with (
-            # A long heartbeat: a stall past the liveness TTL would make the watchdog renew first.
-            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=60) as a,
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
             RedisAdapter(ops=ops, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
         ):
             env = call("a")
@@ -233,7 +237,8 @@ async def test_refreshing_many_claims(
     async with open_ops(redis_server.url, prefer=flavour.client) as real:
         ops: Any = _ClusterLike(real) if cluster_like else real
         async with (
-            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            # A long heartbeat: a stall past the liveness TTL would make the watchdog renew first.
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=60) as a,
             RedisAdapter(ops=real, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
         ):
             identities = [f"CP{i}" for i in range(2 * REFRESH_BATCH + 7)]

@@ -86,6 +86,10 @@ class RawStation:
     async def send_text(self, text: str) -> None:
         await self.stream.send(self.ws.send(Message(data=text)))
 
+    async def send_texts(self, texts: list[str]) -> None:
+        """Several messages in one write (no time passes between them, however loaded the machine)."""
+        await self.stream.send(b"".join(self.ws.send(Message(data=text)) for text in texts))
+
     async def send_raw(self, data: bytes) -> None:
         await self.stream.send(data)
 

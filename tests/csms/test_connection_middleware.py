@@ -219,7 +219,7 @@ async def test_a_hanging_middleware_is_bounded_by_the_handshake_timeout() -> Non
         router=heartbeat_router(),
         auth=auth,
         connection_middleware=[hangs],
-        handshake_timeout=0.5,
+        handshake_timeout=1.5,  # the neighbour's own handshake must fit in it on a loaded machine
         security_events=recorder.hub,
     ) as server:
         url = f"ws://127.0.0.1:{server.port}"

@@ -15,7 +15,7 @@ from ocpprpc import Backoff, Connected, Connecting, Disconnected, Keepalive, Rec
 from tests.faults.proxy import fault_proxy
 from tests.station.helpers import EventLog, Recorder
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = pytest.mark.timeout(90)  # a hang guard: the reconnect storm takes 10 s, 20+ on a loaded machine
 
 FAST = Backoff(base=0.02, cap=0.05)
 

@@ -529,8 +529,13 @@ class WebSocketStream(MessageStream):
             self._progress = None
 
     async def _wait_for_room(self) -> None:
-        """Wait until no more than ``_HIGH_WATER`` bytes are unsent (before queueing more)."""
-        await self._wait_sent(self._queued - _HIGH_WATER)
+        """Wait until no more than ``_HIGH_WATER`` bytes are unsent (before queueing more).
+
+        Checked again after each wait: several senders waiting for the same progress all
+        wake together, and each one that queues first raises the mark for the rest.
+        """
+        while self._queued - self._sent > _HIGH_WATER:
+            await self._wait_sent(self._queued - _HIGH_WATER)
         if not self._codec.open or self._write_failed:
             raise self._send_error()
 
