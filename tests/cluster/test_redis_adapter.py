@@ -106,6 +106,9 @@ async def test_redis_restarted_empty(own_redis: RedisServer, flavour: Flavour, n
             await a.deliver("b", call("a"))
         with anyio.fail_after(PROMPT), pytest.raises(ClusterUnavailable):
             await a.presence("CP1")
+        with anyio.fail_after(PROMPT):
+            away = await b.metrics()  # the inbox figures unknown, never those of an earlier read
+        assert (away.inbox_lag, away.inbox_pending, away.oldest_pending_ms) == (None, None, None)
         await anyio.to_thread.run_sync(own_redis.start)  # empty: no presence, no stream, no group
 
         async def all_present() -> bool:

@@ -68,6 +68,7 @@ from .upgrade import ConnectionMiddleware
 
 if TYPE_CHECKING:
     from .._ops.metrics import Metrics
+    from .cluster_delivery import ClusterDelivery
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "ServerStats", "serve"]
 
@@ -374,6 +375,8 @@ class Server(_LiveChanges):
         #: Where commands reach stations (send_to_client, broadcast): this process's sessions;
         #: the clustering seam replaces it with one that reaches other processes too.
         self.delivery: Delivery = LocalDelivery(lambda: self._clients)
+        #: The cluster this server is plugged into (set by ``cluster_delivery``), for ``stats()``.
+        self._cluster: ClusterDelivery | None = None
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).
         self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
@@ -636,6 +639,7 @@ class Server(_LiveChanges):
             shutting_down=not self._accepting,
             version=__version__,
             calls=None if self.metrics is None else self.metrics.call_counts(),
+            cluster=None if self._cluster is None else self._cluster.stats(),
         )
 
     async def serve_http(

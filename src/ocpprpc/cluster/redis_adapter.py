@@ -663,18 +663,19 @@ class RedisAdapter:
 
     # -- metrics --------------------------------------------------------------------------
     async def metrics(self) -> ClusterMetrics:
+        """The counters, and the inbox figures read now (``None`` where Redis does not say)."""
         inbox = self.inbox_key(self.node_id)
+        metrics = self._metrics
+        metrics.inbox_lag = metrics.inbox_pending = metrics.oldest_pending_ms = None
         try:
             groups = await self.ops.xinfo_groups(inbox)
             pending = await self.ops.xpending(inbox, GROUP)
         except _TRANSIENT:
-            return self._metrics
+            return metrics  # unknown: never the figures of an earlier read shown as current
         for group in groups:
             if group.name == GROUP:
-                self._metrics.inbox_lag = group.lag
-                self._metrics.inbox_pending = group.pending
+                metrics.inbox_lag = group.lag
+                metrics.inbox_pending = group.pending
         if pending.oldest_id is not None:
-            self._metrics.oldest_pending_ms = max(0, now_ms() - int(pending.oldest_id.partition("-")[0]))
-        else:
-            self._metrics.oldest_pending_ms = None
-        return self._metrics
+            metrics.oldest_pending_ms = max(0, now_ms() - int(pending.oldest_id.partition("-")[0]))
+        return metrics
