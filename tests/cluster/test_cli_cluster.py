@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import ocpprpc
 from ocpprpc import CallContext, ClusterClient, Router
 from tests.cli.helpers import WAIT, cli, csms, one_error_line
 from tests.cluster.redis_server import RedisServer, command
+from tests.csms.helpers import http_exchange
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -309,7 +312,14 @@ async def test_redis_restarted_empty_under_traffic(
     with ExitStack() as processes:
         urls = {}
         for name in ("a", "b"):
-            args = [*cluster_args(own_redis, ns), "--node-name", name, "--backend", anyio_backend]
+            args = [
+                *cluster_args(own_redis, ns),
+                "--node-name",
+                name,
+                "--backend",
+                anyio_backend,
+                "--metrics",
+            ]
             urls[name] = processes.enter_context(csms(tmp_path / f"{name}.log", *args))[1]
         router = station_router([anyio.Event()])
         async with (
@@ -377,3 +387,14 @@ async def test_redis_restarted_empty_under_traffic(
             for name in ("a", "b"):  # each node's inbox group is back
                 inbox = f"ocpprpc:{{{ns}:{name}}}:inbox"
                 assert b"rpc" in command(own_redis.port, "XINFO", "GROUPS", inbox)
+            # serve --cluster --metrics: the node's cluster health is in its /metrics.
+            port = int(urls["a"].rpartition(":")[2])
+            answer = await http_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: csms\r\n\r\n")
+            families = {
+                f.name: f for f in text_string_to_metric_families(answer.partition(b"\r\n\r\n")[2].decode())
+            }
+            assert [s.labels for s in families["ocpprpc_cluster_node_info"].samples] == [{"node": "a"}]
+            assert (
+                "ocpprpc_cluster_rehydrations" in families
+                and "ocpprpc_cluster_sample_age_seconds" in families
+            )

@@ -631,7 +631,8 @@ class Server(_LiveChanges):
         """A snapshot of what the server is doing (:class:`ServerStats`; docs: operations).
 
         Computed now from the running sessions and the server's own counters:
-        O(sessions), nothing is paid per message for it.
+        O(sessions), nothing is paid per message for it.  In a cluster, ``cluster`` is
+        what the cluster delivery last sampled (no Redis round trip here).
         """
         return self._counters.snapshot(
             self._peers,  # every running session, an evicted one until it has ended too
