@@ -1,6 +1,7 @@
 """Two CSMS nodes, one cluster: a command reaches a station connected to the other node.
 
-Run it: ``python docs/examples/clustering.py``.  Both nodes live in this process and
+Run it: ``python docs/examples/clustering.py``.  Then node b's cluster health, as
+``server.stats().cluster`` shows it.  Both nodes live in this process and
 share a :class:`~ocpprpc.MemoryCluster`; across processes and machines they share Redis
 instead -- replace ``medium.node(name)`` by
 ``RedisAdapter("redis://127.0.0.1:6379/0", node_id=name)`` and nothing else changes.
@@ -34,7 +35,7 @@ async def main() -> None:
         cluster_delivery(csms_a, adapter_a),
         ocpprpc.serve() as csms_b,
         medium.node("node-b") as adapter_b,
-        cluster_delivery(csms_b, adapter_b),
+        cluster_delivery(csms_b, adapter_b) as delivery_b,
         # The station connects to node b ...
         ocpprpc.connect(f"ws://127.0.0.1:{csms_b.port}/ocpp", "CP1", router=station_router()),
     ):
@@ -46,6 +47,13 @@ async def main() -> None:
         print("node-a -> CP1 on node-b:", answer)
         outcome = await csms_b.try_send_to_client("CP404", "Reset", {"type": "Soft"})
         print("a station connected nowhere:", outcome.status)
+
+        # Cluster health: sampled every stats_interval (5 s); sample_stats() takes one now.
+        await delivery_b.sample_stats()
+        health = csms_b.stats().cluster  # sync, no I/O: the last sample, and its age
+        assert health is not None
+        print(f"node-b: {health.received} envelope received, {health.inbox_lag} waiting (sampled just now)")
+        assert (health.received, health.inbox_lag) == (1, 0)  # node a's call
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ if _TYPE_CHECKING:
     from ._csms.delivery import SendOutcome, SendStatus, StationNotConnected
     from ._csms.server import Accept, DuplicatePolicy, Reject, Server, serve
     from ._csms.session_state import SessionStates
-    from ._csms.stats import ServerStats
+    from ._csms.stats import ClusterStats, ServerStats
     from ._rpc.session import CallTimeout, InvalidResponseError, Session
     from ._station.client import connect
     from ._ws.handshake import StationRequest
@@ -108,6 +108,7 @@ _LAZY = {
     "Reject": "._csms.server",
     "Server": "._csms.server",
     "ServerStats": "._csms.stats",
+    "ClusterStats": "._csms.stats",
     "SendOutcome": "._csms.delivery",
     "SendStatus": "._csms.delivery",
     "StationNotConnected": "._csms.delivery",
@@ -647,6 +648,7 @@ __all__ = (
     "ClusterClient",
     "ClusterDelivery",
     "ClusterError",
+    "ClusterStats",
     "ClusterUnavailable",
     "MemoryCluster",
     "NodeUnavailable",

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import ocpprpc
 from ocpprpc import CallContext, ClusterClient, Router
 from tests.cli.helpers import WAIT, cli, csms, one_error_line
 from tests.cluster.redis_server import RedisServer, command
+from tests.csms.helpers import http_exchange
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -292,3 +295,106 @@ def test_a_node_without_a_name_leaves_nothing_in_redis(
         process.send_signal(signal.SIGTERM)
         assert process.wait(WAIT) == 0
     assert command(redis_server.port, "KEYS", f"*{ns}*") == b"*0\r\n"
+
+
+#: What a call may end in while Redis is away: a clear error, never a hang.
+CLEAR_FAILURES = (ocpprpc.ClusterError, ocpprpc.StationNotConnected, ocpprpc.CallTimeout)
+
+
+async def test_redis_restarted_empty_under_traffic(
+    own_redis: RedisServer, ns: str, tmp_path: Path, anyio_backend: str
+) -> None:
+    """Two ``serve`` processes; a caller starts a call to a station on each every 20 ms.  Redis
+    SIGKILLed and restarted empty: every call ends within its timeout (plus the reply's grace)
+    with an answer or a clear error, presence and the inbox groups come back, and calls succeed
+    again soon after Redis does."""
+    timeout, grace = 1.0, 0.5
+    with ExitStack() as processes:
+        urls = {}
+        for name in ("a", "b"):
+            args = [
+                *cluster_args(own_redis, ns),
+                "--node-name",
+                name,
+                "--backend",
+                anyio_backend,
+                "--metrics",
+            ]
+            urls[name] = processes.enter_context(csms(tmp_path / f"{name}.log", *args))[1]
+        router = station_router([anyio.Event()])
+        async with (
+            ClusterClient(own_redis.url, namespace=ns, call_timeout=timeout, grace=grace) as client,
+            ocpprpc.connect(f"{urls['a']}/ocpp", "CP-A", router=router),
+            ocpprpc.connect(f"{urls['b']}/ocpp", "CP-B", router=router),
+        ):
+            await held_by(client, "CP-A", "a")
+            await held_by(client, "CP-B", "b")
+            down = anyio.Event()
+            back_at = float("inf")
+            #: Per identity: when a call started after Redis returned first succeeded (since then).
+            recovered: dict[str, float] = {}
+            failures: list[BaseException] = []
+            answered = 0
+            longest = 0.0
+
+            async def one_call(identity: str) -> None:
+                nonlocal answered, longest
+                began = anyio.current_time()
+                try:
+                    answer = await client.send_to_client(identity, "Reset", {"type": "Soft"})
+                except CLEAR_FAILURES as exc:
+                    failures.append(exc)
+                    down.set()
+                else:
+                    assert answer == {"status": "Accepted"}
+                    answered += 1
+                    if began >= back_at:
+                        recovered.setdefault(identity, anyio.current_time() - back_at)
+                finally:
+                    longest = max(longest, anyio.current_time() - began)
+
+            async def traffic(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                async with anyio.create_task_group() as calls:
+                    task_status.started()
+                    while len(recovered) < 2:
+                        for identity in ("CP-A", "CP-B"):
+                            calls.start_soon(one_call, identity)
+                        await anyio.sleep(0.02)
+
+            async with anyio.create_task_group() as group:
+                await group.start(traffic)
+                with anyio.fail_after(WAIT):
+                    while answered < 10:  # noqa: ASYNC110 (the callers' results)
+                        await anyio.sleep(0.01)
+                assert not failures, failures
+                own_redis.kill()
+                with anyio.fail_after(timeout + grace + 2):
+                    await down.wait()
+                await anyio.to_thread.run_sync(own_redis.start)  # empty: no presence, group or liveness
+                back_at = anyio.current_time()
+                with anyio.fail_after(5):  # generous; the time is measured and printed below
+                    while len(recovered) < 2:  # noqa: ASYNC110 (the callers' results)
+                        await anyio.sleep(0.01)
+            kinds = sorted({type(failure).__name__ for failure in failures})
+            print(  # noqa: T201 (the measured recovery, shown with pytest -s)
+                f"\n{anyio_backend}: calls succeed again {max(recovered.values()):.3f} s after Redis"
+                f" returned; {len(failures)} failed meanwhile ({', '.join(kinds)});"
+                f" the longest call took {longest:.3f} s"
+            )
+            assert longest < timeout + grace + 1.0  # none past its timeout and the reply's grace
+            assert (await client.where("CP-A")).node == "a"  # type: ignore[union-attr]
+            assert (await client.where("CP-B")).node == "b"  # type: ignore[union-attr]
+            for name in ("a", "b"):  # each node's inbox group is back
+                inbox = f"ocpprpc:{{{ns}:{name}}}:inbox"
+                assert b"rpc" in command(own_redis.port, "XINFO", "GROUPS", inbox)
+            # serve --cluster --metrics: the node's cluster health is in its /metrics.
+            port = int(urls["a"].rpartition(":")[2])
+            answer = await http_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: csms\r\n\r\n")
+            families = {
+                f.name: f for f in text_string_to_metric_families(answer.partition(b"\r\n\r\n")[2].decode())
+            }
+            assert [s.labels for s in families["ocpprpc_cluster_node_info"].samples] == [{"node": "a"}]
+            assert (
+                "ocpprpc_cluster_rehydrations" in families
+                and "ocpprpc_cluster_sample_age_seconds" in families
+            )

@@ -9,6 +9,7 @@ scraped is asserted exactly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import ocpprpc
-from ocpprpc import Accept, CallContext, Metrics, OCPPError, Reject, Router, StationLimits
+from ocpprpc import Accept, CallContext, ClusterStats, Metrics, OCPPError, Reject, Router, StationLimits
 from ocpprpc._csms.server import Server
 from tests.csms.helpers import eventually, http_exchange
 
@@ -306,6 +307,73 @@ def test_a_metrics_object_serves_one_server_and_takes_a_given_registry() -> None
         Server(metrics=metrics)
     with pytest.raises(ValueError, match="max_actions"):
         Metrics(max_actions=0)
+
+
+CLUSTER = ClusterStats(
+    node="csms-1",
+    age=1.5,
+    sent=7,
+    received=6,
+    duplicates=1,
+    expired=2,
+    malformed=3,
+    node_unavailable=4,
+    broadcasts_sent=5,
+    broadcasts_received=8,
+    subscriber_restarts=9,
+    rehydrations=10,
+    unavailable=11,
+    inbox_lag=12,
+    inbox_pending=13,
+    oldest_pending_ms=1400,
+)
+
+
+@pytest.mark.parametrize(
+    ("inbox", "gauges"),
+    [
+        ({}, {"ocpprpc_cluster_inbox_lag": 12, "ocpprpc_cluster_inbox_pending": 13, "oldest": 1.4}),
+        (
+            {"oldest_pending_ms": None},
+            {"ocpprpc_cluster_inbox_lag": 12, "ocpprpc_cluster_inbox_pending": 13, "oldest": 0},
+        ),
+        ({"inbox_lag": None}, {"ocpprpc_cluster_inbox_pending": 13, "oldest": 1.4}),  # Redis cannot say
+        ({"inbox_lag": None, "inbox_pending": None, "oldest_pending_ms": None}, {}),  # Redis did not answer
+    ],
+    ids=["known", "none-pending", "lag-unknown", "inbox-unknown"],
+)
+def test_the_cluster_figures_of_stats_are_exported(inbox: dict[str, Any], gauges: dict[str, float]) -> None:
+    """Exactly ``stats().cluster``; an inbox figure that is not known is left out, never shown as 0."""
+    server = Server()
+    metrics = Metrics()
+    cluster = dataclasses.replace(CLUSTER, **inbox)
+    metrics.bind(lambda: dataclasses.replace(server.stats(), cluster=cluster))
+    scraped = samples(metrics.render().decode())
+    ours = {(name, labels): figure for (name, labels), figure in scraped.items() if "_cluster_" in name}
+    expected = {
+        ("ocpprpc_cluster_node_info", frozenset({("node", "csms-1")})): 1,
+        ("ocpprpc_cluster_sent_total", frozenset()): 7,
+        ("ocpprpc_cluster_received_total", frozenset()): 6,
+        ("ocpprpc_cluster_dropped_total", frozenset({("reason", "duplicate")})): 1,
+        ("ocpprpc_cluster_dropped_total", frozenset({("reason", "expired")})): 2,
+        ("ocpprpc_cluster_dropped_total", frozenset({("reason", "malformed")})): 3,
+        ("ocpprpc_cluster_node_unavailable_total", frozenset()): 4,
+        ("ocpprpc_cluster_broadcasts_sent_total", frozenset()): 5,
+        ("ocpprpc_cluster_broadcasts_received_total", frozenset()): 8,
+        ("ocpprpc_cluster_subscriber_restarts_total", frozenset()): 9,
+        ("ocpprpc_cluster_rehydrations_total", frozenset()): 10,
+        ("ocpprpc_cluster_unavailable_total", frozenset()): 11,
+        ("ocpprpc_cluster_sample_age_seconds", frozenset()): 1.5,
+    }
+    for name, figure in gauges.items():
+        expected[(name if name != "oldest" else "ocpprpc_cluster_oldest_pending_seconds", frozenset())] = (
+            figure
+        )
+    assert ours == expected
+    # Without a cluster: not one cluster series.
+    alone = Metrics()
+    alone.bind(Server().stats)
+    assert not any("_cluster_" in name for name, _ in samples(alone.render().decode()))
 
 
 def test_importing_ocpprpc_does_not_import_prometheus_client() -> None:

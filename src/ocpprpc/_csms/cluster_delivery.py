@@ -8,6 +8,10 @@ and replies to ours.  Presence follows the server's own connection events (the
 security-event hub), so nothing in the server changes.  Where a station is, once read,
 is reused for :data:`~.cluster_caller.ROUTE_TTL` (calls in a burst skip the lookup's round trip).
 
+Cluster health (:class:`~.stats.ClusterStats`: envelopes sent, received, dropped; the inbox's
+lag and pending entries) is sampled from the adapter every ``stats_interval`` seconds, so
+``server.stats().cluster`` and ``/metrics`` read the last sample without a round trip.
+
 Outcomes stay those of a local call (the answer, :class:`~ocpprpc.OCPPError`,
 :class:`~ocpprpc.CallTimeout`, ``ConnectionLost``, :class:`StationNotConnected`), plus
 :class:`~ocpprpc.cluster.adapter.NodeUnavailable` when the holding node is dead or
@@ -17,7 +21,9 @@ dies mid-call: the outcome is unknown and nothing retries it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +40,7 @@ from ..cluster.adapter import (
     ClaimStatus,
     ClusterAdapter,
     ClusterError,
+    ClusterMetrics,
     Envelope,
     Kind,
     NodeUnavailable,
@@ -43,6 +50,7 @@ from ..cluster.adapter import (
 from .cluster_caller import ClusterCaller
 from .delivery import LocalDelivery
 from .security_events import SecurityEvent, StationConnected, StationDisconnected
+from .stats import ClusterStats
 
 if TYPE_CHECKING:
     from .server import Server
@@ -67,6 +75,8 @@ class ClusterDelivery:
     :param call_timeout: used when ``send_to_client`` is given no timeout.
     :param grace: extra seconds a caller waits beyond the call's timeout for the reply to travel.
     :param concurrency: calls from other nodes served at once.
+    :param stats_interval: seconds between two samples of the adapter's metrics
+        (:meth:`stats`; with Redis each sample is two commands).
     """
 
     def __init__(
@@ -77,7 +87,10 @@ class ClusterDelivery:
         call_timeout: float = 30.0,
         grace: float = 2.0,
         concurrency: int = 1000,
+        stats_interval: float = 5.0,
     ) -> None:
+        if not stats_interval > 0:
+            raise ValueError(f"stats_interval must be positive, got {stats_interval!r}")
         self.server = server
         self.adapter = adapter
         self.grace = grace
@@ -87,6 +100,10 @@ class ClusterDelivery:
         self._held: dict[str, _Held] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._changes, self._changes_out = anyio.create_memory_object_stream[tuple[str, bool]](float("inf"))
+        self.stats_interval = stats_interval
+        # Until the first sample: nothing counted yet, the inbox unknown.
+        self._sample = ClusterMetrics(inbox_lag=None, inbox_pending=None)
+        self._sampled_at = time.monotonic()
 
     @property
     def call_timeout(self) -> float:
@@ -98,6 +115,44 @@ class ClusterDelivery:
             return await self._local.call(identity, request, payload, timeout)
         return await self.caller.call(identity, request, payload, timeout)
 
+    # -- health -------------------------------------------------------------------------
+    def stats(self) -> ClusterStats:
+        """The adapter's metrics as last sampled, and how old the sample is (no I/O)."""
+        sample = self._sample
+        return ClusterStats(
+            node=self.adapter.node_id,
+            age=time.monotonic() - self._sampled_at,
+            sent=sample.sent,
+            received=sample.received,
+            duplicates=sample.duplicates,
+            expired=sample.expired,
+            malformed=sample.malformed,
+            node_unavailable=sample.node_unavailable,
+            broadcasts_sent=sample.broadcasts_sent,
+            broadcasts_received=sample.broadcasts_received,
+            subscriber_restarts=sample.subscriber_restarts,
+            rehydrations=sample.rehydrations,
+            unavailable=sample.unavailable,
+            inbox_lag=sample.inbox_lag,
+            inbox_pending=sample.inbox_pending,
+            oldest_pending_ms=sample.oldest_pending_ms,
+        )
+
+    async def sample_stats(self) -> ClusterStats:
+        """Sample the adapter's metrics now (what runs every ``stats_interval``); the new :meth:`stats`."""
+        # A copy: an adapter may keep updating the object it returned.
+        self._sample = dataclasses.replace(await self.adapter.metrics())
+        self._sampled_at = time.monotonic()
+        return self.stats()
+
+    async def _sample_periodically(self) -> None:
+        while True:
+            try:
+                await self.sample_stats()
+            except Exception:  # an adapter of the user's: the sample ages, the node goes on
+                log.exception("cluster metrics not sampled")
+            await anyio.sleep(self.stats_interval)
+
     # -- serving ------------------------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the cluster: presence of our stations, calls for them, replies to ours."""
@@ -107,6 +162,7 @@ class ClusterDelivery:
                 self._changes.send_nowait((identity, True))
             async with anyio.create_task_group() as group:
                 group.start_soon(self._track_presence)
+                group.start_soon(self._sample_periodically)
                 task_status.started()
                 received = self.adapter.received
                 take_waiting = getattr(received, "receive_nowait", None)
@@ -208,12 +264,12 @@ async def cluster_delivery(
 ) -> AsyncIterator[ClusterDelivery]:
     """Make *server* command stations across the cluster for the duration of the block."""
     delivery = ClusterDelivery(server, adapter, **options)
-    previous = server.delivery
+    previous, previous_cluster = server.delivery, server._cluster
     async with anyio.create_task_group() as group:
         await group.start(delivery.run)
-        server.delivery = delivery
+        server.delivery, server._cluster = delivery, delivery
         try:
             yield delivery
         finally:
-            server.delivery = previous
+            server.delivery, server._cluster = previous, previous_cluster
             group.cancel_scope.cancel()

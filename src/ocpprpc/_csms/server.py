@@ -68,6 +68,7 @@ from .upgrade import ConnectionMiddleware
 
 if TYPE_CHECKING:
     from .._ops.metrics import Metrics
+    from .cluster_delivery import ClusterDelivery
 
 __all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "ServerStats", "serve"]
 
@@ -374,6 +375,8 @@ class Server(_LiveChanges):
         #: Where commands reach stations (send_to_client, broadcast): this process's sessions;
         #: the clustering seam replaces it with one that reaches other processes too.
         self.delivery: Delivery = LocalDelivery(lambda: self._clients)
+        #: The cluster this server is plugged into (set by ``cluster_delivery``), for ``stats()``.
+        self._cluster: ClusterDelivery | None = None
         #: Identities between the duplicate check and registration (``duplicate="refuse"``).
         self._claimed: set[str] = set()
         self._listeners: list[anyio.abc.Listener[anyio.abc.SocketStream]] = []
@@ -628,7 +631,8 @@ class Server(_LiveChanges):
         """A snapshot of what the server is doing (:class:`ServerStats`; docs: operations).
 
         Computed now from the running sessions and the server's own counters:
-        O(sessions), nothing is paid per message for it.
+        O(sessions), nothing is paid per message for it.  In a cluster, ``cluster`` is
+        what the cluster delivery last sampled (no Redis round trip here).
         """
         return self._counters.snapshot(
             self._peers,  # every running session, an evicted one until it has ended too
@@ -636,6 +640,7 @@ class Server(_LiveChanges):
             shutting_down=not self._accepting,
             version=__version__,
             calls=None if self.metrics is None else self.metrics.call_counts(),
+            cluster=None if self._cluster is None else self._cluster.stats(),
         )
 
     async def serve_http(

@@ -22,7 +22,51 @@ from typing import Any
 from .._rpc.session import Session
 from .._ws.errors import HandshakeError, HandshakeTimeout
 
-__all__ = ["ServerStats"]
+__all__ = ["ClusterStats", "ServerStats"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterStats:
+    """This node's cluster adapter, as last sampled (``server.stats().cluster``; docs: clustering).
+
+    Sampled by the :class:`~ocpprpc.ClusterDelivery` every ``stats_interval`` seconds (the
+    inbox figures cost Redis two commands), so reading it costs nothing; :attr:`age` says
+    how old the sample is.  Counters count since the adapter was entered.
+    """
+
+    #: This node's id in the cluster.
+    node: str
+    #: Seconds since the sample was taken.
+    age: float
+    #: Envelopes put in other nodes' inboxes (calls, replies, kicks).
+    sent: int
+    #: Envelopes handed to this node from its inbox.
+    received: int
+    #: Envelopes read again (a redelivery) and dropped: each is handed out once.
+    duplicates: int
+    #: Envelopes read after their deadline and dropped, never acted on late.
+    expired: int
+    #: Inbox entries that were not envelopes, dropped.
+    malformed: int
+    #: Deliveries refused because the target node was not alive (callers got NodeUnavailable).
+    node_unavailable: int
+    #: Broadcasts published by this node.
+    broadcasts_sent: int
+    #: Broadcasts of other nodes received.
+    broadcasts_received: int
+    #: Times the broadcast subscription ended or failed and was made again.
+    subscriber_restarts: int
+    #: Times this node found Redis had lost its data (or had been away) and registered again.
+    rehydrations: int
+    #: Operations the shared medium (Redis) did not answer or refused.
+    unavailable: int
+    #: Inbox entries not yet read; ``None``: unknown (Redis did not answer the sample, or cannot say).
+    inbox_lag: int | None
+    #: Inbox entries read and not acknowledged (handed off, or read by a run that died);
+    #: ``None``: unknown (Redis did not answer the sample).
+    inbox_pending: int | None
+    #: Age of the oldest pending entry, ms; ``None``: none pending (or unknown).
+    oldest_pending_ms: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +106,9 @@ class ServerStats:
     #: ``{action: {direction: {outcome: count}}}`` as counted by the server's
     #: :class:`~ocpprpc.Metrics`; ``None`` without metrics (nothing counted per message).
     calls: dict[str, dict[str, dict[str, int]]] | None
+    #: This node's cluster adapter as last sampled (:class:`ClusterStats`); ``None`` when the
+    #: server is not in a cluster (no ``cluster_delivery``).
+    cluster: ClusterStats | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a dict of JSON values."""
@@ -113,6 +160,7 @@ class ServerCounters:
         shutting_down: bool,
         version: str,
         calls: dict[str, dict[str, dict[str, int]]] | None,
+        cluster: ClusterStats | None = None,
     ) -> ServerStats:
         by_protocol: dict[str, int] = {}
         inbound = outbound = buffered = 0
@@ -142,4 +190,5 @@ class ServerCounters:
             accepted_handshakes=self.accepted,
             rejected_handshakes=dict(self.rejected),
             calls=calls,
+            cluster=cluster,
         )

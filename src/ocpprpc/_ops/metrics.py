@@ -320,3 +320,69 @@ class _StatsCollector:
         yield in_flight
         yield GaugeMetricFamily(f"{n}_bytes_buffered", "Bytes queued in memory, both ways", s.bytes_buffered)
         yield GaugeMetricFamily(f"{n}_uptime_seconds", "Seconds since the server was made", s.uptime)
+        if s.cluster is not None:  # in a cluster: what its delivery last sampled (no Redis round trip)
+            yield from _cluster_families(n, s.cluster)
+
+
+def _cluster_families(n: str, c: Any) -> Iterator[Metric]:
+    """``ocpprpc_cluster_*`` from ``stats().cluster`` (a ``ClusterStats``)."""
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+    yield InfoMetricFamily(f"{n}_cluster_node", "This node's id in the cluster", {"node": c.node})
+    yield CounterMetricFamily(
+        f"{n}_cluster_sent", "Envelopes put in other nodes' inboxes (calls, replies, kicks)", c.sent
+    )
+    yield CounterMetricFamily(
+        f"{n}_cluster_received", "Envelopes handed to this node from its inbox", c.received
+    )
+    dropped = CounterMetricFamily(
+        f"{n}_cluster_dropped",
+        "Inbox entries dropped: duplicate (read again), expired (past its deadline), malformed",
+        labels=["reason"],
+    )
+    dropped.add_metric(["duplicate"], c.duplicates)
+    dropped.add_metric(["expired"], c.expired)
+    dropped.add_metric(["malformed"], c.malformed)
+    yield dropped
+    yield CounterMetricFamily(
+        f"{n}_cluster_node_unavailable",
+        "Deliveries refused because the target node was not alive (outcome unknown to the caller)",
+        c.node_unavailable,
+    )
+    yield CounterMetricFamily(
+        f"{n}_cluster_broadcasts_sent", "Broadcasts this node published", c.broadcasts_sent
+    )
+    yield CounterMetricFamily(
+        f"{n}_cluster_broadcasts_received", "Broadcasts of other nodes received", c.broadcasts_received
+    )
+    yield CounterMetricFamily(
+        f"{n}_cluster_subscriber_restarts",
+        "Times the broadcast subscription ended or failed and was made again",
+        c.subscriber_restarts,
+    )
+    yield CounterMetricFamily(
+        f"{n}_cluster_rehydrations",
+        "Times this node found Redis had lost its data (or been away) and registered again",
+        c.rehydrations,
+    )
+    yield CounterMetricFamily(
+        f"{n}_cluster_unavailable",
+        "Operations the shared medium (Redis) did not answer or refused",
+        c.unavailable,
+    )
+    if c.inbox_pending is not None:  # else Redis did not answer the sample: no figure rather than a stale one
+        if c.inbox_lag is not None:
+            yield GaugeMetricFamily(f"{n}_cluster_inbox_lag", "Inbox entries not yet read", c.inbox_lag)
+        yield GaugeMetricFamily(
+            f"{n}_cluster_inbox_pending",
+            "Inbox entries read and not acknowledged (handed off now, or read by a run that died)",
+            c.inbox_pending,
+        )
+        yield GaugeMetricFamily(
+            f"{n}_cluster_oldest_pending_seconds",
+            "Age of the oldest pending inbox entry (0: none pending)",
+            (c.oldest_pending_ms or 0) / 1000,
+        )
+    yield GaugeMetricFamily(
+        f"{n}_cluster_sample_age_seconds", "Seconds since these cluster figures were sampled", c.age
+    )

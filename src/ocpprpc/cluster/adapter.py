@@ -174,10 +174,11 @@ class ClusterMetrics:
     subscriber_restarts: int = 0
     rehydrations: int = 0
     unavailable: int = 0
-    #: Entries in the inbox not yet read (Redis: XINFO GROUPS ``lag``).
+    #: Entries in the inbox not yet read (Redis: XINFO GROUPS ``lag``); ``None``: unknown.
     inbox_lag: int | None = 0
-    #: Read and not acknowledged (handed off, ack not yet written; or read by a node that died).
-    inbox_pending: int = 0
+    #: Read and not acknowledged (handed off, ack not yet written; or read by a node that died);
+    #: ``None``: unknown (Redis did not answer).
+    inbox_pending: int | None = 0
     #: Age of the oldest pending entry, ms.
     oldest_pending_ms: int | None = None
     extra: dict[str, int] = field(default_factory=dict)

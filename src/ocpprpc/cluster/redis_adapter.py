@@ -13,8 +13,10 @@
 * Broadcast over pub/sub under a supervisor that subscribes again whenever the
   subscription ends or fails (coredis on trio can end one silently after a restart).
 * The heartbeat's ``SET ... GET`` finds our own key gone (Redis restarted empty, flushed,
-  or we were away longer than the TTL): the inbox group is recreated at ``0`` and the
-  presence of every local identity claimed again (claim-if-free, never a blind SET).
+  or we were away longer than the TTL), or the inbox read finds its group gone (usually
+  first: it reads again as soon as Redis answers): the liveness key is set, the inbox
+  group recreated at ``0`` and the presence of every local identity claimed again
+  (claim-if-free, never a blind SET).
 """
 
 from __future__ import annotations
@@ -451,8 +453,12 @@ class RedisAdapter:
         logger.info(
             "node %s: Redis lost our data or was away; recreating the group, claiming again", self.node_id
         )
+        # Alive first (deliveries to us are taken again), then the group at "0" (what they add
+        # meanwhile is read), then presence: callers find our stations once both are back.
+        await self.ops.set(self.alive_key(self.node_id), self.incarnation.encode(), px=self.liveness_ttl_ms)
         await self._ensure_group()
         await self._renew_claims()
+        self._down = False
 
     async def _repair_quietly(self) -> None:
         try:
@@ -657,18 +663,19 @@ class RedisAdapter:
 
     # -- metrics --------------------------------------------------------------------------
     async def metrics(self) -> ClusterMetrics:
+        """The counters, and the inbox figures read now (``None`` where Redis does not say)."""
         inbox = self.inbox_key(self.node_id)
+        metrics = self._metrics
+        metrics.inbox_lag = metrics.inbox_pending = metrics.oldest_pending_ms = None
         try:
             groups = await self.ops.xinfo_groups(inbox)
             pending = await self.ops.xpending(inbox, GROUP)
         except _TRANSIENT:
-            return self._metrics
+            return metrics  # unknown: never the figures of an earlier read shown as current
         for group in groups:
             if group.name == GROUP:
-                self._metrics.inbox_lag = group.lag
-                self._metrics.inbox_pending = group.pending
+                metrics.inbox_lag = group.lag
+                metrics.inbox_pending = group.pending
         if pending.oldest_id is not None:
-            self._metrics.oldest_pending_ms = max(0, now_ms() - int(pending.oldest_id.partition("-")[0]))
-        else:
-            self._metrics.oldest_pending_ms = None
-        return self._metrics
+            metrics.oldest_pending_ms = max(0, now_ms() - int(pending.oldest_id.partition("-")[0]))
+        return metrics
