@@ -1,12 +1,13 @@
 """:class:`~.ops.RedisOps` on redis-py's ``redis.asyncio`` client: asyncio only, the faster one there.
 
-Users may pass their own ``redis.asyncio.Redis`` (their pool, TLS, auth, Sentinel);
-it must not decode responses.  redis-py does not run on trio (the research measured
-why), so the adapter picks coredis there.
+Users may pass their own ``redis.asyncio.Redis`` (their pool, TLS, auth, Sentinel) or
+``redis.asyncio.RedisCluster``; it must not decode responses.  redis-py does not run on
+trio (the research measured why), so the adapter picks coredis there.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from .ops import (
     Delete,
@@ -46,6 +48,14 @@ def _translated() -> Iterator[None]:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"Redis unavailable: {exc!r}") from exc
+    except (  # Redis Cluster: no node answers, or the slot's node is gone / not known
+        redis.exceptions.RedisClusterUnreachableError,
+        redis.exceptions.SlotNotCoveredError,
+        redis.exceptions.ClusterDownError,
+    ) as exc:
+        raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+    except redis.exceptions.RedisClusterException as exc:  # e.g. keys across slots
+        raise RedisCommandError(str(exc)) from exc
     except redis.exceptions.ResponseError as exc:
         if str(exc).startswith("NOGROUP"):
             raise NoGroup(str(exc)) from exc
@@ -63,12 +73,13 @@ def _value(reply: Any) -> Any:
 
 
 class RedisPyOps:
-    """The operations on one ``redis.asyncio.Redis`` (``decode_responses=False``)."""
+    """The operations on one ``redis.asyncio.Redis`` or ``RedisCluster`` (``decode_responses=False``)."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+    def __init__(self, client: redis.asyncio.Redis | RedisCluster) -> None:
+        self.cluster = isinstance(client, RedisCluster)
+        if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the cluster needs a client with decode_responses=False")
-        self.client = client
+        self.client: Any = client
 
     async def ping(self) -> None:
         with _translated():
@@ -83,7 +94,10 @@ class RedisPyOps:
         if not keys:
             return []
         with _translated():
-            values: list[Any] = await self.client.mget(keys)
+            if self.cluster:  # keys in any slots: one MGET per slot
+                values: list[Any] = await self.client.mget_nonatomic(keys)
+            else:
+                values = await self.client.mget(keys)
         return values
 
     async def set(self, key: str, value: bytes, *, px: int | None = None, nx: bool = False) -> bool:
@@ -190,10 +204,16 @@ class RedisPyOps:
 
     async def publish(self, channel: str, message: bytes) -> int:
         with _translated():
+            if self.cluster:
+                return int(await self.client.spublish(channel, message))
             return int(await self.client.publish(channel, message))
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        if self.cluster:
+            async with self._ssubscribe(channel) as messages:
+                yield messages
+            return
         pubsub = self.client.pubsub()
         try:
             with _translated():
@@ -209,6 +229,47 @@ class RedisPyOps:
         finally:
             with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
                 await pubsub.aclose()
+
+    @asynccontextmanager
+    async def _ssubscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """SSUBSCRIBE on the node that owns *channel*'s slot (redis-py's ``ClusterPubSub``)."""
+        pubsub = self.client.pubsub()
+        try:
+            with _translated():
+                await pubsub.ssubscribe(channel)
+                node = self.client.get_node_from_key(channel)
+                with anyio.fail_after(5.0):  # entered means subscribed: wait for Redis to confirm
+                    while True:
+                        confirmed = await pubsub.get_sharded_message(timeout=5.0, target_node=node)
+                        if confirmed is not None and confirmed["type"] == "ssubscribe":
+                            break
+            yield _ShardedMessages(pubsub, node)
+        except TimeoutError:
+            raise RedisUnavailable("SSUBSCRIBE was not confirmed") from None
+        finally:
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+                await pubsub.aclose()
+
+
+class _ShardedMessages:
+    """A sharded subscription's payloads; ends when the node drops it (its slot moved)."""
+
+    def __init__(self, pubsub: Any, node: Any) -> None:
+        self._pubsub, self._node = pubsub, node
+
+    def __aiter__(self) -> _ShardedMessages:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            with _translated():
+                message = await self._pubsub.get_sharded_message(timeout=None, target_node=self._node)
+            if message is None:
+                continue
+            if message["type"] == "smessage":
+                return message["data"]  # type: ignore[no-any-return]
+            if message["type"] == "sunsubscribe":
+                raise StopAsyncIteration
 
 
 class _Messages:
@@ -247,15 +308,34 @@ def _normalise(command: PipelineCommand, result: Any) -> Any:
 async def open_redispy(
     url: str,
     *,
+    cluster: bool | None = None,
     connect_timeout: float = 1.0,
     stream_timeout: float | None = 10.0,
     max_connections: int = 64,
 ) -> AsyncIterator[RedisPyOps]:
-    """A redis-py asyncio client for *url*, closed on exit.
+    """A redis-py asyncio client for *url* (``redis[s]://``), closed on exit.
 
-    Its pool blocks (up to *stream_timeout*) when all *max_connections* are busy, as
-    coredis' does: a burst of callers waits its turn instead of failing.
+    *cluster*: True for a ``RedisCluster`` starting from that node, None to ask the
+    server (``INFO cluster``) and take whichever fits.  The single-Redis pool blocks
+    (up to *stream_timeout*) when all *max_connections* are busy, as coredis' does: a
+    burst of callers waits its turn instead of failing.
     """
+    if cluster is None:
+        cluster = await _cluster_enabled(url, connect_timeout)
+    if cluster:
+        cluster_client = RedisCluster.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=stream_timeout,
+            max_connections=max_connections,
+        )
+        try:
+            yield RedisPyOps(cluster_client)
+        finally:
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+                await cluster_client.aclose()
+        return
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -269,4 +349,19 @@ async def open_redispy(
         yield RedisPyOps(client)
     finally:
         with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):  # closed even when cancelled
+            await client.aclose()
+
+
+async def _cluster_enabled(url: str, connect_timeout: float) -> bool:
+    """Whether *url* names a Redis Cluster node (False when it cannot tell: not reachable)."""
+    client = redis.asyncio.Redis.from_url(
+        url, decode_responses=False, socket_connect_timeout=connect_timeout, socket_timeout=connect_timeout
+    )
+    try:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            info = await client.info("cluster")
+            return bool(info.get("cluster_enabled"))
+        return False
+    finally:
+        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
             await client.aclose()
