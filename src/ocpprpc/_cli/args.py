@@ -402,7 +402,10 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--cluster",
         metavar="URL",
         type=_redis_url,
-        help="join a cluster over Redis (redis://HOST:PORT[/DB], or redis+cluster://HOST:PORT for Redis Cluster): any node reaches any station",
+        help=(
+            "join a cluster over Redis (redis://HOST:PORT[/DB]; redis+cluster://HOST:PORT for "
+            "Redis Cluster): any node reaches any station"
+        ),
     )
     serve.add_argument(
         "--node-name",
