@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import coredis
@@ -318,8 +319,16 @@ async def open_coredis(
     if cluster is None:
         cluster = await _cluster_enabled(url, connect_timeout)
     client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]
-    if cluster:
-        client = coredis.RedisCluster.from_url(url, **options)
+    if cluster:  # not from_url: coredis 6.9's warns (DeprecationWarning) on its own startup nodes
+        parts = urlsplit(url)
+        client = coredis.RedisCluster(
+            parts.hostname,
+            parts.port or 6379,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "rediss",
+            **options,
+        )
     else:
         client = coredis.Redis.from_url(url, **options)
     try:
