@@ -99,7 +99,7 @@ class CoredisOps:
 
     def __init__(self, client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]) -> None:
         self.cluster = isinstance(client, coredis.RedisCluster)
-        self.client: Any = client
+        self.client = client
 
     async def ping(self) -> None:
         with _translated():
@@ -226,7 +226,10 @@ class CoredisOps:
             with _translated():
                 # A bounded retry: a subscription that cannot be restored ends (raises) promptly,
                 # and the adapter's supervisor subscribes again -- never an endless silent retry.
-                subscribe = self.client.sharded_pubsub if self.cluster else self.client.pubsub
+                client = self.client
+                subscribe: Any = (
+                    client.sharded_pubsub if isinstance(client, coredis.RedisCluster) else client.pubsub
+                )
                 async with subscribe(
                     channels=[channel], ignore_subscribe_messages=True, retry_policy=_SUBSCRIPTION_RETRY
                 ) as pubsub:
