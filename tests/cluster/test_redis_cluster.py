@@ -7,6 +7,7 @@ another), so slot redirection is exercised throughout and checked where it matte
 
 from __future__ import annotations
 
+import json
 import runpy
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,9 @@ from ocpprpc.cluster.ops_coredis import CoredisOps
 from ocpprpc.cluster.ops_open import open_ops
 from ocpprpc.cluster.ops_redispy import RedisPyOps
 from ocpprpc.cluster.redis_adapter import REFRESH_BATCH, RedisAdapter
-from tests.cluster.conftest import Flavour
+from tests.cluster.conftest import FLAVOURS, Flavour
 from tests.cluster.redis_server import RedisClusterServers, RedisServer
+from tests.cluster.test_cli_cluster import call as cli_call
 from tests.cluster.test_cluster_delivery import present, station_router
 from tests.cluster.test_redis_adapter import HEARTBEAT, PROMPT, call, until
 from tests.csms.helpers import ws_url
@@ -230,6 +232,23 @@ async def test_a_cluster_client_calls_a_station_on_a_server_node(
         await present(delivery, "CP1", "a")
         assert await client.is_connected("CP1") and not await client.is_connected("CP404")
         assert await client.send_to_client("CP1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+
+
+@pytest.mark.parametrize("flavour", [FLAVOURS[-1]], ids=str, indirect=True)  # one subprocess is enough
+async def test_the_call_cli_on_a_redis_cluster(
+    redis_cluster: RedisClusterServers, flavour: Flavour, ns: str
+) -> None:
+    """``python -m ocpprpc call --cluster redis+cluster://...`` (asyncio: redis-py) to a trio+coredis node."""
+    async with (
+        ocpprpc.serve() as server,
+        node(redis_cluster, flavour, ns, "a") as adapter,
+        cluster_delivery(server, adapter, call_timeout=10.0, grace=0.5) as delivery,
+        ocpprpc.connect(ws_url(server), "CP1", router=station_router()),
+    ):
+        await present(delivery, "CP1", "a")
+        args = ["--cluster", redis_cluster.url, "--cluster-namespace", ns, "--backend", "asyncio"]
+        answered = await cli_call(*args, "CP1", "Reset", '{"type": "Soft"}')
+        assert (answered.returncode, json.loads(answered.stdout)) == (0, {"status": "Accepted"})
 
 
 @pytest.mark.parametrize(
