@@ -233,7 +233,8 @@ async def test_refreshing_many_claims(
     async with open_ops(redis_server.url, prefer=flavour.client) as real:
         ops: Any = _ClusterLike(real) if cluster_like else real
         async with (
-            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=HEARTBEAT) as a,
+            # A long heartbeat: a stall past the liveness TTL would make a's watchdog renew first.
+            RedisAdapter(ops=ops, node_id="a", namespace=ns, heartbeat=60) as a,
             RedisAdapter(ops=real, node_id="b", namespace=ns, heartbeat=HEARTBEAT) as b,
         ):
             identities = [f"CP{i}" for i in range(2 * REFRESH_BATCH + 7)]
