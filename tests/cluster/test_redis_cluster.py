@@ -179,6 +179,23 @@ async def test_refreshing_more_than_one_batch_of_claims(
             assert (await a.received.receive()).dst == "CP3"
 
 
+async def test_a_burst_of_lookups_waits_its_turn(
+    redis_cluster: RedisClusterServers, flavour: Flavour, ns: str
+) -> None:
+    """More commands at once than a node's pool holds (64): they wait, none fails (redis-py's would)."""
+    async with node(redis_cluster, flavour, ns, "a") as a:
+        await a.claim("CP1", "conn-1")
+        found: list[Any] = []
+
+        async def lookup() -> None:
+            found.append(await a.presence("CP1"))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(300):
+                group.start_soon(lookup)
+        assert len(found) == 300 and all(p is not None and p.conn == "conn-1" for p in found)
+
+
 async def test_a_redis_url_naming_a_cluster_node_is_opened_in_cluster_mode(
     redis_cluster: RedisClusterServers, flavour: Flavour, ns: str
 ) -> None:

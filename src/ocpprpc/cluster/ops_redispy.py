@@ -7,9 +7,11 @@ trio (the research measured why), so the adapter picks coredis there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -42,24 +44,70 @@ __all__ = ["RedisPyOps", "open_redispy"]
 _CLOSE_TIMEOUT = 2.0
 
 
+def _translation(exc: BaseException) -> Exception | None:
+    """*exc* as one of the three exceptions of :mod:`.ops`, or None to let it through."""
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
+        return RedisUnavailable(f"Redis unavailable: {exc!r}")
+    if isinstance(
+        exc,  # Redis Cluster: no node answers, or the slot's node is gone / not known
+        (
+            redis.exceptions.RedisClusterUnreachableError,
+            redis.exceptions.SlotNotCoveredError,
+            redis.exceptions.ClusterDownError,
+        ),
+    ):
+        return RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, redis.exceptions.ResponseError):
+        if str(exc).startswith("NOGROUP"):
+            return NoGroup(str(exc))
+        return RedisCommandError(str(exc))
+    if isinstance(exc, redis.exceptions.RedisClusterException):  # e.g. keys across slots
+        return RedisCommandError(str(exc))
+    return None
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"Redis unavailable: {exc!r}") from exc
-    except (  # Redis Cluster: no node answers, or the slot's node is gone / not known
-        redis.exceptions.RedisClusterUnreachableError,
-        redis.exceptions.SlotNotCoveredError,
-        redis.exceptions.ClusterDownError,
-    ) as exc:
-        raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
-    except redis.exceptions.RedisClusterException as exc:  # e.g. keys across slots
-        raise RedisCommandError(str(exc)) from exc
-    except redis.exceptions.ResponseError as exc:
-        if str(exc).startswith("NOGROUP"):
-            raise NoGroup(str(exc)) from exc
-        raise RedisCommandError(str(exc)) from exc
+    except Exception as exc:
+        translated = _translation(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+class _Turn:
+    """A command's turn: translated failures, and on Redis Cluster a bounded number in flight.
+
+    redis-py's cluster client refuses a command (MaxConnectionsError) when its node's pool
+    is full, where the single-Redis blocking pool waits: a burst of callers waits its turn
+    here instead.
+    """
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: asyncio.Semaphore | None) -> None:
+        self._limit = limit
+
+    async def __aenter__(self) -> None:
+        if self._limit is not None:
+            await self._limit.acquire()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._limit is not None:
+            self._limit.release()
+        if exc is not None:
+            translated = _translation(exc)
+            if translated is not None:
+                raise translated from exc
+
+
+#: Connections per node kept for subscriptions beyond the commands in flight (redis-py's
+#: cluster pub/sub borrows them from the node's pool).
+_SUBSCRIPTION_HEADROOM = 4
 
 
 def _value(reply: Any) -> Any:
@@ -77,23 +125,29 @@ class RedisPyOps:
 
     def __init__(self, client: redis.asyncio.Redis | RedisCluster) -> None:
         self.cluster = isinstance(client, RedisCluster)
-        if client.get_connection_kwargs().get("decode_responses"):
+        options = client.get_connection_kwargs()
+        if options.get("decode_responses"):
             raise ValueError("the cluster needs a client with decode_responses=False")
         self.client: Any = client
+        limit = None
+        if self.cluster:
+            per_node = int(options.get("max_connections") or 100)
+            limit = asyncio.Semaphore(max(1, per_node - _SUBSCRIPTION_HEADROOM))
+        self._turn = _Turn(limit)
 
     async def ping(self) -> None:
-        with _translated():
+        async with self._turn:
             await self.client.ping()
 
     async def get(self, key: str) -> bytes | None:
-        with _translated():
+        async with self._turn:
             value: Any = await self.client.get(key)
         return value  # type: ignore[no-any-return]
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        with _translated():
+        async with self._turn:
             if self.cluster:  # keys in any slots: one MGET per slot
                 values: list[Any] = await self.client.mget_nonatomic(keys)
             else:
@@ -101,29 +155,29 @@ class RedisPyOps:
         return values
 
     async def set(self, key: str, value: bytes, *, px: int | None = None, nx: bool = False) -> bool:
-        with _translated():
+        async with self._turn:
             return bool(await self.client.set(key, value, px=px, nx=nx))
 
     async def set_get(self, key: str, value: bytes, *, px: int | None = None) -> bytes | None:
-        with _translated():
+        async with self._turn:
             old = await self.client.set(key, value, px=px, get=True)
         return old if isinstance(old, bytes) else None
 
     async def delete(self, keys: Sequence[str]) -> int:
-        with _translated():
+        async with self._turn:
             return int(await self.client.delete(*keys))
 
     async def pexpire(self, key: str, ms: int) -> bool:
-        with _translated():
+        async with self._turn:
             return bool(await self.client.pexpire(key, ms))
 
     async def xadd(self, key: str, fields: Mapping[str, bytes], *, maxlen: int | None = None) -> str:
-        with _translated():
+        async with self._turn:
             return text(await self.client.xadd(key, _fields(fields), maxlen=maxlen, approximate=True))
 
     async def xgroup_create(self, key: str, group: str, start_id: str = "0") -> bool:
         try:
-            with _translated():
+            async with self._turn:
                 return bool(await self.client.xgroup_create(key, group, start_id, mkstream=True))
         except RedisCommandError as exc:
             if str(exc).startswith("BUSYGROUP"):
@@ -133,7 +187,7 @@ class RedisPyOps:
     async def xreadgroup(
         self, key: str, group: str, consumer: str, start_id: str, *, count: int, block_ms: int | None = None
     ) -> list[Entry]:
-        with _translated():
+        async with self._turn:
             reply: Any = await self.client.xreadgroup(
                 group, consumer, {key: start_id}, count=count, block=block_ms
             )
@@ -144,7 +198,7 @@ class RedisPyOps:
     async def xack(self, key: str, group: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        with _translated():
+        async with self._turn:
             return int(await self.client.xack(key, group, *ids))
 
     async def xautoclaim(
@@ -157,12 +211,12 @@ class RedisPyOps:
         start_id: str = "0-0",
         count: int = 100,
     ) -> tuple[str, list[Entry]]:
-        with _translated():
+        async with self._turn:
             reply = await self.client.xautoclaim(key, group, consumer, min_idle_ms, start_id, count=count)
         return text(reply[0]), [entry(i, f) for i, f in reply[1] if i is not None]
 
     async def xpending(self, key: str, group: str) -> PendingSummary:
-        with _translated():
+        async with self._turn:
             reply = await self.client.xpending(key, group)
         oldest, newest = reply.get("min"), reply.get("max")
         return PendingSummary(
@@ -170,11 +224,11 @@ class RedisPyOps:
         )
 
     async def xinfo_groups(self, key: str) -> list[GroupInfo]:
-        with _translated():
+        async with self._turn:
             return [group_info(raw) for raw in await self.client.xinfo_groups(key)]
 
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
-        with _translated():
+        async with self._turn:
             try:
                 return _value(await self.client.evalsha(script.sha, len(keys), *keys, *args))
             except redis.exceptions.NoScriptError:
@@ -196,14 +250,14 @@ class RedisPyOps:
                     pipe.delete(*keys)
                 case Eval(script, keys, args):
                     pipe.eval(script.source, len(keys), *keys, *args)
-        with _translated():
+        async with self._turn:
             results = await pipe.execute(raise_on_error=False)
         return [
             _normalise(command, _value(result)) for command, result in zip(commands, results, strict=True)
         ]
 
     async def publish(self, channel: str, message: bytes) -> int:
-        with _translated():
+        async with self._turn:
             if self.cluster:
                 return int(await self.client.spublish(channel, message))
             return int(await self.client.publish(channel, message))
