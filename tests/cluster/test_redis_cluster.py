@@ -19,6 +19,7 @@ import pytest
 import ocpprpc
 from ocpprpc import ClusterClient, cluster_delivery
 from ocpprpc.cluster.adapter import ClaimStatus, Kind, envelope
+from ocpprpc.cluster.ops import RedisUnavailable
 from ocpprpc.cluster.ops_coredis import CoredisOps
 from ocpprpc.cluster.ops_open import open_ops
 from ocpprpc.cluster.ops_redispy import RedisPyOps
@@ -303,3 +304,15 @@ async def test_the_docs_example(
     example = Path(__file__).parent.parent.parent / "docs" / "examples" / "redis_cluster.py"
     await runpy.run_path(str(example))["main"](redis_cluster.url, namespace=ns)
     assert capsys.readouterr().out == "CP1 is held by csms-1\nCP1 answered: Accepted\n"
+
+
+async def test_url_options_on_a_coredis_cluster_are_refused_not_ignored(flavour: Flavour) -> None:
+    url = "redis+cluster://127.0.0.1:1?ssl_cert_reqs=none"
+    if flavour.client == "coredis":
+        with pytest.raises(ValueError, match=r"URL options \(\?\.\.\.\) are not read"):
+            async with open_ops(url, prefer=flavour.client):
+                pass
+    else:  # redis-py reads them (and finds nothing listening)
+        with pytest.raises(RedisUnavailable):
+            async with open_ops(url, prefer=flavour.client) as ops:
+                await ops.ping()

@@ -324,6 +324,11 @@ async def open_coredis(
     client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]
     if cluster:  # not from_url: coredis 6.9's warns (DeprecationWarning) on its own startup nodes
         parts = urlsplit(url)
+        if parts.query:
+            raise ValueError(
+                "URL options (?...) are not read for Redis Cluster on coredis: "
+                "pass your own coredis.RedisCluster client instead"
+            )
         client = coredis.RedisCluster(
             parts.hostname,
             parts.port or 6379,
