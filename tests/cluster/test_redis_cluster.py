@@ -31,6 +31,14 @@ from tests.cluster.test_cluster_delivery import present, station_router
 from tests.cluster.test_redis_adapter import PROMPT, call, until
 from tests.csms.helpers import ws_url
 
+#: coredis 6.9's sharded subscription, ended by Redis (its connection killed, its slot moved),
+#: leaves its pool's ``acquire`` generator unfinished (a ResourceWarning when collected):
+#: theirs; the resubscription is ours.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <async_generator object ClusterConnectionPool.acquire"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+
 
 @pytest.fixture
 def anyio_backend(flavour: Flavour) -> str:
@@ -135,12 +143,6 @@ async def test_broadcast_reaches_every_node_and_junk_is_dropped(
         assert owner.command("PUBSUB", "SHARDNUMSUB", a.channel).endswith(b":3\r\n")
 
 
-#: coredis 6.9's sharded subscription, its connection killed, leaves its pool's ``acquire``
-#: generator unfinished (a ResourceWarning when collected): theirs; the resubscription is ours.
-@pytest.mark.filterwarnings(
-    r"ignore:Exception ignored in. <async_generator object ClusterConnectionPool.acquire"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 async def test_a_lost_sharded_subscription_is_made_again(
     redis_cluster: RedisClusterServers, flavour: Flavour, ns: str
 ) -> None:
@@ -156,6 +158,36 @@ async def test_a_lost_sharded_subscription_is_made_again(
             return False
 
         await until(heard)
+
+
+async def test_broadcast_follows_its_channel_when_the_slot_moves(
+    redis_cluster: RedisClusterServers, flavour: Flavour, ns: str
+) -> None:
+    """The channel's slot is given to another primary: the subscriptions follow it (SUNSUBSCRIBE, anew)."""
+    async with node(redis_cluster, flavour, ns, "a") as a, node(redis_cluster, flavour, ns, "b") as b:
+        channel_slot = slot(redis_cluster, a.channel)
+        source = redis_cluster.slot_owner(channel_slot)
+        target = next(server for server in redis_cluster.nodes if server is not source)
+        try:
+            move_slot(redis_cluster, channel_slot, target)
+
+            async def heard() -> bool:
+                await a.broadcast(envelope(Kind.BROADCAST, "a", "*", timeout=30, m="Ping"))
+                with anyio.move_on_after(0.1):
+                    return (await b.received.receive()).k is Kind.BROADCAST
+                return False
+
+            await until(heard)
+            assert target.command("PUBSUB", "SHARDNUMSUB", a.channel).endswith(b":2\r\n")
+        finally:
+            move_slot(redis_cluster, channel_slot, source)
+
+
+def move_slot(cluster: RedisClusterServers, moved: int, to: RedisServer) -> None:
+    """Give an empty slot to *to*: CLUSTER SETSLOT ... NODE on every primary, the new owner first."""
+    owner_id = to.command("CLUSTER", "MYID").split(b"\r\n")[1].decode()
+    for server in sorted(cluster.nodes, key=lambda server: server is not to):
+        assert server.command("CLUSTER", "SETSLOT", str(moved), "NODE", owner_id).startswith(b"+OK")
 
 
 async def test_refreshing_more_than_one_batch_of_claims(

@@ -10,7 +10,7 @@ endless retry inside the client.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -227,11 +227,19 @@ class CoredisOps:
                 # A bounded retry: a subscription that cannot be restored ends (raises) promptly,
                 # and the adapter's supervisor subscribes again -- never an endless silent retry.
                 client = self.client
+                if isinstance(client, coredis.RedisCluster):
+                    # A keyed command in the channel's slot: a MOVED reply (the slot moved since
+                    # the client last looked) updates the client's slot map before it subscribes.
+                    await client.exists([channel])
                 subscribe: Any = (
                     client.sharded_pubsub if isinstance(client, coredis.RedisCluster) else client.pubsub
                 )
+                # Sharded: the subscribe messages are wanted, a SUNSUBSCRIBE from Redis (the slot
+                # moved) ends the iterator, so the supervisor subscribes again at the new owner.
                 async with subscribe(
-                    channels=[channel], ignore_subscribe_messages=True, retry_policy=_SUBSCRIPTION_RETRY
+                    channels=[channel],
+                    ignore_subscribe_messages=not self.cluster,
+                    retry_policy=_SUBSCRIPTION_RETRY,
                 ) as pubsub:
                     yield _Messages(pubsub)
         except BaseExceptionGroup as group:
@@ -261,6 +269,8 @@ class _Messages:
                 message = await self._pubsub.__anext__()
             if message["type"] in ("message", "smessage") and isinstance(message["data"], bytes):
                 return message["data"]
+            if message["type"] == "sunsubscribe":
+                raise StopAsyncIteration
 
 
 def _trim(maxlen: int | None) -> dict[str, Any]:
@@ -339,13 +349,14 @@ async def open_coredis(
         )
     else:
         client = coredis.Redis.from_url(url, **options)
-    try:
-        async with client:
-            yield CoredisOps(client)
-    except Exception as exc:  # a cluster client that cannot reach any node fails on entry
-        if cluster and _unavailable_cluster(exc):
-            raise RedisUnavailable(f"Redis unavailable: {exc!r}") from exc
-        raise
+    async with AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(client)
+        except Exception as exc:  # a cluster client that cannot reach any node fails on entry
+            if cluster and _unavailable_cluster(exc):
+                raise RedisUnavailable(f"Redis unavailable: {exc!r}") from exc
+            raise
+        yield CoredisOps(client)  # what the body raises goes through as it is
 
 
 def _unavailable_cluster(exc: BaseException) -> bool:

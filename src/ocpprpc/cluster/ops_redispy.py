@@ -290,8 +290,11 @@ class RedisPyOps:
         pubsub = self.client.pubsub()
         try:
             with _translated():
-                await pubsub.ssubscribe(channel)
+                # A keyed command in the channel's slot: a MOVED reply (the slot moved since the
+                # client last looked) updates the client's slot map before it subscribes.
+                await self.client.exists(channel)
                 node = self.client.get_node_from_key(channel)
+                await pubsub.ssubscribe(channel)
                 with anyio.fail_after(5.0):  # entered means subscribed: wait for Redis to confirm
                     while True:
                         confirmed = await pubsub.get_sharded_message(timeout=5.0, target_node=node)
@@ -319,6 +322,8 @@ class _ShardedMessages:
             with _translated():
                 message = await self._pubsub.get_sharded_message(timeout=None, target_node=self._node)
             if message is None:
+                if self._node.name not in self._pubsub.node_pubsub_mapping:
+                    raise StopAsyncIteration  # redis-py dropped the node's subscription (slot moved)
                 continue
             if message["type"] == "smessage":
                 return message["data"]  # type: ignore[no-any-return]
