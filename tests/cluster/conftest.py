@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ocpprpc.cluster.ops_open import ClientChoice
-from tests.cluster.redis_server import RedisServer
+from tests.cluster.redis_server import RedisClusterServers, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +90,14 @@ def _collect_coredis_leftovers() -> Iterator[None]:
     """Collect those streams in the test that left them (where the mark applies), not at exit."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One real 3-primary Redis Cluster for the run (tests keep apart by namespace)."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill()

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 #: The machine's own Redis: never touched, never used.
@@ -73,8 +74,15 @@ def command(port: int, *args: str) -> bytes:
 class RedisServer:
     """One ``redis-server`` process this test run owns (no persistence, loopback only)."""
 
-    def __init__(self, directory: Path, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        binary: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.directory = directory
+        self.extra = list(extra)
         self.port = free_port() if port is None else port
         if self.port == SYSTEM_PORT:
             raise ValueError("port 6379 is the machine's own Redis")
@@ -99,7 +107,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", str(self.directory)]
-        args += ["--logfile", str(self.directory / "redis.log"), "--daemonize", "no"]
+        args += ["--logfile", str(self.directory / "redis.log"), "--daemonize", "no", *self.extra]
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.starts += 1
         deadline = time.monotonic() + START_TIMEOUT
@@ -128,3 +136,69 @@ class RedisServer:
         """Kill and start again, empty (nothing is persisted), on the same port."""
         self.kill()
         self.start()
+
+
+#: Redis Cluster's hash slots.
+SLOTS = 16384
+
+
+class RedisClusterServers:
+    """A real Redis Cluster of *size* primaries (no replicas), each a :class:`RedisServer` of ours.
+
+    Set up over the Redis protocol alone (no ``redis-cli``): each node gets its share of
+    the slots (CLUSTER ADDSLOTSRANGE) and a config epoch of its own, the first meets the
+    others (CLUSTER MEET, with an explicit bus port, so nothing listens on ``port + 10000``
+    by accident), and :meth:`start` returns once every node reports ``cluster_state:ok``
+    and knows every other.
+    """
+
+    def __init__(self, directory: Path, size: int = 3, binary: str | None = None) -> None:
+        self.nodes: list[RedisServer] = []
+        self.bus_ports: list[int] = []
+        for index in range(size):
+            bus = free_port()
+            node_dir = directory / f"node{index}"
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")]
+            extra += ["--cluster-port", str(bus), "--cluster-announce-ip", "127.0.0.1"]
+            extra += ["--cluster-node-timeout", "5000", "--cluster-require-full-coverage", "yes"]
+            self.nodes.append(RedisServer(node_dir, binary=binary, extra=extra))
+            self.bus_ports.append(bus)
+
+    @property
+    def url(self) -> str:
+        """The cluster URL naming one node (a client finds the rest)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def slot_owner(self, slot: int) -> RedisServer:
+        """The node that was given *slot*."""
+        share = -(-SLOTS // len(self.nodes))
+        return self.nodes[slot // share]
+
+    def start(self) -> None:
+        share = -(-SLOTS // len(self.nodes))
+        for index, node in enumerate(self.nodes):
+            node.start()
+            first, last = index * share, min(SLOTS, (index + 1) * share) - 1
+            _ok(node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last)))
+            _ok(node.command("CLUSTER", "SET-CONFIG-EPOCH", str(index + 1)))
+        for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+            _ok(self.nodes[0].command("CLUSTER", "MEET", "127.0.0.1", str(node.port), str(bus)))
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(self._ready(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the Redis Cluster did not form in {START_TIMEOUT} s")
+            time.sleep(0.02)
+
+    def _ready(self, node: RedisServer) -> bool:
+        info = node.command("CLUSTER", "INFO").decode(errors="replace")
+        return "cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+def _ok(reply: bytes) -> None:
+    if not reply.startswith(b"+OK"):
+        raise RuntimeError(f"Redis refused a cluster setup command: {reply!r}")

@@ -144,7 +144,13 @@ CALL_MISTAKES: dict[str, tuple[list[str], int, str]] = {
         ["--cluster", "http://127.0.0.1:6380", "CP1", "Reset"],
         2,
         "argument --cluster: 'http://127.0.0.1:6380' is not a usable Redis URL:"
-        " expected redis://HOST:PORT[/DB] (or rediss:// for TLS)",
+        " expected redis://HOST:PORT[/DB], rediss:// for TLS, or redis+cluster://HOST:PORT for Redis Cluster",
+    ),
+    "cluster-db": (
+        ["--cluster", "redis+cluster://127.0.0.1:7000/2", "CP1", "Reset"],
+        2,
+        "argument --cluster: 'redis+cluster://127.0.0.1:7000/2' is not a usable Redis URL:"
+        " Redis Cluster has only database 0, got /2",
     ),
     "bad-port": (
         ["--cluster", "redis://127.0.0.1:99999/0", "CP1", "Reset"],
@@ -161,7 +167,7 @@ CALL_MISTAKES: dict[str, tuple[list[str], int, str]] = {
     "no-host": (
         ["--cluster", "redis:///0", "CP1", "Reset"],
         2,
-        "argument --cluster: 'redis:///0' is not a usable Redis URL: names no host (expected redis://HOST:PORT[/DB])",
+        "argument --cluster: 'redis:///0' is not a usable Redis URL: names no host (expected redis://HOST:PORT[/DB],",
     ),
     "bad-json": (["--cluster", DEAD, "CP1", "Reset", "{"], 2, "PAYLOAD is not JSON: Expecting property name"),
     "not-object": (
@@ -204,6 +210,11 @@ CALL_MISTAKES: dict[str, tuple[list[str], int, str]] = {
         ["--backend", "trio", "--cluster", DEAD, "CP1", "Reset"],
         1,
         f"cannot reach the cluster at {DEAD}: Redis unavailable",
+    ),
+    "redis-cluster-unreachable": (
+        ["--cluster", "redis+cluster://:hunter2@127.0.0.1:1", "CP1", "Reset"],
+        1,
+        "cannot reach the cluster at redis+cluster://:***@127.0.0.1:1: Redis unavailable",
     ),
 }
 

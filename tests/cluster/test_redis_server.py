@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.redis_server import SYSTEM_PORT, RedisServer, answers, free_port
+from tests.cluster.redis_server import SYSTEM_PORT, RedisClusterServers, RedisServer, answers, free_port
 
 
 def test_session_server_answers_on_its_own_port(redis_server: RedisServer) -> None:
@@ -47,3 +47,12 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="exited"):
         server.start()
     assert not server.running
+
+
+def test_a_three_primary_cluster_forms(redis_cluster: RedisClusterServers) -> None:
+    for node in redis_cluster.nodes:
+        info = node.command("CLUSTER", "INFO").decode()
+        assert "cluster_state:ok" in info and "cluster_slots_assigned:16384" in info
+        assert "cluster_size:3" in info
+    assert redis_cluster.url == f"redis+cluster://127.0.0.1:{redis_cluster.nodes[0].port}"
+    assert redis_cluster.slot_owner(16383) is redis_cluster.nodes[2]

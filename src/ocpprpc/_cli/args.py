@@ -21,6 +21,7 @@ from .._csms.admission import parse_network
 from .._csms.ratelimit import RateLimit
 from .._ws.handshake import check_identity
 from .._ws.tls import client_ssl_context, server_ssl_context
+from ..cluster.ops_open import redis_url_problem
 from .demo import BUILTIN_PROTOCOLS
 
 PROG = "python -m ocpprpc"
@@ -176,27 +177,6 @@ def _identity(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"invalid station identity {text!r}: {exc}") from None
     return text
-
-
-def redis_url_problem(text: str) -> str | None:
-    """Why *text* is not a usable Redis URL (``redis[s]://[:PASSWORD@]HOST[:PORT][/DB]``), or None."""
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
-    except ValueError as exc:
-        return f"not a valid URL: {exc}"
-    if parts.scheme not in ("redis", "rediss"):
-        return "expected redis://HOST:PORT[/DB] (or rediss:// for TLS)"
-    if not parts.hostname:
-        return "names no host (expected redis://HOST:PORT[/DB])"
-    if parts.fragment:
-        return "has a #fragment"
-    database = parts.path.strip("/")
-    if database and not (database.isascii() and database.isdigit()):
-        return f"the database must be a number (redis://HOST:PORT/0), got {database!r}"
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        return "has control characters"
-    return None
 
 
 def shown_url(text: str) -> str:
@@ -422,7 +402,10 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--cluster",
         metavar="URL",
         type=_redis_url,
-        help="join a cluster over Redis (redis://HOST:PORT[/DB]): any node reaches any station",
+        help=(
+            "join a cluster over Redis (redis://HOST:PORT[/DB]; redis+cluster://HOST:PORT for "
+            "Redis Cluster): any node reaches any station"
+        ),
     )
     serve.add_argument(
         "--node-name",

@@ -41,7 +41,8 @@ from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import OnBreach, RateLimit
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._ws.tls import server_ssl_context
-from .args import NOT_GIVEN, UsageError, build_parser, node_name_problem, redis_url_problem
+from ..cluster.ops_open import redis_url_problem
+from .args import NOT_GIVEN, UsageError, build_parser, node_name_problem
 from .config_values import (
     _LIMIT_KIND,
     Reader,
@@ -455,7 +456,9 @@ def config_schema(base: Path | None = None) -> Table:
     cli["cluster"] = Table(
         {
             "url": Setting(_optional(_checked(redis_url_problem)), 'string or "none"', None,
-                           "join a cluster over this Redis: redis://HOST:PORT[/DB]", "--cluster", "cluster"),
+                           "join a cluster over this Redis: redis://HOST:PORT[/DB] "
+                           "(redis+cluster://HOST:PORT: Redis Cluster)",
+                           "--cluster", "cluster"),
             "node_name": Setting(_optional(_checked(node_name_problem)), 'string or "none"', None,
                                  "this node's name, stable across restarts (default: HOSTNAME-PID)",
                                  "--node-name", "node_name"),

@@ -31,7 +31,7 @@ from ..cluster.adapter import (
     Presence,
     envelope,
 )
-from ..cluster.ops_open import ClientChoice, open_ops
+from ..cluster.ops_open import ClientChoice, client_url, open_ops
 from ..cluster.redis_adapter import RedisAdapter
 from .cluster_caller import ClusterCaller
 from .delivery import SendOutcome, broadcast, try_send
@@ -61,7 +61,8 @@ class ClusterClient:
     """A caller-only member of the cluster (see the module docstring).
 
     :param adapter: a cluster adapter you entered yourself (``MemoryCluster().node(...)``,
-        a :class:`~ocpprpc.RedisAdapter`), or a Redis URL: the client then runs its own
+        a :class:`~ocpprpc.RedisAdapter`), or a Redis URL (``redis://HOST:PORT/DB``,
+        ``redis+cluster://HOST:PORT`` for Redis Cluster): the client then runs its own
         Redis adapter (node id *node_id*, default ``client-<random>``) and removes its
         inbox from Redis when it leaves.
     :param namespace: with a URL: the cluster's namespace (the servers' ``namespace``).
@@ -81,6 +82,7 @@ class ClusterClient:
         grace: float = 2.0,
     ) -> None:
         if isinstance(adapter, str):
+            client_url(adapter)  # a malformed URL is a ValueError now
             self._url: str | None = adapter
             self.node_id = node_id or f"client-{uuid.uuid4().hex[:16]}"
             self._adapter: ClusterAdapter | None = None

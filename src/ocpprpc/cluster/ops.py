@@ -128,7 +128,15 @@ PipelineCommand: TypeAlias = XAdd | Set | PExpire | Delete | Eval
 
 
 class RedisOps(Protocol):
-    """The handful of Redis commands the cluster adapter uses (both clients implement it)."""
+    """The handful of Redis commands the cluster adapter uses (both clients implement it).
+
+    On Redis Cluster (:attr:`cluster`): keys a script or a command touches together share
+    a hash slot; :meth:`mget`, :meth:`delete` and :meth:`pipeline` take keys in any
+    slots; :meth:`publish` / :meth:`subscribe` are sharded (SPUBLISH / SSUBSCRIBE).
+    """
+
+    #: Whether this is Redis Cluster (a multi-key script must not span slots there).
+    cluster: bool
 
     async def ping(self) -> None: ...
 
@@ -187,10 +195,16 @@ class RedisOps(Protocol):
         """Run *commands* in one round trip; a failed command's slot holds its exception."""
         ...
 
-    async def publish(self, channel: str, message: bytes) -> int: ...
+    async def publish(self, channel: str, message: bytes) -> int:
+        """PUBLISH; SPUBLISH on Redis Cluster (the channel's shard only, Redis >= 7)."""
+        ...
 
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Subscribed once entered; the iterator ends or raises when the subscription ends."""
+        """Subscribed once entered; the iterator ends or raises when the subscription ends.
+
+        SSUBSCRIBE on Redis Cluster: a slot migration ends the subscription (SUNSUBSCRIBE
+        from the old owner), and the caller subscribes again.
+        """
         ...
 
 

@@ -10,8 +10,9 @@ endless retry inside the client.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import coredis
@@ -91,9 +92,13 @@ def _value(reply: Any) -> Any:
 
 
 class CoredisOps:
-    """The operations on one ``coredis.Redis`` (opened by :func:`open_coredis`)."""
+    """The operations on one ``coredis.Redis`` or ``coredis.RedisCluster`` (opened by :func:`open_coredis`).
 
-    def __init__(self, client: coredis.Redis[bytes]) -> None:
+    On a cluster, coredis splits MGET and DEL across slots itself (``non_atomic_cross_slot``).
+    """
+
+    def __init__(self, client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]) -> None:
+        self.cluster = isinstance(client, coredis.RedisCluster)
         self.client = client
 
     async def ping(self) -> None:
@@ -211,7 +216,9 @@ class CoredisOps:
 
     async def publish(self, channel: str, message: bytes) -> int:
         with _translated():
-            return await self.client.publish(channel, message)
+            if self.cluster:
+                return int(await self.client.spublish(channel, message))
+            return int(await self.client.publish(channel, message))
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -219,8 +226,20 @@ class CoredisOps:
             with _translated():
                 # A bounded retry: a subscription that cannot be restored ends (raises) promptly,
                 # and the adapter's supervisor subscribes again -- never an endless silent retry.
-                async with self.client.pubsub(
-                    channels=[channel], ignore_subscribe_messages=True, retry_policy=_SUBSCRIPTION_RETRY
+                client = self.client
+                if isinstance(client, coredis.RedisCluster):
+                    # A keyed command in the channel's slot: a MOVED reply (the slot moved since
+                    # the client last looked) updates the client's slot map before it subscribes.
+                    await client.exists([channel])
+                subscribe: Any = (
+                    client.sharded_pubsub if isinstance(client, coredis.RedisCluster) else client.pubsub
+                )
+                # Sharded: the subscribe messages are wanted, a SUNSUBSCRIBE from Redis (the slot
+                # moved) ends the iterator, so the supervisor subscribes again at the new owner.
+                async with subscribe(
+                    channels=[channel],
+                    ignore_subscribe_messages=not self.cluster,
+                    retry_policy=_SUBSCRIPTION_RETRY,
                 ) as pubsub:
                     yield _Messages(pubsub)
         except BaseExceptionGroup as group:
@@ -248,8 +267,10 @@ class _Messages:
         while True:
             with _translated():
                 message = await self._pubsub.__anext__()
-            if message["type"] == "message" and isinstance(message["data"], bytes):
+            if message["type"] in ("message", "smessage") and isinstance(message["data"], bytes):
                 return message["data"]
+            if message["type"] == "sunsubscribe":
+                raise StopAsyncIteration
 
 
 def _trim(maxlen: int | None) -> dict[str, Any]:
@@ -291,18 +312,67 @@ def _normalise(command: PipelineCommand, result: Any) -> Any:
 async def open_coredis(
     url: str,
     *,
+    cluster: bool | None = None,
     connect_timeout: float = 1.0,
     stream_timeout: float | None = 10.0,
     max_connections: int | None = 32,
 ) -> AsyncIterator[CoredisOps]:
-    """A coredis client for *url* (``redis://host:port/db``), as :class:`CoredisOps`."""
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        connect_timeout=connect_timeout,
-        stream_timeout=stream_timeout,
-        max_connections=max_connections,
-        retry_policy=ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=1, delay=0.05),
+    """A coredis client for *url* (``redis[s]://host:port/db``), as :class:`CoredisOps`.
+
+    *cluster*: True for a ``RedisCluster`` starting from that node, None to ask the
+    server (``INFO cluster``) and take whichever fits.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "connect_timeout": connect_timeout,
+        "stream_timeout": stream_timeout,
+        "max_connections": max_connections,
+        "retry_policy": ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=1, delay=0.05),
+    }
+    if cluster is None:
+        cluster = await _cluster_enabled(url, connect_timeout)
+    client: coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+    if cluster:  # not from_url: coredis 6.9's warns (DeprecationWarning) on its own startup nodes
+        parts = urlsplit(url)
+        if parts.query:
+            raise ValueError(
+                "URL options (?...) are not read for Redis Cluster on coredis: "
+                "pass your own coredis.RedisCluster client instead"
+            )
+        client = coredis.RedisCluster(
+            parts.hostname,
+            parts.port or 6379,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "rediss",
+            **options,
+        )
+    else:
+        client = coredis.Redis.from_url(url, **options)
+    async with AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(client)
+        except Exception as exc:  # a cluster client that cannot reach any node fails on entry
+            if cluster and _unavailable_cluster(exc):
+                raise RedisUnavailable(f"Redis unavailable: {exc!r}") from exc
+            raise
+        yield CoredisOps(client)  # what the body raises goes through as it is
+
+
+def _unavailable_cluster(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_unavailable_cluster(inner) for inner in exc.exceptions)
+    return isinstance(exc, (*_LOST, coredis.exceptions.RedisClusterError))
+
+
+async def _cluster_enabled(url: str, connect_timeout: float) -> bool:
+    """Whether *url* names a Redis Cluster node (False when it cannot tell: not reachable)."""
+    probe: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=connect_timeout
     )
-    async with client:
-        yield CoredisOps(client)
+    try:
+        async with probe:
+            info = await probe.info("cluster")
+    except Exception:
+        return False
+    return bool(info.get("cluster_enabled"))

@@ -11,7 +11,10 @@
 * Presence ``<node>|<conn>|<token>`` per identity, claimed, refreshed and released by Lua
   conditional on ownership; the token (an INCR per identity) fences each new claim.
 * Broadcast over pub/sub under a supervisor that subscribes again whenever the
-  subscription ends or fails (coredis on trio can end one silently after a restart).
+  subscription ends or fails (coredis on trio can end one silently after a restart);
+  sharded pub/sub (SPUBLISH / SSUBSCRIBE, Redis >= 7) on Redis Cluster.
+* Redis Cluster: the keys a script touches share a hash slot (``{namespace:node}`` for a
+  node's inbox and liveness key, ``{identity}`` for a presence and its token counter).
 * The heartbeat's ``SET ... GET`` finds our own key gone (Redis restarted empty, flushed,
   or we were away longer than the TTL), or the inbox read finds its group gone (usually
   first: it reads again as soon as Redis answers): the liveness key is set, the inbox
@@ -51,7 +54,7 @@ from .adapter import (
     now_ms,
 )
 from .ops import Eval, NoGroup, RedisCommandError, RedisOps, RedisUnavailable, Script
-from .ops_open import ClientChoice, open_ops
+from .ops_open import ClientChoice, client_url, open_ops
 
 __all__ = ["RedisAdapter"]
 
@@ -161,8 +164,11 @@ class RedisAdapter:
     """One node over Redis: ``async with RedisAdapter(url, node_id="node-a") as adapter``.
 
     Give *url* (the client is chosen for the backend: redis-py on asyncio, coredis on
-    trio, or *prefer* one), *client* (your own ``redis.asyncio.Redis`` or
-    ``coredis.Redis``, left open), or *ops* (any :class:`~.ops.RedisOps`).
+    trio, or *prefer* one; ``redis+cluster://HOST:PORT`` for Redis Cluster, which a
+    ``redis://`` URL naming a cluster node also gets), *client* (your own
+    ``redis.asyncio.Redis`` / ``RedisCluster`` or ``coredis.Redis`` / ``RedisCluster``,
+    left open), or *ops* (any :class:`~.ops.RedisOps`).  A malformed *url* is a
+    ``ValueError`` here.
     *node_id* should be stable across restarts (the pod name): a restarted node drains
     what its previous run left pending.
     """
@@ -190,6 +196,8 @@ class RedisAdapter:
             raise ValueError("heartbeat, presence_ttl, block, inbox_maxlen and read_count must be positive")
         if sum(x is not None for x in (url, client, ops)) != 1:
             raise ValueError("give exactly one of url, client or ops")
+        if url is not None:
+            client_url(url)  # a clear ValueError now, not at the first connection
         self.node_id = node_id
         self._url, self._client, self._ops_given, self._prefer = url, client, ops, prefer
         self.namespace = namespace
@@ -247,13 +255,15 @@ class RedisAdapter:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            if self._ops_given is not None:
-                self._ops = self._ops_given
-            else:
-                self._ops = await stack.enter_async_context(
-                    open_ops(self._url, client=self._client, prefer=self._prefer)
-                )
             try:
+                if self._ops_given is not None:
+                    self._ops = self._ops_given
+                else:  # a cluster client finds its nodes here: it may fail already
+                    self._ops = await stack.enter_async_context(
+                        open_ops(self._url, client=self._client, prefer=self._prefer)
+                    )
+                # Redis Cluster: a REFRESH batch would span slots; one CLAIM per identity instead.
+                self._per_key_refresh = self._ops.cluster
                 await self._beat()
                 await self._ensure_group()
             except _TRANSIENT as exc:
@@ -577,7 +587,9 @@ class RedisAdapter:
 
         One REFRESH script per :data:`REFRESH_BATCH` identities, all in one pipeline: Redis
         pays one script call per batch instead of one per identity.  On Redis Cluster, where
-        a batch spans slots (CROSSSLOT), one CLAIM per identity instead.
+        a batch would span slots, one CLAIM per identity instead, pipelined (the client
+        sends each node its share); a Redis that refuses a batch as CROSSSLOT (a proxy in
+        front of a cluster) switches to that too.
         """
         claims = list(self._claims.items())
         if not self._per_key_refresh:
