@@ -106,16 +106,17 @@ class ClusterDelivery:
             for identity in list(self.server.clients):  # connected before we started
                 self._changes.send_nowait((identity, True))
             async with anyio.create_task_group() as group:
-                group.start_soon(self._track_presence)
-                task_status.started()
-                received = self.adapter.received
-                take_waiting = getattr(received, "receive_nowait", None)
-                async for env in received:
-                    self._dispatch(env, group)
-                    # Everything already waiting in this turn: one loop turn per batch, not per envelope.
-                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
-                        while take_waiting is not None:
-                            self._dispatch(take_waiting(), group)
+                with self.caller.serve(group):
+                    group.start_soon(self._track_presence)
+                    task_status.started()
+                    received = self.adapter.received
+                    take_waiting = getattr(received, "receive_nowait", None)
+                    async for env in received:
+                        self._dispatch(env, group)
+                        # Everything already waiting in this turn: one loop turn per batch, not per envelope.
+                        with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                            while take_waiting is not None:
+                                self._dispatch(take_waiting(), group)
         finally:
             unsubscribe()
 
