@@ -27,6 +27,14 @@ cluster on each backend.  Everything runs in one process (nodes, station, caller
 two-node deployment on one machine would not: the station and both nodes share one core
 of a shared 2-core VM here, so the throughput is a floor.  Run:
 ``python bench/bench_cluster.py [--calls 2000] [--seconds 5] [--flavours asyncio+redis-py]``.
+
+``--split`` runs the deployed shape instead (Redis flavours only): node A, the stations and
+node B (the callers' node) in three processes of their own, plus redis-server, driven over
+their stdin/stdout by this process.  It reports the same latency and throughput figures,
+and per cross-node call under 100 callers the CPU each process spent (A, stations, B,
+redis-server: what bounds calls/s on a given number of cores), and the Python calls each
+node made (cProfile's count, C calls included: deterministic for the sequential calls,
+timing-dependent under concurrency).  ``--profile-dump PREFIX`` keeps the pstats files.
 """
 
 from __future__ import annotations
