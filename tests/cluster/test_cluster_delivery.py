@@ -132,20 +132,23 @@ async def test_a_node_dying_mid_call_fails_the_caller_fast(
         for life in range(2):  # the second life is watched anew (the first watcher has ended)
             failure: list[BaseException] = []
             b_scope = anyio.CancelScope()
+            # Other stations each life: the restarted b drains what the first life left
+            # unacked, and may serve those calls again (their outcome was "unknown").
+            first, second = f"CP{2 * life + 1}", f"CP{2 * life + 2}"
             async with anyio.create_task_group() as group:
                 b = await group.start(run_b, b_scope)
                 async with (
-                    ocpprpc.connect(ws_url(b), "CP1", router=station_router()),
-                    ocpprpc.connect(ws_url(b), "CP2", router=station_router()),
+                    ocpprpc.connect(ws_url(b), first, router=station_router()),
+                    ocpprpc.connect(ws_url(b), second, router=station_router()),
                 ):
-                    await present(da, "CP1", "b")
-                    await present(da, "CP2", "b")
+                    await present(da, first, "b")
+                    await present(da, second, "b")
                     if life:  # alive again: calls go through
-                        assert await a.send_to_client("CP1", "Reset", {"type": "Soft"}) == {
+                        assert await a.send_to_client(first, "Reset", {"type": "Soft"}) == {
                             "status": "Accepted"
                         }
-                    group.start_soon(caller, "CP1", failure)
-                    group.start_soon(caller, "CP2", failure)
+                    group.start_soon(caller, first, failure)
+                    group.start_soon(caller, second, failure)
                     await eventually(lambda: len(da.caller.pending) == 2)
                     b_scope.cancel()  # node b goes away with the calls in flight
                     with anyio.fail_after(3):  # far below the calls' 20 s
