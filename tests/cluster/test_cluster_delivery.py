@@ -257,6 +257,48 @@ async def test_a_burst_of_concurrent_cross_node_calls(
         assert answers == [{"status": "Accepted"}] * 150
 
 
+async def test_calls_from_other_nodes_beyond_the_concurrency_wait_their_turn(
+    medium: Medium, redis_server: RedisServer, ns: str
+) -> None:
+    """At most *concurrency* served at once; the rest queue for a free worker, and every one is answered."""
+    in_flight, peak = 0, 0
+    router = Router()
+
+    @router.on("DataTransfer")
+    async def slow(request: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.sleep(0.05)
+        in_flight -= 1
+        return {"status": "Accepted"}
+
+    async with AsyncExitStack() as stack:
+        c = Cluster(medium, redis_server, ns, stack)
+        a, da = await stack.enter_async_context(node(c, "a"))
+        b = await stack.enter_async_context(ocpprpc.serve())
+        await stack.enter_async_context(
+            cluster_delivery(b, await stack.enter_async_context(c.adapter("b")), concurrency=2)
+        )
+        identities = [f"CP{i}" for i in range(5)]
+        for identity in identities:
+            await stack.enter_async_context(ocpprpc.connect(ws_url(b), identity, router=router))
+            await present(da, identity, "b")
+        answers: list[Any] = []
+
+        async def one(identity: str) -> None:
+            answers.append(await a.send_to_client(identity, "DataTransfer", {"vendorId": "x"}))
+
+        for _ in range(2):  # the second round is served by the workers the first one left
+            async with anyio.create_task_group() as group:
+                for identity in identities:
+                    group.start_soon(one, identity)
+        assert answers == [{"status": "Accepted"}] * 10
+        assert peak == 2
+    with pytest.raises(ValueError, match="concurrency"):
+        ClusterDelivery(b, da.adapter, concurrency=0)
+
+
 def counting_router(calls: list[str], name: str) -> Router:
     """Answers Reset and records which connection answered."""
     router = Router()
