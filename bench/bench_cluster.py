@@ -27,6 +27,14 @@ cluster on each backend.  Everything runs in one process (nodes, station, caller
 two-node deployment on one machine would not: the station and both nodes share one core
 of a shared 2-core VM here, so the throughput is a floor.  Run:
 ``python bench/bench_cluster.py [--calls 2000] [--seconds 5] [--flavours asyncio+redis-py]``.
+
+``--split`` runs the deployed shape instead (Redis flavours only): node A, the stations and
+node B (the callers' node) in three processes of their own, plus redis-server, driven over
+their stdin/stdout by this process.  It reports the same latency and throughput figures,
+and per cross-node call under 100 callers the CPU each process spent (A, stations, B,
+redis-server: what bounds calls/s on a given number of cores), and the Python calls each
+node made (cProfile's count, C calls included: deterministic for the sequential calls,
+timing-dependent under concurrency).  ``--profile-dump PREFIX`` keeps the pstats files.
 """
 
 from __future__ import annotations
@@ -105,13 +113,14 @@ class Setup:
     def __init__(self, flavour: str, server: RedisServer) -> None:
         self.backend, _, self.client = flavour.partition("+")
         self.server = server
+        self.url = server.url if server is not None else ""
         self.ns = f"b{uuid.uuid4().hex[:10]}"
         self.memory = MemoryCluster()
 
     def adapter(self, node_id: str) -> Any:
         if self.client == "memory":
             return self.memory.node(node_id)
-        return RedisAdapter(self.server.url, node_id=node_id, namespace=self.ns, prefer=self.client)  # type: ignore[arg-type]
+        return RedisAdapter(self.url, node_id=node_id, namespace=self.ns, prefer=self.client)  # type: ignore[arg-type]
 
 
 @asynccontextmanager
@@ -124,18 +133,18 @@ async def node(setup: Setup, name: str) -> AsyncIterator[tuple[ocpprpc.Server, C
         yield server, delivery
 
 
-async def timed_calls(server: ocpprpc.Server, calls: int) -> list[float]:
+async def timed_calls(server: ocpprpc.Server, calls: int, identity: str = "CP1") -> list[float]:
     samples = []
     for _ in range(calls):
         start = time.perf_counter()
-        await server.send_to_client("CP1", "Reset", PARAMS)
+        await server.send_to_client(identity, "Reset", PARAMS)
         samples.append(time.perf_counter() - start)
     return samples
 
 
 async def throughput(
     server: ocpprpc.Server, stations: int, callers: int, seconds: float
-) -> tuple[float, float]:
+) -> tuple[float, float, int]:
     """Calls/s of *callers* concurrent callers, caller i calling station ``S{i % stations}``.
 
     OCPP-J allows one CALL in flight per station, so one station alone would measure its
@@ -154,7 +163,7 @@ async def throughput(
     async with anyio.create_task_group() as group:
         for i in range(callers):
             group.start_soon(caller, f"S{i % stations}")
-    return done / (time.perf_counter() - start), (time.process_time() - cpu) / done
+    return done / (time.perf_counter() - start), (time.process_time() - cpu) / done, done
 
 
 async def station(url: str, identity: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -204,8 +213,8 @@ async def calls_bench(setup: Setup, args: argparse.Namespace) -> dict[str, Any]:
         cross = await timed_calls(b, args.calls)
         stats = commandstats(setup.server) if setup.client != "memory" else {}
         commands = top_level_calls(stats)
-        direct_rate, direct_cpu = await throughput(a, args.stations, args.callers, args.seconds)
-        rate, cpu = await throughput(b, args.stations, args.callers, args.seconds)
+        direct_rate, direct_cpu, _ = await throughput(a, args.stations, args.callers, args.seconds)
+        rate, cpu, _ = await throughput(b, args.stations, args.callers, args.seconds)
     ms = 1000.0
     return {
         "direct_p50_ms": statistics.median(direct) * ms,
@@ -264,6 +273,214 @@ async def run_flavour(flavour: str, server: RedisServer, args: argparse.Namespac
     return result
 
 
+# -- split mode: one process per role, as deployed --------------------------------------------
+#
+# The orchestrator (this process, synchronous) starts redis-server, node A (``--role node``),
+# the stations (``--role stations``, connected to A) and node B (``--role node``), and talks
+# to each over its stdin/stdout: one JSON command per line, one JSON answer per line.
+
+
+def _answer(value: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+async def _commands() -> AsyncIterator[dict[str, Any]]:
+    while True:
+        line = await anyio.to_thread.run_sync(sys.stdin.readline)
+        if not line:
+            return
+        yield json.loads(line)
+
+
+class _Profiler:
+    """Python and C calls made by this process between ``on`` and ``off`` (cProfile, deterministic)."""
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self.profile = cProfile.Profile()
+
+    def on(self) -> None:
+        self.profile.enable()
+
+    def off(self, dump: str | None) -> int:
+        import pstats
+
+        self.profile.disable()
+        stats = pstats.Stats(self.profile)
+        if dump:
+            stats.dump_stats(dump)
+        total = int(stats.total_calls)  # type: ignore[attr-defined]
+        self.profile = type(self.profile)()
+        return total
+
+
+async def node_role(args: argparse.Namespace) -> None:
+    setup = Setup(args.flavour, None)  # type: ignore[arg-type]
+    setup.ns = args.ns
+    setup.url = args.redis
+    profiler = _Profiler()
+    async with node(setup, args.node) as (server, delivery):
+        _answer({"port": server.port})
+        async for command in _commands():
+            op = command["op"]
+            if op == "held":
+                await held_by(delivery, command["ids"], command["node"])
+                _answer({})
+            elif op == "latency":
+                samples = await timed_calls(server, command["calls"], command.get("identity", "CP1"))
+                _answer({"samples": samples})
+            elif op == "throughput":
+                rate, _, done = await throughput(
+                    server, command["stations"], command["callers"], command["seconds"]
+                )
+                _answer({"rate": rate, "done": done})
+            elif op == "cpu":
+                _answer({"cpu": time.process_time()})
+            elif op == "profile":
+                if command["on"]:
+                    profiler.on()
+                    _answer({})
+                else:
+                    _answer({"calls": profiler.off(command.get("dump"))})
+            elif op == "quit":
+                _answer({})
+                return
+
+
+async def stations_role(args: argparse.Namespace) -> None:
+    async with anyio.create_task_group() as group:
+        for identity in ["CP1"] + [f"S{i}" for i in range(args.stations)]:
+            await group.start(station, args.url, identity)
+        _answer({})
+        async for command in _commands():
+            if command["op"] == "cpu":
+                _answer({"cpu": time.process_time()})
+            elif command["op"] == "quit":
+                _answer({})
+                break
+        group.cancel_scope.cancel()
+
+
+class Worker:
+    """One child process of the split mode."""
+
+    def __init__(self, *argv: str) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.process.args!r} ended: {self.process.wait()}")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def send(self, **command: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        self.send(**command)
+        return self.read()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ask(op="quit")
+        try:
+            self.process.wait(10)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_split(flavour: str, server: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
+    ns = f"b{uuid.uuid4().hex[:10]}"
+    common = ["--flavour", flavour, "--redis", server.url, "--ns", ns]
+    workers: list[Worker] = []
+    try:
+        a = Worker("--role", "node", "--node", "a", *common)
+        workers.append(a)
+        port = a.read()["port"]
+        stations = Worker(
+            "--role", "stations", "--url", f"ws://127.0.0.1:{port}/ocpp", "--stations", str(args.stations)
+        )
+        workers.append(stations)
+        stations.read()
+        b = Worker("--role", "node", "--node", "b", *common)
+        workers.append(b)
+        b.read()
+        identities = ["CP1"] + [f"S{i}" for i in range(args.stations)]
+        a.ask(op="held", ids=identities, node="a")
+        b.ask(op="held", ids=identities, node="a")
+        b.ask(op="latency", calls=args.warmup)
+        a.ask(op="latency", calls=args.warmup)
+        direct = a.ask(op="latency", calls=args.calls)["samples"]
+        server.command("CONFIG", "RESETSTAT")
+        cross = b.ask(op="latency", calls=args.calls)["samples"]
+        stats = commandstats(server)
+        # Python calls per sequential cross-node call on each node (cProfile's count, C calls in it).
+        for w in (a, b):
+            w.ask(op="profile", on=True)
+        b.ask(op="latency", calls=args.profile_calls)
+        dump = args.profile_dump
+        pycalls = {
+            name: w.ask(op="profile", on=False, dump=f"{dump}-{flavour}-{name}.prof" if dump else None)[
+                "calls"
+            ]
+            / args.profile_calls
+            for name, w in (("a", a), ("b", b))
+        }
+        # The same under 100 concurrent callers (batching makes it depend on timing).
+        for w in (a, b):
+            w.ask(op="profile", on=True)
+        done = b.ask(op="throughput", seconds=1.0, callers=args.callers, stations=args.stations)["done"]
+        pycalls_concurrent = {
+            name: w.ask(op="profile", on=False, dump=f"{dump}-{flavour}-{name}-conc.prof" if dump else None)[
+                "calls"
+            ]
+            / done
+            for name, w in (("a", a), ("b", b))
+        }
+        result: dict[str, Any] = {"flavour": flavour + " (split)", "pycalls_concurrent": pycalls_concurrent}
+        ms = 1000.0
+        result |= {
+            "direct_p50_ms": statistics.median(direct) * ms,
+            "direct_p99_ms": percentile(direct, 0.99) * ms,
+            "cross_p50_ms": statistics.median(cross) * ms,
+            "cross_p99_ms": percentile(cross, 0.99) * ms,
+            "added_p50_ms": (statistics.median(cross) - statistics.median(direct)) * ms,
+            "commands_per_call": top_level_calls(stats) / args.calls,
+            "call_commands": {name: calls for name, (calls, _) in stats.items()},
+            "pycalls_per_call": pycalls,
+        }
+        for label, caller in (("direct", a), ("cross", b)):
+            before = {
+                name: w.ask(op="cpu")["cpu"] for name, w in (("a", a), ("stations", stations), ("b", b))
+            }
+            redis_before = redis_cpu_ms(server)
+            answer = caller.ask(
+                op="throughput", seconds=args.seconds, callers=args.callers, stations=args.stations
+            )
+            rate, done = answer["rate"], answer["done"]
+            cpu = {
+                name: (w.ask(op="cpu")["cpu"] - before[name]) / done * 1e6
+                for name, w in (("a", a), ("stations", stations), ("b", b))
+            }
+            cpu["redis"] = (redis_cpu_ms(server) - redis_before) / done * 1e3
+            result[f"{label}_calls_per_s"] = rate
+            result[f"{label}_cpu_us"] = cpu
+    finally:
+        for w in reversed(workers):
+            w.close()
+    return result
+
+
 def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -285,7 +502,30 @@ def main() -> None:
     parser.add_argument("--refreshes", type=int, default=3)
     parser.add_argument("--flavours", nargs="+", default=FLAVOURS, choices=FLAVOURS)
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="node A, the stations and node B in three processes (Redis flavours only)",
+    )
+    parser.add_argument("--profile-calls", type=int, default=200, help="split: cProfiled cross-node calls")
+    parser.add_argument("--profile-dump", help="split: write each node's pstats to PREFIX-FLAVOUR-NODE.prof")
+    # A child of the split mode (internal).
+    parser.add_argument("--role", choices=["node", "stations"], help=argparse.SUPPRESS)
+    parser.add_argument("--node", help=argparse.SUPPRESS)
+    parser.add_argument("--flavour", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--ns", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "node":
+        anyio.run(node_role, args, backend=args.flavour.partition("+")[0])
+        return
+    if args.role == "stations":
+        anyio.run(stations_role, args)
+        return
+    if args.split:
+        split_main(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
@@ -322,6 +562,41 @@ def main() -> None:
             f"| {r['commands_per_call']:.2f} | {r['direct_calls_per_s']:.0f} | {r['calls_per_s']:.0f} "
             f"| {r['direct_cpu_us']:.0f} | {r['cpu_us']:.0f} "
             f"| {refresh} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def split_main(args: argparse.Namespace) -> None:
+    flavours = [f for f in args.flavours if not f.endswith("+memory")]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp) / "redis")
+        server.start()
+        try:
+            print(f"{versions()}, split: node A, stations, node B, redis-server in 4 processes")
+            results = []
+            for flavour in flavours:
+                result = run_split(flavour, server, args)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+        finally:
+            server.kill()
+    print()
+    print(
+        "| flavour | direct p50/p99 ms | cross p50/p99 ms | added p50 ms | Redis commands/call "
+        "| Python calls/call A / B | 100 callers: direct/s | cross-node/s "
+        "| CPU µs per cross-node call: A / stations / B / redis |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        cpu = r["cross_cpu_us"]
+        print(
+            f"| {r['flavour']} | {r['direct_p50_ms']:.2f} / {r['direct_p99_ms']:.2f} "
+            f"| {r['cross_p50_ms']:.2f} / {r['cross_p99_ms']:.2f} | {r['added_p50_ms']:.2f} "
+            f"| {r['commands_per_call']:.2f} "
+            f"| {r['pycalls_per_call']['a']:.0f} / {r['pycalls_per_call']['b']:.0f} "
+            f"| {r['direct_calls_per_s']:.0f} | {r['cross_calls_per_s']:.0f} "
+            f"| {cpu['a']:.0f} / {cpu['stations']:.0f} / {cpu['b']:.0f} / {cpu['redis']:.0f} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -92,6 +92,31 @@ async def test_streams_and_groups(redis_server: RedisServer, flavour: Flavour, n
         assert (await ops.xpending(stream, group)).oldest_id is None
 
 
+async def test_ack_and_read_in_one_round_trip(redis_server: RedisServer, flavour: Flavour, ns: str) -> None:
+    async with open_ops(redis_server.url, prefer=flavour.client) as ops:
+        stream, group = f"{ns}:inbox", "rpc"
+        with pytest.raises(NoGroup):  # a failed read raises as xreadgroup does
+            await ops.xack_xreadgroup(stream, group, "c1", ">", ack=["1-1"], count=10)
+        await ops.xgroup_create(stream, group)
+        first = await ops.xadd(stream, {"e": b"one"})
+        [got] = await ops.xreadgroup(stream, group, "c1", ">", count=10)
+        second = await ops.xadd(stream, {"e": b"two"})
+        acked, entries = await ops.xack_xreadgroup(
+            stream, group, "c1", ">", ack=[got.id], count=10, block_ms=50
+        )
+        assert acked == 1 and [(e.id, e.fields["e"]) for e in entries] == [(second, b"two")]
+        assert (await ops.xpending(stream, group)).oldest_id == second  # the first one is acked
+        with anyio.fail_after(PROMPT):  # blocks until an entry comes (or block_ms passes)
+            acked, entries = await ops.xack_xreadgroup(
+                stream, group, "c1", ">", ack=[first], count=10, block_ms=20
+            )
+        assert (acked, entries) == (0, [])  # already acked: counted 0
+        # A refused ack is returned in place; the read goes on.
+        acked, entries = await ops.xack_xreadgroup(stream, group, "c1", "0", ack=["bogus"], count=10)
+        assert isinstance(acked, RedisCommandError)
+        assert [e.id for e in entries] == [second]
+
+
 async def test_scripts_survive_a_forgotten_cache(
     redis_server: RedisServer, flavour: Flavour, ns: str
 ) -> None:

@@ -321,7 +321,7 @@ async def test_concurrent_deliveries_share_the_outbox(
 
 
 class _AckFailsOnce:
-    """Real Redis below; the first XACK is lost on the way (the connection dropped)."""
+    """Real Redis below; the first XACK (sent with the next read) is lost on the way."""
 
     def __init__(self, ops: Any) -> None:
         self._ops = ops
@@ -330,11 +330,26 @@ class _AckFailsOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ops, name)
 
-    async def xack(self, key: str, group: str, ids: Any) -> int:
-        if not self.failed:
+    async def xack_xreadgroup(
+        self,
+        key: str,
+        group: str,
+        consumer: str,
+        start_id: str,
+        *,
+        ack: Any,
+        count: int,
+        block_ms: Any = None,
+    ) -> tuple[int | Exception, list[Any]]:
+        if not self.failed:  # the read goes through, the ack does not
             self.failed = True
-            raise RedisUnavailable("connection lost")
-        return await self._ops.xack(key, group, ids)  # type: ignore[no-any-return]
+            entries = await self._ops.xreadgroup(
+                key, group, consumer, start_id, count=count, block_ms=block_ms
+            )
+            return RedisUnavailable("connection lost"), entries
+        return await self._ops.xack_xreadgroup(  # type: ignore[no-any-return]
+            key, group, consumer, start_id, ack=ack, count=count, block_ms=block_ms
+        )
 
 
 async def test_a_lost_ack_reads_the_entry_again_and_hands_it_out_once(

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 import msgspec
 
 from .._engine.errors import OCPPError
@@ -42,7 +45,7 @@ __all__ = ["ROUTE_TTL", "ClusterCaller", "error_from_reply"]
 ROUTE_TTL = 1.0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     node: str
     event: anyio.Event = field(default_factory=anyio.Event)
@@ -104,6 +107,9 @@ class ClusterCaller:
         self.grace = grace
         #: Calls waiting for their reply, by envelope id.
         self.pending: dict[str, _Pending] = {}
+        #: Where the node watchers run: the owner's task group, set while it serves.
+        self.watchers: anyio.abc.TaskGroup | None = None
+        self._waiting: dict[str, set[_Pending]] = {}
         self._routes = _Routes(ROUTE_TTL)
 
     async def call(
@@ -169,11 +175,13 @@ class ClusterCaller:
                 await self.adapter.deliver(node, env)
             except NodeUnavailable as exc:
                 raise _Undelivered(node) from exc
-            async with anyio.create_task_group() as watching:
-                watching.start_soon(self._watch_node, pending)
+            calls = self._watched(node)
+            calls.add(pending)
+            try:
                 with anyio.move_on_after(limit + self.grace):
                     await pending.event.wait()
-                watching.cancel_scope.cancel()
+            finally:
+                calls.discard(pending)
         finally:
             del self.pending[env.id]
         if pending.reply is None:
@@ -182,10 +190,33 @@ class ClusterCaller:
             raise CallTimeout(env.m, env.id, limit)
         return pending.reply
 
-    async def _watch_node(self, pending: _Pending) -> None:
-        await self.adapter.wait_node_down(pending.node)
-        pending.node_down = True
-        pending.event.set()
+    def _watched(self, node: str) -> set[_Pending]:
+        """The calls waiting on *node*, failed together when it is seen dead (one watcher per node)."""
+        calls = self._waiting.get(node)
+        if calls is None:
+            if self.watchers is None:
+                raise RuntimeError("the ClusterCaller's owner has not started it (no watchers task group)")
+            calls = self._waiting[node] = set()
+            self.watchers.start_soon(self._watch_node, node, calls)
+        return calls
+
+    async def _watch_node(self, node: str, calls: set[_Pending]) -> None:
+        await self.adapter.wait_node_down(node)
+        if self._waiting.get(node) is calls:  # calls from now on watch it anew
+            del self._waiting[node]
+        for pending in calls:
+            pending.node_down = True
+            pending.event.set()
+
+    @contextmanager
+    def serve(self, group: anyio.abc.TaskGroup) -> Iterator[None]:
+        """Run node watchers in *group* for the duration of the block (the owner's serving)."""
+        self.watchers = group
+        try:
+            yield
+        finally:
+            self.watchers = None
+            self._waiting.clear()
 
     def on_reply(self, env: Envelope) -> None:
         """Hand a RESULT or ERROR envelope to the call waiting for it (a stray one is dropped)."""

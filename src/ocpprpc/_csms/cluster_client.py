@@ -135,6 +135,7 @@ class ClusterClient:
             self._caller = ClusterCaller(self._adapter, call_timeout=self._call_timeout, grace=self._grace)
             group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(group.cancel_scope.cancel)  # runs before the group's exit waits
+            stack.enter_context(self._caller.serve(group))
             group.start_soon(self._receive, self._adapter, self._caller, group)
         except BaseException:
             self._caller = None

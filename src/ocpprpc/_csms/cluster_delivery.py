@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: Close code for a connection another node now holds (the same as a local replacement).
 _REPLACED = 1008
+#: Idle workers kept waiting for calls from other nodes (more end after their call).
+_KEEP_IDLE = 64
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,15 @@ class ClusterDelivery:
         self.caller = ClusterCaller(adapter, call_timeout=call_timeout, grace=grace)
         self._local = LocalDelivery(lambda: server.clients)
         self._held: dict[str, _Held] = {}
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._concurrency = concurrency
+        # Calls from other nodes are served by workers that stay for the next call (a task
+        # per call costs more than handing a call to a waiting worker).
+        self._calls, self._calls_out = anyio.create_memory_object_stream[Envelope](float("inf"))
+        self._workers = 0
+        #: Workers waiting for a call, less the calls queued for them (negative: calls wait).
+        self._idle = 0
         self._changes, self._changes_out = anyio.create_memory_object_stream[tuple[str, bool]](float("inf"))
         self.stats_interval = stats_interval
         # Until the first sample: nothing counted yet, the inbox unknown.
@@ -161,17 +171,18 @@ class ClusterDelivery:
             for identity in list(self.server.clients):  # connected before we started
                 self._changes.send_nowait((identity, True))
             async with anyio.create_task_group() as group:
-                group.start_soon(self._track_presence)
-                group.start_soon(self._sample_periodically)
-                task_status.started()
-                received = self.adapter.received
-                take_waiting = getattr(received, "receive_nowait", None)
-                async for env in received:
-                    self._dispatch(env, group)
-                    # Everything already waiting in this turn: one loop turn per batch, not per envelope.
-                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
-                        while take_waiting is not None:
-                            self._dispatch(take_waiting(), group)
+                with self.caller.serve(group):
+                    group.start_soon(self._track_presence)
+                    group.start_soon(self._sample_periodically)
+                    task_status.started()
+                    received = self.adapter.received
+                    take_waiting = getattr(received, "receive_nowait", None)
+                    async for env in received:
+                        self._dispatch(env, group)
+                        # Everything already waiting in this turn: one loop turn per batch, not per envelope.
+                        with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                            while take_waiting is not None:
+                                self._dispatch(take_waiting(), group)
         finally:
             unsubscribe()
 
@@ -210,7 +221,12 @@ class ClusterDelivery:
 
     def _dispatch(self, env: Envelope, group: anyio.abc.TaskGroup) -> None:
         if env.k is Kind.CALL:
-            group.start_soon(self._serve_call, env)
+            if self._idle <= 0 and self._workers < self._concurrency:
+                self._workers += 1
+                group.start_soon(self._worker, env)
+            else:  # to a waiting worker, or queued for the next one free (at the limit)
+                self._idle -= 1
+                self._calls.send_nowait(env)
         elif env.k in (Kind.RESULT, Kind.ERROR):
             self.caller.on_reply(env)
         elif env.k is Kind.KICK:
@@ -221,41 +237,52 @@ class ClusterDelivery:
     async def _kick(self, held: _Held) -> None:
         await held.session.close(_REPLACED, "connected to another node", graceful=False)
 
+    async def _worker(self, env: Envelope) -> None:
+        """Serve *env*, then the calls handed or queued to it, until enough others wait idle."""
+        try:
+            while True:
+                await self._serve_call(env)
+                if self._idle >= _KEEP_IDLE:
+                    return
+                self._idle += 1
+                env = await self._calls_out.receive()
+        finally:
+            self._workers -= 1
+
     async def _serve_call(self, env: Envelope) -> None:
-        async with self._limiter:
-            session = self.server.clients.get(env.dst)
-            remaining = (env.dl - now_ms()) / 1000
-            if remaining <= 0:
-                return  # the caller has given up: never act late
-            kind: Kind = Kind.RESULT
-            answer: Any = None
-            if session is None:
-                kind, answer = Kind.ERROR, {"kind": "not_connected"}
-            else:
-                try:
-                    answer = await session.call(env.m, env.p, timeout=remaining)
-                except OCPPError as exc:
-                    kind = Kind.ERROR
-                    answer = {"kind": "ocpp", "code": exc.code.value, "description": exc.description}
-                    answer |= {"details": dict(exc.details)}
-                except CallTimeout:
-                    kind, answer = Kind.ERROR, {"kind": "timeout"}
-                except ConnectionLost as exc:
-                    kind, answer = Kind.ERROR, {"kind": "connection_lost", "description": str(exc)}
-                except InvalidResponseError as exc:
-                    kind = Kind.ERROR
-                    answer = {
-                        "kind": "invalid_response",
-                        "code": exc.code.value,
-                        "description": exc.description,
-                    }
-                except Exception as exc:  # a hostile or broken request: answered, never fatal here
-                    kind, answer = Kind.ERROR, {"kind": "failed", "description": str(exc) or repr(exc)}
-            reply = envelope(kind, self.adapter.node_id, env.dst, timeout=self.grace, corr=env.id, p=answer)
+        session = self.server.clients.get(env.dst)
+        remaining = (env.dl - now_ms()) / 1000
+        if remaining <= 0:
+            return  # the caller has given up: never act late
+        kind: Kind = Kind.RESULT
+        answer: Any = None
+        if session is None:
+            kind, answer = Kind.ERROR, {"kind": "not_connected"}
+        else:
             try:
-                await self.adapter.deliver(env.src, reply)
-            except ClusterError as exc:  # the caller's node is gone: nobody to tell
-                log.info("reply to %s for %r not delivered: %s", env.src, env.dst, exc)
+                answer = await session.call(env.m, env.p, timeout=remaining)
+            except OCPPError as exc:
+                kind = Kind.ERROR
+                answer = {"kind": "ocpp", "code": exc.code.value, "description": exc.description}
+                answer |= {"details": dict(exc.details)}
+            except CallTimeout:
+                kind, answer = Kind.ERROR, {"kind": "timeout"}
+            except ConnectionLost as exc:
+                kind, answer = Kind.ERROR, {"kind": "connection_lost", "description": str(exc)}
+            except InvalidResponseError as exc:
+                kind = Kind.ERROR
+                answer = {
+                    "kind": "invalid_response",
+                    "code": exc.code.value,
+                    "description": exc.description,
+                }
+            except Exception as exc:  # a hostile or broken request: answered, never fatal here
+                kind, answer = Kind.ERROR, {"kind": "failed", "description": str(exc) or repr(exc)}
+        reply = envelope(kind, self.adapter.node_id, env.dst, timeout=self.grace, corr=env.id, p=answer)
+        try:
+            await self.adapter.deliver(env.src, reply)
+        except ClusterError as exc:  # the caller's node is gone: nobody to tell
+            log.info("reply to %s for %r not delivered: %s", env.src, env.dst, exc)
 
 
 @asynccontextmanager

@@ -170,6 +170,24 @@ class RedisOps(Protocol):
 
     async def xack(self, key: str, group: str, ids: Sequence[str]) -> int: ...
 
+    async def xack_xreadgroup(
+        self,
+        key: str,
+        group: str,
+        consumer: str,
+        start_id: str,
+        *,
+        ack: Sequence[str],
+        count: int,
+        block_ms: int | None = None,
+    ) -> tuple[int | Exception, list[Entry]]:
+        """XACK *ack* (non-empty), then XREADGROUP as :meth:`xreadgroup`, in one round trip.
+
+        The ack's count, or its failure as an exception instance (the read goes on
+        regardless), and the entries; a failed read raises as :meth:`xreadgroup` does.
+        """
+        ...
+
     async def xautoclaim(
         self,
         key: str,

@@ -155,9 +155,32 @@ class CoredisOps:
             reply = await self.client.xreadgroup(
                 group, consumer, {key: start_id}, count=count, block=block_ms
             )
-        if not reply:
-            return []
-        return [entry(item.identifier, item.field_values) for items in reply.values() for item in items]
+        return _entries(reply)
+
+    async def xack_xreadgroup(
+        self,
+        key: str,
+        group: str,
+        consumer: str,
+        start_id: str,
+        *,
+        ack: Sequence[str],
+        count: int,
+        block_ms: int | None = None,
+    ) -> tuple[int | Exception, list[Entry]]:
+        acked: int | Exception
+        with _translated():
+            async with self.client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                ack_request = pipe.xack(key, group, ack)
+                read_request = pipe.xreadgroup(group, consumer, {key: start_id}, count=count, block=block_ms)
+            try:
+                acked = await ack_request
+            except Exception as exc:  # raise_on_error=False returns most failures, not all
+                acked = exc
+            reply = await read_request
+            if isinstance(reply, BaseException):
+                raise reply
+        return (_value(acked) if isinstance(acked, BaseException) else int(acked)), _entries(reply)
 
     async def xack(self, key: str, group: str, ids: Sequence[str]) -> int:
         if not ids:
@@ -281,6 +304,12 @@ def _trim(maxlen: int | None) -> dict[str, Any]:
         "threshold": maxlen,
         "trim_operator": coredis.PureToken.APPROXIMATELY,
     }
+
+
+def _entries(reply: Any) -> list[Entry]:
+    if not reply:
+        return []
+    return [entry(item.identifier, item.field_values) for items in reply.values() for item in items]
 
 
 def _queue(pipe: Any, command: PipelineCommand) -> Any:

@@ -191,15 +191,33 @@ class RedisPyOps:
             reply: Any = await self.client.xreadgroup(
                 group, consumer, {key: start_id}, count=count, block=block_ms
             )
-        if isinstance(reply, dict):  # RESP3
-            return [entry(i, f) for items in reply.values() for batch in items for i, f in batch]
-        return [entry(identifier, fields) for _, items in reply or [] for identifier, fields in items]
+        return _entries(reply)
 
     async def xack(self, key: str, group: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0
         async with self._turn:
             return int(await self.client.xack(key, group, *ids))
+
+    async def xack_xreadgroup(
+        self,
+        key: str,
+        group: str,
+        consumer: str,
+        start_id: str,
+        *,
+        ack: Sequence[str],
+        count: int,
+        block_ms: int | None = None,
+    ) -> tuple[int | Exception, list[Entry]]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(key, group, *ack)
+        pipe.xreadgroup(group, consumer, {key: start_id}, count=count, block=block_ms)
+        with _translated():
+            acked, reply = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, Exception):
+                raise reply
+        return (_value(acked) if isinstance(acked, Exception) else int(acked)), _entries(reply)
 
     async def xautoclaim(
         self,
@@ -347,6 +365,12 @@ class _Messages:
             if message is not None and message["type"] == "message":
                 return message["data"]  # type: ignore[no-any-return]
         raise StopAsyncIteration
+
+
+def _entries(reply: Any) -> list[Entry]:
+    if isinstance(reply, dict):  # RESP3
+        return [entry(i, f) for items in reply.values() for batch in items for i, f in batch]
+    return [entry(identifier, fields) for _, items in reply or [] for identifier, fields in items]
 
 
 def _fields(fields: Mapping[str, bytes]) -> dict[Any, Any]:

@@ -219,8 +219,6 @@ class RedisAdapter:
         # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
         self._kicks, self._kicks_out = anyio.create_memory_object_stream[Envelope](float("inf"))
         self._outbox, self._outbox_out = anyio.create_memory_object_stream[_Out](float("inf"))
-        self._acks, self._acks_out = anyio.create_memory_object_stream[list[str]](float("inf"))
-        self._reread = False
         self._stack: AsyncExitStack | None = None
         self._ops: RedisOps | None = None
         self._down = False
@@ -275,7 +273,6 @@ class RedisAdapter:
             group.start_soon(self._refresher)
             group.start_soon(self._forward_kicks)
             group.start_soon(self._write_outbox)
-            group.start_soon(self._ack)
             await group.start(self._subscriber)
         except BaseException:
             await stack.aclose()
@@ -298,8 +295,6 @@ class RedisAdapter:
             self._kicks.close()
             self._kicks_out.close()
             self._outbox.close()
-            self._acks.close()
-            self._acks_out.close()
             self._ops = None
 
     # -- inbox ----------------------------------------------------------------------------
@@ -311,23 +306,38 @@ class RedisAdapter:
         inbox = self.inbox_key(self.node_id)
         start = "0"  # first our own pending entries: read by a previous run, never acked
         backoff = 0.1
+        #: Handed off, not yet acked: acked in the same round trip as the next read.
+        acks: list[str] = []
+        reread = False
         while True:
             try:
                 block = None if start == "0" else self.block_ms
-                entries = await self.ops.xreadgroup(
-                    inbox, GROUP, self.node_id, start, count=self.read_count, block_ms=block
-                )
+                if acks:
+                    acked, entries = await self.ops.xack_xreadgroup(
+                        inbox, GROUP, self.node_id, start, ack=acks, count=self.read_count, block_ms=block
+                    )
+                    acks = []
+                    if isinstance(acked, Exception):  # still pending: read again via "0" (duplicates)
+                        self._count_failure(acked)
+                        reread = True
+                else:
+                    entries = await self.ops.xreadgroup(
+                        inbox, GROUP, self.node_id, start, count=self.read_count, block_ms=block
+                    )
             except NoGroup:
+                acks = []  # the group is gone, and its pending entries with it
                 await self._repair_quietly()
                 start = "0"
                 continue
-            except _TRANSIENT as exc:
+            except _TRANSIENT as exc:  # the acks (if any) are sent again with the next read
                 self._count_failure(exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.1
-            if start == "0" and not entries:
+            if reread:
+                reread, start = False, "0"
+            elif start == "0" and not entries:
                 start = ">"
                 continue
             for item in entries:
@@ -339,12 +349,7 @@ class RedisAdapter:
                         await self._send.send(env)
                     self._metrics.received += 1
             await self._taken()  # the hand-off; acked after it
-            # Acked by another task, so the next read does not wait for the ack's round trip.
-            if entries:
-                self._acks.send_nowait([item.id for item in entries])
-            if self._reread:  # an ack failed: those entries are read again via "0" (duplicates)
-                self._reread = False
-                start = "0"
+            acks = [item.id for item in entries]
 
     async def _taken(self) -> None:
         """Return once the node has taken every envelope handed to it (nothing left in the buffer).
@@ -356,19 +361,6 @@ class RedisAdapter:
         while self._send.statistics().current_buffer_used:
             await anyio.sleep(delay)
             delay = min(delay * 2 or 0.0002, 0.005)
-
-    async def _ack(self) -> None:
-        """XACK what the consumer handed off, everything that queued meanwhile in one command."""
-        inbox = self.inbox_key(self.node_id)
-        async for ids in self._acks_out:
-            with contextlib.suppress(anyio.WouldBlock):
-                while len(ids) < 10 * self.read_count:
-                    ids += self._acks_out.receive_nowait()
-            try:
-                await self.ops.xack(inbox, GROUP, ids)
-            except _TRANSIENT as exc:  # stays pending: read again via "0", dropped as a duplicate
-                self._count_failure(exc)
-                self._reread = True
 
     def _accept(self, data: bytes | None) -> Envelope | None:
         if data is None:  # trimmed away while pending
