@@ -42,7 +42,8 @@ from .._csms.ratelimit import OnBreach, RateLimit
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._ws.tls import server_ssl_context
 from ..cluster.ops_open import redis_url_problem
-from .args import NOT_GIVEN, UsageError, build_parser, node_name_problem
+from .arg_types import node_name_problem
+from .args import NOT_GIVEN, UsageError, build_parser
 from .config_values import (
     _LIMIT_KIND,
     Reader,
