@@ -82,7 +82,8 @@ if _TYPE_CHECKING:
         QueuedCommand,
     )
     from ._csms.delivery import SendOutcome, SendStatus, StationNotConnected
-    from ._csms.server import Accept, DuplicatePolicy, Reject, Server, serve
+    from ._csms.serve_context import serve
+    from ._csms.server import Accept, DuplicatePolicy, Reject, Server
     from ._csms.session_state import SessionStates
     from ._csms.stats import ClusterStats, ServerStats
     from ._rpc.session import CallTimeout, InvalidResponseError, Session
@@ -119,7 +120,7 @@ _LAZY = {
     "CommandState": "._csms.command_buffer",
     "QueuedCommand": "._csms.command_buffer",
     "SessionStates": "._csms.session_state",
-    "serve": "._csms.server",
+    "serve": "._csms.serve_context",
     "client_ssl_context": "._ws.tls",
     "server_ssl_context": "._ws.tls",
     "WebSocketStream": "._ws.websocket",

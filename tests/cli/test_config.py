@@ -23,15 +23,9 @@ import trustme
 from ocpprpc import AdmissionPolicy, RateLimit
 from ocpprpc._cli.args import UsageError, build_parser
 from ocpprpc._cli.commands import main
-from ocpprpc._cli.config import (
-    MAX_BYTES,
-    Setting,
-    Table,
-    _settings,
-    config_schema,
-    load_config,
-)
+from ocpprpc._cli.config import MAX_BYTES, _settings, load_config
 from ocpprpc._cli.config_print import key_rows, key_table_rst
+from ocpprpc._cli.config_schema import Setting, Table, config_schema
 
 from .helpers import BACKENDS, WAIT, cli, csms, environment, one_error_line, station
 

@@ -15,7 +15,7 @@ import logging
 from .._csms.cluster_client import ClusterClient
 from .._csms.delivery import SendStatus
 from ..cluster.adapter import ClusterError
-from .args import shown_url
+from .arg_types import shown_url
 from .output import CommandFailed, _say
 
 #: Exit status per outcome (0: answered; 2: usage, before anything is sent).

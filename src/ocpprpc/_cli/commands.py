@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from .args import PROG, UsageError, _check_call, _check_serve, _check_station, build_parser
+from .arg_checks import _check_call, _check_serve, _check_station
+from .args import PROG, UsageError, build_parser
 from .call import run_call
 from .config import apply_config
 from .config_print import render_config

@@ -16,8 +16,8 @@ from typing import Any
 from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import RateLimit
 from .._options.model import SessionOptions, WebSocketOptions
-from .args import shown_url
-from .config import Setting, Table, config_schema
+from .arg_types import shown_url
+from .config_schema import Setting, Table, config_schema
 from .config_values import NONE, _join, _key
 
 __all__ = ["key_rows", "key_table_rst", "render_config"]

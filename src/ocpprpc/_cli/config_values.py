@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._csms.ratelimit import RateLimit
-from .args import _protocol_list
+from .arg_types import _protocol_list
 
 #: What a file writes for ``None`` (TOML has no null).
 NONE = "none"

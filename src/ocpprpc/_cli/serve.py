@@ -26,7 +26,7 @@ from .._csms.server import Accept, Reject, Server
 from .._ws.handshake import StationRequest
 from ..cluster.adapter import ClusterUnavailable
 from ..cluster.redis_adapter import RedisAdapter
-from .args import shown_url
+from .arg_types import shown_url
 from .config import ServeConfig
 from .demo import demo_csms_router
 from .output import CommandFailed, _log_wire, _say

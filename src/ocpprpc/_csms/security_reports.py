@@ -1,4 +1,7 @@
-"""The security events a :class:`~ocpprpc.Server` raises: refusals, failed auth, breaches, floods."""
+"""The security events a :class:`~ocpprpc.Server` raises: refusals, failed auth, breaches, floods.
+
+The server also runs the hub for ``async`` subscribers while it serves.
+"""
 
 from __future__ import annotations
 
@@ -141,3 +144,24 @@ class _SecurityReports(_ServerBase):
                 count=session.connection.consecutive_bad_messages,
                 reason=f"{limit} malformed messages in a row; disconnected",
             )
+
+    async def _relay_security_events(self) -> None:
+        """Run the hub for ``async`` subscribers while any listener serves.
+
+        One ``serve`` runs it; when that one stops (its listener cancelled
+        alone), another takes over.  A hub the application runs itself is left
+        to it.
+        """
+        hub = self.security_events
+        while True:
+            if self._hub_handover is None:
+                self._hub_handover = anyio.Event()
+            if hub.running:
+                await self._hub_handover.wait()
+                continue
+            try:
+                await hub.run()
+            finally:
+                handover, self._hub_handover = self._hub_handover, None
+                if handover is not None:
+                    handover.set()

@@ -15,8 +15,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, MutableMapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, MutableMapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +26,10 @@ from .._ops.registry import StationRegistry
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
 from .._options.table import merge_options, split_session_extras
-from .._rpc.groups import raise_single
 from .._rpc.protocols import ValidationArg, check_protocols
 from .._rpc.router import Router
 from .._rpc.session import DEFAULT_INBOUND_BUDGET, InboundBudget, Session
 from .._typed.quirks import QuirksArg, as_quirks
-from .._version import __version__
 from .._ws.handshake import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     IdentityCheck,
@@ -40,19 +37,21 @@ from .._ws.handshake import (
     check_identity,
     resolve_ws_codec,
 )
-from .._ws.http_plain import PlainHttpHandler, serve_plain_http
+from .._ws.http_plain import PlainHttpHandler
 from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serve_listener
 from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 from .admission import AdmissionPolicy
 from .admission_flow import _peer_host
 from .command_buffer import CommandBuffer
-from .delivery import Delivery, LocalDelivery, SendOutcome, broadcast, try_send
+from .commanding import _Commanding
+from .delivery import Delivery, LocalDelivery
 from .guard import GuardedRouter, RateLimitedRouter, ReplayCache
 from .http_endpoints import HttpEndpoints
-from .listener import Listener, _check_route_protocols, _Endpoint, _route_middleware, _Target
+from .listener import Listener, _Endpoint, _Target
 from .live import _LiveChanges
 from .ratelimit import RateLimiter, StationLimits
+from .route_targets import _RouteTargets
 from .routing import Route, check_routes
 from .security_events import (
     SecurityEvents,
@@ -62,6 +61,7 @@ from .server_base import Accept as Accept
 from .server_base import DuplicatePolicy as DuplicatePolicy
 from .server_base import Reject as Reject
 from .session_state import SessionStates
+from .side_door import _SideDoor
 from .station_services import station_services
 from .stats import ServerCounters, ServerStats
 from .upgrade import ConnectionMiddleware
@@ -70,12 +70,12 @@ if TYPE_CHECKING:
     from .._ops.metrics import Metrics
     from .cluster_delivery import ClusterDelivery
 
-__all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "ServerStats", "serve"]
+__all__ = ["Accept", "DuplicatePolicy", "Reject", "Server", "ServerStats"]
 
 log = logging.getLogger("ocpprpc.server")
 
 
-class Server(_LiveChanges):
+class Server(_Commanding, _SideDoor, _RouteTargets, _LiveChanges):
     """A CSMS: the options every station connection shares, and the live sessions.
 
     :param router: handlers for the CALLs stations send.
@@ -461,49 +461,6 @@ class Server(_LiveChanges):
                 return dataclasses.replace(listener, port=port)
         raise LookupError(f"no listener named {name!r} is listening")
 
-    def _add_targets(self, routes: Sequence[Route] | None) -> None:
-        """Resolve each route's settings over the server's, once per route."""
-        for route in routes or ():
-            if route not in self._targets:
-                self._targets[route] = self._resolve(route)
-
-    def _resolve(self, route: Route) -> _Target:
-        protocols = self.protocols if route.protocols is None else tuple(route.protocols)
-        validation = self.validation if route.validation is None else route.validation
-        _check_route_protocols(route, protocols, validation)
-        session_router, guard = self._session_router, self._guard
-        if route.router is not None or route.rate_limits is not None:
-            session_router = route.router if route.router is not None else self.router
-            if self._guard is not None:
-                # The boot registry and replay cache are the server's: a station is one station.
-                session_router = guard = GuardedRouter(
-                    session_router,
-                    require_boot=self._guard.require_boot,
-                    boot_registry=self._guard.booted,
-                    replay_cache=self.replay_cache,
-                )
-            limiter = self.rate_limiter
-            if route.rate_limits is not None:
-                limiter = self._route_limiters.get(route)
-                if limiter is None:
-                    limiter = self._route_limiters[route] = RateLimiter(
-                        route.rate_limits, clock=time.monotonic
-                    )
-            if limiter is not None:
-                session_router = RateLimitedRouter(session_router, limiter, self._breached)
-        return _Target(
-            route=route,
-            pattern=route.pattern,
-            protocols=protocols,
-            auth=route.auth,
-            validation=validation,
-            max_message_size=route.max_message_size,
-            session_router=session_router,
-            guard=guard,
-            connection_middleware=tuple(route.connection_middleware or ()),
-            session_options=_route_middleware(self.session_options, route),
-        )
-
     # -- serving -------------------------------------------------------------------------
 
     async def serve(
@@ -570,27 +527,6 @@ class Server(_LiveChanges):
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
 
-    async def _relay_security_events(self) -> None:
-        """Run the hub for ``async`` subscribers while any listener serves.
-
-        One ``serve`` runs it; when that one stops (its listener cancelled
-        alone), another takes over.  A hub the application runs itself is left
-        to it.
-        """
-        hub = self.security_events
-        while True:
-            if self._hub_handover is None:
-                self._hub_handover = anyio.Event()
-            if hub.running:
-                await self._hub_handover.wait()
-                continue
-            try:
-                await hub.run()
-            finally:
-                handover, self._hub_handover = self._hub_handover, None
-                if handover is not None:
-                    handover.set()
-
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one station on an accepted byte stream until it leaves.
 
@@ -625,156 +561,6 @@ class Server(_LiveChanges):
         """Connections being served now, handshakes included (what ``max_connections`` bounds)."""
         return self._connections
 
-    # -- seeing it -------------------------------------------------------------------------
-
-    def stats(self) -> ServerStats:
-        """A snapshot of what the server is doing (:class:`ServerStats`; docs: operations).
-
-        Computed now from the running sessions and the server's own counters:
-        O(sessions), nothing is paid per message for it.  In a cluster, ``cluster`` is
-        what the cluster delivery last sampled (no Redis round trip here).
-        """
-        return self._counters.snapshot(
-            self._peers,  # every running session, an evicted one until it has ended too
-            connections=self._connections,
-            shutting_down=not self._accepting,
-            version=__version__,
-            calls=None if self.metrics is None else self.metrics.call_counts(),
-            cluster=None if self._cluster is None else self._cluster.stats(),
-        )
-
-    async def serve_http(
-        self,
-        host: str | None = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve ``/health`` (and ``/metrics``) on a port of its own, plain HTTP, until :meth:`shutdown` ends.
-
-        Reports the bound port through ``task_status``
-        (``port = await tg.start(server.serve_http, "0.0.0.0", 9100)``).  Each
-        request is read under the handshake timeout and answered on its own
-        connection; any other path is 404.
-        """
-        listener = await create_tcp_listener(host, port, tcp_stream=self.tcp_stream)
-        try:
-            async with anyio.create_task_group() as requests:
-                with anyio.CancelScope() as accepting:
-                    self._http_scopes.append(accepting)
-                    bound: int = listener.extra(anyio.abc.SocketAttribute.local_port)
-                    task_status.started(bound)
-                    log.info("serving /health and /metrics on %s:%s", host, bound)
-                    try:
-                        await serve_listener(listener, self._serve_plain, requests)
-                    finally:
-                        self._http_scopes.remove(accepting)
-                requests.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await listener.aclose()
-
-    async def _serve_plain(self, stream: anyio.abc.ByteStream) -> None:
-        try:
-            await serve_plain_http(stream, self.http_endpoints, head_timeout=self.handshake_timeout)
-        except Exception:
-            log.exception("unexpected error while answering an HTTP request")
-        finally:
-            await anyio.aclose_forcefully(stream)
-
-    # -- commanding stations ---------------------------------------------------------
-
-    async def send_to_client(
-        self,
-        identity: str,
-        request: Any,
-        payload: Any = None,
-        /,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 (bounds the answer, like call())
-        queue: bool = False,
-        deadline: float | None = None,
-    ) -> Any:
-        """Call the station *identity* wherever it is connected; return its answer.
-
-        ``request`` is a typed request (``v16.ResetRequest(...)``) or an action name
-        with *payload*, as for :meth:`Session.call`; it raises what ``call()``
-        raises, and :class:`~ocpprpc.StationNotConnected` when no session has that
-        identity.  *timeout*: ``None`` uses the session's call timeout.
-
-        *queue* (needs ``command_buffer``): go through the command buffer, so a
-        station that is away gets the command once it is back and booted; the
-        await lasts until it answered, or raises :class:`~ocpprpc.CommandExpired`
-        after *deadline* seconds (default: the buffer's ``default_deadline``).
-        """
-        if queue:
-            return await self._buffer().send(identity, request, payload, timeout=timeout, deadline=deadline)
-        return await self.delivery.call(identity, request, payload, timeout)
-
-    async def try_send_to_client(
-        self,
-        identity: str,
-        request: Any,
-        payload: Any = None,
-        /,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 (bounds the answer, like call())
-        queue: bool = False,
-        deadline: float | None = None,
-        wait: bool = True,
-    ) -> SendOutcome:
-        """Like :meth:`send_to_client`, but every outcome is returned as a :class:`~ocpprpc.SendOutcome`.
-
-        With *queue*, ``wait=False`` returns at once: ``QUEUED`` with
-        ``outcome.command`` (a :class:`~ocpprpc.QueuedCommand` to await or
-        cancel), or ``BUFFER_FULL``.
-        """
-        if queue:
-            return await self._buffer().try_send(
-                identity, request, payload, timeout=timeout, deadline=deadline, wait=wait
-            )
-        if not wait:
-            raise ValueError("wait=False needs queue=True (a command buffer)")
-        return await try_send(self.delivery, identity, request, payload, timeout)
-
-    def _buffer(self) -> CommandBuffer:
-        if self.command_buffer is None:
-            raise RuntimeError("queue=True needs a command buffer: Server(command_buffer=CommandBuffer())")
-        return self.command_buffer
-
-    async def run_services(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Run the registry, command buffer and session-state wiring until cancelled.
-
-        :meth:`serve` runs it; an application that only calls :meth:`handle`
-        starts it in its task group (``await group.start(server.run_services)``),
-        with ``security_events.run``.  Returns at once if none is configured.
-        """
-        if self._services is None:
-            task_status.started()
-            return
-        await self._services.run(task_status=task_status)
-
-    async def broadcast(
-        self,
-        identities: Iterable[str],
-        request: Any,
-        payload: Any = None,
-        /,
-        *,
-        concurrency: int = 32,
-        timeout: float | None = None,  # noqa: ASYNC109 (bounds each answer, like call())
-    ) -> dict[str, SendOutcome]:
-        """Call every station in *identities*, at most *concurrency* at once; one outcome each.
-
-        Returns ``{identity: SendOutcome}`` in the order given (duplicates once).
-        Cancelling the caller cancels every call still in flight.
-        """
-        return await broadcast(
-            self.delivery, identities, request, payload, concurrency=concurrency, timeout=timeout
-        )
-
     async def shutdown(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (a grace period)
         """Stop accepting, close every station with 1001, wait up to *timeout* for their work.
 
@@ -804,55 +590,3 @@ class Server(_LiveChanges):
 
 async def _close_session(session: Session, grace: float) -> None:
     await session.close(_GOING_AWAY, "the CSMS is shutting down", graceful=True, timeout=grace)
-
-
-@asynccontextmanager
-async def serve(
-    host: str | None = "127.0.0.1",
-    port: int = 0,
-    *,
-    listeners: Sequence[Listener] | None = None,
-    **options: Any,
-) -> AsyncIterator[Server]:
-    """Run a :class:`Server` on *host*:*port* for the duration of the block.
-
-    ::
-
-        async with ocpprpc.serve("0.0.0.0", 9000, router=router) as server:
-            await anyio.sleep_forever()
-
-    Port 0 picks a free port (``server.port``).  Leaving the block shuts the
-    server down gracefully (:meth:`Server.shutdown`).
-
-    *listeners*: several addresses instead of *host*:*port*, each a
-    :class:`Listener` with its own TLS context and routes (docs: routing).
-    """
-    if listeners is not None:
-        if (host, port) != ("127.0.0.1", 0):
-            raise TypeError("serve() takes host and port, or listeners, not both")
-        if not listeners:
-            raise ValueError("listeners must name at least one Listener")
-        if not all(isinstance(listener, Listener) for listener in listeners):
-            raise TypeError("listeners must be ocpprpc.Listener objects")
-    server = Server(**options)
-    try:
-        async with anyio.create_task_group() as task_group:
-            for listener in listeners or [Listener(host, port)]:
-                await task_group.start(
-                    functools.partial(
-                        server.serve,
-                        listener.host,
-                        listener.port,
-                        ssl_context=listener.ssl_context,
-                        routes=listener.routes,
-                        name=listener.name,
-                    )
-                )
-            try:
-                yield server
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await server.shutdown()
-    except BaseExceptionGroup as group:
-        raise_single(group)
-        raise

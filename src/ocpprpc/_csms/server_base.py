@@ -1,8 +1,9 @@
 """What every part of a :class:`~ocpprpc.Server` shares: the auth decisions, the settings its parts read.
 
-The server is split by concern into mixins that inherit in a chain (the
-security reports, the admission of one connection, then
-:class:`~ocpprpc.Server` itself, whose ``__init__`` sets the attributes), so a
+The server is split by concern into mixins (the security reports, the
+admission of one connection and the live changes inherit in a chain; the
+route targets, commanding and the side door sit beside them), all under
+:class:`~ocpprpc.Server` itself, whose ``__init__`` sets the attributes, so a
 call between concerns stays a plain method call on ``self``.  ``_ServerBase``
 declares the attributes the mixins use, for the type checker.
 """
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._options.policies import Keepalive
 from .._rpc.protocols import ValidationArg
-from .._rpc.router import Router
+from .._rpc.router import CallContext, Router
 from .._rpc.session import InboundBudget, Session
 from .._typed.quirks import Quirks
 from .._ws.handshake import (
@@ -28,16 +29,25 @@ from .._ws.handshake import (
 )
 from .._ws.http_plain import PlainHttpHandler
 from .admission import AdmissionPolicy
-from .guard import GuardedRouter
-from .ratelimit import RateLimiter
+from .guard import GuardedRouter, ReplayCache
+from .ratelimit import RateLimiter, Verdict
 from .security_events import (
     SecurityEvents,
 )
 from .stats import ServerCounters
 
 if TYPE_CHECKING:
+    import anyio
+
+    from .._ops.metrics import Metrics
+    from .._ws.tcp import TcpStreamName
+    from .cluster_delivery import ClusterDelivery
+    from .command_buffer import CommandBuffer
+    from .delivery import Delivery
+    from .http_endpoints import HttpEndpoints
     from .listener import Listener, _Endpoint, _Target
     from .routing import Route
+    from .station_services import StationServices
     from .upgrade import ConnectionMiddleware
 
 ALL_PROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
@@ -97,6 +107,7 @@ class _ServerBase:
     """The attributes of a :class:`~ocpprpc.Server` its mixins use (``Server.__init__`` sets them)."""
 
     # -- settings
+    router: Router
     protocols: tuple[str, ...]
     auth: AuthCallback | None
     on_connect: ConnectCallback | None
@@ -109,6 +120,7 @@ class _ServerBase:
     max_message_size: int
     close_timeout: float
     ws_codec: WsCodecName | None
+    tcp_stream: TcpStreamName | None
     max_outstanding_calls: int | None
     detailed_errors: bool
     max_bad_messages: int | None
@@ -119,6 +131,7 @@ class _ServerBase:
     max_queued_calls: int | None
     send_timeout: float | None
     inbound_budget: InboundBudget | None
+    replay_cache: ReplayCache | None
     admission: AdmissionPolicy | None
     security_events: SecurityEvents
     rate_limiter: RateLimiter | None
@@ -133,8 +146,16 @@ class _ServerBase:
     _targets: dict[Route, _Target]
     _default_endpoint: _Endpoint
     _endpoints: dict[Listener, _Endpoint]
-    #: A route's settings over the server's (``Server._resolve``).
+    _route_limiters: dict[Route, RateLimiter]
+    #: A route's settings over the server's (``_RouteTargets._resolve``).
     _resolve: Callable[[Route], _Target]
+    #: Reports a CALL over a limit (``_SecurityReports._breached``).
+    _breached: Callable[[Verdict, CallContext], None]
+
+    # -- commanding (delivery, command buffer) and station services
+    delivery: Delivery
+    command_buffer: CommandBuffer | None
+    _services: StationServices | None
 
     # -- state
     _session_router: Router
@@ -147,3 +168,9 @@ class _ServerBase:
     _accepting: bool
     _counters: ServerCounters
     _http: PlainHttpHandler | None
+    _http_scopes: list[anyio.CancelScope]
+    _hub_handover: anyio.Event | None
+    # -- seeing it
+    metrics: Metrics | None
+    http_endpoints: HttpEndpoints
+    _cluster: ClusterDelivery | None
