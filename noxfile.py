@@ -140,9 +140,7 @@ def tests(session: nox.Session) -> None:
     # so the few long subprocess proofs do not leave a core idle; pytest-cov combines the workers'
     # coverage into the one data file the gates below read.
     workers = os.environ.get("OCPPRPC_TEST_WORKERS", "auto")
-    session.run(
-        "pytest", "-n", workers, "--dist", "worksteal", "--cov", "--cov-report=", *session.posargs
-    )
+    session.run("pytest", "-n", workers, "--dist", "worksteal", "--cov", "--cov-report=", *session.posargs)
     session.run("coverage", "report")
     engine = ",".join(f"src/ocpprpc/{module}.py" for module in ENGINE)
     session.run("coverage", "report", f"--include={engine}", "--fail-under=100")
