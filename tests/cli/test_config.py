@@ -179,6 +179,16 @@ CASES: dict[str, tuple[str | bytes, tuple[str, ...], str]] = {
         (),
         "{cfg}: websocket.keepalive.interval: expected a number, got a string 'fast'",
     ),
+    "cluster-heartbeat-zero": (
+        "[cluster]\nheartbeat = 0\n",
+        (),
+        "{cfg}: cluster.heartbeat: must be more than 0, got 0",
+    ),
+    "cluster-heartbeat-text": (
+        '[cluster]\nheartbeat = "fast"\n',
+        (),
+        "{cfg}: cluster.heartbeat: expected a number, got a string 'fast'",
+    ),
     "wrong-type-array-item": (
         'protocols = ["ocpp1.6", 2]\n',
         (),
@@ -469,7 +479,12 @@ def test_print_config_without_a_file_shows_every_default(capsys: pytest.CaptureF
     assert (defaults["port"], defaults["validation"], defaults["rate_limits"]) == (9000, True, {})
     assert defaults["admission"]["upgrade_rate"] == "none" and defaults["admission"]["allow_ips"] == []
     assert defaults["csms"]["max_connections"] == "none" and "keepalive" not in defaults["websocket"]
-    assert defaults["cluster"] == {"url": "none", "node_name": "none", "namespace": "default"}
+    assert defaults["cluster"] == {
+        "url": "none",
+        "node_name": "none",
+        "namespace": "default",
+        "heartbeat": 0.75,
+    }
     assert [key for key in defaults if isinstance(defaults[key], dict)] == [
         "rate_limits",
         "cluster",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ async def test_three_serve_processes_a_station_the_call_cli_and_a_client(
         nodes = {}
         for name, backend in (("a", "asyncio"), ("b", "trio"), ("c", "asyncio")):
             args = [*cluster_args(redis_server, ns), "--node-name", name, "--backend", backend]
+            if name == "b":  # the node SIGKILLed below: dead 1.5 s after its last beat
+                args += ["--cluster-heartbeat", "0.5"]
             nodes[name] = processes.enter_context(csms(tmp_path / f"{name}.log", *args))
         started = [anyio.Event()]
         router = station_router(started)
@@ -124,9 +127,15 @@ async def test_three_serve_processes_a_station_the_call_cli_and_a_client(
                     with anyio.fail_after(WAIT):
                         await started[-1].wait()
                     nodes["b"][0].kill()
-                    with anyio.fail_after(20):  # liveness TTL 6 s + a heartbeat, far below 60 s
+                    killed = time.monotonic()
+                    # b's liveness TTL (1.5 s) + the caller's watch interval (0.25 s) + the call
+                    # process printing and exiting: far below its 60 s timeout.
+                    with anyio.fail_after(3):
                         while not results:  # noqa: ASYNC110 (the other task's subprocess)
-                            await anyio.sleep(0.05)
+                            await anyio.sleep(0.02)
+                    print(  # noqa: T201 (the measured time, shown with pytest -s)
+                        f"SIGKILLed node: its caller failed {time.monotonic() - killed:.2f} s after the kill"
+                    )
                 assert results[0].returncode == 6, results[0].stderr
                 line = one_error_line(results[0].stderr.decode())
                 assert line.startswith("DataTransfer to 'CP1': node 'b' is not alive: outcome unknown"), line
@@ -246,6 +255,16 @@ def test_call_mistakes_are_one_line_with_their_exit_status(case: str) -> None:
             ["--cluster", "unix:///tmp/redis.sock"],
             2,
             "argument --cluster: 'unix:///tmp/redis.sock' is not a usable",
+        ),
+        (
+            ["--cluster", "redis://h/0", "--cluster-heartbeat", "0"],
+            2,
+            "argument --cluster-heartbeat: must be more than 0 seconds",
+        ),
+        (
+            ["--cluster", "redis://h/0", "--cluster-heartbeat", "inf"],
+            2,
+            "argument --cluster-heartbeat: must be a finite number of seconds >= 0, got 'inf'",
         ),
     ],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from ..cluster.adapter import DEFAULT_HEARTBEAT
 from .arg_types import (
     _action,
     _action_rate,
@@ -228,6 +229,16 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         type=_node_name,
         default="default",
         help="keeps several clusters apart in one Redis",
+    )
+    serve.add_argument(
+        "--cluster-heartbeat",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        default=DEFAULT_HEARTBEAT,
+        help=(
+            "how often this node proves it is alive; silent for 3 heartbeats it counts as dead and "
+            "calls to it fail (outcome unknown) within about 3-4 heartbeats"
+        ),
     )
     serve.add_argument(
         "--config",

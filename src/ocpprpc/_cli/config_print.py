@@ -72,7 +72,12 @@ def render_config(args: argparse.Namespace) -> str:
         lines.append(f"{name} = {_toml(spec.to_dest(value))}")
     tables: dict[str, Mapping[str, Any]] = {
         "rate_limits": _limits_table(args.rate_limit, args.rate_limit_action if args.rate_limit else None),
-        "cluster": {"url": args.cluster, "node_name": args.node_name, "namespace": args.cluster_namespace},
+        "cluster": {
+            "url": args.cluster,
+            "node_name": args.node_name,
+            "namespace": args.cluster_namespace,
+            "heartbeat": args.cluster_heartbeat,
+        },
     }
     if args.cluster is not None and shown_url(args.cluster) != args.cluster:  # a password in it
         tables["cluster"] = {key: value for key, value in tables["cluster"].items() if key != "url"}

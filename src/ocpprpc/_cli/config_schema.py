@@ -34,6 +34,7 @@ from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import OnBreach, RateLimit
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._ws.tls import server_ssl_context
+from ..cluster.adapter import DEFAULT_HEARTBEAT
 from ..cluster.ops_open import redis_url_problem
 from .arg_types import node_name_problem
 from .config_values import (
@@ -51,6 +52,7 @@ from .config_values import (
     _number,
     _optional,
     _pattern,
+    _positive_number,
     _protocols,
     _rate,
     _secret,
@@ -437,6 +439,9 @@ def config_schema(base: Path | None = None) -> Table:
             "namespace": Setting(_checked(node_name_problem), "string", "default",
                                  "keeps several clusters apart in one Redis", "--cluster-namespace",
                                  "cluster_namespace"),
+            "heartbeat": Setting(_positive_number, "number", DEFAULT_HEARTBEAT,
+                                 "seconds between this node's liveness beats (dead after 3 missed)",
+                                 "--cluster-heartbeat", "cluster_heartbeat"),
         },
         "clustering: any node reaches any station (docs: clustering)",
     )  # fmt: skip

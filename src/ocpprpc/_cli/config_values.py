@@ -106,6 +106,13 @@ def _number(value: object) -> float:
     return float(value)
 
 
+def _positive_number(value: object) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise _Bad(f"must be more than 0, got {value}")
+    return number
+
+
 def _string(value: object) -> str:
     if not isinstance(value, str):
         raise _expected("a string", value)

@@ -154,10 +154,20 @@ async def _clustered(server: Server, args: argparse.Namespace) -> AsyncIterator[
         async with AsyncExitStack() as stack:
             if args.node_name is None:  # HOSTNAME-PID never comes back: leave no inbox behind
                 adapter = await stack.enter_async_context(
-                    transient_redis_adapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
+                    transient_redis_adapter(
+                        args.cluster,
+                        node_id=name,
+                        namespace=args.cluster_namespace,
+                        heartbeat=args.cluster_heartbeat,
+                    )
                 )
             else:  # a restart under this name drains what this run leaves pending
-                adapter = RedisAdapter(args.cluster, node_id=name, namespace=args.cluster_namespace)
+                adapter = RedisAdapter(
+                    args.cluster,
+                    node_id=name,
+                    namespace=args.cluster_namespace,
+                    heartbeat=args.cluster_heartbeat,
+                )
                 await stack.enter_async_context(adapter)
             await stack.enter_async_context(cluster_delivery(server, adapter))
             yield name

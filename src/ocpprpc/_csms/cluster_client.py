@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from ..cluster.adapter import (
+    DEFAULT_HEARTBEAT,
     ClusterAdapter,
     ClusterError,
     ClusterUnavailable,
@@ -43,12 +44,17 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def transient_redis_adapter(
-    url: str, *, node_id: str, namespace: str, prefer: ClientChoice = "auto"
+    url: str,
+    *,
+    node_id: str,
+    namespace: str,
+    prefer: ClientChoice = "auto",
+    heartbeat: float = DEFAULT_HEARTBEAT,
 ) -> AsyncIterator[RedisAdapter]:
     """A Redis adapter for a node that will not come back under its name (a caller, a ``HOSTNAME-PID``
     node): its inbox, a stream nobody would read again, is removed from Redis when it leaves."""
     async with open_ops(url, prefer=prefer) as ops:
-        adapter = RedisAdapter(ops=ops, node_id=node_id, namespace=namespace)
+        adapter = RedisAdapter(ops=ops, node_id=node_id, namespace=namespace, heartbeat=heartbeat)
         try:
             async with adapter:
                 yield adapter

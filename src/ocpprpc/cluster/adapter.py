@@ -47,6 +47,10 @@ __all__ = [
 #: ``Envelope.dst`` of a broadcast.
 BROADCAST = "*"
 
+#: Default seconds between a node's liveness beats: silent for 3 (2.25 s), it counts as dead
+#: and calls in flight to it fail (outcome unknown).  Longer tolerates longer event-loop stalls.
+DEFAULT_HEARTBEAT = 0.75
+
 
 class ClusterError(Exception):
     """Something about the cluster, not the station, prevented an answer."""

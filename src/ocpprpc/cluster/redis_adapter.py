@@ -7,7 +7,9 @@
 * A node's liveness key lives 3 heartbeats.  Delivery is one Lua script that XADDs only
   if the target's key exists, so a call to a dead node fails at once with
   :class:`~.adapter.NodeUnavailable`, and :meth:`wait_node_down` fails calls already
-  in flight within a liveness TTL plus a heartbeat.  Nothing is retried blindly.
+  in flight within the dead node's liveness TTL plus :data:`WATCH_INTERVAL` (the nodes
+  with calls in flight are polled that often, apart from our own heartbeat, so a caller
+  learns of a death as soon as the key lapses).  Nothing is retried blindly.
 * Presence ``<node>|<conn>|<token>`` per identity, claimed, refreshed and released by Lua
   conditional on ownership; the token (an INCR per identity) fences each new claim.
 * Broadcast over pub/sub under a supervisor that subscribes again whenever the
@@ -39,6 +41,7 @@ import anyio.abc
 import msgspec
 
 from .adapter import (
+    DEFAULT_HEARTBEAT,
     Claim,
     ClaimStatus,
     ClusterMetrics,
@@ -112,6 +115,8 @@ return out
 )
 #: Identities per REFRESH call: Redis runs one for ~1 ms, other clients wait that long at most.
 REFRESH_BATCH = 500
+#: Seconds between checks of the nodes that calls in flight wait on.
+WATCH_INTERVAL = 0.25
 #: KEYS: presence.  ARGV: node, conn.  Delete only if that connection holds it.
 RELEASE = Script(
     "local cur = redis.call('GET', KEYS[1]) "
@@ -183,7 +188,7 @@ class RedisAdapter:
         ops: RedisOps | None = None,
         prefer: ClientChoice = "auto",
         prefix: str = "ocpprpc",
-        heartbeat: float = 2.0,
+        heartbeat: float = DEFAULT_HEARTBEAT,
         presence_ttl: float = 300.0,
         inbox_maxlen: int = 10_000,
         read_count: int = 256,
@@ -214,6 +219,8 @@ class RedisAdapter:
         self._dedup = Dedup()
         self._claims: dict[str, str] = {}
         self._watch: dict[str, anyio.Event] = {}
+        #: Set when a node is watched while none was (wakes :meth:`_watcher`).
+        self._watched: anyio.Event | None = None
         # Room for one read: a batch is handed over at once (see _consume).
         self._send, self.received = anyio.create_memory_object_stream[Envelope](read_count)
         # Kicks for lost claims queue here: the heartbeat or a refresh never waits on the node.
@@ -270,6 +277,7 @@ class RedisAdapter:
             stack.callback(group.cancel_scope.cancel)  # runs before the group's exit waits
             group.start_soon(self._consume)
             group.start_soon(self._watchdog)
+            group.start_soon(self._watcher)
             group.start_soon(self._refresher)
             group.start_soon(self._forward_kicks)
             group.start_soon(self._write_outbox)
@@ -479,10 +487,19 @@ class RedisAdapter:
             await anyio.sleep(self.heartbeat)
             try:
                 await self._beat()
-                await self._check_watched()
             except _TRANSIENT as exc:
                 self._count_failure(exc)
                 self._down = True
+
+    async def _watcher(self) -> None:
+        """While calls to other nodes are in flight: their liveness keys every WATCH_INTERVAL."""
+        while True:
+            if not self._watch:
+                self._watched = watched = anyio.Event()
+                await watched.wait()
+            await anyio.sleep(WATCH_INTERVAL)
+            with contextlib.suppress(*_TRANSIENT):  # counted by the watchdog; tried again
+                await self._check_watched()
 
     async def _check_watched(self) -> None:
         nodes = list(self._watch)
@@ -490,7 +507,7 @@ class RedisAdapter:
             return
         values = await self.ops.mget([self.alive_key(node) for node in nodes])
         for node, value in zip(nodes, values, strict=True):
-            if value is None:
+            if value is None and node in self._watch:
                 self._watch.pop(node).set()
 
     async def node_alive(self, node: str) -> bool:
@@ -501,6 +518,8 @@ class RedisAdapter:
 
     async def wait_node_down(self, node: str) -> None:
         event = self._watch.setdefault(node, anyio.Event())
+        if self._watched is not None:
+            self._watched.set()
         await event.wait()
 
     # -- broadcast --------------------------------------------------------------------------
