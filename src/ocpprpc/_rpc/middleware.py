@@ -255,18 +255,35 @@ def fail_closed(middleware: Middleware) -> Middleware:
     return _FailClosed(middleware)
 
 
-class _Next:
-    """The ``call_next`` one layer gets; remembers the outcome for failing open."""
+class Tracked:
+    """A ``call_next`` that remembers its outcome, for failing open (not public API).
 
-    __slots__ = ("called", "error", "index", "innermost", "onion", "result")
+    Each layer's ``call_next`` is one.  An innermost layer that is one itself
+    (the session's handler step) is handed to the last layer as it is, with no
+    ``call_next`` object around it.  Its ``__call__`` sets ``called`` (and clears
+    ``error``) on entry, then ``result`` or ``error``.
+    """
+
+    __slots__ = ("called", "error", "result")
+
+    def __init__(self) -> None:
+        self.called = False
+        self.result: Any = None
+        self.error: Exception | None = None
+
+
+class _Next(Tracked):
+    """The ``call_next`` one layer gets: the rest of the onion."""
+
+    __slots__ = ("index", "innermost", "onion")
 
     def __init__(self, onion: Onion, index: int, innermost: CallNext) -> None:
         self.onion = onion
         self.index = index
         self.innermost = innermost
         self.called = False
-        self.result: Any = None
-        self.error: Exception | None = None
+        self.result = None
+        self.error = None
 
     async def __call__(self, ctx: MessageContext, /) -> Any:
         self.called = True
@@ -323,8 +340,14 @@ class Onion:
         """Run *ctx* through the layers from *index* inwards, *innermost* last."""
         if index >= len(self.layers):
             return await innermost(ctx)
-        layer = self.layers[index]
-        call_next = _Next(self, index + 1, innermost)
+        layers = self.layers
+        layer = layers[index]
+        # The innermost as the last layer's call_next when it tracks its own outcome.
+        call_next: Any = (
+            innermost
+            if index + 1 == len(layers) and isinstance(innermost, Tracked)
+            else _Next(self, index + 1, innermost)
+        )
         try:
             return await layer(ctx, call_next)
         except (OCPPError, DroppedByMiddleware):
