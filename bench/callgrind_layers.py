@@ -118,7 +118,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=0, help="run N round trips plainly (no valgrind)")
     parser.add_argument("--layers", default="none")
     parser.add_argument(
-        "--configs", default=";".join(CONFIGS), help=f"the configurations to measure, ';'-separated (default: {';'.join(CONFIGS)})"
+        "--configs",
+        default=";".join(CONFIGS),
+        help="the configurations to measure, ';'-separated; ratios are to the first (default: %(default)s)",
     )
     args = parser.parse_args()
     if args.calls:

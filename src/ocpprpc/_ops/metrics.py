@@ -173,7 +173,9 @@ class Metrics:
         return answer
 
     def _count(self, ctx: MetricsContext, outcome: str, started: float) -> None:
-        action = self._action(ctx.action)
+        action = ctx.action
+        if action not in self._actions:
+            action = self._action(action)
         direction = ctx.direction
         key = (action, direction, outcome)
         calls = self._calls

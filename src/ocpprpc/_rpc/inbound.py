@@ -28,7 +28,7 @@ from .._engine.events import (
 )
 from .._engine.rules import ErrorCode
 from .dispatch import NO_REPLY, CallContext, NoReply, Route
-from .middleware import DROP, DroppedByMiddleware, MessageContext, Tracked
+from .middleware import DROP, DroppedByMiddleware, Later, MessageContext, Tracked
 from .session_base import _SessionBase, _Work
 
 log = logging.getLogger("ocpprpc.session")
@@ -46,30 +46,22 @@ _T = TypeVar("_T")
 
 
 @types.coroutine
-def _run_in_context(
-    context: contextvars.Context, coro: Coroutine[Any, Any, _T], *suspended: Any
-) -> Generator[Any, Any, _T]:
+def _run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
     """Drive *coro* inside *context*, step by step, as a task of its own would.
 
     What an event loop does for a task (``context.run(coro.send, value)``),
     done inside the worker's own task: the event loop sees the worker's task and
     its cancel scopes, while context variables set by the handler stay in
     *context*.  Values and exceptions the worker's task receives are forwarded.
-    With *suspended* (one value: what *coro* yielded when its caller first sent
-    to it), the coroutine has already started: that value is passed on first.
     """
     send: Any = None
     error: BaseException | None = None
     while True:
-        if suspended:
-            yielded = suspended[0]
-            suspended = ()
-        else:
-            try:
-                yielded = context.run(coro.send, send) if error is None else context.run(coro.throw, error)
-            except StopIteration as stop:
-                result: _T = stop.value
-                return result
+        try:
+            yielded = context.run(coro.send, send) if error is None else context.run(coro.throw, error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
         try:
             send = yield yielded
             error = None
@@ -119,9 +111,16 @@ class _Handler(Tracked):
         session = self.session
         try:
             if route is None:
-                result = session._unrouted(ctx.action, ctx.message_id, self.is_send)
+                session._unrouted(ctx.action, ctx.message_id, self.is_send)  # raises for a CALL
+                result = None
             else:
-                call_ctx = CallContext(ctx.message_id, ctx.action, session.connection.protocol, session, self.is_send)  # type: ignore[arg-type]  # a mixin of Session
+                call_ctx = CallContext(
+                    ctx.message_id,
+                    ctx.action,
+                    session.connection.protocol,
+                    session,  # type: ignore[arg-type]  # a mixin of Session
+                    self.is_send,
+                )
                 result = route.handler(session._prepare(route, ctx.payload), call_ctx)
                 if inspect.isawaitable(result):
                     deferred = self.deferred
@@ -253,20 +252,25 @@ class _Inbound(_SessionBase):
         try:
             onion = self._onion
             if onion is not None:
-                # Every layer never_waits: the onion runs to its end at the first send() to its
-                # coroutine, in a fresh copy of the context; the answer is written outside it,
-                # as without middleware.  A handler's awaitable goes to a worker (see _exchange).
+                # Every layer never_waits: the onion runs to its end in one call (Onion.drive), in a
+                # fresh copy of the context; the answer is written outside it, as without
+                # middleware.  A handler's awaitable goes to a worker (see _Handler).
+                is_send = isinstance(message, Send)
+                mctx = MessageContext(
+                    "in",
+                    "send" if is_send else "call",
+                    message.action,
+                    message.message_id,
+                    message.payload,
+                    self,  # type: ignore[arg-type]  # a mixin of Session
+                )
                 deferred: list[Awaitable[Any]] = []
-                ctx, handler = self._exchange(message, route, deferred)
+                handler = _Handler(self, route, is_send, deferred)  # as _exchange() makes them
                 context = contextvars.copy_context()
-                coro = onion.run(ctx, handler)
                 try:
-                    try:
-                        yielded = context.run(coro.send, None)
-                    except StopIteration as stop:
-                        result = stop.value
-                    else:  # a layer waited after all (it broke its promise): the reader waits with it
-                        result = await _run_in_context(context, coro, yielded)
+                    result = context.run(onion.drive, mctx, handler)
+                    if type(result) is Later:  # a layer waited after all (the reader waits with it) or failed
+                        result = await _run_in_context(context, result.rest)
                 except DroppedByMiddleware:
                     result = DROP
                 except Exception as exc:
@@ -277,7 +281,7 @@ class _Inbound(_SessionBase):
                     self._enqueue((message, route, (context, deferred[0]), size))
                     return
                 if result is DROP:
-                    result = self._dropped_inbound(ctx, message)
+                    result = self._dropped_inbound(mctx, message)
                 await self._finish_result(message, True if route is None else route.validate, result)
                 return
             if route is None:

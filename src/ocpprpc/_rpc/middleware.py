@@ -76,7 +76,8 @@ import enum
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from .._engine.errors import OCPPError
@@ -266,10 +267,13 @@ class Tracked:
 
     __slots__ = ("called", "error", "result")
 
-    def __init__(self) -> None:
-        self.called = False
-        self.result: Any = None
-        self.error: Exception | None = None
+    called: bool
+    result: Any
+    error: Exception | None
+
+    if TYPE_CHECKING:
+
+        def __call__(self, ctx: MessageContext, /) -> Awaitable[Any]: ...
 
 
 class _Next(Tracked):
@@ -316,6 +320,45 @@ def _first_failure(middleware: Any, error: Exception) -> bool:
     return True
 
 
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class Later:
+    """What :meth:`Onion.drive` returns when the exchange is not over: await ``rest`` for its outcome."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: Coroutine[Any, Any, Any]) -> None:
+        self.rest = rest
+
+
+class _Resumed:
+    """Awaiting it goes on with *coro*, which has already yielded *yielded* to its first ``send()``."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        yielded = self.yielded
+        while True:
+            step: Any
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # thrown into the waiting task (a cancellation): on into coro
+                step, sent = coro.throw, exc
+            else:
+                step = coro.send
+            try:
+                yielded = step(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
 class Onion:
     """The middleware of one session, outermost first, and how an exchange runs through them."""
 
@@ -338,35 +381,85 @@ class Onion:
 
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
         """Run *ctx* through the layers from *index* inwards, *innermost* last."""
-        if index >= len(self.layers):
-            return await innermost(ctx)
         layers = self.layers
-        layer = layers[index]
-        # The innermost as the last layer's call_next when it tracks its own outcome.
-        call_next: Any = (
-            innermost
-            if index + 1 == len(layers) and isinstance(innermost, Tracked)
-            else _Next(self, index + 1, innermost)
-        )
+        if index >= len(layers):
+            return await innermost(ctx)
+        call_next = self._call_next(index, innermost)
         try:
-            return await layer(ctx, call_next)
+            return await layers[index](ctx, call_next)
         except (OCPPError, DroppedByMiddleware):
             raise  # a verdict on the message (or one from further in, passed on)
         except Exception as exc:
-            if call_next.error is exc:
-                raise  # from further in (the handler, the peer's answer), let through
-            self._report(layer, exc, ctx, self.closed[index])
-            if self.closed[index]:
-                if ctx.direction == "in":
-                    # Answered InternalError, as a failing handler is (already logged here).
-                    raise OCPPError(ErrorCode.INTERNAL_ERROR, "middleware failed") from exc
-                raise
-        # Fail open: on as if the layer were absent, without running the inside twice.
+            self._failed(index, exc, ctx, call_next)
+        return await self._fail_open(ctx, call_next)
+
+    def drive(self, ctx: MessageContext, innermost: CallNext) -> Any:
+        """:meth:`run`, driven to its end here, for an onion whose layers never wait (:attr:`inline`).
+
+        Call it in the exchange's context.  Returns what :meth:`run` returns and
+        raises what it raises; but when the outermost layer waited after all (it
+        broke its promise) or failed on its own (failing open may run the rest),
+        returns a :class:`Later`: await its ``rest``, in the same context, for the
+        outcome.  One ``send()`` to the outermost layer's coroutine, no coroutine
+        of the onion's own around it.
+        """
+        layers = self.layers
+        call_next = (
+            innermost
+            if len(layers) == 1 and isinstance(innermost, Tracked)
+            else _Next(self, 1, innermost)  # _call_next(0, innermost), inlined: every exchange's path
+        )
+        coro = layers[0](ctx, call_next)
+        if type(coro) is not CoroutineType:  # an awaitable of another kind from a plain function
+            coro = _awaiting(coro)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        except (OCPPError, DroppedByMiddleware):
+            raise
+        except Exception as exc:
+            self._failed(0, exc, ctx, call_next)
+            return Later(self._fail_open(ctx, call_next))
+        return Later(self._resume(ctx, coro, yielded, call_next))
+
+    def _call_next(self, index: int, innermost: CallNext) -> Tracked:
+        """Layer *index*'s ``call_next``: for the last layer, the innermost itself if it tracks itself."""
+        if index + 1 == len(self.layers) and isinstance(innermost, Tracked):
+            return innermost
+        return _Next(self, index + 1, innermost)
+
+    def _failed(self, index: int, exc: Exception, ctx: MessageContext, call_next: Tracked) -> None:
+        """Layer *index* raised *exc*: raise what it means, or return to fail open."""
+        if call_next.error is exc:
+            raise exc  # from further in (the handler, the peer's answer), let through
+        self._report(self.layers[index], exc, ctx, self.closed[index])
+        if self.closed[index]:
+            if ctx.direction == "in":
+                # Answered InternalError, as a failing handler is (already logged here).
+                raise OCPPError(ErrorCode.INTERNAL_ERROR, "middleware failed") from exc
+            raise exc
+
+    @staticmethod
+    async def _fail_open(ctx: MessageContext, call_next: Tracked) -> Any:
+        """On as if the failed layer were absent, without running the inside twice."""
         if not call_next.called:
             return await call_next(ctx)
         if call_next.error is not None:
             raise call_next.error
         return call_next.result
+
+    async def _resume(
+        self, ctx: MessageContext, coro: Coroutine[Any, Any, Any], yielded: Any, call_next: Tracked
+    ) -> Any:
+        """The rest of :meth:`drive` when the outermost layer waited: as :meth:`run` goes on."""
+        try:
+            return await _Resumed(coro, yielded)
+        except (OCPPError, DroppedByMiddleware):
+            raise
+        except Exception as exc:
+            self._failed(0, exc, ctx, call_next)
+        return await self._fail_open(ctx, call_next)
 
     @staticmethod
     def _report(layer: Middleware, error: Exception, ctx: MessageContext, closed: bool) -> None:
