@@ -57,13 +57,18 @@ Cost
 ----
 A session without middleware has no onion (``None``) and pays one attribute
 test per message.  With middleware, each exchange makes one
-:class:`MessageContext` and one small ``call_next`` object per layer, and
+:class:`MessageContext` and one small ``call_next`` object per layer (the
+last layer's is the session's handler step itself, a :class:`Tracked`), and
 inbound CALLs go to a handler worker (a middleware may wait, and the reader
 must never wait for it) -- unless every layer :func:`never_waits`: it
 promises that it awaits nothing but ``call_next`` and returns what
 ``call_next`` returned (metrics, the exchange log, tracing, the station
 registry's observer).  Then a CALL for a plain-function handler runs in the
-reader, onion included, as it would without middleware.  A plain function
+reader, onion included, as it would without middleware: :meth:`Onion.drive`
+runs the outermost layer's coroutine to its end with one ``send()``, in the
+CALL's copy of the context, and the answer is written outside it.  (A layer
+that waits after all, or fails on its own, makes ``drive`` hand back a
+:class:`Later` that the reader awaits, in the same context.)  A plain function
 that returns an awaitable after all is found out when it does: its awaiting
 goes to a worker (the reader never waits for a handler), the middleware see
 that one exchange end when the function returned, and the route's later
@@ -77,8 +82,8 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Coroutine, Generator, Sequence
-from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from types import CoroutineType, FunctionType, MethodType
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
 
 from .._engine.errors import OCPPError
 from .._engine.rules import ErrorCode
@@ -320,6 +325,16 @@ def _first_failure(middleware: Any, error: Exception) -> bool:
     return True
 
 
+def _entry(layer: Middleware) -> Middleware:
+    """What to call for *layer*: the same, without a lookup of ``__call__`` per call."""
+    if isinstance(layer, _FailClosed):
+        return _entry(layer.middleware)
+    call = getattr(type(layer), "__call__", None)  # noqa: B004 (not a callable() test)
+    if isinstance(call, FunctionType):  # a class with a Python __call__ (not a function itself)
+        return cast("Middleware", MethodType(call, layer))
+    return layer
+
+
 async def _awaiting(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
@@ -362,13 +377,16 @@ class _Resumed:
 class Onion:
     """The middleware of one session, outermost first, and how an exchange runs through them."""
 
-    __slots__ = ("closed", "inline", "layers")
+    __slots__ = ("closed", "entries", "inline", "layers")
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.layers: tuple[Middleware, ...] = tuple(middleware)
         for layer in self.layers:
             if not callable(layer):
                 raise TypeError(f"a middleware must be callable, not {layer!r}")
+        #: Per layer, what is called: a class instance's ``__call__`` bound once (calling the
+        #: instance looks it up on every call), through a :func:`fail_closed` wrapper.
+        self.entries: tuple[Middleware, ...] = tuple(_entry(layer) for layer in self.layers)
         #: Per layer: does it fail closed?
         self.closed: tuple[bool, ...] = tuple(
             getattr(layer, "fail_closed", False) is True for layer in self.layers
@@ -386,7 +404,7 @@ class Onion:
             return await innermost(ctx)
         call_next = self._call_next(index, innermost)
         try:
-            return await layers[index](ctx, call_next)
+            return await self.entries[index](ctx, call_next)
         except (OCPPError, DroppedByMiddleware):
             raise  # a verdict on the message (or one from further in, passed on)
         except Exception as exc:
@@ -409,7 +427,7 @@ class Onion:
             if len(layers) == 1 and isinstance(innermost, Tracked)
             else _Next(self, 1, innermost)  # _call_next(0, innermost), inlined: every exchange's path
         )
-        coro = layers[0](ctx, call_next)
+        coro = self.entries[0](ctx, call_next)
         if type(coro) is not CoroutineType:  # an awaitable of another kind from a plain function
             coro = _awaiting(coro)
         try:
