@@ -117,6 +117,11 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=0, help="run N round trips plainly (no valgrind)")
     parser.add_argument("--layers", default="none")
+    parser.add_argument(
+        "--configs",
+        default=";".join(CONFIGS),
+        help="the configurations to measure, ';'-separated; ratios are to the first (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.calls:
         layers = {name for name in args.layers.split(",") if name and name != "none"}
@@ -125,7 +130,7 @@ def main() -> None:
         return
     base = None
     print(f"{'layers':10} {'Ir per round trip':>18} {'vs none':>8}")
-    for config in CONFIGS:
+    for config in args.configs.split(";"):
         per = (instructions(1200, config) - instructions(200, config)) / 1000
         base = per if base is None else base
         print(f"{config:10} {per:18,.0f} {per / base - 1:+8.1%}", flush=True)

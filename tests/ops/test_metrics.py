@@ -284,12 +284,13 @@ async def test_a_dropped_call_a_send_and_a_cancelled_call() -> None:
         await anyio.sleep_forever()
 
     await metrics(FakeContext("MeterValues"), drop)
-    await metrics(FakeContext("NotifyPeriodicEventStream", kind="send"), empty_answer)
+    for _ in range(2):  # the second one counted by the fast path for series seen before
+        await metrics(FakeContext("NotifyPeriodicEventStream", kind="send"), empty_answer)
     with anyio.move_on_after(0):
         await metrics(FakeContext("Reset", "out"), hang)
     assert metrics.call_counts() == {
         "MeterValues": {"in": {"dropped": 1}},
-        "NotifyPeriodicEventStream": {"in": {"ok": 1}},
+        "NotifyPeriodicEventStream": {"in": {"ok": 2}},
         "Reset": {"out": {"cancelled": 1}},
     }
     scraped = samples(metrics.render().decode())

@@ -539,3 +539,11 @@ def test_never_waits_refuses_what_it_cannot_mark() -> None:
 
     with pytest.raises(TypeError, match="class attribute"):
         ocpprpc.never_waits(Slotted())
+
+
+async def test_a_fail_closed_wrapper_called_directly_calls_what_it_wraps() -> None:
+    # The onion calls the wrapped middleware itself (bound once); the wrapper stays callable.
+    async def answer(ctx: MessageContext, call_next: CallNext) -> Any:
+        return "answered"
+
+    assert await fail_closed(answer)(None, None) == "answered"  # type: ignore[arg-type]

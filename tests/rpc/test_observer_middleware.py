@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from ocpprpc import CallContext, ExchangeLog, Metrics, OCPPError, Router
+from ocpprpc import CallContext, ExchangeLog, Metrics, OCPPError, Router, fail_closed, never_waits
 from ocpprpc._rpc import inbound
 from ocpprpc._rpc.middleware import CallNext, MessageContext, Onion
 
@@ -195,3 +195,108 @@ async def test_an_empty_onion_runs_the_innermost() -> None:
         return "answer"
 
     assert await Onion([]).run(None, innermost) == "answer"  # type: ignore[arg-type]
+
+
+# -- the inline path's rare turns: a layer that fails, waits after all, or is no coroutine ------
+
+
+def _counting_router(ran: list[str]) -> Router:
+    router = Router()
+
+    @router.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        ran.append(handler_task())
+        return {"currentTime": "now"}
+
+    return router
+
+
+@pytest.mark.parametrize("when", ["before", "after", "after-waiting", "before-waiting"])
+async def test_an_inline_observer_that_fails_fails_open(when: str) -> None:
+    @never_waits
+    async def broken(ctx: MessageContext, call_next: CallNext) -> Any:
+        if when.endswith("waiting"):
+            await anyio.lowlevel.checkpoint()  # it broke its promise too
+        if when.startswith("after"):
+            await call_next(ctx)
+        raise RuntimeError("a bug in the observer")
+
+    ran: list[str] = []
+    async with session_with_raw_peer(router=_counting_router(ran), middleware=[broken]) as (_, peer):
+        for n in range(2):
+            await peer.send([2, f"c{n}", "Heartbeat", {}])
+            assert await peer.receive() == [3, f"c{n}", {"currentTime": "now"}]
+    assert ran == ["reader", "reader"]  # the handler ran once per CALL, in the reader
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["at-once", "after-waiting"])
+async def test_an_inline_fail_closed_observer_that_fails_fails_the_call(waiting: bool) -> None:
+    @fail_closed
+    @never_waits
+    async def guard(ctx: MessageContext, call_next: CallNext) -> Any:
+        if waiting:
+            await anyio.lowlevel.checkpoint()
+        raise RuntimeError("a bug in the check")
+
+    ran: list[str] = []
+    async with session_with_raw_peer(router=_counting_router(ran), middleware=[guard]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        assert (await peer.receive())[:3] == [4, "c1", "InternalError"]
+    assert ran == []
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["at-once", "after-waiting"])
+async def test_an_inline_observer_refuses_with_an_ocpp_error(waiting: bool) -> None:
+    @never_waits
+    async def refuse(ctx: MessageContext, call_next: CallNext) -> Any:
+        if waiting:
+            await anyio.lowlevel.checkpoint()
+        raise OCPPError("SecurityError", "not you")
+
+    async with session_with_raw_peer(router=_counting_router([]), middleware=[refuse]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        assert (await peer.receive())[:3] == [4, "c1", "SecurityError"]
+
+
+async def test_an_inline_layer_may_return_an_awaitable_of_another_kind() -> None:
+    class Passing:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __await__(self) -> Any:
+            return self.inner.__await__()
+
+    @never_waits
+    def plain(ctx: MessageContext, call_next: CallNext) -> Any:
+        return Passing(call_next(ctx))  # a plain function, no coroutine of its own
+
+    ran: list[str] = []
+    async with session_with_raw_peer(router=_counting_router(ran), middleware=[plain]) as (_, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        assert await peer.receive() == [3, "c1", {"currentTime": "now"}]
+    assert ran == ["reader"]
+
+
+async def test_an_inline_layer_waiting_after_all_is_cancelled_with_the_session() -> None:
+    import contextvars
+
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="")
+    entered = anyio.Event()
+    ended: list[str] = []
+
+    @never_waits
+    async def stuck(ctx: MessageContext, call_next: CallNext) -> Any:
+        tag.set(ctx.message_id)
+        entered.set()
+        try:
+            await anyio.sleep_forever()
+        except BaseException as exc:
+            ended.append(f"{type(exc).__name__} {tag.get()}")  # in its exchange's context still
+            raise
+        return await call_next(ctx)  # pragma: no cover - never reached
+
+    async with session_with_raw_peer(router=_counting_router([]), middleware=[stuck]) as (session, peer):
+        await peer.send([2, "c1", "Heartbeat", {}])
+        await entered.wait()
+        await session.close()
+    assert len(ended) == 1 and ended[0].endswith(" c1")

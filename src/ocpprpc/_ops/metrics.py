@@ -124,10 +124,13 @@ class Metrics:
         # The exchanges, counted in plain dicts on the message path (a prometheus_client
         # Counter and Histogram cost ~10x more per message: locks, checks, one object per
         # series) and turned into ocpprpc_calls_total and ocpprpc_call_duration_seconds when
-        # scraped (_CallsCollector).  (action, direction, outcome) -> count:
-        self._calls: dict[tuple[str, str, str], int] = {}
+        # scraped (_CallsCollector).  (action, direction, outcome) -> [count]:
+        self._calls: dict[tuple[str, str, str], list[int]] = {}
         # (action, direction) -> per bucket the count of durations up to it, +Inf last, then the sum.
         self._durations: dict[tuple[str, str], list[float]] = {}
+        # The common case in one lookup: (action, direction, kind) of an action counted under its
+        # own name -> its "ok" count and, for a CALL, its histogram.
+        self._ok: dict[tuple[str, str, str], tuple[list[int], list[float] | None]] = {}
         r.register(_CallsCollector(self, namespace))
         #: Our requests refused by validation, and station answers that failed it.
         self.validation_failures = Counter(
@@ -168,16 +171,31 @@ class Metrics:
         except BaseException:
             self._count(ctx, "cancelled", started)
             raise
-        dropped = isinstance(answer, enum.Enum) and answer.name in _NO_ANSWER
-        self._count(ctx, "dropped" if dropped else "ok", started)
+        if isinstance(answer, enum.Enum) and answer.name in _NO_ANSWER:
+            self._count(ctx, "dropped", started)
+            return answer
+        ok = self._ok.get((ctx.action, ctx.direction, ctx.kind))
+        if ok is None:
+            self._count(ctx, "ok", started)
+            return answer
+        # _count(ctx, "ok", started), for a series counted before: every exchange's path.
+        count, histogram = ok
+        count[0] += 1
+        if histogram is not None:
+            seconds = time.perf_counter() - started
+            histogram[bisect_left(self.buckets, seconds)] += 1
+            histogram[-1] += seconds
         return answer
 
     def _count(self, ctx: MetricsContext, outcome: str, started: float) -> None:
         action = self._action(ctx.action)
         direction = ctx.direction
         key = (action, direction, outcome)
-        calls = self._calls
-        calls[key] = calls.get(key, 0) + 1
+        count = self._calls.get(key)
+        if count is None:
+            count = self._calls[key] = [0]
+        count[0] += 1
+        histogram = None
         if ctx.kind == "call" and outcome in ("ok", "callerror"):
             seconds = time.perf_counter() - started
             pair = (action, direction)
@@ -188,6 +206,8 @@ class Metrics:
             histogram[-1] += seconds
         elif outcome in _VALIDATION:
             self.validation_failures.labels(action, direction).inc()
+        if outcome == "ok" and action == ctx.action:  # the next one by the fast path
+            self._ok[(action, direction, ctx.kind)] = (count, histogram)
 
     def _action(self, action: str) -> str:
         """*action* as a label value: itself while fewer than ``max_actions`` are known, else ``_other``."""
@@ -228,7 +248,7 @@ class Metrics:
         """The exchanges counted so far: ``{action: {direction: {outcome: count}}}``."""
         counts: dict[str, dict[str, dict[str, int]]] = {}
         for (action, direction, outcome), count in list(self._calls.items()):
-            counts.setdefault(action, {}).setdefault(direction, {})[outcome] = count
+            counts.setdefault(action, {}).setdefault(direction, {})[outcome] = count[0]
         return counts
 
     def render(self) -> bytes:
@@ -263,7 +283,7 @@ class _CallsCollector:
         )
         # list(): one atomic copy, should another thread scrape while the event loop counts.
         for call, count in list(self.metrics._calls.items()):
-            calls.add_metric(list(call), count)
+            calls.add_metric(list(call), count[0])
         yield calls
         durations = HistogramMetricFamily(
             f"{n}_call_duration_seconds",

@@ -27,8 +27,8 @@ from .._engine.events import (
     Send,
 )
 from .._engine.rules import ErrorCode
-from .dispatch import NO_REPLY, CallContext, Route
-from .middleware import DROP, DroppedByMiddleware, MessageContext
+from .dispatch import NO_REPLY, CallContext, NoReply, Route
+from .middleware import DROP, DroppedByMiddleware, Later, MessageContext, Tracked
 from .session_base import _SessionBase, _Work
 
 log = logging.getLogger("ocpprpc.session")
@@ -37,7 +37,7 @@ log = logging.getLogger("ocpprpc.session")
 _MAX_WORKERS = 1024
 
 #: Routes whose plain-function handler returned an awaitable under never_waits middleware: their
-#: CALLs go to a worker from then on, seen whole by the middleware (see ``_inline_through_onion``).
+#: CALLs go to a worker from then on, seen whole by the middleware (see ``_exchange``).
 #: Shared by the sessions of the process; bounded (forgotten at the bound, then learnt again).
 _DEFERRING: set[Route] = set()
 _MAX_DEFERRING = 4096
@@ -81,6 +81,62 @@ class _Handoff(enum.Enum):
 _QUEUED: Final = _Handoff.QUEUED
 #: ``Session._dispatch()``: the queue is full and the reader may not pause: refuse the CALL.
 _REFUSED: Final = _Handoff.REFUSED
+
+
+class _Handler(Tracked):
+    """The innermost layer of an inbound exchange: the handler (or the refusal of an unrouted CALL).
+
+    With *deferred* (in the reader, ``_run_inline``) an awaitable returned by a
+    plain handler goes there instead of being awaited; the middleware see the
+    exchange end, and the worker that awaits it answers.
+    """
+
+    __slots__ = ("deferred", "is_send", "route", "session")
+
+    def __init__(
+        self, session: _Inbound, route: Route | None, is_send: bool, deferred: list[Awaitable[Any]] | None
+    ) -> None:
+        self.session = session
+        self.route = route
+        self.is_send = is_send
+        self.deferred = deferred
+        self.called = False
+        self.result = None
+        self.error = None
+
+    async def __call__(self, ctx: MessageContext, /) -> Any:
+        self.called = True
+        self.error = None
+        route = self.route
+        session = self.session
+        try:
+            if route is None:
+                session._unrouted(ctx.action, ctx.message_id, self.is_send)  # raises for a CALL
+                result = None
+            else:
+                call_ctx = CallContext(
+                    ctx.message_id,
+                    ctx.action,
+                    session.connection.protocol,
+                    session,  # type: ignore[arg-type]  # a mixin of Session
+                    self.is_send,
+                )
+                result = route.handler(session._prepare(route, ctx.payload), call_ctx)
+                if inspect.isawaitable(result):
+                    deferred = self.deferred
+                    if deferred is None:
+                        result = await result
+                    else:
+                        if len(_DEFERRING) >= _MAX_DEFERRING:
+                            _DEFERRING.clear()
+                        _DEFERRING.add(route)
+                        deferred.append(result)
+                        result = NO_REPLY
+        except Exception as exc:
+            self.error = exc
+            raise
+        self.result = result
+        return result
 
 
 class _Inbound(_SessionBase):
@@ -194,8 +250,39 @@ class _Inbound(_SessionBase):
         """
         requeued = False
         try:
-            if self._onion is not None:
-                requeued = await self._inline_through_onion(message, route, size)
+            onion = self._onion
+            if onion is not None:
+                # Every layer never_waits: the onion runs to its end in one call (Onion.drive), in a
+                # fresh copy of the context; the answer is written outside it, as without
+                # middleware.  A handler's awaitable goes to a worker (see _Handler).
+                is_send = isinstance(message, Send)
+                mctx = MessageContext(
+                    "in",
+                    "send" if is_send else "call",
+                    message.action,
+                    message.message_id,
+                    message.payload,
+                    self,  # type: ignore[arg-type]  # a mixin of Session
+                )
+                deferred: list[Awaitable[Any]] = []
+                handler = _Handler(self, route, is_send, deferred)  # as _exchange() makes them
+                context = contextvars.copy_context()
+                try:
+                    result = context.run(onion.drive, mctx, handler)
+                    if type(result) is Later:  # a layer waited after all (the reader waits with it) or failed
+                        result = await _run_in_context(context, result.rest)
+                except DroppedByMiddleware:
+                    result = DROP
+                except Exception as exc:
+                    await self._finish_failed(message, True if route is None else route.validate, exc)
+                    return
+                if deferred:
+                    requeued = True
+                    self._enqueue((message, route, (context, deferred[0]), size))
+                    return
+                if result is DROP:
+                    result = self._dropped_inbound(mctx, message)
+                await self._finish_result(message, True if route is None else route.validate, result)
                 return
             if route is None:
                 await self._handle_unrouted(message)
@@ -225,22 +312,6 @@ class _Inbound(_SessionBase):
                 self._active_handlers -= 1
                 self._check_drained()
 
-    async def _inline_through_onion(self, message: Call | Send, route: Route | None, size: int) -> bool:
-        """An inbound message through never_waits middleware, in the reader; ``True``: handed to a worker.
-
-        The layers await nothing but ``call_next`` and the handler is a plain
-        function, so the onion runs to its end without waiting.  A handler that
-        returns an awaitable is not awaited here (the reader never waits for a
-        handler): the awaitable goes to a worker, and its route to :data:`_DEFERRING`.
-        """
-        context = contextvars.copy_context()
-        deferred: list[Awaitable[Any]] = []
-        await _run_in_context(context, self._handle_through_onion(message, route, deferred))
-        if deferred:
-            self._enqueue((message, route, (context, deferred[0]), size))
-            return True
-        return False
-
     def _call_plain(self, route: Route, message: Call | Send, ctx: CallContext) -> Any:
         return route.handler(self._prepare(route, message.payload), ctx)
 
@@ -264,17 +335,25 @@ class _Inbound(_SessionBase):
             return
         await self._finish_result(message, route.validate, result)
 
-    async def _handle_through_onion(
-        self, message: Call | Send, route: Route | None, deferred: list[Awaitable[Any]] | None = None
-    ) -> None:
-        """Handle an inbound CALL or SEND with middleware: the onion wraps the handler.
-
-        With *deferred* (in the reader, :meth:`_inline_through_onion`) an
-        awaitable returned by a plain handler goes there instead of being
-        awaited; the middleware see the exchange end, and the worker that
-        awaits it answers.
-        """
+    async def _handle_through_onion(self, message: Call | Send, route: Route | None) -> None:
+        """Handle an inbound CALL or SEND with middleware, in a worker: the onion wraps the handler."""
         assert self._onion is not None
+        ctx, handler = self._exchange(message, route, None)
+        try:
+            result = await self._onion.run(ctx, handler)
+        except DroppedByMiddleware:
+            result = DROP
+        except Exception as exc:
+            await self._finish_failed(message, True if route is None else route.validate, exc)
+            return
+        if result is DROP:
+            result = self._dropped_inbound(ctx, message)
+        await self._finish_result(message, True if route is None else route.validate, result)
+
+    def _exchange(
+        self, message: Call | Send, route: Route | None, deferred: list[Awaitable[Any]] | None
+    ) -> tuple[MessageContext, _Handler]:
+        """The middleware context of an inbound message and the innermost layer: its handler."""
         is_send = isinstance(message, Send)
         ctx = MessageContext(
             "in",
@@ -284,36 +363,11 @@ class _Inbound(_SessionBase):
             message.payload,
             self,  # type: ignore[arg-type]  # a mixin of Session
         )
+        return ctx, _Handler(self, route, is_send, deferred)
 
-        async def handler(ctx: MessageContext) -> Any:
-            if route is None:
-                return self._unrouted(ctx.action, ctx.message_id, is_send)
-            call_ctx = CallContext(ctx.message_id, ctx.action, self.connection.protocol, self, is_send)  # type: ignore[arg-type]  # a mixin of Session
-            result = route.handler(self._prepare(route, ctx.payload), call_ctx)
-            if inspect.isawaitable(result):
-                if deferred is None:
-                    return await result
-                if len(_DEFERRING) >= _MAX_DEFERRING:
-                    _DEFERRING.clear()
-                _DEFERRING.add(route)
-                deferred.append(result)
-                return NO_REPLY
-            return result
-
-        validate = True if route is None else route.validate
-        try:
-            result = await self._onion.run(ctx, handler)
-        except DroppedByMiddleware:
-            result = DROP
-        except Exception as exc:
-            await self._finish_failed(message, validate, exc)
-            return
-        if deferred:
-            return  # the worker awaiting the handler's awaitable answers
-        if result is DROP:
-            log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
-            result = NO_REPLY  # a dropped CALL is left unanswered
-        await self._finish_result(message, validate, result)
+    def _dropped_inbound(self, ctx: MessageContext, message: Call | Send) -> Literal[NoReply.NO_REPLY]:
+        log.debug("%s: middleware dropped %s %s (%s)", self, ctx.kind, message.action, message.message_id)
+        return NO_REPLY  # a dropped CALL is left unanswered
 
     def _unrouted(self, action: str, message_id: str, is_send: bool) -> None:
         """What the innermost layer does without a handler: drop a SEND, refuse a CALL."""

@@ -57,13 +57,18 @@ Cost
 ----
 A session without middleware has no onion (``None``) and pays one attribute
 test per message.  With middleware, each exchange makes one
-:class:`MessageContext` and one small ``call_next`` object per layer, and
+:class:`MessageContext` and one small ``call_next`` object per layer (the
+last layer's is the session's handler step itself, a :class:`Tracked`), and
 inbound CALLs go to a handler worker (a middleware may wait, and the reader
 must never wait for it) -- unless every layer :func:`never_waits`: it
 promises that it awaits nothing but ``call_next`` and returns what
 ``call_next`` returned (metrics, the exchange log, tracing, the station
 registry's observer).  Then a CALL for a plain-function handler runs in the
-reader, onion included, as it would without middleware.  A plain function
+reader, onion included, as it would without middleware: :meth:`Onion.drive`
+runs the outermost layer's coroutine to its end with one ``send()``, in the
+CALL's copy of the context, and the answer is written outside it.  (A layer
+that waits after all, or fails on its own, makes ``drive`` hand back a
+:class:`Later` that the reader awaits, in the same context.)  A plain function
 that returns an awaitable after all is found out when it does: its awaiting
 goes to a worker (the reader never waits for a handler), the middleware see
 that one exchange end when the function returned, and the route's later
@@ -76,8 +81,9 @@ import enum
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from types import CoroutineType, FunctionType, MethodType
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
 
 from .._engine.errors import OCPPError
 from .._engine.rules import ErrorCode
@@ -255,18 +261,38 @@ def fail_closed(middleware: Middleware) -> Middleware:
     return _FailClosed(middleware)
 
 
-class _Next:
-    """The ``call_next`` one layer gets; remembers the outcome for failing open."""
+class Tracked:
+    """A ``call_next`` that remembers its outcome, for failing open (not public API).
 
-    __slots__ = ("called", "error", "index", "innermost", "onion", "result")
+    Each layer's ``call_next`` is one.  An innermost layer that is one itself
+    (the session's handler step) is handed to the last layer as it is, with no
+    ``call_next`` object around it.  Its ``__call__`` sets ``called`` (and clears
+    ``error``) on entry, then ``result`` or ``error``.
+    """
+
+    __slots__ = ("called", "error", "result")
+
+    called: bool
+    result: Any
+    error: Exception | None
+
+    if TYPE_CHECKING:
+
+        def __call__(self, ctx: MessageContext, /) -> Awaitable[Any]: ...
+
+
+class _Next(Tracked):
+    """The ``call_next`` one layer gets: the rest of the onion."""
+
+    __slots__ = ("index", "innermost", "onion")
 
     def __init__(self, onion: Onion, index: int, innermost: CallNext) -> None:
         self.onion = onion
         self.index = index
         self.innermost = innermost
         self.called = False
-        self.result: Any = None
-        self.error: Exception | None = None
+        self.result = None
+        self.error = None
 
     async def __call__(self, ctx: MessageContext, /) -> Any:
         self.called = True
@@ -299,16 +325,68 @@ def _first_failure(middleware: Any, error: Exception) -> bool:
     return True
 
 
+def _entry(layer: Middleware) -> Middleware:
+    """What to call for *layer*: the same, without a lookup of ``__call__`` per call."""
+    if isinstance(layer, _FailClosed):
+        return _entry(layer.middleware)
+    call = getattr(type(layer), "__call__", None)  # noqa: B004 (not a callable() test)
+    if isinstance(call, FunctionType):  # a class with a Python __call__ (not a function itself)
+        return cast("Middleware", MethodType(call, layer))
+    return layer
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class Later:
+    """What :meth:`Onion.drive` returns when the exchange is not over: await ``rest`` for its outcome."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: Coroutine[Any, Any, Any]) -> None:
+        self.rest = rest
+
+
+class _Resumed:
+    """Awaiting it goes on with *coro*, which has already yielded *yielded* to its first ``send()``."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        yielded = self.yielded
+        while True:
+            step: Any
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # thrown into the waiting task (a cancellation): on into coro
+                step, sent = coro.throw, exc
+            else:
+                step = coro.send
+            try:
+                yielded = step(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
 class Onion:
     """The middleware of one session, outermost first, and how an exchange runs through them."""
 
-    __slots__ = ("closed", "inline", "layers")
+    __slots__ = ("closed", "entries", "inline", "layers")
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.layers: tuple[Middleware, ...] = tuple(middleware)
         for layer in self.layers:
             if not callable(layer):
                 raise TypeError(f"a middleware must be callable, not {layer!r}")
+        #: Per layer, what is called: a class instance's ``__call__`` bound once (calling the
+        #: instance looks it up on every call), through a :func:`fail_closed` wrapper.
+        self.entries: tuple[Middleware, ...] = tuple(_entry(layer) for layer in self.layers)
         #: Per layer: does it fail closed?
         self.closed: tuple[bool, ...] = tuple(
             getattr(layer, "fail_closed", False) is True for layer in self.layers
@@ -321,29 +399,85 @@ class Onion:
 
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
         """Run *ctx* through the layers from *index* inwards, *innermost* last."""
-        if index >= len(self.layers):
+        layers = self.layers
+        if index >= len(layers):
             return await innermost(ctx)
-        layer = self.layers[index]
-        call_next = _Next(self, index + 1, innermost)
+        call_next = self._call_next(index, innermost)
         try:
-            return await layer(ctx, call_next)
+            return await self.entries[index](ctx, call_next)
         except (OCPPError, DroppedByMiddleware):
             raise  # a verdict on the message (or one from further in, passed on)
         except Exception as exc:
-            if call_next.error is exc:
-                raise  # from further in (the handler, the peer's answer), let through
-            self._report(layer, exc, ctx, self.closed[index])
-            if self.closed[index]:
-                if ctx.direction == "in":
-                    # Answered InternalError, as a failing handler is (already logged here).
-                    raise OCPPError(ErrorCode.INTERNAL_ERROR, "middleware failed") from exc
-                raise
-        # Fail open: on as if the layer were absent, without running the inside twice.
+            self._failed(index, exc, ctx, call_next)
+        return await self._fail_open(ctx, call_next)
+
+    def drive(self, ctx: MessageContext, innermost: CallNext) -> Any:
+        """:meth:`run`, driven to its end here, for an onion whose layers never wait (:attr:`inline`).
+
+        Call it in the exchange's context.  Returns what :meth:`run` returns and
+        raises what it raises; but when the outermost layer waited after all (it
+        broke its promise) or failed on its own (failing open may run the rest),
+        returns a :class:`Later`: await its ``rest``, in the same context, for the
+        outcome.  One ``send()`` to the outermost layer's coroutine, no coroutine
+        of the onion's own around it.
+        """
+        layers = self.layers
+        call_next = (
+            innermost
+            if len(layers) == 1 and isinstance(innermost, Tracked)
+            else _Next(self, 1, innermost)  # _call_next(0, innermost), inlined: every exchange's path
+        )
+        coro = self.entries[0](ctx, call_next)
+        if type(coro) is not CoroutineType:  # an awaitable of another kind from a plain function
+            coro = _awaiting(coro)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        except (OCPPError, DroppedByMiddleware):
+            raise
+        except Exception as exc:
+            self._failed(0, exc, ctx, call_next)
+            return Later(self._fail_open(ctx, call_next))
+        return Later(self._resume(ctx, coro, yielded, call_next))
+
+    def _call_next(self, index: int, innermost: CallNext) -> Tracked:
+        """Layer *index*'s ``call_next``: for the last layer, the innermost itself if it tracks itself."""
+        if index + 1 == len(self.layers) and isinstance(innermost, Tracked):
+            return innermost
+        return _Next(self, index + 1, innermost)
+
+    def _failed(self, index: int, exc: Exception, ctx: MessageContext, call_next: Tracked) -> None:
+        """Layer *index* raised *exc*: raise what it means, or return to fail open."""
+        if call_next.error is exc:
+            raise exc  # from further in (the handler, the peer's answer), let through
+        self._report(self.layers[index], exc, ctx, self.closed[index])
+        if self.closed[index]:
+            if ctx.direction == "in":
+                # Answered InternalError, as a failing handler is (already logged here).
+                raise OCPPError(ErrorCode.INTERNAL_ERROR, "middleware failed") from exc
+            raise exc
+
+    @staticmethod
+    async def _fail_open(ctx: MessageContext, call_next: Tracked) -> Any:
+        """On as if the failed layer were absent, without running the inside twice."""
         if not call_next.called:
             return await call_next(ctx)
         if call_next.error is not None:
             raise call_next.error
         return call_next.result
+
+    async def _resume(
+        self, ctx: MessageContext, coro: Coroutine[Any, Any, Any], yielded: Any, call_next: Tracked
+    ) -> Any:
+        """The rest of :meth:`drive` when the outermost layer waited: as :meth:`run` goes on."""
+        try:
+            return await _Resumed(coro, yielded)
+        except (OCPPError, DroppedByMiddleware):
+            raise
+        except Exception as exc:
+            self._failed(0, exc, ctx, call_next)
+        return await self._fail_open(ctx, call_next)
 
     @staticmethod
     def _report(layer: Middleware, error: Exception, ctx: MessageContext, closed: bool) -> None:
