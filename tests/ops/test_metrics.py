@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -230,10 +231,14 @@ async def test_without_metrics_nothing_is_added_to_the_message_path() -> None:
 
 
 class FakeContext:
-    def __init__(self, action: str, direction: str = "in", kind: str = "call") -> None:
+    def __init__(
+        self, action: str, direction: str = "in", kind: str = "call", started: float | None = None
+    ) -> None:
         self.action = action
         self.direction = direction
         self.kind = kind
+        # As MessageContext: time.perf_counter() when the exchange entered the onion.
+        self.started = time.perf_counter() if started is None else started
 
 
 async def empty_answer(ctx: Any) -> dict[str, Any]:
@@ -404,10 +409,11 @@ async def test_latencies_fall_in_cumulative_buckets(monkeypatch: pytest.MonkeyPa
     import ocpprpc._ops.metrics as module
 
     metrics = Metrics(buckets=(1.0, 0.1))  # any order
-    # Start and end readings of four calls: 0.05 s, 0.1 s (on a bound: counted in it), 0.5 s, 2 s.
-    monkeypatch.setattr(module, "time", FakeClock([0, 0.05, 0, 0.1, 0, 0.5, 0, 2.0]))
+    # Four calls started at 0 (the context's reading) ending at 0.05 s, 0.1 s (on a bound: counted
+    # in it), 0.5 s and 2 s (the metrics' own reading).
+    monkeypatch.setattr(module, "time", FakeClock([0.05, 0.1, 0.5, 2.0]))
     for _ in range(4):
-        await metrics(FakeContext("Heartbeat"), empty_answer)
+        await metrics(FakeContext("Heartbeat", started=0.0), empty_answer)
     scraped = samples(metrics.render().decode())
     bucket = "ocpprpc_call_duration_seconds_bucket"
     assert value(scraped, bucket, action="Heartbeat", direction="in", le="0.1") == 2

@@ -76,6 +76,8 @@ class MetricsContext(Protocol):
     direction: str
     kind: str
     action: str
+    #: ``time.perf_counter()`` when the exchange entered the middleware: the latency's start.
+    started: float
 
 
 class Metrics:
@@ -159,7 +161,7 @@ class Metrics:
     # -- the message middleware ------------------------------------------------------------
 
     async def __call__(self, ctx: MetricsContext, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
+        started = ctx.started  # taken as the exchange entered the onion: one clock read fewer
         try:
             answer = await call_next(ctx)
         except Exception as exc:
