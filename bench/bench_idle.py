@@ -54,7 +54,8 @@ import sys
 import time
 import tracemalloc
 import types
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -67,6 +68,7 @@ SELF = os.path.abspath(__file__)
 HERE = os.path.dirname(SELF)
 SRC = os.path.join(HERE, "..", "src")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+T = TypeVar("T")
 
 
 # -- the stations: raw sockets in a child process ----------------------------------------------
@@ -262,6 +264,27 @@ def short(filename: str) -> str:
     return os.path.basename(filename)
 
 
+async def cyclic_garbage(
+    step: Callable[[], Awaitable[T]],
+) -> tuple[T, int, int, collections.Counter[str]]:
+    """Run *step* with the collector off; then its result, the net tracked allocations, and the
+    objects only reference cycles kept alive (a ``gc.DEBUG_SAVEALL`` collection), by kind."""
+    gc.collect()
+    gc.disable()
+    try:
+        count0 = gc.get_count()[0]
+        result = await step()
+        net = gc.get_count()[0] - count0
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        garbage = collections.Counter(kind(o) for o in gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+        gc.enable()
+    return result, net, found, garbage
+
+
 class Promotions:
     """A ``gc.callbacks`` hook: objects surviving generation-1 collections (promoted to generation 2)."""
 
@@ -397,17 +420,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             out["full_gc_ms_called"] = round(full_gc_ms(), 2)
 
             # -- cyclic garbage per call: the collector off, then one collection keeping what it finds
-            gc.collect()
-            gc.disable()
-            count0 = gc.get_count()[0]
-            calls = await csms.calls(rounds, kind)
-            net = gc.get_count()[0] - count0
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            found = gc.collect()
-            garbage = collections.Counter(kind(o) for o in gc.garbage)
-            gc.garbage.clear()
-            gc.set_debug(0)
-            gc.enable()
+            calls, net, found, garbage = await cyclic_garbage(lambda: csms.calls(rounds, kind))
             out["calls"] = calls
             out["net_tracked_allocations_per_call"] = per_call(net, calls)
             out["garbage_per_call"] = per_call(found, calls)
@@ -433,6 +446,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             gc.unfreeze()
             out["promoted_per_call"] = per_call(hook.promoted, calls)
             out["collections"] = hook.collections
+
+            # -- cyclic garbage per connection closed, and per connection opened
+            _, _, found, garbage = await cyclic_garbage(lambda: csms.close(n))
+            out["garbage_per_close"] = per(found, n)
+            out["garbage_types_per_close"] = {k: per(v, n) for k, v in garbage.most_common(args.top)}
+            _, _, found, garbage = await cyclic_garbage(lambda: csms.open(n))
+            out["garbage_per_open"] = per(found, n)
+            out["garbage_types_per_open"] = {k: per(v, n) for k, v in garbage.most_common(args.top)}
 
             # -- tracemalloc: the same connections again
             await csms.close(n)
@@ -486,6 +507,8 @@ def report(results: list[dict[str, Any]]) -> None:
         ("full gc.collect(2) ms, N booted and called", "full_gc_ms_called"),
         ("net tracked allocations per call", "net_tracked_allocations_per_call"),
         ("cyclic garbage objects per call", "garbage_per_call"),
+        ("cyclic garbage objects per connection opened", "garbage_per_open"),
+        ("cyclic garbage objects per connection closed", "garbage_per_close"),
         ("objects a call leaves alive until the next", "left_alive_per_call"),
         ("objects promoted to generation 2 per call", "promoted_per_call"),
     ]
@@ -506,6 +529,8 @@ def report(results: list[dict[str, Any]]) -> None:
             ("traced bytes per idle connection, by innermost ocpprpc frame", "traced_by_ocpprpc_frame"),
             ("traced bytes per connection added by boot and calls", "traced_growth_called"),
             ("cyclic garbage per call, by type", "garbage_types_per_call"),
+            ("cyclic garbage per connection opened, by type", "garbage_types_per_open"),
+            ("cyclic garbage per connection closed, by type", "garbage_types_per_close"),
             ("objects a call leaves alive, by type", "left_alive_types_per_call"),
         ):
             print(f"  {title}:")
