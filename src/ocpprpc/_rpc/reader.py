@@ -35,6 +35,10 @@ class _Reader(_Closing):
         conn = self.connection
         inbox = self._inbox
         budget = self.inbound_budget
+        # Dropped after each message: an idle station's reader would otherwise keep its last
+        # message (text and event) alive until the next one (bench/README.md, issue 17).
+        text: str | None = None
+        event: Event | None = None
         try:
             while True:
                 if (inbox or (budget is not None and budget.used >= budget.limit)) and self._full():
@@ -60,6 +64,7 @@ class _Reader(_Closing):
                             pending.resolve(event)
                     else:
                         await self._on_event(event)
+                text = event = None
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         reason = stream.close_reason or CloseReason(1006, "connection lost")
