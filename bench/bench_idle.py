@@ -4,8 +4,9 @@ The CSMS (``ocpprpc.serve()``, strict validation, OCPP 1.6, plain-function
 handlers as in the harness peer) runs in this process; the stations are raw
 sockets in a child process (``--client``): each writes a pre-built upgrade
 request (no permessage-deflate offered, like the shared harness's W4 generator)
-and holds the connection; on demand each sends Heartbeat CALLs as masked text
-frames and reads the answers.  So everything measured here is the server's.
+and holds the connection; on demand each sends CALLs (BootNotification,
+Heartbeat, MeterValues) as masked text frames and reads the answers.  So
+everything measured here is the server's.
 
 Per backend (each in a fresh process), with ``--warm`` connections open first
 (lazy imports, decoders and caches filled) and ``--connections`` N more opened
@@ -18,26 +19,37 @@ for the measurement:
   pass with :mod:`tracemalloc` on (the first connections closed, N opened
   again) the bytes retained, by the source line that allocated them and by the
   innermost ocpprpc frame on the allocating stack, and the peak bytes in
-  flight while they opened.  A third snapshot after ``--calls`` Heartbeats
-  per connection gives the memory per station that has called.
-* **full collection**: the time of ``gc.collect(2)`` (median of 3) with the N
-  connections idle, then after ``gc.freeze()`` (the frozen objects are no
-  longer scanned).
-* **garbage per call**: with the collector off, ``--calls`` rounds of one
-  Heartbeat per connection, then ``gc.collect()`` under ``gc.DEBUG_SAVEALL``:
-  every object that only a reference cycle kept alive, by type.  Cyclic
-  garbage outlives the call that made it until a collection finds it.
-* **promoted per call**: the collector on (default thresholds, everything
-  before frozen), the same rounds; a ``gc.callbacks`` hook counts the objects
-  that survive each generation-1 collection, i.e. move to generation 2.  In
-  CPython 3.11 a full collection runs once those reach a quarter of the
-  objects already in generation 2 (and ten generation-1 collections passed):
-  promotions per call and the fleet's size set how often the full pass runs.
+  flight while they opened.  A third snapshot after a BootNotification and
+  ``--calls`` CALLs per connection gives the memory per station that has called.
+* **full collection**: the CPU time of ``gc.collect(2)`` (best of 5) with only
+  the warm connections, with the N connections idle and what existed before
+  them frozen (``gc.freeze()`` "after start-up"), unfrozen, and with
+  everything frozen ("after the connections settled"), then with the N
+  stations booted and called.
+* **garbage**: with the collector off, ``--calls`` rounds of one CALL per
+  connection (``--msg``: ``mix`` is W5's 6 MeterValues per Heartbeat), then
+  ``gc.collect()`` under ``gc.DEBUG_SAVEALL``: every object that only a
+  reference cycle kept alive, by type; the same for N connections closed and
+  N opened.  Cyclic garbage outlives the call that made it until a collection
+  finds it, and once frozen it is never freed.
+* **left alive per call**: everything before frozen, one round, a collection:
+  the objects a call leaves alive until the station's next call (its reader's
+  wait, parser state).  In a fleet each station calls every few seconds, so
+  these outlive two young collections and are promoted to generation 2.
+* **promoted per call**: the collector on (everything before frozen), the
+  same rounds; a ``gc.callbacks`` hook counts the objects that survive each
+  generation-1 collection, i.e. move to generation 2; then again with the
+  first threshold at ``--young`` (default 50,000).  In CPython 3.11 a full
+  collection runs once the objects promoted since the last one reach a
+  quarter of those it left in generation 2 (and ten generation-1 collections
+  passed): promotions per call and the fleet's size set how often it runs.
 
-Full-collection time is a wall-clock measurement on a shared machine; the
-byte and object counts are deterministic to a few percent.
+Full-collection time is CPU time on a shared machine (it moves with the
+neighbours' load on caches); the byte and object counts are deterministic to a
+few percent.
 
-Run: ``python bench/bench_idle.py`` (both backends, N = 1000, about a minute),
+Run: ``python bench/bench_idle.py`` (both backends, N = 1000, about 5 minutes:
+tracemalloc slows the second pass),
 or ``--backend trio --connections 2000 --calls 20 --json out.json``.
 """
 
@@ -397,8 +409,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             gc.collect()
             out["full_gc_ms_warm"] = round(full_gc_ms(), 2)
             rss0, objs0, census0 = rss(), len(gc.get_objects()), gc_census()
+            gc.freeze()  # "after start-up": what the server made before the N stations came
             await csms.open(n)
             gc.collect()
+            out["full_gc_ms_idle_startup_frozen"] = round(full_gc_ms(), 2)
+            gc.unfreeze()  # (gc.get_objects() does not see frozen objects)
             rss1, objs1, census1 = rss(), len(gc.get_objects()), gc_census()
             out["rss_bytes_per_conn"] = per(rss1 - rss0, n)
             out["gc_objects_per_conn"] = per(objs1 - objs0, n)
@@ -446,6 +461,21 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             gc.unfreeze()
             out["promoted_per_call"] = per_call(hook.promoted, calls)
             out["collections"] = hook.collections
+
+            # -- the same with a larger first threshold: fewer young collections to survive
+            thresholds = gc.get_threshold()
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(args.young, *thresholds[1:])
+            hook = Promotions()
+            gc.callbacks.append(hook)
+            calls = await csms.calls(rounds, kind)
+            gc.callbacks.remove(hook)
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
+            out["young"] = args.young
+            out["promoted_per_call_young"] = per_call(hook.promoted, calls)
+            out["collections_young"] = hook.collections
 
             # -- cyclic garbage per connection closed, and per connection opened
             _, _, found, garbage = await cyclic_garbage(lambda: csms.close(n))
@@ -503,6 +533,7 @@ def report(results: list[dict[str, Any]]) -> None:
         ("gc-tracked objects per connection, booted and called", "gc_objects_per_conn_called"),
         ("full gc.collect(2) ms, warm connections only", "full_gc_ms_warm"),
         ("full gc.collect(2) ms, N idle", "full_gc_ms_idle"),
+        ("full gc.collect(2) ms, N idle, start-up frozen", "full_gc_ms_idle_startup_frozen"),
         ("full gc.collect(2) ms, N idle, after gc.freeze()", "full_gc_ms_idle_frozen"),
         ("full gc.collect(2) ms, N booted and called", "full_gc_ms_called"),
         ("net tracked allocations per call", "net_tracked_allocations_per_call"),
@@ -511,6 +542,7 @@ def report(results: list[dict[str, Any]]) -> None:
         ("cyclic garbage objects per connection closed", "garbage_per_close"),
         ("objects a call leaves alive until the next", "left_alive_per_call"),
         ("objects promoted to generation 2 per call", "promoted_per_call"),
+        ("the same, gc.set_threshold(--young, 10, 10)", "promoted_per_call_young"),
     ]
     first = results[0]
     print(
@@ -522,7 +554,10 @@ def report(results: list[dict[str, Any]]) -> None:
     for label, key in rows:
         print(f"| {label} | {' | '.join(str(r[key]) for r in results)} |")
     for r in results:
-        print(f"\n{r['backend']}: collections per generation while promoting {r['collections']}")
+        print(
+            f"\n{r['backend']}: collections per generation while promoting {r['collections']}, "
+            f"with threshold {r['young']}: {r['collections_young']}"
+        )
         for title, key in (
             ("gc objects per idle connection, by type", "gc_types_per_conn"),
             ("traced bytes per idle connection, by line", "traced_by_line"),
@@ -549,6 +584,7 @@ def main() -> None:
     )
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--frames", type=int, default=25, help="tracemalloc stack depth")
+    parser.add_argument("--young", type=int, default=50_000, help="generation-0 threshold of the second promotion count")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -570,6 +606,7 @@ def main() -> None:
             f"--calls={args.calls}",
             f"--msg={args.msg}",
             f"--frames={args.frames}",
+            f"--young={args.young}",
             f"--top={args.top}",
             "--strict" if args.strict else "--no-strict",
         ]
