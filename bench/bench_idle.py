@@ -584,7 +584,7 @@ def main() -> None:
     )
     parser.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--frames", type=int, default=25, help="tracemalloc stack depth")
-    parser.add_argument("--young", type=int, default=50_000, help="generation-0 threshold of the second promotion count")
+    parser.add_argument("--young", type=int, default=50_000, help="first gc threshold, second count")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
