@@ -20,6 +20,7 @@ import pytest
 
 import ocpprpc
 from ocpprpc import CallContext, Router
+from ocpprpc._engine.events import Call, CallResult
 
 from .helpers import eventually, ws_url
 
@@ -86,3 +87,19 @@ async def test_calls_and_closed_connections_leave_no_cycles(validation: bool) ->
                         await station.call("Heartbeat", {})
             await eventually(lambda: server.connection_count == 0)
     assert garbage == Counter()
+
+
+async def test_an_idle_session_keeps_no_message_alive() -> None:
+    """Between messages the reader holds neither the last message nor its event (nor its payload).
+
+    A fleet's stations call every few seconds: whatever a call leaves alive until the next
+    ages into generation 2 and makes full collections more frequent (bench/README.md).
+    """
+    with collector_off():
+        async with (
+            ocpprpc.serve(router=router(), protocols=["ocpp1.6"], validation=True) as server,
+            ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
+        ):
+            for _ in range(3):
+                await station.call("Heartbeat", {})
+            await eventually(lambda: not [o for o in gc.get_objects() if isinstance(o, (Call, CallResult))])
