@@ -95,11 +95,10 @@ async def test_an_idle_session_keeps_no_message_alive() -> None:
     A fleet's stations call every few seconds: whatever a call leaves alive until the next
     ages into generation 2 and makes full collections more frequent (bench/README.md).
     """
-    with collector_off():
-        async with (
-            ocpprpc.serve(router=router(), protocols=["ocpp1.6"], validation=True) as server,
-            ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
-        ):
-            for _ in range(3):
-                await station.call("Heartbeat", {})
-            await eventually(lambda: not [o for o in gc.get_objects() if isinstance(o, (Call, CallResult))])
+    async with (
+        ocpprpc.serve(router=router(), protocols=["ocpp1.6"], validation=True) as server,
+        ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
+    ):
+        for _ in range(3):
+            await station.call("Heartbeat", {})
+        await eventually(lambda: not [o for o in gc.get_objects() if isinstance(o, (Call, CallResult))])
