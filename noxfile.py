@@ -259,7 +259,7 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Engine, validation vs `ocpp`, outbox, codecs, transport, tracing, flood fairness, cluster, CSMS layers.
+    """Engine, validation vs `ocpp`, outbox, codecs, transport, tracing, flood, cluster, idle and GC, layers.
 
     posargs go to bench_engine.
     """
@@ -273,6 +273,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_flood.py")
     session.run("python", "bench/callgrind_layers.py")
     session.run("python", "bench/bench_cluster.py")
+    session.run("python", "bench/bench_idle.py")
     session.run(
         "python",
         "bench/bench_transport.py",

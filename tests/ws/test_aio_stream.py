@@ -545,3 +545,19 @@ async def test_the_same_ocpp_exchange_over_both_streams() -> None:
     ]
     for csms_stream, station_stream in pairs:
         assert await ocpp_exchange(csms_stream, station_stream) == reference
+
+
+@asyncio_only
+async def test_connection_lost_from_a_transport_without_a_read_callback() -> None:
+    """Only asyncio's selector socket transport holds the bound read callback the stream drops
+    (tests/csms/test_garbage.py); another transport (here a pipe's) is left as it is."""
+    loop = asyncio.get_running_loop()
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        transport, stream = await loop.connect_read_pipe(lambda: AsyncioSocketStream(loop), pipe)
+        assert "_read_ready_cb" not in vars(transport)
+        os.close(write_end)  # EOF: the transport reports it, then its connection as lost
+        with pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+        await eventually(lambda: transport.is_closing())
+        assert stream._lost

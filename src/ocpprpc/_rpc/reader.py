@@ -22,7 +22,7 @@ from .._engine.events import (
 from .._ws.transport import CloseReason
 from .closing import _Closing
 from .inbound import _QUEUED, _REFUSED
-from .session_base import _PROTOCOL_ERROR
+from .session_base import _PROTOCOL_ERROR, _Pending
 
 log = logging.getLogger("ocpprpc.session")
 
@@ -35,6 +35,11 @@ class _Reader(_Closing):
         conn = self.connection
         inbox = self._inbox
         budget = self.inbound_budget
+        # Dropped after each message: an idle reader would otherwise keep its last message
+        # (text, event, and the call it answered) alive until the next one (bench/README.md, issue 17).
+        text: str | None = None
+        event: Event | None = None
+        pending: _Pending | None = None
         try:
             while True:
                 if (inbox or (budget is not None and budget.used >= budget.limit)) and self._full():
@@ -60,6 +65,7 @@ class _Reader(_Closing):
                             pending.resolve(event)
                     else:
                         await self._on_event(event)
+                text = event = pending = None
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         reason = stream.close_reason or CloseReason(1006, "connection lost")

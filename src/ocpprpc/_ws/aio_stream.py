@@ -154,6 +154,12 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._error = exc
+        # asyncio's selector transport keeps its own bound method (``_read_ready_cb``) for
+        # reading: a reference cycle (transport, socket and all) that only a full collection
+        # frees, and never once gc.freeze() froze it.  Nothing reads from it after this call.
+        state = getattr(self._transport, "__dict__", None)
+        if state is not None and "_read_ready_cb" in state:
+            state["_read_ready_cb"] = None
         _wake(self._receiver)
         _wake(self._drain)
         _wake(self._closing)

@@ -110,12 +110,13 @@ class RawSocketStream(anyio.abc.SocketStream):
                 try:
                     data = sock.recv(max_bytes)
                 except BlockingIOError:
-                    self._ops = 0
-                    await self._wait(anyio.wait_readable)
+                    pass  # wait outside the handler: the exception would live as long as the wait
                 except OSError as exc:
                     raise anyio.BrokenResourceError from exc
                 else:
                     break
+                self._ops = 0
+                await self._wait(anyio.wait_readable)
         finally:
             self._receiving = False
         if not data:
@@ -149,10 +150,12 @@ class RawSocketStream(anyio.abc.SocketStream):
                     try:
                         sent = sock.send(view)
                     except BlockingIOError:
-                        self._ops = 0
-                        await self._wait(anyio.wait_writable)
+                        sent = 0
+                    if sent:
+                        view = view[sent:]
                         continue
-                    view = view[sent:]
+                    self._ops = 0
+                    await self._wait(anyio.wait_writable)
         except OSError as exc:
             raise anyio.BrokenResourceError from exc
         finally:

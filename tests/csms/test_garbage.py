@@ -1,0 +1,104 @@
+"""A station's connection leaves no reference cycles: its calls and its end are freed by refcount.
+
+Cyclic garbage lives until a collection finds it, and a full collection of a
+CSMS holding thousands of stations scans every object they hold
+(bench/README.md, "Idle connections and the garbage collector"); once an
+application has frozen its long-lived objects (``gc.freeze()``), a cycle among
+them is never freed at all.  Each test turns the collector off, does its work,
+then collects with ``gc.DEBUG_SAVEALL`` and looks at what only cycles kept alive.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import ocpprpc
+from ocpprpc import CallContext, Router
+from ocpprpc._engine.events import Call, CallResult
+
+from .helpers import eventually, ws_url
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The default TCP streams only (ocpprpc's own on asyncio, the raw socket on trio).
+
+    Over anyio's streams (``tcp_stream="anyio"``) a closed connection still leaves
+    cycles: asyncio's transport (as fixed for our stream in ``_ws/aio_stream.py``),
+    and on trio a ``trio.Cancelled`` whose traceback holds a session
+    (bench/README.md, "Idle connections and the garbage collector").
+    """
+    return str(request.param)
+
+
+#: Modules whose objects in a cycle would be the connection's (the library and what it runs on).
+OURS = ("ocpprpc", "asyncio", "anyio", "trio", "socket", "websockets", "wsproto", "h11", "msgspec")
+
+
+@contextmanager
+def collector_off() -> Iterator[Counter[str]]:
+    """Run the block with the collector off; then fill the counter with the cyclic garbage it made."""
+    found: Counter[str] = Counter()
+    gc.collect()
+    gc.disable()
+    try:
+        yield found
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        for obj in gc.garbage:
+            kind = type(obj)
+            if kind.__module__.split(".")[0] in OURS:
+                found[f"{kind.__module__}.{kind.__qualname__}"] += 1
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+
+
+def router() -> Router:
+    csms = Router()
+
+    @csms.on("Heartbeat")
+    def heartbeat(request: Any, ctx: CallContext) -> dict[str, Any]:
+        return {"currentTime": "2026-01-01T00:00:00Z"}
+
+    return csms
+
+
+@pytest.mark.parametrize("validation", [True, False], ids=["strict", "lax"])
+async def test_calls_and_closed_connections_leave_no_cycles(validation: bool) -> None:
+    async with ocpprpc.serve(router=router(), protocols=["ocpp1.6"], validation=validation) as server:
+        # One station first: lazy imports and caches are filled outside the measurement.
+        async with ocpprpc.connect(ws_url(server), "CP0", protocols=["ocpp1.6"]) as station:
+            await station.call("Heartbeat", {})
+        await eventually(lambda: server.connection_count == 0)
+        with collector_off() as garbage:
+            for i in range(3):
+                async with ocpprpc.connect(ws_url(server), f"CP{i + 1}", protocols=["ocpp1.6"]) as station:
+                    for _ in range(5):
+                        await station.call("Heartbeat", {})
+            await eventually(lambda: server.connection_count == 0)
+    assert garbage == Counter()
+
+
+async def test_an_idle_session_keeps_no_message_alive() -> None:
+    """Between messages the reader holds neither the last message nor its event (nor its payload).
+
+    A fleet's stations call every few seconds: whatever a call leaves alive until the next
+    ages into generation 2 and makes full collections more frequent (bench/README.md).
+    """
+    async with (
+        ocpprpc.serve(router=router(), protocols=["ocpp1.6"], validation=True) as server,
+        ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
+    ):
+        for _ in range(3):
+            await station.call("Heartbeat", {})
+        await eventually(lambda: not [o for o in gc.get_objects() if isinstance(o, (Call, CallResult))])
