@@ -8,6 +8,7 @@ awaitable is found out: its awaiting goes to a worker, and so do its later CALLs
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -300,3 +301,91 @@ async def test_an_inline_layer_waiting_after_all_is_cancelled_with_the_session()
         await entered.wait()
         await session.close()
     assert len(ended) == 1 and ended[0].endswith(" c1")
+
+
+class Observer:
+    """A layer that only looks at outcomes: ``observe`` (and ``__call__`` built on it, as Metrics is)."""
+
+    never_waits = True
+
+    def __init__(self, name: str, seen: list[tuple[str, str, str, str]], fail: bool = False) -> None:
+        self.name, self.seen, self.fail = name, seen, fail
+
+    async def __call__(self, ctx: MessageContext, call_next: CallNext) -> Any:
+        try:
+            answer = await call_next(ctx)
+        except BaseException as exc:
+            self.observe(ctx, None, exc)
+            raise
+        self.observe(ctx, answer, None)
+        return answer
+
+    def observe(self, ctx: MessageContext, answer: Any, error: BaseException | None) -> None:
+        outcome = repr(answer) if error is None else type(error).__name__
+        self.seen.append((self.name, ctx.action, outcome, handler_task()))
+        if self.fail:
+            raise RuntimeError(f"{self.name} broke")
+
+
+def test_an_onion_of_observers_skips_the_coroutines_only_when_every_layer_observes_and_fails_open() -> None:
+    seen: list[tuple[str, str, str, str]] = []
+    outer, inner = Observer("outer", seen), Observer("inner", seen)
+    assert [index for index, _ in Onion([outer, inner]).observers or ()] == [1, 0]
+    assert Onion([outer, Recorder()]).observers is None
+    assert Onion([fail_closed(outer)]).observers is None
+
+    class Waits(Observer):
+        never_waits = False
+
+    assert Onion([Waits("w", seen)]).observers is None
+
+
+async def test_observers_see_every_outcome_innermost_first_in_the_reader(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "ocpprpc.middleware")
+    seen: list[tuple[str, str, str, str]] = []
+    router = Router()
+    router.on("Heartbeat")(lambda request, ctx: {"currentTime": "now"})
+
+    @router.on("Authorize")
+    def authorize(request: Any, ctx: CallContext) -> dict[str, Any]:
+        raise OCPPError("SecurityError", "blocked")
+
+    layers = [Observer("outer", seen), Observer("inner", seen, fail=True)]  # inner raises every time
+    async with session_with_raw_peer(router=router, middleware=layers) as (session, peer):
+        assert session._onion is not None and session._onion.observers is not None
+        await peer.send([2, "c1", "Heartbeat", {}])
+        assert await peer.receive() == [3, "c1", {"currentTime": "now"}]  # a failing observer changes nothing
+        await peer.send([2, "c2", "Authorize", {"idTag": "X"}])
+        assert (await peer.receive())[:3] == [4, "c2", "SecurityError"]
+        await peer.send([2, "c3", "Heartbeat", {}])
+        assert await peer.receive() == [3, "c3", {"currentTime": "now"}]
+    answer = repr({"currentTime": "now"})
+    assert seen == [
+        ("inner", "Heartbeat", answer, "reader"),
+        ("outer", "Heartbeat", answer, "reader"),
+        ("inner", "Authorize", "OCPPError", "reader"),
+        ("outer", "Authorize", "OCPPError", "reader"),
+        ("inner", "Heartbeat", answer, "reader"),
+        ("outer", "Heartbeat", answer, "reader"),
+    ]
+    failures = [r for r in caplog.records if r.exc_info and str(r.exc_info[1]) == "inner broke"]
+    assert [record.levelname for record in failures] == ["ERROR", "DEBUG", "DEBUG"]  # once per cause
+
+
+async def test_metrics_alone_counts_the_same_through_observe() -> None:
+    metrics = Metrics()
+    router = Router()
+    router.on("Heartbeat")(lambda request, ctx: {"currentTime": "now"})
+    async with session_with_raw_peer(router=router, middleware=[metrics]) as (session, peer):
+        assert session._onion is not None and session._onion.observers is not None
+        for n in range(3):
+            await peer.send([2, f"c{n}", "Heartbeat", {}])
+            assert await peer.receive() == [3, f"c{n}", {"currentTime": "now"}]
+        await peer.send([2, "c9", "Authorize", {"idTag": "X"}])
+        assert (await peer.receive())[:3] == [4, "c9", "NotImplemented"]
+    assert metrics.call_counts() == {
+        "Heartbeat": {"in": {"ok": 3}},
+        "Authorize": {"in": {"callerror": 1}},
+    }

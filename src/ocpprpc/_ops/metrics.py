@@ -161,25 +161,34 @@ class Metrics:
     # -- the message middleware ------------------------------------------------------------
 
     async def __call__(self, ctx: MetricsContext, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        started = ctx.started  # taken as the exchange entered the onion: one clock read fewer
         try:
             answer = await call_next(ctx)
-        except Exception as exc:
-            failed = _FAILURES.get(type(exc).__name__)  # before the code: InvalidResponseError has one too
-            if failed is None:
-                failed = "callerror" if getattr(exc, "code", None) is not None else "error"
-            self._count(ctx, failed, started)
+        except BaseException as exc:
+            self.observe(ctx, None, exc)
             raise
-        except BaseException:
-            self._count(ctx, "cancelled", started)
-            raise
+        self.observe(ctx, answer, None)
+        return answer
+
+    def observe(self, ctx: MetricsContext, answer: Any, error: BaseException | None) -> None:
+        """Count one exchange that ended with *answer* or *error* (what ``__call__`` does after
+        ``call_next``; a session whose middleware all observe calls it directly, no coroutine)."""
+        started = ctx.started  # taken as the exchange entered the onion: one clock read fewer
+        if error is not None:
+            if isinstance(error, Exception):
+                failed = _FAILURES.get(type(error).__name__)  # before the code: InvalidResponseError has one
+                if failed is None:
+                    failed = "callerror" if getattr(error, "code", None) is not None else "error"
+                self._count(ctx, failed, started)
+            else:
+                self._count(ctx, "cancelled", started)
+            return
         if isinstance(answer, enum.Enum) and answer.name in _NO_ANSWER:
             self._count(ctx, "dropped", started)
-            return answer
+            return
         ok = self._ok.get((ctx.action, ctx.direction, ctx.kind))
         if ok is None:
             self._count(ctx, "ok", started)
-            return answer
+            return
         # _count(ctx, "ok", started), for a series counted before: every exchange's path.
         count, histogram = ok
         count[0] += 1
@@ -187,7 +196,6 @@ class Metrics:
             seconds = time.perf_counter() - started
             histogram[bisect_left(self.buckets, seconds)] += 1
             histogram[-1] += seconds
-        return answer
 
     def _count(self, ctx: MetricsContext, outcome: str, started: float) -> None:
         action = self._action(ctx.action)

@@ -105,6 +105,21 @@ class _Handler(Tracked):
         self.error = None
 
     async def __call__(self, ctx: MessageContext, /) -> Any:
+        result = self.step(ctx)
+        if self.deferred is None and inspect.isawaitable(result):
+            try:
+                result = await result
+            except Exception as exc:
+                self.error = exc
+                raise
+            self.result = result
+        return result
+
+    def step(self, ctx: MessageContext, /) -> Any:
+        """The handler called: its answer, or (without *deferred*) the awaitable it returned.
+
+        Synchronous, so an onion of observers (``Onion.observed``) runs it without a coroutine.
+        """
         self.called = True
         self.error = None
         route = self.route
@@ -122,16 +137,13 @@ class _Handler(Tracked):
                     self.is_send,
                 )
                 result = route.handler(session._prepare(route, ctx.payload), call_ctx)
-                if inspect.isawaitable(result):
-                    deferred = self.deferred
-                    if deferred is None:
-                        result = await result
-                    else:
-                        if len(_DEFERRING) >= _MAX_DEFERRING:
-                            _DEFERRING.clear()
-                        _DEFERRING.add(route)
-                        deferred.append(result)
-                        result = NO_REPLY
+                deferred = self.deferred
+                if deferred is not None and inspect.isawaitable(result):
+                    if len(_DEFERRING) >= _MAX_DEFERRING:
+                        _DEFERRING.clear()
+                    _DEFERRING.add(route)
+                    deferred.append(result)
+                    result = NO_REPLY
         except Exception as exc:
             self.error = exc
             raise
@@ -268,7 +280,10 @@ class _Inbound(_SessionBase):
                 handler = _Handler(self, route, is_send, deferred)  # as _exchange() makes them
                 context = contextvars.copy_context()
                 try:
-                    result = context.run(onion.drive, mctx, handler)
+                    if onion.observers is not None:  # every layer only observes: no coroutine at all
+                        result = context.run(onion.observed, mctx, handler.step)
+                    else:
+                        result = context.run(onion.drive, mctx, handler)
                     if type(result) is Later:  # a layer waited after all (the reader waits with it) or failed
                         result = await _run_in_context(context, result.rest)
                 except DroppedByMiddleware:

@@ -81,7 +81,7 @@ import enum
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from types import CoroutineType, FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, cast
 
@@ -377,7 +377,7 @@ class _Resumed:
 class Onion:
     """The middleware of one session, outermost first, and how an exchange runs through them."""
 
-    __slots__ = ("closed", "entries", "inline", "layers")
+    __slots__ = ("closed", "entries", "inline", "layers", "observers")
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.layers: tuple[Middleware, ...] = tuple(middleware)
@@ -395,6 +395,14 @@ class Onion:
         self.inline: bool = all(
             getattr(getattr(layer, "middleware", layer), "never_waits", False) is True
             for layer in self.layers
+        )
+        #: Every layer only looks at outcomes (``observe``, see :meth:`observed`) and fails open:
+        #: (index, observe) innermost first, as the layers would see the exchange end.
+        observers = [(index, getattr(layer, "observe", None)) for index, layer in enumerate(self.layers)]
+        self.observers: tuple[tuple[int, Callable[..., None]], ...] | None = (
+            tuple((index, observe) for index, observe in reversed(observers) if observe is not None)
+            if self.inline and not any(self.closed) and all(callable(observe) for _, observe in observers)
+            else None
         )
 
     async def run(self, ctx: MessageContext, innermost: CallNext, index: int = 0) -> Any:
@@ -440,6 +448,29 @@ class Onion:
             self._failed(0, exc, ctx, call_next)
             return Later(self._fail_open(ctx, call_next))
         return Later(self._resume(ctx, coro, yielded, call_next))
+
+    def observed(self, ctx: MessageContext, step: Callable[[MessageContext], Any]) -> Any:
+        """The exchange for an onion of observers (:attr:`observers`): *step* (the handler, run
+        synchronously), then each layer's ``observe(ctx, answer, error)``, innermost first.
+
+        What the layers' ``__call__`` would count, without a coroutine per layer: a layer
+        offers ``observe`` only when its ``__call__`` is "await call_next, then observe".
+        An observer that raises is logged once per cause and the exchange goes on (open).
+        """
+        try:
+            answer = step(ctx)
+        except BaseException as exc:
+            self._tell(ctx, None, exc)
+            raise
+        self._tell(ctx, answer, None)
+        return answer
+
+    def _tell(self, ctx: MessageContext, answer: Any, error: BaseException | None) -> None:
+        for index, observe in self.observers or ():
+            try:
+                observe(ctx, answer, error)
+            except Exception as exc:
+                self._report(self.layers[index], exc, ctx, False)
 
     def _call_next(self, index: int, innermost: CallNext) -> Tracked:
         """Layer *index*'s ``call_next``: for the last layer, the innermost itself if it tracks itself."""
