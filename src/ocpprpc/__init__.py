@@ -375,6 +375,7 @@ _LAZY.update(dict.fromkeys(("ConnectionMiddleware", "UpgradeContext"), "._csms.u
 # Pure (stdlib and msgspec; the SQLite store loads anyio and sqlite3), lazy like the rest.
 if _TYPE_CHECKING:
     from ._ops.exchange import ExchangeLog
+    from ._ops.gc_tuning import CSMS_GC_THRESHOLDS, tune_gc
     from ._ops.logfmt import EXTRA_KEYS, ConsoleFormatter, JsonFormatter, log_extra
     from ._ops.metrics import Metrics
     from ._ops.redact import ID_TOKEN_FIELDS, SECRET_FIELDS, SECRET_SETTINGS, Redactor
@@ -392,6 +393,7 @@ if _TYPE_CHECKING:
 
 _LAZY.update(dict.fromkeys(("EXTRA_KEYS", "ConsoleFormatter", "JsonFormatter", "log_extra"), "._ops.logfmt"))
 _LAZY["ExchangeLog"] = "._ops.exchange"
+_LAZY.update(dict.fromkeys(("CSMS_GC_THRESHOLDS", "tune_gc"), "._ops.gc_tuning"))
 _LAZY["Metrics"] = "._ops.metrics"
 _LAZY.update(
     dict.fromkeys(("ID_TOKEN_FIELDS", "SECRET_FIELDS", "SECRET_SETTINGS", "Redactor"), "._ops.redact")
@@ -632,6 +634,8 @@ __all__ = (
     "ConnectorStatus",
     "ConsoleFormatter",
     "ExchangeLog",
+    "CSMS_GC_THRESHOLDS",
+    "tune_gc",
     "JsonFormatter",
     "MemoryRegistryStore",
     "Metrics",

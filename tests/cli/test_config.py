@@ -189,6 +189,16 @@ CASES: dict[str, tuple[str | bytes, tuple[str, ...], str]] = {
         (),
         "{cfg}: cluster.heartbeat: expected a number, got a string 'fast'",
     ),
+    "gc-threshold-negative": (
+        "gc_threshold = -1\n",
+        (),
+        "{cfg}: gc_threshold: must be from 0 to 10000000, got -1",
+    ),
+    "gc-threshold-huge": (
+        "gc_threshold = 100000000\n",
+        (),
+        "{cfg}: gc_threshold: must be from 0 to 10000000, got 100000000",
+    ),
     "wrong-type-array-item": (
         'protocols = ["ocpp1.6", 2]\n',
         (),

@@ -70,6 +70,18 @@ CASES: dict[str, tuple[tuple[Arg, ...], str]] = {
         "argument --rate-limit-action: invalid choice: 'ignore' "
         "(choose from 'drop', 'callerror', 'disconnect')",
     ),
+    "gc-threshold-negative": (
+        ("serve", "--gc-threshold", "-5"),
+        "argument --gc-threshold: must not be negative, got -5",
+    ),
+    "gc-threshold-huge": (
+        ("serve", "--gc-threshold", "99999999999"),
+        "argument --gc-threshold: must be at most 10000000, got 99999999999",
+    ),
+    "gc-threshold-text": (
+        ("serve", "--gc-threshold", "lots"),
+        "argument --gc-threshold: not a whole number: 'lots'",
+    ),
     "max-connections-zero": (
         ("serve", "--max-connections", "0"),
         "argument --max-connections: must be at least 1, got 0",

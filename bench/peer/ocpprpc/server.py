@@ -7,6 +7,7 @@ validated against the official schemas (decoded into typed messages).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -82,8 +83,15 @@ async def main(args: argparse.Namespace) -> None:
         compression=bool(args.deflate),
         **server_layers(args),
     ):
+        if args.gc == "threshold":
+            gc.set_threshold(50_000, 20, 100)
+        if args.gc == "freeze":
+            gc.freeze()
         emit({"event": "ready", "port": args.port})
-        await anyio.sleep_forever()
+        while True:
+            await anyio.sleep(20)
+            if args.gc == "freeze":
+                gc.freeze()
 
 
 if __name__ == "__main__":

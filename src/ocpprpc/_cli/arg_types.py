@@ -50,6 +50,17 @@ def _count(text: str) -> int:
     return value
 
 
+#: The largest --gc-threshold taken (beyond it, the young generation is never collected in practice).
+MAX_GC_THRESHOLD = 10_000_000
+
+
+def _gc_threshold(text: str) -> int:
+    value = _count(text)
+    if value > MAX_GC_THRESHOLD:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_GC_THRESHOLD}, got {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)

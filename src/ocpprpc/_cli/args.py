@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from .._ops.gc_tuning import CSMS_GC_THRESHOLDS
 from ..cluster.adapter import DEFAULT_HEARTBEAT
 from .arg_types import (
     _action,
     _action_rate,
     _count,
+    _gc_threshold,
     _identity,
     _network,
     _node_name,
@@ -207,6 +209,14 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         type=_positive_int,
         default=300,
         help="heartbeat interval given to stations at boot",
+    )
+    serve.add_argument(
+        "--gc-threshold",
+        metavar="N",
+        type=_gc_threshold,
+        default=CSMS_GC_THRESHOLDS[0],
+        help="the garbage collector's first threshold for this process (ocpprpc.tune_gc: keeps "
+        "latency flat with thousands of stations); 0 leaves Python's defaults",
     )
     serve.add_argument(
         "--cluster",

@@ -32,11 +32,12 @@ from typing import Any, Literal, get_args, get_origin
 
 from .._csms.admission import AdmissionPolicy
 from .._csms.ratelimit import OnBreach, RateLimit
+from .._ops.gc_tuning import CSMS_GC_THRESHOLDS
 from .._options.model import CsmsOptions, SessionOptions, WebSocketOptions
 from .._ws.tls import server_ssl_context
 from ..cluster.adapter import DEFAULT_HEARTBEAT
 from ..cluster.ops_open import redis_url_problem
-from .arg_types import node_name_problem
+from .arg_types import MAX_GC_THRESHOLD, node_name_problem
 from .config_values import (
     _LIMIT_KIND,
     Reader,
@@ -387,6 +388,9 @@ def config_schema(base: Path | None = None) -> Table:
         "heartbeat_interval": Setting(_integer(1), "integer", 300,
                                       "heartbeat interval given to stations at boot (seconds)",
                                       "--heartbeat-interval", "heartbeat_interval"),
+        "gc_threshold": Setting(_integer(0, MAX_GC_THRESHOLD), "integer", CSMS_GC_THRESHOLDS[0],
+                                "the garbage collector's first threshold (0: Python's defaults)",
+                                "--gc-threshold", "gc_threshold"),
         "metrics": Setting(_boolean, "boolean", False,
                            "GET /metrics (Prometheus) and /health on the station port",
                            "--metrics", "metrics"),

@@ -23,6 +23,7 @@ from .._csms.ratelimit import OnBreach, RateLimit, StationLimits
 from .._csms.routing import Route
 from .._csms.security_events import SecurityEvent, SecurityEvents
 from .._csms.server import Accept, Reject, Server
+from .._ops.gc_tuning import CSMS_GC_THRESHOLDS, tune_gc
 from .._ws.handshake import StationRequest
 from ..cluster.adapter import ClusterUnavailable
 from ..cluster.redis_adapter import RedisAdapter
@@ -60,6 +61,8 @@ async def run_serve(args: argparse.Namespace) -> None:
                 return decision
         return Accept()
 
+    if args.gc_threshold:  # a setting of the whole process: this command owns it
+        tune_gc((args.gc_threshold, *CSMS_GC_THRESHOLDS[1:]))
     routes = _routes(args.config)
     listeners = _listeners(args.config, routes)
     server = Server(
