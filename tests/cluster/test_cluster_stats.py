@@ -23,7 +23,8 @@ import ocpprpc
 from ocpprpc import ClusterClient, ClusterStats, NodeUnavailable
 from ocpprpc._csms.cluster_delivery import ClusterDelivery, cluster_delivery
 from ocpprpc.cluster.adapter import BROADCAST, ClusterMetrics, Kind, envelope, now_ms
-from ocpprpc.cluster.redis_adapter import GROUP, RedisAdapter
+from ocpprpc.cluster.redis_adapter import RedisAdapter
+from ocpprpc.cluster.redis_scripts import GROUP
 from tests.cluster.conftest import Flavour
 from tests.cluster.redis_server import RedisServer
 from tests.cluster.test_adapter import MEDIA, Cluster, Medium

@@ -11,7 +11,8 @@ import pytest
 from ocpprpc.cluster.adapter import ClusterUnavailable, Envelope, Kind, NodeUnavailable, envelope
 from ocpprpc.cluster.ops import Eval, RedisCommandError, RedisUnavailable
 from ocpprpc.cluster.ops_open import open_ops
-from ocpprpc.cluster.redis_adapter import GROUP, REFRESH, REFRESH_BATCH, RedisAdapter
+from ocpprpc.cluster.redis_adapter import RedisAdapter
+from ocpprpc.cluster.redis_scripts import GROUP, REFRESH, REFRESH_BATCH
 from tests.cluster.conftest import Flavour
 from tests.cluster.redis_server import RedisServer
 

@@ -23,7 +23,8 @@ from ocpprpc.cluster.ops import RedisUnavailable
 from ocpprpc.cluster.ops_coredis import CoredisOps
 from ocpprpc.cluster.ops_open import open_ops
 from ocpprpc.cluster.ops_redispy import RedisPyOps
-from ocpprpc.cluster.redis_adapter import REFRESH_BATCH, RedisAdapter
+from ocpprpc.cluster.redis_adapter import RedisAdapter
+from ocpprpc.cluster.redis_scripts import REFRESH_BATCH
 from tests.cluster.conftest import FLAVOURS, Flavour
 from tests.cluster.redis_server import RedisClusterServers, RedisServer
 from tests.cluster.test_cli_cluster import call as cli_call

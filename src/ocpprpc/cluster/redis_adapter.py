@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import uuid
-from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,130 +39,34 @@ import msgspec
 
 from .adapter import (
     DEFAULT_HEARTBEAT,
-    Claim,
-    ClaimStatus,
     ClusterMetrics,
     ClusterUnavailable,
     Dedup,
     Envelope,
-    Kind,
     NodeUnavailable,
-    Presence,
     decode,
     encode,
-    envelope,
     now_ms,
 )
-from .ops import Eval, NoGroup, RedisCommandError, RedisOps, RedisUnavailable, Script
+from .ops import Eval, NoGroup, RedisCommandError, RedisOps
 from .ops_open import ClientChoice, client_url, open_ops
+from .redis_presence import _PresenceClaims
+from .redis_scripts import (
+    _TRANSIENT,
+    DELIVER,
+    GROUP,
+    OUTBOX_BATCH,
+    WATCH_INTERVAL,
+    _Out,
+    _unavailable,
+)
 
 __all__ = ["RedisAdapter"]
 
 logger = logging.getLogger(__name__)
 
-GROUP = "rpc"
 
-#: What a background loop waits out: no answer, or an error answer such as LOADING (a
-#: restart reading its dump), READONLY (a failover in progress), OOM or BUSY.
-_TRANSIENT = (RedisUnavailable, RedisCommandError)
-
-#: KEYS: alive, inbox.  ARGV: maxlen, envelope.  The XADD only if the node is alive.
-DELIVER = Script(
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return false end "
-    "return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])"
-)
-#: KEYS: presence, token counter.  ARGV: node, conn, ttl ms, takeover (1/0).
-CLAIM = Script(
-    """
-local cur = redis.call('GET', KEYS[1])
-local prefix = ARGV[1] .. '|' .. ARGV[2] .. '|'
-if cur and string.sub(cur, 1, #prefix) == prefix then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return {'kept', cur}
-end
-if cur and ARGV[4] ~= '1' then return {'lost', cur} end
-local value = prefix .. redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
-if cur then return {'taken_over', value, cur} end
-return {'claimed', value}
-"""
-)
-#: CLAIM without takeover for many identities in one call (a presence refresh).
-#: KEYS: n presence keys, then their n token counters.  ARGV: node, ttl ms, then n conns.
-#: One reply per identity: 'kept', 'claimed' or 'lost'.
-REFRESH = Script(
-    """
-local n = #KEYS / 2
-local out = {}
-for i = 1, n do
-  local cur = redis.call('GET', KEYS[i])
-  local prefix = ARGV[1] .. '|' .. ARGV[2 + i] .. '|'
-  if cur and string.sub(cur, 1, #prefix) == prefix then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    out[i] = 'kept'
-  elseif cur then
-    out[i] = 'lost'
-  else
-    redis.call('SET', KEYS[i], prefix .. redis.call('INCR', KEYS[n + i]), 'PX', ARGV[2])
-    out[i] = 'claimed'
-  end
-end
-return out
-"""
-)
-#: Identities per REFRESH call: Redis runs one for ~1 ms, other clients wait that long at most.
-REFRESH_BATCH = 500
-#: Seconds between checks of the nodes that calls in flight wait on.
-WATCH_INTERVAL = 0.25
-#: KEYS: presence.  ARGV: node, conn.  Delete only if that connection holds it.
-RELEASE = Script(
-    "local cur = redis.call('GET', KEYS[1]) "
-    "local prefix = ARGV[1] .. '|' .. ARGV[2] .. '|' "
-    "if cur and string.sub(cur, 1, #prefix) == prefix then return redis.call('DEL', KEYS[1]) end "
-    "return 0"
-)
-
-
-#: Envelopes the outbox writer sends in one pipeline at most.
-OUTBOX_BATCH = 512
-
-
-@dataclass(eq=False)
-class _Out:
-    """One envelope in the outbox, and what became of it."""
-
-    node: str
-    data: bytes
-    done: anyio.Event = field(default_factory=anyio.Event)
-    #: Until the writer says otherwise: it stopped before sending this one.
-    error: Exception | None = field(default_factory=lambda: ClusterUnavailable("the adapter is closed"))
-    added: bool = False
-
-
-class _CrossSlot(Exception):
-    """A multi-key script spanned slots (Redis Cluster): fall back to one key per call."""
-
-
-def _unavailable(exc: Exception) -> ClusterUnavailable:
-    if isinstance(exc, RedisCommandError):
-        return ClusterUnavailable(f"Redis refused: {exc}")
-    return ClusterUnavailable(str(exc))
-
-
-def _claim(reply: Any) -> Claim:
-    status, holder = ClaimStatus(_text(reply[0])), Presence.decode(reply[1])
-    assert holder is not None
-    previous = Presence.decode(reply[2]) if len(reply) > 2 else None
-    if status is ClaimStatus.LOST:
-        return Claim(status, holder)
-    return Claim(status, holder, previous)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisAdapter:
+class RedisAdapter(_PresenceClaims):
     """One node over Redis: ``async with RedisAdapter(url, node_id="node-a") as adapter``.
 
     Give *url* (the client is chosen for the backend: redis-py on asyncio, coredis on
@@ -559,130 +460,6 @@ class RedisAdapter:
                 task_status.started()
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
-
-    # -- presence -------------------------------------------------------------------------
-    async def presence(self, identity: str) -> Presence | None:
-        try:
-            return Presence.decode(await self.ops.get(self.presence_key(identity)))
-        except _TRANSIENT as exc:
-            raise _unavailable(exc) from exc
-
-    async def presences(self, identities: Iterable[str]) -> Mapping[str, Presence | None]:
-        wanted = list(dict.fromkeys(identities))
-        try:
-            values = await self.ops.mget([self.presence_key(identity) for identity in wanted])
-        except _TRANSIENT as exc:
-            raise _unavailable(exc) from exc
-        return {identity: Presence.decode(value) for identity, value in zip(wanted, values, strict=True)}
-
-    def _claim_args(self, identity: str, conn: str, takeover: bool) -> tuple[list[str], list[str | int]]:
-        keys = [self.presence_key(identity), self.token_key(identity)]
-        return keys, [self.node_id, conn, self.presence_ttl_ms, 1 if takeover else 0]
-
-    async def claim(self, identity: str, conn: str, *, takeover: bool = True) -> Claim:
-        if "|" in conn or not conn:
-            raise ValueError(f"connection id must be non-empty and without '|': {conn!r}")
-        keys, args = self._claim_args(identity, conn, takeover)
-        try:
-            claim = _claim(await self.ops.run_script(CLAIM, keys, args))
-        except _TRANSIENT as exc:
-            raise _unavailable(exc) from exc
-        if claim.status is ClaimStatus.LOST:
-            self._claims.pop(identity, None)
-        else:
-            self._claims[identity] = conn
-        return claim
-
-    async def _renew_claims(self) -> list[str]:
-        """Claim-if-free for every local identity; the ones lost.
-
-        One REFRESH script per :data:`REFRESH_BATCH` identities, all in one pipeline: Redis
-        pays one script call per batch instead of one per identity.  On Redis Cluster, where
-        a batch would span slots, one CLAIM per identity instead, pipelined (the client
-        sends each node its share); a Redis that refuses a batch as CROSSSLOT (a proxy in
-        front of a cluster) switches to that too.
-        """
-        claims = list(self._claims.items())
-        if not self._per_key_refresh:
-            try:
-                return await self._renew_batched(claims)
-            except _CrossSlot:
-                self._per_key_refresh = True
-        return await self._renew_per_key(claims)
-
-    async def _renew_batched(self, claims: list[tuple[str, str]]) -> list[str]:
-        lost = []
-        for start in range(0, len(claims), 20 * REFRESH_BATCH):
-            chunks = [
-                claims[at : at + REFRESH_BATCH]
-                for at in range(start, min(len(claims), start + 20 * REFRESH_BATCH), REFRESH_BATCH)
-            ]
-            commands = [
-                Eval(
-                    REFRESH,
-                    [self.presence_key(i) for i, _ in chunk] + [self.token_key(i) for i, _ in chunk],
-                    [self.node_id, self.presence_ttl_ms, *(conn for _, conn in chunk)],
-                )
-                for chunk in chunks
-            ]
-            replies = await self.ops.pipeline(commands)
-            if any(isinstance(reply, RedisCommandError) and "CROSSSLOT" in str(reply) for reply in replies):
-                raise _CrossSlot  # before any is acted on: the per-key pass redoes them all
-            for chunk, reply in zip(chunks, replies, strict=True):
-                if isinstance(reply, BaseException):
-                    continue  # kept; tried again next time
-                for (identity, conn), status in zip(chunk, reply, strict=True):
-                    if _text(status) == ClaimStatus.LOST:
-                        lost += self._lose(identity, conn)
-        return lost
-
-    async def _renew_per_key(self, claims: list[tuple[str, str]]) -> list[str]:
-        lost = []
-        for start in range(0, len(claims), 1000):
-            chunk = claims[start : start + 1000]
-            commands = [Eval(CLAIM, *self._claim_args(identity, conn, False)) for identity, conn in chunk]
-            for (identity, conn), reply in zip(chunk, await self.ops.pipeline(commands), strict=True):
-                if isinstance(reply, BaseException):
-                    continue  # kept; tried again next time
-                if _claim(reply).status is ClaimStatus.LOST:
-                    lost += self._lose(identity, conn)
-        return lost
-
-    def _lose(self, identity: str, conn: str) -> list[str]:
-        if self._claims.get(identity) != conn:
-            return []  # released or claimed anew meanwhile
-        del self._claims[identity]
-        # The node learns it through its inbox stream, like a kick from another node.
-        self._kicks.send_nowait(envelope(Kind.KICK, self.node_id, identity, timeout=60, conn=conn))
-        return [identity]
-
-    async def _forward_kicks(self) -> None:
-        async for kick in self._kicks_out:
-            await self._send.send(kick)
-
-    async def refresh(self) -> list[str]:
-        try:
-            return await self._renew_claims()
-        except _TRANSIENT as exc:
-            raise _unavailable(exc) from exc
-
-    async def _refresher(self) -> None:
-        interval = self.presence_ttl_ms / 3000
-        while True:
-            await anyio.sleep(interval * random.uniform(0.9, 1.0))
-            try:
-                await self._renew_claims()
-            except _TRANSIENT as exc:
-                self._count_failure(exc)
-
-    async def release(self, identity: str, conn: str) -> bool:
-        if self._claims.get(identity) == conn:
-            del self._claims[identity]
-        try:
-            released = await self.ops.run_script(RELEASE, [self.presence_key(identity)], [self.node_id, conn])
-        except _TRANSIENT as exc:
-            raise _unavailable(exc) from exc
-        return bool(released)
 
     # -- metrics --------------------------------------------------------------------------
     async def metrics(self) -> ClusterMetrics:
