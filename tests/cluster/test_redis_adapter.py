@@ -376,3 +376,41 @@ async def test_a_lost_ack_reads_the_entry_again_and_hands_it_out_once(
             await a.deliver("b", second)
             with anyio.fail_after(PROMPT):
                 assert await b.received.receive() == second  # the first never came out twice
+
+
+class _CountingMget:
+    """Real Redis below; notes the keys of every MGET (the liveness checks of watched nodes)."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+        self.mgets: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    async def mget(self, keys: Any) -> Any:
+        self.mgets.append(list(keys))
+        return await self._ops.mget(keys)
+
+
+async def test_a_watched_node_is_polled_closely_only_while_an_envelope_to_it_is_in_flight(
+    redis_server: RedisServer, flavour: Flavour, ns: str
+) -> None:
+    """Idle: once a heartbeat (5 s here); with a call in flight: every WATCH_INTERVAL (0.25 s)."""
+    async with open_ops(redis_server.url, prefer=flavour.client) as real:
+        counting = _CountingMget(real)
+        async with (
+            RedisAdapter(ops=counting, node_id="a", namespace=ns, heartbeat=5.0) as a,
+            node(redis_server, flavour, ns, "b"),
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(a.wait_node_down, "b")
+
+            def checks() -> int:
+                return sum(a.alive_key("b") in keys for keys in counting.mgets)
+
+            await anyio.sleep(1.0)  # four watch intervals, nothing in flight
+            assert checks() == 0
+            await a.deliver("b", call("a"))  # its deadline is 30 s away: b is watched closely
+            await until(lambda: checks() >= 3)
+            group.cancel_scope.cancel()

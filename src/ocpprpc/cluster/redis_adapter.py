@@ -8,8 +8,9 @@
   if the target's key exists, so a call to a dead node fails at once with
   :class:`~.adapter.NodeUnavailable`, and :meth:`wait_node_down` fails calls already
   in flight within the dead node's liveness TTL plus :data:`WATCH_INTERVAL` (the nodes
-  with calls in flight are polled that often, apart from our own heartbeat, so a caller
-  learns of a death as soon as the key lapses).  Nothing is retried blindly.
+  with an envelope of ours before its deadline are polled that often, apart from our own
+  heartbeat, so a caller learns of a death as soon as the key lapses; other watched nodes
+  once a heartbeat).  Nothing is retried blindly.
 * Presence ``<node>|<conn>|<token>`` per identity, claimed, refreshed and released by Lua
   conditional on ownership; the token (an INCR per identity) fences each new claim.
 * Broadcast over pub/sub under a supervisor that subscribes again whenever the
@@ -120,6 +121,8 @@ class RedisAdapter(_PresenceClaims):
         self._dedup = Dedup()
         self._claims: dict[str, str] = {}
         self._watch: dict[str, anyio.Event] = {}
+        #: Per node, the latest deadline (ms) of an envelope we delivered to it.
+        self._busy_until: dict[str, int] = {}
         #: Set when a node is watched while none was (wakes :meth:`_watcher`).
         self._watched: anyio.Event | None = None
         # Room for one read: a batch is handed over at once (see _consume).
@@ -303,6 +306,8 @@ class RedisAdapter(_PresenceClaims):
             self._metrics.node_unavailable += 1
             raise NodeUnavailable(node)
         self._metrics.sent += 1
+        if env.dl > self._busy_until.get(node, 0):
+            self._busy_until[node] = env.dl  # its answer is awaited until then: watch it closely
 
     async def _write_outbox(self) -> None:
         """Send what callers deliver: one DELIVER alone, or all that queued meanwhile in one pipeline.
@@ -393,17 +398,26 @@ class RedisAdapter(_PresenceClaims):
                 self._down = True
 
     async def _watcher(self) -> None:
-        """While calls to other nodes are in flight: their liveness keys every WATCH_INTERVAL."""
+        """The liveness keys of the watched nodes: every WATCH_INTERVAL those with an envelope of
+        ours still before its deadline (calls in flight), the others once a heartbeat."""
+        every = max(1, round(self.heartbeat / WATCH_INTERVAL))
+        tick = 0
         while True:
             if not self._watch:
                 self._watched = watched = anyio.Event()
                 await watched.wait()
             await anyio.sleep(WATCH_INTERVAL)
+            tick += 1
+            now = now_ms()
+            if tick % every == 0:
+                self._busy_until = {node: dl for node, dl in self._busy_until.items() if dl >= now}
+                nodes = list(self._watch)
+            else:
+                nodes = [node for node in self._watch if self._busy_until.get(node, 0) >= now]
             with contextlib.suppress(*_TRANSIENT):  # counted by the watchdog; tried again
-                await self._check_watched()
+                await self._check_watched(nodes)
 
-    async def _check_watched(self) -> None:
-        nodes = list(self._watch)
+    async def _check_watched(self, nodes: list[str]) -> None:
         if not nodes:
             return
         values = await self.ops.mget([self.alive_key(node) for node in nodes])
