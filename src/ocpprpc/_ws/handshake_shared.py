@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
+from wsproto.connection import Connection, ConnectionType
 from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 
@@ -60,20 +61,38 @@ def _make_codec(
     """The frame codec for a connection whose opening handshake ``handshake`` just completed."""
     connection = handshake.connection
     assert connection is not None
+    # Frames that arrived in the same read as the end of the handshake.  A client's
+    # wsproto connection already has them; a server's does not (wsproto drops what a
+    # station sends right behind its request).  h11's ``trailing_data`` is public;
+    # reaching it through wsproto is not (wsproto is pinned below 2 for this and the
+    # bounded inflater).
+    trailing: bytes = handshake._h11_connection.trailing_data[0]
     if name == "wsproto":
+        if not client and trailing:
+            connection.receive_data(trailing)
         return WsprotoCodec(connection, max_message_size=max_message_size)
     from .websockets_codec import WebsocketsCodec, websockets_extensions
 
-    # Frames that arrived in the same read as the end of the handshake: wsproto
-    # already handed them to its own connection, which this codec replaces.  h11's
-    # ``trailing_data`` is public; reaching it through wsproto is not (wsproto is
-    # pinned below 2 for this and the bounded inflater).
-    trailing: bytes = handshake._h11_connection.trailing_data[0]
     return WebsocketsCodec(
         client=client,
         max_message_size=max_message_size,
         extensions=websockets_extensions(extensions, client=client),
         initial_data=trailing,
+    )
+
+
+def _fresh_codec(
+    name: Literal["websockets", "wsproto"], *, client: bool, max_message_size: int, trailing: bytes
+) -> WebSocketCodec:
+    """The frame codec for a connection opened without extensions and without wsproto's handshake
+    state (:mod:`ocpprpc._ws.upgrade_fast`); ``trailing``: frames that came with the request."""
+    if name == "wsproto":
+        role = ConnectionType.CLIENT if client else ConnectionType.SERVER
+        return WsprotoCodec(Connection(role, trailing_data=trailing), max_message_size=max_message_size)
+    from .websockets_codec import WebsocketsCodec
+
+    return WebsocketsCodec(
+        client=client, max_message_size=max_message_size, extensions=[], initial_data=trailing
     )
 
 

@@ -33,6 +33,7 @@ from .errors import HandshakeError, HandshakeTimeout
 from .handshake_shared import (
     HeadersArg,
     WsCodecName,
+    _fresh_codec,
     _header_list,
     _make_codec,
     resolve_ws_codec,
@@ -46,6 +47,7 @@ from .http_plain import (
     parse_plain_request,
     response_bytes,
 )
+from .upgrade_fast import FastUpgrade, accept_response, parse_upgrade
 from .websocket import DEFAULT_CLOSE_TIMEOUT, WebSocketStream
 from .wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, deflate_extension
 
@@ -129,6 +131,10 @@ class StationRequest:
     _timeout: float = field(repr=False)
     _close_timeout: float = field(repr=False)
     _ws_codec: Literal["websockets", "wsproto"] = field(default="wsproto", repr=False)
+    #: The request as the fast path read it (``_handshake`` is then ``None`` until needed) and
+    #: the bytes it came in: wsproto replays them when the answer needs its negotiation.
+    _fast: FastUpgrade | None = field(default=None, repr=False)
+    _head: bytes | None = field(default=None, repr=False)
     _answered: bool = field(default=False, repr=False)
     #: The CSMS :class:`~ocpprpc.Route` the path matched (``None``: the server has no routes).
     route: Any = None
@@ -178,20 +184,26 @@ class StationRequest:
         :raises ValueError: ``subprotocol`` was not offered by the station.
         """
         self._claim()
-        handshake = self._handshake
-        assert handshake is not None  # _claim() lets only one accept() or reject() through
+        handshake, fast = self._handshake, self._fast
         chosen = self.subprotocol if isinstance(subprotocol, EllipsisType) else subprotocol
         if chosen is not None and chosen not in self.proposed_subprotocols:
             await anyio.aclose_forcefully(self._stream)
             raise ValueError(f"subprotocol {chosen!r} was not offered by the station")
         try:
-            data = handshake.send(
-                AcceptConnection(
-                    subprotocol=chosen, extensions=self._extensions, extra_headers=_header_list(headers)
+            extra = _header_list(headers)
+            if fast is not None and (extra or (fast.offers_extensions and self._extensions)):
+                handshake = self._replay()  # wsproto negotiates the extensions, writes the headers
+            if handshake is None:
+                assert fast is not None  # _claim() lets only one accept() or reject() through
+                data = accept_response(fast.key, chosen)
+            else:
+                data = handshake.send(
+                    AcceptConnection(subprotocol=chosen, extensions=self._extensions, extra_headers=extra)
                 )
-            )
-            with anyio.fail_after(self._timeout):
+            with anyio.CancelScope(deadline=anyio.current_time() + self._timeout) as scope:
                 await self._stream.send(data)
+            if scope.cancelled_caught:
+                raise TimeoutError
         except BaseException as exc:
             await anyio.aclose_forcefully(self._stream)
             if isinstance(exc, TimeoutError):
@@ -201,17 +213,22 @@ class StationRequest:
             raise
         compression = any(ext.enabled() for ext in self._extensions)
         try:
-            codec = _make_codec(
-                self._ws_codec,
-                handshake,
-                self._extensions,
-                client=False,
-                max_message_size=self._max_message_size,
-            )
+            if handshake is None:
+                assert fast is not None
+                size, trailing = self._max_message_size, fast.trailing
+                codec = _fresh_codec(self._ws_codec, client=False, max_message_size=size, trailing=trailing)
+            else:
+                codec = _make_codec(
+                    self._ws_codec,
+                    handshake,
+                    self._extensions,
+                    client=False,
+                    max_message_size=self._max_message_size,
+                )
         except BaseException:
             await anyio.aclose_forcefully(self._stream)
             raise
-        self._handshake = None
+        self._handshake = self._fast = self._head = None
         ws = WebSocketStream(
             self._stream,
             codec,
@@ -243,6 +260,15 @@ class StationRequest:
             extra.append((b"WWW-Authenticate", b'Basic realm="ocpp", charset="UTF-8"'))
         log.debug("rejecting %r with HTTP %s", self.identity, status)
         await _answer_and_close(self._stream, _http_response(status, body or _default_body(status), extra))
+
+    def _replay(self) -> H11Handshake:
+        """wsproto's handshake state for the request the fast path read (it accepts the same bytes)."""
+        assert self._head is not None
+        handshake = H11Handshake(ConnectionType.SERVER)
+        handshake.receive_data(self._head)
+        for _ in handshake.events():
+            pass
+        return handshake
 
     def _claim(self) -> None:
         if self._answered:
@@ -381,11 +407,13 @@ async def accept_websocket(
         leaves the usual answer.
     """
     codec_name = resolve_ws_codec(ws_codec)
-    handshake = H11Handshake(ConnectionType.SERVER)
-    request: Request | None = None
+    handshake: H11Handshake | None = None
+    request: Request | FastUpgrade | None = None
+    first: bytes | None = None  # the first read, when the fast path took the request from it
     head = bytearray()  # kept only for the side door: bounded by h11's 16 KiB head limit plus one read
     try:
-        with anyio.fail_after(handshake_timeout):
+        # A bare scope, not fail_after(): its generator costs 2% of a connection's setup.
+        with anyio.CancelScope(deadline=anyio.current_time() + handshake_timeout) as scope:
             if ssl_context is not None:
                 try:
                     stream = await TLSStream.wrap(
@@ -398,6 +426,13 @@ async def accept_websocket(
                     data = await stream.receive()
                 except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
                     raise HandshakeError("connection closed before a complete request") from exc
+                if handshake is None:
+                    # The first read: a whole, well-formed upgrade request skips h11 (upgrade_fast).
+                    request = parse_upgrade(data)
+                    if request is not None:
+                        first = data
+                        break
+                    handshake = H11Handshake(ConnectionType.SERVER)
                 if http is not None:
                     head += data
                 try:
@@ -414,9 +449,12 @@ async def accept_websocket(
                     # wsproto decodes the Host header as IDNA and lets the error escape
                     # (fuzzing found it: one such request ended the whole server).
                     raise _Refused(400, "malformed HTTP request (a header value is not ASCII)") from exc
-            _check_websocket_key(request.extra_headers)
-            identity = _identity_from_path(request.target.partition("?")[0], identity_check)
-            password = _basic_password(list(request.extra_headers), identity)
+        if scope.cancelled_caught:
+            raise TimeoutError
+        assert request is not None
+        _check_websocket_key(request.extra_headers)
+        identity = _identity_from_path(request.target.partition("?")[0], identity_check)
+        password = _basic_password(list(request.extra_headers), identity)
     except _Refused as refused:
         await _answer_and_close(
             stream, _http_response(refused.status, f"{refused}\n".encode(), refused.headers)
@@ -433,6 +471,7 @@ async def accept_websocket(
     path, _, query_string = request.target.partition("?")
     offered = list(request.subprotocols)
     extensions: list[Extension] = [deflate_extension(max_message_size)] if compression else []
+    fast = request if isinstance(request, FastUpgrade) else None
     certificate = stream.extra(TLSAttribute.peer_certificate, None) or None
     return StationRequest(
         identity=identity,
@@ -448,6 +487,8 @@ async def accept_websocket(
         remote_address=stream.extra(SocketAttribute.remote_address, None),
         _stream=stream,
         _handshake=handshake,
+        _fast=fast,
+        _head=first,
         _supported=list(protocols),
         _extensions=extensions,
         _max_message_size=max_message_size,
