@@ -23,7 +23,7 @@ from anyio.abc import SocketAttribute
 import ocpprpc
 import ocpprpc._ws.aio_stream as aio
 import ocpprpc._ws.raw_stream as raw
-from ocpprpc._ws.tcp import TcpStreamName
+from ocpprpc._ws.tcp import TcpStreamName, serve_listener
 
 from ..csms.helpers import eventually
 
@@ -51,8 +51,11 @@ over_own_streams = pytest.mark.parametrize(
 
 
 @asynccontextmanager
-async def stream_pair(kit: Kit[S]) -> AsyncIterator[tuple[S, S]]:
-    """A connected (client, server) pair of *kit*'s streams over 127.0.0.1; both closed on exit."""
+async def stream_pair(kit: Kit[S], host: str = "127.0.0.1") -> AsyncIterator[tuple[S, S]]:
+    """A connected (client, server) pair of *kit*'s streams over ``host``; both closed on exit.
+
+    The server side is accepted as the CSMS accepts (:func:`ocpprpc._ws.tcp.serve_listener`).
+    """
     accepted: list[anyio.abc.SocketStream] = []
     got = anyio.Event()
 
@@ -61,9 +64,9 @@ async def stream_pair(kit: Kit[S]) -> AsyncIterator[tuple[S, S]]:
         got.set()
         await anyio.sleep_forever()
 
-    async with await kit.create_tcp_listener("127.0.0.1", 0) as listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, take, tg)
-        client = await kit.connect_tcp("127.0.0.1", listener.extra(SocketAttribute.local_port))
+    async with await kit.create_tcp_listener(host, 0) as listener, anyio.create_task_group() as tg:
+        tg.start_soon(serve_listener, listener, take, tg)
+        client = await kit.connect_tcp(host, listener.extra(SocketAttribute.local_port))
         await got.wait()
         (server,) = accepted
         assert isinstance(server, kit.stream_type)

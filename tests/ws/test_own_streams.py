@@ -17,11 +17,13 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 import trustme
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
+from ocpprpc._ws.tcp import serve_listener
 from ocpprpc._ws.tls import client_ssl_context, server_ssl_context
 
 from .own_streams import Kit, over_own_streams, read_all, receive_exactly, stream_pair
@@ -51,6 +53,84 @@ async def test_echo_and_socket_attributes_match_anyio(kit: Kit[Any]) -> None:
         assert sock.fileno() >= 0
         # Reading and writing need no trip through anyio's socket machinery.
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+@over_own_streams
+async def test_attributes_over_ipv6_and_after_the_peer_left(kit: Kit[Any]) -> None:
+    # The peer's address comes from where the stream keeps it, not from anyio's mapping:
+    # the same 2-tuple anyio gives for IPv6, NODELAY on the accepted side, and a refusal
+    # (not a crash) for attributes a plain TCP stream does not have.
+    async with stream_pair(kit, "::1") as (client, server):
+        assert server.extra(SocketAttribute.remote_address) == client.extra(SocketAttribute.local_address)
+        assert server.extra(SocketAttribute.remote_address)[0] == "::1"
+        assert len(server.extra(SocketAttribute.remote_address)) == 2
+        assert server.extra(SocketAttribute.family) == socket.AF_INET6
+        assert server.extra(SocketAttribute.raw_socket).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert server.extra(TLSAttribute.peer_certificate, None) is None
+        with pytest.raises(anyio.TypedAttributeLookupError):
+            server.extra(TLSAttribute.cipher)
+        assert set(server.extra_attributes) >= {SocketAttribute.remote_address, SocketAttribute.local_port}
+
+
+@over_own_streams
+async def test_closing_the_listener_ends_the_accept_loop(kit: Kit[Any]) -> None:
+    # The CSMS's accept loop waits on the listening socket; closing the listener ends it.
+    listener = await kit.create_tcp_listener("127.0.0.1", 0)
+    ended = anyio.Event()
+
+    async def accept_until_closed(tg: anyio.abc.TaskGroup) -> None:
+        with pytest.raises(BaseExceptionGroup) as raised:
+            await serve_listener(listener, _never_called, tg)
+        assert raised.group_contains(anyio.ClosedResourceError)
+        ended.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(accept_until_closed, tg)
+        await anyio.sleep(0.05)
+        await listener.aclose()
+        with anyio.fail_after(5):
+            await ended.wait()
+
+
+async def _never_called(stream: anyio.abc.SocketStream) -> None:
+    raise AssertionError("no connection was made")
+
+
+@over_own_streams
+async def test_a_burst_of_connections_does_not_starve_other_tasks(kit: Kit[Any]) -> None:
+    # 200 connections waiting at once: the accept loop takes them without waiting, but
+    # yields every few, so a ticking task keeps ticking between the first and the last.
+    ticks = 0
+    seen: list[int] = []  # the tick count as each connection's handler starts
+    done = anyio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async def take(stream: anyio.abc.SocketStream) -> None:
+        seen.append(ticks)
+        if len(seen) == 200:
+            done.set()
+        async with stream:
+            await anyio.sleep_forever()
+
+    listener = await kit.create_tcp_listener("127.0.0.1", 0)
+    port = listener.extra(SocketAttribute.local_port)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+    try:
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            tg.start_soon(serve_listener, listener, take, tg)
+            with anyio.fail_after(10):
+                await done.wait()
+            assert seen[-1] - seen[0] >= 3, seen
+            tg.cancel_scope.cancel()
+    finally:
+        for client in clients:
+            client.close()
 
 
 @over_own_streams

@@ -57,7 +57,7 @@ import asyncio.selector_events
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import ip_address
 from typing import Any, cast
 
@@ -65,6 +65,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from .socket_attributes import LazySocketAttributes
 from .tcp import DEFAULT_BACKLOG
 
 __all__ = ["AsyncioSocketStream", "AsyncioTCPListener", "connect_tcp", "create_tcp_listener"]
@@ -94,58 +95,6 @@ def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
             view = _thread.view = memoryview(bytearray(_SHARED_BUFFER))
         return view
     return memoryview(bytearray(_OWN_BUFFER))
-
-
-class _SocketAttributes(Mapping[Any, Callable[[], Any]]):
-    """anyio's socket attributes, the peer's address without building them all.
-
-    anyio's mapping is a dict of ten closures and a ``getpeername()`` per lookup; the CSMS
-    looks up the peer's address (and, on a plain connection, TLS attributes it does not
-    have) several times per new connection (bench/README.md, "Connection setup").  The
-    transport read the address once when it was made; anything else is anyio's own.
-    """
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: AsyncioSocketStream) -> None:
-        self._stream = stream
-
-    def _full(self) -> Mapping[Any, Callable[[], Any]]:
-        return super(AsyncioSocketStream, self._stream).extra_attributes
-
-    def __getitem__(self, key: Any) -> Callable[[], Any]:
-        if key is SocketAttribute.remote_address:
-            peer = self._stream._transport.get_extra_info("peername")
-            if peer:
-                address = _address(peer)
-                return lambda: address
-        elif key not in _SOCKET_ATTRIBUTES:
-            raise KeyError(key)
-        return self._full()[key]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._full())
-
-    def __len__(self) -> int:
-        return len(self._full())
-
-
-_SOCKET_ATTRIBUTES = (
-    SocketAttribute.family,
-    SocketAttribute.local_address,
-    SocketAttribute.local_port,
-    SocketAttribute.raw_socket,
-    SocketAttribute.remote_address,
-    SocketAttribute.remote_port,
-)
-
-
-def _address(sockaddr: Any) -> Any:
-    """``(host, port)`` as anyio reports it: an IPv6 4-tuple cut to two, a scope id kept as ``%id``."""
-    if isinstance(sockaddr, tuple) and len(sockaddr) == 4:
-        host, port, _flowinfo, scope_id = sockaddr
-        return (f"{host.split('%')[0]}%{scope_id}", port) if scope_id else (host, port)
-    return sockaddr
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -233,7 +182,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return _SocketAttributes(self)
+        # The transport read the peer's address once when it was made.
+        return LazySocketAttributes(
+            lambda: super(AsyncioSocketStream, self).extra_attributes,
+            lambda: self._transport.get_extra_info("peername"),
+        )
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         self._sent = False
@@ -528,6 +481,11 @@ class AsyncioTCPListener(anyio.abc.SocketListener):
             self._ops = 0
         conn = ready.popleft()
         try:
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # As anyio's listener does.  asyncio's transport would, but only for a socket
+                # whose proto is IPPROTO_TCP, and these inherit 0 from the listening socket
+                # anyio made: accepted connections went out with Nagle's algorithm on.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _, stream = await self._loop.connect_accepted_socket(self._protocol, conn)
         except BaseException:
             conn.close()

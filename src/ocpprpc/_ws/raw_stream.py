@@ -36,10 +36,12 @@ does a ``receive()``/``send()`` blocked in another task when it closes
 (``anyio.notify_closing``).  Two tasks receiving (or sending) at once:
 ``anyio.BusyResourceError``.
 
-Connections are opened and accepted by anyio (``anyio.connect_tcp`` with its
-Happy Eyeballs, ``anyio.create_tcp_listener`` with its binding rules); the
-connected socket is then duplicated and anyio's stream closed, so this stream
-owns its own descriptor of the same connection (one ``dup`` per connection).
+Connections are opened by anyio (``anyio.connect_tcp`` with its Happy Eyeballs)
+and listening sockets made by it (``anyio.create_tcp_listener`` with its binding
+rules); an opened connection's socket is then duplicated and anyio's stream
+closed, so this stream owns its own descriptor of the same connection (one
+``dup`` per connection).  The server accepts on the listening socket itself
+(:class:`_SocketAcceptor`): no anyio stream, no ``dup``.
 That is sound on trio only, whose streams read nothing until asked: anyio's
 asyncio streams start reading at once, so bytes that arrived before the
 takeover would be lost with anyio's stream; :mod:`ocpprpc._ws.tcp` refuses
@@ -49,7 +51,6 @@ takeover would be lost with anyio's stream; :mod:`ocpprpc._ws.tcp` refuses
 from __future__ import annotations
 
 import contextlib
-import functools
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -60,6 +61,7 @@ import anyio.lowlevel
 import anyio.streams.stapled
 from anyio.abc import SocketAttribute, SocketListener
 
+from .socket_attributes import LazySocketAttributes
 from .tcp import DEFAULT_BACKLOG
 
 __all__ = ["RawSocketStream", "RawTCPListener", "connect_tcp", "create_tcp_listener"]
@@ -89,6 +91,12 @@ class RawSocketStream(anyio.abc.SocketStream):
     @property
     def _raw_socket(self) -> socket.socket:
         return self._sock
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return LazySocketAttributes(
+            lambda: super(RawSocketStream, self).extra_attributes, self._sock.getpeername
+        )
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         self._sent = False
@@ -207,11 +215,14 @@ async def connect_tcp(host: str, port: int) -> RawSocketStream:
 class RawTCPListener(anyio.abc.Listener[anyio.abc.SocketStream]):
     """anyio's TCP listener, handing out :class:`RawSocketStream` instead of anyio's streams.
 
-    Extra attributes are those of anyio's listener (the last socket's).  The
-    ``dup()`` of each accepted connection happens in the accepting task, so
-    when descriptors run out it fails there (``OSError``, the connection is
-    dropped) and the accept loop backs off (:func:`ocpprpc._ws.tcp.serve_listener`),
-    instead of failing a handler task and with it the task group.
+    Extra attributes are those of anyio's listener (the last socket's).  Through
+    :meth:`accept_sources` (what the server uses) each connection is accepted on the
+    listening socket directly (:class:`_SocketAcceptor`); through :meth:`serve`
+    anyio accepts and the connection is taken over with a ``dup()``.  Either happens
+    in the accepting task, so when descriptors run out it fails there (``OSError``,
+    the connection is dropped) and the accept loop backs off
+    (:func:`ocpprpc._ws.tcp.serve_listener`), instead of failing a handler task and
+    with it the task group.
     """
 
     def __init__(self, inner: anyio.abc.Listener[anyio.abc.SocketStream]) -> None:
@@ -221,7 +232,7 @@ class RawTCPListener(anyio.abc.Listener[anyio.abc.SocketStream]):
         """One ``accept()`` per listening socket (anyio binds one per address family)."""
         inner = self._inner
         subs = inner.listeners if isinstance(inner, anyio.streams.stapled.MultiListener) else [inner]
-        return [functools.partial(_accept_raw, sub) for sub in subs if isinstance(sub, SocketListener)]
+        return [_SocketAcceptor(sub) for sub in subs if isinstance(sub, SocketListener)]
 
     async def serve(
         self,
@@ -245,13 +256,50 @@ class RawTCPListener(anyio.abc.Listener[anyio.abc.SocketStream]):
         return self._inner.extra_attributes
 
 
-async def _accept_raw(listener: SocketListener) -> RawSocketStream:
-    """Accept from one of anyio's listening sockets and take the connection over."""
-    stream = await listener.accept()
-    try:
-        return _take_socket(stream)
-    finally:
-        await anyio.aclose_forcefully(stream)
+#: Connections accepted without waiting before the accepting task yields to the others.
+_ACCEPT_BURST = 16
+
+
+class _SocketAcceptor:
+    """Accepts on one of anyio's listening sockets itself: the connection's only descriptor is ours.
+
+    Through anyio's ``accept()`` each connection cost a trio socket, an anyio stream, a
+    ``dup()`` and closing both again: 14% of a connection's setup on trio (bench/README.md,
+    "Connection setup").  Waits with ``anyio.wait_readable`` only when nothing is pending;
+    closing the listener ends a wait with ``ClosedResourceError``, as anyio's ``accept()`` does.
+    """
+
+    def __init__(self, listener: SocketListener) -> None:
+        self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
+        self._nodelay = self._sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._burst = 0
+
+    async def __call__(self) -> RawSocketStream:
+        sock = self._sock
+        if self._burst >= _ACCEPT_BURST:
+            self._burst = 0
+            await anyio.lowlevel.checkpoint()
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                pass  # wait outside the handler, as RawSocketStream.receive() does
+            except OSError:
+                if sock.fileno() == -1:
+                    raise anyio.ClosedResourceError from None
+                raise
+            else:
+                break
+            self._burst = 0
+            await anyio.wait_readable(sock)
+        self._burst += 1
+        try:
+            if self._nodelay:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as anyio's listener does
+            return RawSocketStream(conn)
+        except BaseException:
+            conn.close()
+            raise
 
 
 async def create_tcp_listener(
