@@ -216,14 +216,14 @@ def requests(draw: st.DrawFn) -> bytes:
     )
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 @example(STATION)
 def test_generated_requests_read_as_h11_and_wsproto_read_them(data: bytes) -> None:
     event("fast path" if assert_same_reading(data) is not None else "left to h11")
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_read_as_h11_and_wsproto_read_them(data: bytes) -> None:
     assert_same_reading(data)
