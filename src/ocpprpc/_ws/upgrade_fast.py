@@ -28,9 +28,10 @@ FAST_HEAD_LIMIT = 16384
 # RFC 7230 3.1.1 request-line and 3.2 header-field, as h11 reads them (h11/_abnf.py): a
 # field value is bytes other than NUL and whitespace, inner runs of SP/HTAB allowed, OWS
 # around it dropped.  Only GET and HTTP/1.1 take the fast path (RFC 6455 4.1, 2.).
-_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1")
-_HEADER_LINE = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*"
+# One regex over the whole head (every line ends in CRLF): a third of the cost of one per line.
+_HEAD = re.compile(
+    rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n"
+    rb"((?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*\r\n)*)"
 )
 #: A Host value wsproto's IDNA decoding returns unchanged (printable ASCII, no "xn--" label).
 _PLAIN_HOST = re.compile(rb"[\x21-\x7e]*")
@@ -63,9 +64,8 @@ def parse_upgrade(data: bytes) -> FastUpgrade | None:
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 > FAST_HEAD_LIMIT:
         return None
-    lines = data[:end].split(b"\r\n")
-    start = _REQUEST_LINE.fullmatch(lines[0])
-    if start is None:
+    head = _HEAD.fullmatch(data, 0, end + 2)
+    if head is None:
         return None
     extra: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
@@ -73,12 +73,10 @@ def parse_upgrade(data: bytes) -> FastUpgrade | None:
     subprotocols: list[str] = []
     offers_extensions = False
     try:
-        for line in lines[1:]:
-            field = _HEADER_LINE.fullmatch(line)
-            if field is None:
-                return None
-            name = field[1].lower()
-            value = field[2]
+        for line in head[2].split(b"\r\n")[:-1]:
+            name, _, value = line.partition(b":")  # the regex checked the name: no ":" in it
+            name = name.lower()
+            value = value.strip(b" \t")
             if name in _SINGLE:
                 if name in seen:
                     return None
@@ -119,7 +117,7 @@ def parse_upgrade(data: bytes) -> FastUpgrade | None:
     ):
         return None
     return FastUpgrade(
-        start[1].decode("ascii"),
+        head[1].decode("ascii"),
         extra,
         host.decode("ascii"),
         subprotocols,
