@@ -170,6 +170,57 @@ class Session(_Reader):
     :param params: the URL path parameters of that route (``identity`` included).
     """
 
+    # The session's own state in slots: with over 30 attributes CPython gives up sharing the
+    # keys of instance dicts, and the dict cost 1.6 KB per idle connection (bench/README.md,
+    # "Idle connections and the garbage collector").  The mixins declare no slots, so an
+    # instance still has a ``__dict__`` (and weak references) for anything else set on it,
+    # made only when something is.
+    __slots__ = (
+        "_active_calls",
+        "_active_handlers",
+        "_close_reason",
+        "_closed",
+        "_closing",
+        "_drained",
+        "_entered",
+        "_idle",
+        "_inbox",
+        "_limiter",
+        "_max_handlers",
+        "_max_queued",
+        "_max_queued_bytes",
+        "_max_workers",
+        "_onion",
+        "_pauses",
+        "_pending",
+        "_queued_bytes",
+        "_refused",
+        "_room",
+        "_scopes",
+        "_shutting_down",
+        "_slots",
+        "_state",
+        "_task_group",
+        "_tasks",
+        "_workers",
+        "call_timeout",
+        "call_watch",
+        "close_timeout",
+        "connection",
+        "data",
+        "identity",
+        "inbound_budget",
+        "known_actions",
+        "on_message",
+        "ordered_handlers",
+        "params",
+        "raise_handler_errors",
+        "route",
+        "router",
+        "stream",
+        "unvalidated_actions",
+    )
+
     def __init__(
         self,
         stream: MessageStream,
@@ -195,6 +246,10 @@ class Session(_Reader):
     ) -> None:
         self.stream = stream
         self.connection = connection
+        # Class-level defaults in the mixins, which the slots above shadow.
+        self._room = None
+        self._queued_bytes = self._pauses = self._refused = 0
+        self._state = None
         #: The pattern of the CSMS route this station connected on (``None``: no routing).
         self.route = route
         #: The URL path parameters of that route, ``identity`` included (empty: no routing).
@@ -359,7 +414,7 @@ class Session(_Reader):
         return self._queued_bytes
 
     #: Set by a server with ``session_state``; made on first use otherwise.
-    _state: dict[str, Any] | None = None
+    _state: dict[str, Any] | None
 
     @property
     def state(self) -> dict[str, Any]:
