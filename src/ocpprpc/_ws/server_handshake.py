@@ -131,10 +131,9 @@ class StationRequest:
     _timeout: float = field(repr=False)
     _close_timeout: float = field(repr=False)
     _ws_codec: Literal["websockets", "wsproto"] = field(default="wsproto", repr=False)
-    #: The request as the fast path read it (``_handshake`` is then ``None`` until needed) and
-    #: the bytes it came in: wsproto replays them when the answer needs its negotiation.
+    #: The request as the fast path read it (``_handshake`` is then ``None`` until needed);
+    #: wsproto replays its bytes when the answer needs its negotiation.
     _fast: FastUpgrade | None = field(default=None, repr=False)
-    _head: bytes | None = field(default=None, repr=False)
     _answered: bool = field(default=False, repr=False)
     #: The CSMS :class:`~ocpprpc.Route` the path matched (``None``: the server has no routes).
     route: Any = None
@@ -228,7 +227,7 @@ class StationRequest:
         except BaseException:
             await anyio.aclose_forcefully(self._stream)
             raise
-        self._handshake = self._fast = self._head = None
+        self._handshake = self._fast = None
         ws = WebSocketStream(
             self._stream,
             codec,
@@ -263,9 +262,9 @@ class StationRequest:
 
     def _replay(self) -> H11Handshake:
         """wsproto's handshake state for the request the fast path read (it accepts the same bytes)."""
-        assert self._head is not None
+        assert self._fast is not None
         handshake = H11Handshake(ConnectionType.SERVER)
-        handshake.receive_data(self._head)
+        handshake.receive_data(self._fast.data)
         for _ in handshake.events():
             pass
         return handshake
@@ -409,7 +408,6 @@ async def accept_websocket(
     codec_name = resolve_ws_codec(ws_codec)
     handshake: H11Handshake | None = None
     request: Request | FastUpgrade | None = None
-    first: bytes | None = None  # the first read, when the fast path took the request from it
     head = bytearray()  # kept only for the side door: bounded by h11's 16 KiB head limit plus one read
     try:
         # A bare scope, not fail_after(): its generator costs 2% of a connection's setup.
@@ -430,7 +428,6 @@ async def accept_websocket(
                     # The first read: a whole, well-formed upgrade request skips h11 (upgrade_fast).
                     request = parse_upgrade(data)
                     if request is not None:
-                        first = data
                         break
                     handshake = H11Handshake(ConnectionType.SERVER)
                 if http is not None:
@@ -488,7 +485,6 @@ async def accept_websocket(
         _stream=stream,
         _handshake=handshake,
         _fast=fast,
-        _head=first,
         _supported=list(protocols),
         _extensions=extensions,
         _max_message_size=max_message_size,

@@ -57,6 +57,8 @@ class FastUpgrade(NamedTuple):
     key: bytes
     #: Bytes that arrived after the head (frames the station sent before the 101).
     trailing: bytes
+    #: Everything the request came in (head and trailing): what wsproto replays when needed.
+    data: bytes
 
 
 def parse_upgrade(data: bytes) -> FastUpgrade | None:
@@ -124,6 +126,7 @@ def parse_upgrade(data: bytes) -> FastUpgrade | None:
         offers_extensions,
         key,
         data[end + 4 :],
+        data,
     )
 
 
