@@ -43,10 +43,11 @@ import msgspec
 import payloads  # bench/payloads.py: the shared MeterValues
 from wsproto.connection import Connection, ConnectionType
 
+from ocpprpc._ws.frame_codec import FrameCodec, deflate_params
 from ocpprpc._ws.websockets_codec import WebsocketsCodec, websockets_extensions
 from ocpprpc._ws.wsproto_codec import WebSocketCodec, WsprotoCodec, deflate_extension
 
-CODECS = ("wsproto", "websockets")
+CODECS = ("wsproto", "websockets", "ocpprpc")
 MAX = 65536
 
 
@@ -73,6 +74,10 @@ def make_codec(kind: str, *, client: bool, deflate: bool) -> WebSocketCodec:
     if kind == "wsproto":
         side = ConnectionType.CLIENT if client else ConnectionType.SERVER
         return WsprotoCodec(Connection(side, list(extensions)), max_message_size=MAX)
+    if kind == "ocpprpc":
+        return FrameCodec(
+            client=client, max_message_size=MAX, deflate=deflate_params(extensions, client=client)
+        )
     return WebsocketsCodec(
         client=client, max_message_size=MAX, extensions=websockets_extensions(extensions, client=client)
     )
@@ -116,11 +121,13 @@ def codec_rounds(rounds: int, count: int, batches: int) -> list[dict[str, Any]]:
                 row.setdefault(f"{kind}_decode", []).append(dec)
                 row.setdefault(kind, []).append(enc + dec)
             row.setdefault("ratio", []).append(sum(per_codec["websockets"]) / sum(per_codec["wsproto"]))
+            row.setdefault("ours", []).append(sum(per_codec["ocpprpc"]) / sum(per_codec["websockets"]))
     out = []
     for (message, direction, deflate), row in rows.items():
         result: dict[str, Any] = {"message": message, "direction": direction, "deflate": deflate}
         result.update({key: statistics.median(values) for key, values in row.items()})
         result["ratio_range"] = (min(row["ratio"]), max(row["ratio"]))
+        result["ours_range"] = (min(row["ours"]), max(row["ours"]))
         out.append(result)
     return out
 
@@ -187,11 +194,13 @@ def loopback_rounds(rounds: int, seconds: float) -> list[dict[str, Any]]:
             for kind in CODECS:
                 row.setdefault(kind, []).append(anyio.run(_loopback, kind, seconds, deflate, backend=backend))
             row.setdefault("ratio", []).append(row["websockets"][-1] / row["wsproto"][-1])
+            row.setdefault("ours", []).append(row["ocpprpc"][-1] / row["websockets"][-1])
     out = []
     for (backend, deflate), row in rows.items():
         result: dict[str, Any] = {"backend": backend, "deflate": deflate}
         result.update({key: statistics.median(values) for key, values in row.items()})
         result["ratio_range"] = (min(row["ratio"]), max(row["ratio"]))
+        result["ours_range"] = (min(row["ours"]), max(row["ours"]))
         out.append(result)
     return out
 
@@ -215,21 +224,29 @@ def main() -> None:
     codec = codec_rounds(args.rounds, args.count, args.batches)
     results["codec"] = codec
     print(f"\ncodec only, µs per message (encode + decode), median of {args.rounds} round(s)")
-    print(f"{'message':<12} {'direction':<14} {'deflate':<8} {'wsproto':>8} {'websockets':>11} {'ratio':>6}")
+    print(
+        f"{'message':<12} {'direction':<14} {'deflate':<8} {'wsproto':>8} {'websockets':>11} {'ocpprpc':>8}"
+        f" {'ws/wsproto':>10} {'ours/ws':>8}"
+    )
     for row in codec:
         print(
             f"{row['message']:<12} {row['direction']:<14} {'on' if row['deflate'] else 'off':<8} "
-            f"{row['wsproto']:>8.2f} {row['websockets']:>11.2f} {row['ratio']:>6.2f}"
+            f"{row['wsproto']:>8.2f} {row['websockets']:>11.2f} {row['ocpprpc']:>8.2f}"
+            f" {row['ratio']:>10.2f} {row['ours']:>8.2f}"
         )
     if args.loopback:
         loop = loopback_rounds(args.rounds, args.seconds)
         results["loopback"] = loop
         print("\nloopback echo, CPU µs per round trip (client + server in one process)")
-        print(f"{'backend':<8} {'deflate':<8} {'wsproto':>8} {'websockets':>11} {'ratio':>6}")
+        print(
+            f"{'backend':<8} {'deflate':<8} {'wsproto':>8} {'websockets':>11} {'ocpprpc':>8}"
+            f" {'ws/wsproto':>10} {'ours/ws':>8}"
+        )
         for row in loop:
             print(
                 f"{row['backend']:<8} {'on' if row['deflate'] else 'off':<8} "
-                f"{row['wsproto']:>8.1f} {row['websockets']:>11.1f} {row['ratio']:>6.2f}"
+                f"{row['wsproto']:>8.1f} {row['websockets']:>11.1f} {row['ocpprpc']:>8.1f}"
+                f" {row['ratio']:>10.2f} {row['ours']:>8.2f}"
             )
     if args.json:
         with open(args.json, "w") as file:

@@ -31,6 +31,7 @@ from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 
+from ocpprpc._ws.frame_codec import FrameCodec, deflate_params
 from ocpprpc._ws.handshake import _make_codec, open_websocket, resolve_ws_codec
 from ocpprpc._ws.websockets_codec import WebsocketsCodec, websockets_extensions
 from ocpprpc._ws.wsproto_codec import (
@@ -46,7 +47,7 @@ from ocpprpc._ws.wsproto_codec import (
 
 from .helpers import frame, tcp_server
 
-CODECS = ("wsproto", "websockets")
+CODECS = ("wsproto", "websockets", "ocpprpc")
 #: permessage-deflate parameter sets the station offers (None: not negotiated).
 DEFLATE: dict[str, dict[str, Any] | None] = {
     "plain": None,
@@ -75,6 +76,10 @@ def make(kind: str, *, client: bool, extensions: list[Extension], limit: int = L
     if kind == "wsproto":
         side = ConnectionType.CLIENT if client else ConnectionType.SERVER
         return WsprotoCodec(Connection(side, extensions), max_message_size=limit)
+    if kind == "ocpprpc":
+        return FrameCodec(
+            client=client, max_message_size=limit, deflate=deflate_params(extensions, client=client)
+        )
     return WebsocketsCodec(
         client=client, max_message_size=limit, extensions=websockets_extensions(extensions, client=client)
     )
@@ -279,7 +284,7 @@ def test_fragmented_text_split_anywhere_gets_the_same_verdict(
         chunks.append(data[at : at + size])
         at += size
     verdicts = [feed(receiver_for(kind, direction), chunks) for kind in CODECS]
-    assert verdicts[0] == verdicts[1]
+    assert all(verdict == verdicts[0] for verdict in verdicts[1:])
     if len(raw) <= LIMIT:
         assert verdicts[0] == [raw.decode()]
     else:
@@ -351,13 +356,13 @@ def test_hostile_input_gets_the_same_close_code(direction: str, case: str) -> No
 def test_huge_announced_frame_is_refused_within_the_limit(kind: str, direction: str) -> None:
     """A frame announcing 1 TiB fails once the limit is passed, never buffered whole.
 
-    websockets refuses on the announced length alone; wsproto, which hands over
+    websockets and ours refuse on the announced length alone; wsproto, which hands over
     partial frames, once one byte more than the limit has arrived.
     """
     head = frame(0x1, b"", mask=masked(direction), length=1 << 40, key=bytes(4))
     too_big = [ProtocolFailure(1009, f"message bigger than {LIMIT} bytes")]
     codec = receiver_for(kind, direction)
-    if kind == "websockets":
+    if kind != "wsproto":
         assert codec.receive_data(head) == too_big
     else:
         assert codec.receive_data(head + b"a" * LIMIT) == []
@@ -472,27 +477,36 @@ def test_offered_but_refused_deflate_gives_no_extension() -> None:
 def test_codec_names() -> None:
     assert resolve_ws_codec("wsproto") == "wsproto"
     assert resolve_ws_codec("websockets") == "websockets"
-    assert resolve_ws_codec("auto") == "websockets"
-    assert resolve_ws_codec() == "websockets"
+    assert resolve_ws_codec("ocpprpc") == "ocpprpc"
+    assert resolve_ws_codec("auto") == "ocpprpc"
+    assert resolve_ws_codec() == "ocpprpc"
     with pytest.raises(ValueError, match="unknown WebSocket codec"):
         resolve_ws_codec("fast")
     with pytest.raises(ValueError, match="must be positive"):
         WebsocketsCodec(client=True, max_message_size=0)
 
 
-def test_without_websockets_auto_falls_back_to_wsproto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An installation without websockets (a None entry makes its import fail) still works."""
+def test_without_websockets_the_default_codec_still_works() -> None:
+    """An installation without websockets (a None entry makes its import fail): ours masks in Python."""
+    import subprocess
     import sys
 
-    import ocpprpc
-
-    monkeypatch.delattr(ocpprpc._ws, "websockets_codec")
-    monkeypatch.delitem(sys.modules, "ocpprpc._ws.websockets_codec")
-    for name in [name for name in sys.modules if name == "websockets" or name.startswith("websockets.")]:
-        monkeypatch.setitem(sys.modules, name, None)
-    assert resolve_ws_codec("auto") == "wsproto"
-    with pytest.raises(ImportError, match="needs the websockets package"):
-        resolve_ws_codec("websockets")
+    code = (
+        "import sys\n"
+        "sys.modules['websockets'] = None\n"
+        "from ocpprpc._ws import frame_codec\n"
+        "from ocpprpc._ws.handshake import resolve_ws_codec\n"
+        "assert resolve_ws_codec('auto') == 'ocpprpc'\n"
+        "assert frame_codec._apply_mask is frame_codec._xor_mask\n"
+        "station, csms = frame_codec.FrameCodec(client=True), frame_codec.FrameCodec(client=False)\n"
+        "assert csms.receive_data(station.send_text('hé')) == ['hé']\n"
+        "try:\n"
+        "    resolve_ws_codec('websockets')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert "needs the websockets package" in out.stdout
 
 
 @pytest.mark.parametrize("client_codec", CODECS)

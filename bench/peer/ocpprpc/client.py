@@ -39,6 +39,7 @@ async def main(args: argparse.Namespace) -> None:
                 tcp_stream=args.tcp_stream,
                 ssl_context=ssl_context,
                 compression=bool(args.deflate),
+                ws_codec=args.ws_codec,
             ) as station:
                 assert station.stream.compression == bool(args.deflate)  # type: ignore[attr-defined]
                 task_status.started(station)

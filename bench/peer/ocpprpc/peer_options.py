@@ -16,6 +16,12 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", type=int, default=0, help="1: wss:// (certificate from ../make_cert.sh)")
     parser.add_argument("--deflate", type=int, default=0, help="1: permessage-deflate on both ends")
     parser.add_argument(
+        "--ws-codec",
+        default="auto",
+        choices=["auto", "ocpprpc", "websockets", "wsproto"],
+        help="ocpprpc's ws_codec option, on both ends",
+    )
+    parser.add_argument(
         "--layers",
         default="",
         help="server only: comma-separated CSMS layers to switch on, to measure what each costs: "

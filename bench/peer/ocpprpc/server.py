@@ -81,6 +81,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.tls
         else None,
         compression=bool(args.deflate),
+        ws_codec=args.ws_codec,
         **server_layers(args),
     ):
         if args.gc == "threshold":

@@ -36,7 +36,7 @@ __all__ = [
 
 # The same literals as ocpprpc._ws (which this part may not import); tests/options
 # checks that the two stay equal.
-WsCodecName = Literal["auto", "websockets", "wsproto"]
+WsCodecName = Literal["auto", "ocpprpc", "websockets", "wsproto"]
 TcpStreamName = Literal["auto", "asyncio", "anyio", "socket"]
 DuplicateName = Literal["evict", "refuse"]
 
@@ -97,7 +97,7 @@ class WebSocketOptions:
     )
     ws_codec: WsCodecName | None = _option(
         None,
-        "The frame codec, ``websockets`` or ``wsproto``; ``None``/``auto``: websockets if installed.",
+        "The frame codec, ``ocpprpc``, ``websockets`` or ``wsproto``; ``None``/``auto``: ``ocpprpc``.",
         live=False,
     )
     tcp_stream: TcpStreamName | None = _option(

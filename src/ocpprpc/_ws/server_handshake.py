@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import anyio
@@ -32,6 +32,7 @@ from wsproto.utilities import RemoteProtocolError
 from .errors import HandshakeError, HandshakeTimeout
 from .handshake_shared import (
     HeadersArg,
+    ResolvedCodec,
     WsCodecName,
     _fresh_codec,
     _header_list,
@@ -130,7 +131,7 @@ class StationRequest:
     _max_message_size: int = field(repr=False)
     _timeout: float = field(repr=False)
     _close_timeout: float = field(repr=False)
-    _ws_codec: Literal["websockets", "wsproto"] = field(default="wsproto", repr=False)
+    _ws_codec: ResolvedCodec = field(default="wsproto", repr=False)
     #: The request as the fast path read it (``_handshake`` is then ``None`` until needed);
     #: wsproto replays its bytes when the answer needs its negotiation.
     _fast: FastUpgrade | None = field(default=None, repr=False)
