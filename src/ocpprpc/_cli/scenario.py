@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,10 +23,24 @@ Sleeper = Callable[[float], Awaitable[None]]
 ID_TAG = "SIMTAG0001"
 
 
+#: The second last formatted and its text up to the milliseconds: ``now_iso()`` answers every
+#: Heartbeat of the ready CSMS, and ``strftime`` once a second instead of once a call saves ~3 µs.
+_second: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
     """UTC now, RFC 3339 with a ``Z`` offset and millisecond precision (valid on every version)."""
-    now = datetime.datetime.now(datetime.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso_at(time.time())
+
+
+def iso_at(moment: float) -> str:
+    """*moment* (seconds since the epoch, UTC) as :func:`now_iso` formats it."""
+    global _second
+    second = int(moment)
+    cached = _second  # one read: another thread may replace the pair, never half of it
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+    return f"{cached[1]}{int((moment - second) * 1000):03d}Z"
 
 
 def boot_payload(protocol: str, vendor: str = "ocpprpc", model: str = "Simulator") -> dict[str, Any]:
