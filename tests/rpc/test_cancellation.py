@@ -16,7 +16,7 @@ from trio.testing import MockClock
 from ocpprpc import CallTimeout, ConnectionLost
 from ocpprpc.testing import session_pair
 
-from .helpers import Records, session_with_raw_peer
+from .helpers import Records, session_with_raw_peer, task_names
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -56,6 +56,45 @@ async def test_per_call_timeout_overrides_the_session_default() -> None:
         with pytest.raises(CallTimeout):
             await session.call("Heartbeat", {}, timeout=0.05)
         assert not session.connection.outstanding_calls
+
+
+async def test_one_task_keeps_every_deadline_and_a_shorter_one_is_not_held_up(tick: float) -> None:
+    """Call timeouts are kept by one task per session (no cancel scope per call): a short call
+    behind a long one still times out on time, and no call leaves a second task."""
+    async with session_with_raw_peer(
+        call_timeout=100 * tick, engine_options={"max_outstanding_calls": 2}
+    ) as (session, peer):
+        assert not [name for name in task_names() if "call expiry" in name]  # none before a call
+        outcomes: dict[str, Any] = {}
+        short_done = anyio.Event()
+
+        async def caller(name: str, limit: float) -> None:
+            try:
+                outcomes[name] = await session.call("Heartbeat", {}, timeout=limit)
+            except CallTimeout as exc:
+                outcomes[name] = exc
+            if name == "short":
+                short_done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller, "long", 100 * tick)
+            _, long_id, *_ = await peer.receive()
+            started = anyio.current_time()
+            tg.start_soon(caller, "short", 2 * tick)
+            await peer.receive()
+            with anyio.fail_after(50 * tick):
+                await short_done.wait()
+            assert 2 * tick <= anyio.current_time() - started < 50 * tick
+            assert isinstance(outcomes["short"], CallTimeout) and "long" not in outcomes
+            await peer.send([3, long_id, {"ok": True}])
+        assert outcomes["long"] == {"ok": True}
+        for n in range(5):  # answered calls: still the one task
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller, f"n{n}", 100 * tick)
+                _, message_id, *_ = await peer.receive()
+                await peer.send([3, message_id, {}])
+        assert len([name for name in task_names() if "call expiry" in name]) == 1
+    assert not [name for name in task_names() if "call expiry" in name]  # ended with the session
 
 
 async def test_timeout_none_waits_until_answered(tick: float) -> None:

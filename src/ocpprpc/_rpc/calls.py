@@ -225,21 +225,63 @@ class _Calls(_Backpressure):
         if self._room is not None:
             self._room.set()  # a paused reader must read on: this answer will be behind
         try:
-            with anyio.move_on_after(math.inf if answer_timeout is None else answer_timeout) as scope:
-                await self._write(text)
-                await pending.done.wait()
+            await self._write(text)
+            if answer_timeout is not None and pending.outcome is None:
+                self._expire_at(pending, anyio.current_time() + answer_timeout)
+            await pending.done.wait()
         finally:
             del self._pending[message_id]
             if conn.abandon_call(message_id):
                 log.debug("%s: abandoned %s %s", self, action, message_id)
         outcome = pending.outcome
         if outcome is None:
-            assert scope.cancelled_caught and answer_timeout is not None
+            assert answer_timeout is not None
             log.warning("%s: no answer to %s (%s) within %g s", self, action, message_id, answer_timeout)
             raise CallTimeout(action, message_id, answer_timeout)
         if isinstance(outcome, ConnectionLost):
             raise outcome
         return outcome
+
+    def _expire_at(self, pending: _Pending, when: float) -> None:
+        """Fail *pending* with :class:`CallTimeout` at *when* (``anyio.current_time()``: the event
+        loop's clock, so a test's mock clock governs call timeouts too).
+
+        One task per session keeps every deadline (:meth:`_expire_calls`), where a cancel scope
+        per call cost a timer handle and ~15% of a station's CPU per call.  Calls with the same
+        timeout expire in the order they were made, so a new one rarely wakes the task.
+        """
+        pending.expires = when
+        if when < self._expiry_at:
+            self._expiry_at = when
+            wake = self._expiry_wake
+            if wake is None:
+                self._expiry_wake = anyio.Event()
+                self._spawn(self._expire_calls, "call expiry")
+            else:
+                wake.set()
+
+    async def _expire_calls(self) -> None:
+        """Wake at the earliest deadline of our calls waiting for an answer, and fail the overdue ones."""
+        while True:
+            earliest = self._expiry_at = self._fail_overdue(anyio.current_time())
+            wake = self._expiry_wake
+            assert wake is not None
+            if wake.is_set():
+                wake = self._expiry_wake = anyio.Event()
+            with anyio.CancelScope(deadline=earliest):
+                await wake.wait()
+
+    def _fail_overdue(self, now: float) -> float:
+        """Fail the calls overdue at *now*; the earliest deadline left (a function of its own, so
+        the waiting task keeps no reference to a call and its answer)."""
+        earliest = math.inf
+        for pending in self._pending.values():  # at most max_outstanding_calls of them
+            expires = pending.expires
+            if expires <= now:
+                pending.done.set()  # no outcome: timed out
+            elif expires < earliest:
+                earliest = expires
+        return earliest
 
     def _unpack(
         self, outcome: CallResult | CallError | InvalidResponse, response_type: type[Any] | None

@@ -183,6 +183,8 @@ class Session(_Reader):
         "_closing",
         "_drained",
         "_entered",
+        "_expiry_at",
+        "_expiry_wake",
         "_idle",
         "_inbox",
         "_limiter",
@@ -286,6 +288,9 @@ class Session(_Reader):
         self._max_queued_bytes = sys.maxsize if max_queued_bytes is None else max_queued_bytes
         self.inbound_budget = inbound_budget
         self._pending: dict[str, _Pending] = {}
+        # Our calls' deadlines are kept by one task, started by the first call with a timeout.
+        self._expiry_at = math.inf
+        self._expiry_wake: anyio.Event | None = None
         self._close_reason: CloseReason | None = None
         self._entered = False
         # No new work once closing; queued callers fail once shutting down.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable, Container, MutableSet
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -62,14 +63,18 @@ _Work: TypeAlias = tuple[Call | Send, Route | None, tuple[contextvars.Context, A
 
 
 class _Pending:
-    """One of our CALLs waiting for its answer (the reader fills ``outcome``)."""
+    """One of our CALLs waiting for its answer (the reader fills ``outcome``).
 
-    __slots__ = ("action", "done", "outcome")
+    ``done`` set with no ``outcome``: the answer is overdue (``expires``, ``anyio.current_time()``).
+    """
+
+    __slots__ = ("action", "done", "expires", "outcome")
 
     def __init__(self, action: str) -> None:
         self.action = action
         self.done = anyio.Event()
         self.outcome: CallResult | CallError | InvalidResponse | ConnectionLost | None = None
+        self.expires = math.inf
 
     def resolve(self, outcome: CallResult | CallError | InvalidResponse | ConnectionLost) -> None:
         if self.outcome is None:
@@ -120,6 +125,9 @@ class _SessionBase:
     _limiter: anyio.CapacityLimiter | None
     _max_workers: int
     _task_group: anyio.abc.TaskGroup
+    # The call-expiry task (calls.py): when it wakes next, and how to wake it sooner (None: not started).
+    _expiry_at: float
+    _expiry_wake: anyio.Event | None
 
     # Backpressure state, as class defaults until first used: nothing per idle connection.
     #: Set by a worker taking a CALL, or by a new call of ours, while the reader is paused.
