@@ -21,6 +21,7 @@ import pytest
 import ocpprpc
 from ocpprpc import CallContext, Router
 from ocpprpc._engine.events import Call, CallResult
+from ocpprpc._ws.server_handshake import StationRequest
 
 from .helpers import eventually, ws_url
 
@@ -102,3 +103,20 @@ async def test_an_idle_session_keeps_no_message_alive() -> None:
         for _ in range(3):
             await station.call("Heartbeat", {})
         await eventually(lambda: not [o for o in gc.get_objects() if isinstance(o, (Call, CallResult))])
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "auth"])
+async def test_a_connected_station_keeps_no_upgrade_request_alive(auth: bool) -> None:
+    """Once the session runs, its upgrade request (headers, parsed head) is gone: ~1 KB per station."""
+
+    async def accept_all(request: StationRequest) -> ocpprpc.Accept:
+        return ocpprpc.Accept(data={"seen": request.identity})
+
+    async with (
+        ocpprpc.serve(router=router(), protocols=["ocpp1.6"], auth=accept_all if auth else None) as server,
+        ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
+    ):
+        await station.call("Heartbeat", {})
+        assert not [o for o in gc.get_objects() if isinstance(o, StationRequest)]
+        if auth:
+            assert server.clients["CP1"].data == {"seen": "CP1"}

@@ -104,33 +104,45 @@ class _AdmissionFlow(_SecurityReports):
         )
         if request is None:
             return
+        identity = request.identity
         try:
-            await self._admit(request, deadline, peer, endpoint)
+            admitted = await self._admit(request, deadline, peer, endpoint)
         except HandshakeError as exc:
-            log.info("station %r not admitted: %s", request.identity, exc)
+            log.info("station %r not admitted: %s", identity, exc)
             self._counters.reject("no_subprotocol" if request.subprotocol is None else "upgrade_failed")
+            return
         except Exception:
-            log.exception("station %r: unexpected error", request.identity)
+            log.exception("station %r: unexpected error", identity)
+            return
+        # The session keeps what it needs of the request (data, params); the request itself, with
+        # its headers and parsed head, would otherwise live as long as the connection (~1 KB).
+        del request
+        if admitted is not None:
+            try:
+                await self._serve(*admitted)
+            except Exception:
+                log.exception("station %r: unexpected error", identity)
 
     async def _admit(
         self, request: StationRequest, deadline: float, peer: str | None, endpoint: _Endpoint
-    ) -> None:
+    ) -> tuple[Session, str | None, str | None] | None:
+        """Decide on *request* and open its session: (session, peer, route), or ``None`` if refused."""
         if self.admission is not None:
             scheme = "wss" if endpoint.ssl_context is not None else "ws"
             verdict = self.admission.decide(peer, request.headers, scheme, anyio.current_time())
             if isinstance(verdict, Refuse):
                 self._counters.reject(verdict.kind.value)
                 await self._refuse_admission(request, verdict, peer)
-                return
+                return None
             peer = None if verdict.client_ip is None else str(verdict.client_ip)
         if not self._accepting:
             self._counters.reject("shutting_down")
             await request.reject(503, "the CSMS is shutting down")
-            return
+            return None
         target = self._route(request, endpoint)
         if target is None:
             await self._refuse_unrouted(request, peer)
-            return
+            return None
         route = target.pattern
         chain = self.connection_middleware
         if target.connection_middleware:
@@ -140,7 +152,7 @@ class _AdmissionFlow(_SecurityReports):
             if refusal is not None:
                 status, body = refusal
                 await request.reject(status, body)
-                return
+                return None
         decision: Accept | Reject | None = Accept()
         auth = self.auth if target.auth is None else target.auth
         if auth is not None:
@@ -151,7 +163,7 @@ class _AdmissionFlow(_SecurityReports):
                 log.exception("auth callback failed for %r; refusing with 500", request.identity)
                 self._counters.reject("auth_error")
                 await request.reject(500)
-                return
+                return None
             if auth_scope.cancel_called:
                 # A hung callback (a database that does not answer) must not hold the connection.
                 log.warning(
@@ -170,13 +182,13 @@ class _AdmissionFlow(_SecurityReports):
                 )
                 self._counters.reject("auth_timeout")
                 await request.reject(503, "authentication timed out, try again later")
-                return
+                return None
         if isinstance(decision, Reject):
             log.info("station %r rejected by auth with HTTP %s", request.identity, decision.status)
             self._counters.reject("auth_rejected")
             self._auth_refused(request, decision, peer)
             await request.reject(decision.status, decision.body)
-            return
+            return None
         accept = decision if decision is not None else Accept()
         identity = request.identity
         refusing = self.duplicate is DuplicatePolicy.REFUSE
@@ -194,7 +206,7 @@ class _AdmissionFlow(_SecurityReports):
                 )
                 self._counters.reject("duplicate")
                 await request.reject(409, "this identity is already connected")
-                return
+                return None
             self._claimed.add(identity)  # held through the upgrade: a concurrent twin gets 409 too
         try:
             session = await self._open_session(request, accept, target)
@@ -203,11 +215,17 @@ class _AdmissionFlow(_SecurityReports):
                 self._claimed.discard(identity)
         if session is None:
             self._counters.reject("auth_error")  # the auth callback chose a protocol not offered
-            return
-        # From here into session.run() nothing yields to another task: taking the identity,
-        # registering the session and starting it are one step, so two connections for one
-        # identity never both count as "the" session (none is orphaned), and an evicted
-        # session has always started (a task group opens without a checkpoint).
+            return None
+        return session, peer, route
+
+    async def _serve(self, session: Session, peer: str | None, route: str | None) -> None:
+        """Register an admitted session, run it until it ends, and report its end."""
+        # From _admit() into session.run() nothing yields to another task: taking the
+        # identity, registering the session and starting it are one step, so two connections
+        # for one identity never both count as "the" session (none is orphaned), and an
+        # evicted session has always started (a task group opens without a checkpoint).
+        identity = session.identity
+        assert identity is not None
         previous = self._clients.get(identity)
         self._clients[identity] = session
         self._peers[session] = peer
