@@ -534,6 +534,23 @@ def test_send_and_callresulterror_only_where_defined(version: str, initiator: Ro
             engine.send(error)
 
 
+def remembers_answers(pair: ConnectionPair, role: Role) -> bool:
+    return MessageType.CALL_RESULT_ERROR in pair.conn[role].rules.message_types
+
+
+def test_answered_ids_are_remembered_only_where_callresulterror_exists(version: str, initiator: Role) -> None:
+    """1.6 and 2.0.1 have no CALLRESULTERROR: a CSMS keeps no ids of the CALLs it answered."""
+    pair = ConnectionPair(version)
+    responder = other(initiator)
+    for _ in range(300):
+        call = pair.conn[initiator].new_call("Heartbeat", {})
+        pair.send(initiator, call)
+        pair.send(responder, CallResult(message_id=call.message_id, payload={}))
+    expected = 256 if version == "ocpp2.1" else 0
+    assert len(pair.conn[responder]._answered) == expected
+    assert remembers_answers(pair, responder) is (version == "ocpp2.1")
+
+
 def test_memories_of_answered_calls_are_bounded(version: str, initiator: Role) -> None:
     pair = ConnectionPair(version, finished_memory=2)
     responder = other(initiator)
@@ -543,9 +560,10 @@ def test_memories_of_answered_calls_are_bounded(version: str, initiator: Role) -
         pair.send(initiator, call)
         pair.send(responder, CallResult(message_id=call.message_id, payload={}))
         ids.append(call.message_id)
-    # The initiator remembers the last two answered CALLs, and has forgotten the first.
+    # The initiator remembers the last two answered CALLs, and has forgotten the first; the
+    # responder remembers what it answered only where a CALLRESULTERROR may name it (2.1).
     assert list(pair.conn[initiator]._finished) == ids[1:]
-    assert list(pair.conn[responder]._answered) == ids[1:]
+    assert list(pair.conn[responder]._answered) == (ids[1:] if remembers_answers(pair, responder) else [])
     late = pair.deliver(initiator, f'[3,"{ids[0]}",{{}}]') + pair.deliver(initiator, f'[3,"{ids[2]}",{{}}]')
     assert [e.late for e in late if isinstance(e, UnmatchedResponse)] == [False, True]
 
@@ -557,10 +575,10 @@ def test_a_reused_id_keeps_its_place_in_the_memories(version: str, initiator: Ro
     for message_id in ("a", "b", "a", "c"):
         pair.send(initiator, Call(message_id=message_id, action="Heartbeat", payload={}))
         pair.send(responder, CallResult(message_id=message_id, payload={}))
-        if message_id == "a":
+        if message_id == "a" and remembers_answers(pair, responder):
             assert list(pair.conn[initiator]._finished) == list(pair.conn[responder]._answered)
     assert list(pair.conn[initiator]._finished) == ["b", "c"]
-    assert list(pair.conn[responder]._answered) == ["b", "c"]
+    assert list(pair.conn[responder]._answered) == (["b", "c"] if remembers_answers(pair, responder) else [])
     pair.conn[initiator].send(Call(message_id="b", action="Reset", payload={}))
     assert pair.conn[initiator].abandon_call("b")
     assert pair.conn[initiator]._finished == {"b": "Reset", "c": "Heartbeat"}

@@ -17,7 +17,7 @@ The engine keeps three tables:
   these may be answered, and a second CALL with one of these ids is refused.
 * ``_finished`` / ``_answered``: bounded memories of calls that are over, so a
   late answer is reported as late (not as nonsense) and a CALLRESULTERROR can
-  name the action it concerns.
+  name the action it concerns (``_answered`` only where CALLRESULTERROR exists: 2.1).
 
 Everything the peer can get wrong becomes an event; where the protocol defines
 an answer, the event carries it serialised (``reply``).  The decisions come
@@ -229,6 +229,9 @@ class Connection:
     def rules(self, rules: ProtocolRules) -> None:
         self._rules = rules
         self._max_id = rules.max_message_id_length
+        # Answered CALL ids are remembered only for a CALLRESULTERROR to name its action (2.1):
+        # without one, a CSMS would keep finished_memory ids of every station (~30 KB each).
+        self._remember_answers = MessageType.CALL_RESULT_ERROR in rules.message_types
         if hasattr(self, "_codec"):
             self._choose_decoders()
 
@@ -789,15 +792,16 @@ class Connection:
                 raise OutboundPayloadError(action, exc) from exc
             data = _encode((3, message_id, msgspec.Raw(out)))
         del inbound[message_id]
-        answered = self._answered  # _remember(), inline
-        order = self._answered_order
-        if order is None:
-            order = self._answered_order = deque()
-        if message_id not in answered:
-            order.append(message_id)
-        answered[message_id] = action
-        if len(answered) > self._finished_memory:
-            del answered[order.popleft()]
+        if self._remember_answers:
+            answered = self._answered  # _remember(), inline
+            order = self._answered_order
+            if order is None:
+                order = self._answered_order = deque()
+            if message_id not in answered:
+                order.append(message_id)
+            answered[message_id] = action
+            if len(answered) > self._finished_memory:
+                del answered[order.popleft()]
         return data
 
     def _send_error(self, event: CallError, validate: bool) -> bytes:
