@@ -70,6 +70,9 @@ TRANSPORT = [
     "_ws/errors",
     "_ws/websockets_codec",
     "_ws/wsproto_codec",
+    "_ws/frame_codec",
+    "_ws/upgrade_fast",
+    "_ws/socket_attributes",
 ]
 # Typed messages and strict validation (issue 3), also held to 100%: the schema machinery,
 # the validating codec and the message base classes (generated modules are data).

@@ -17,8 +17,14 @@ from hypothesis import strategies as st
 from websockets.speedups import apply_mask
 
 from ocpprpc._ws import frame_codec
-from ocpprpc._ws.frame_codec import Deflate, FrameCodec
-from ocpprpc._ws.wsproto_codec import CloseReceived, PingReceived, PongReceived, ProtocolFailure
+from ocpprpc._ws.frame_codec import Deflate, FrameCodec, deflate_params
+from ocpprpc._ws.wsproto_codec import (
+    CloseReceived,
+    PingReceived,
+    PongReceived,
+    ProtocolFailure,
+    deflate_extension,
+)
 
 from .helpers import frame
 
@@ -157,3 +163,46 @@ def test_a_small_remote_window_inflates() -> None:
 def test_max_message_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         FrameCodec(client=True, max_message_size=0)
+
+
+def test_an_extension_offered_but_not_agreed_gives_no_deflate() -> None:
+    assert deflate_params([deflate_extension(LIMIT)], client=True) is None
+    assert deflate_params([], client=False) is None
+
+
+def test_a_64_bit_length_split_across_reads() -> None:
+    station = FrameCodec(client=True)
+    csms = FrameCodec(client=False, max_message_size=100_000)
+    data = station.send_text("z" * 70_000)
+    assert data[1] & 0x7F == 127
+    assert csms.receive_data(data[:5]) == []  # the 8 length bytes are not all there
+    assert csms.receive_data(data[5:]) == ["z" * 70_000]
+
+
+def test_a_new_message_inside_a_fragmented_one_fails_with_1002() -> None:
+    csms = FrameCodec(client=False)
+    data = frame(0x1, b"a", fin=False) + frame(0x1, b"b", fin=False)
+    assert csms.receive_data(data) == [ProtocolFailure(1002, "expected a continuation frame")]
+
+
+def test_a_close_frame_inside_a_fragmented_message_fails_with_1002() -> None:
+    csms = FrameCodec(client=False)
+    data = frame(0x1, b"a", fin=False) + frame(0x8, b"\x03\xe8")
+    assert csms.receive_data(data) == [ProtocolFailure(1002, "incomplete fragmented message")]
+    assert csms.data_to_send()[:4] == b"\x88\x1f\x03\xea"  # our 1002, not an echo
+
+
+def test_a_failure_after_our_close_frame_sends_no_second_one() -> None:
+    csms = FrameCodec(client=False)
+    csms.send_close(1000)
+    assert csms.receive_data(frame(0x2, b"binary")) == [
+        ProtocolFailure(1003, "binary frames are not accepted")
+    ]
+    assert csms.data_to_send() == b"" and csms.closed
+
+
+def test_reserved_bits_on_a_control_frame_fail_with_1002() -> None:
+    csms = FrameCodec(client=False, deflate=Deflate())
+    assert csms.receive_data(frame(0x9, b"p", rsv1=True)) == [
+        ProtocolFailure(1002, "reserved bits must be 0")
+    ]
