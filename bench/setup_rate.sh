@@ -6,7 +6,8 @@
 #
 # w4: N upgrades, nothing else (common/node/conn_client.cjs); w5: N stations each upgrading and
 # sending a BootNotification (common/node/fleet_client.cjs, 50 lanes).  The server runs with
-# strict validation and tune_gc()'s thresholds (--gc threshold), as `python -m ocpprpc serve` does.
+# strict validation and tune_gc()'s thresholds (--gc threshold), as `python -m ocpprpc serve` does
+# (GC_MODE=default|freeze|off|threshold picks another collector setting).
 # --profile OUT samples the server with py-spy (if installed) into OUT (raw, for flame graphs).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +19,7 @@ ulimit -n "$(ulimit -Hn)"
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cd "$HERE/peer/ocpprpc"
 PYTHONPATH="$BENCH_DIR/common" "$PYTHON" server.py --port "$PORT" --workload "$WORKLOAD" --msg hb \
-    --backend "$BACKEND" --strict 1 --gc threshold > /dev/null &
+    --backend "$BACKEND" --strict 1 --gc "${GC_MODE:-threshold}" > /dev/null &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 sleep 1.5

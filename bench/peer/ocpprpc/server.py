@@ -88,6 +88,8 @@ async def main(args: argparse.Namespace) -> None:
             gc.set_threshold(50_000, 20, 100)
         if args.gc == "freeze":
             gc.freeze()
+        if args.gc == "off":
+            gc.disable()
         emit({"event": "ready", "port": args.port})
         while True:
             await anyio.sleep(20)
