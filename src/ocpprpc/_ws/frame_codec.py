@@ -184,18 +184,19 @@ class FrameCodec:
         self._inflater: zlib._Decompress | None = None
         #: The bytes of a frame not yet complete (``None`` between whole frames).
         self._buffer: bytearray | None = None
-        self._outbox: list[bytes] = []
+        # Made when something is queued (a pong, a close frame): two lists less per idle connection.
+        self._outbox: list[bytes] | None = None
         self._close_sent = False
         self._close_rcvd = False
         self._failure: tuple[int, str] | None = None
         # A fragmented text message in progress: decoded parts, bytes so far, frames, decoder.
         self._in_message = False
         self._inflating = False
-        self._parts: list[str] = []
+        self._parts: list[str] | None = None
         self._size = 0
         self._fragments = 0
         self._decoder: codecs.IncrementalDecoder | None = None
-        self._early: list[CodecEvent] = []
+        self._early: list[CodecEvent] | None = None
         if initial_data:
             self._early = self.receive_data(initial_data)
 
@@ -213,9 +214,8 @@ class FrameCodec:
         outbox = self._outbox
         if not outbox:
             return b""
-        out = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-        outbox.clear()
-        return out
+        self._outbox = None
+        return outbox[0] if len(outbox) == 1 else b"".join(outbox)
 
     def _frame(self, opcode: int, payload: _Bytes, rsv1: bool = False) -> bytes:
         """One final frame: the header, then the payload (masked on the client side, 5.3)."""
@@ -271,11 +271,11 @@ class FrameCodec:
 
     # -- receiving ----------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[CodecEvent]:
-        out: list[CodecEvent] = self._early
-        if out:
-            self._early = []  # reported once
-        else:
+        out = self._early
+        if out is None:
             out = []
+        else:
+            self._early = None  # reported once
         if self._failure is not None or self._close_rcvd:
             return out  # input after a failure or the peer's close frame is noise (7.1.7, 1.4)
         buffer = self._buffer
@@ -367,7 +367,7 @@ class FrameCodec:
                 self._data_frame(opcode, bool(fin), bool(rsv1), payload, out)
             elif opcode == _PING:
                 payload = bytes(payload)
-                self._outbox.append(self._frame(_PONG, payload))
+                self._queue(self._frame(_PONG, payload))
                 out.append(PingReceived(payload))
             elif opcode == _PONG:
                 out.append(PongReceived(bytes(payload)))
@@ -405,13 +405,16 @@ class FrameCodec:
         except UnicodeDecodeError as exc:
             raise _Failed(1007, f"invalid UTF-8: {exc.reason}") from None
         if not fin:
-            self._parts.append(part)
+            if self._parts is None:
+                self._parts = [part]
+            else:
+                self._parts.append(part)
             return
         parts = self._parts
         if parts:
             parts.append(part)
             part = "".join(parts)
-            parts.clear()
+            self._parts = None
         out.append(part)
         self._in_message = self._inflating = False
         self._decoder = None
@@ -457,15 +460,22 @@ class FrameCodec:
         self._close_rcvd = True
         by_peer = not self._close_sent
         if by_peer:
-            self._outbox.append(self._frame(_CLOSE, payload))  # the echo carries the peer's own payload
+            self._queue(self._frame(_CLOSE, payload))  # the echo carries the peer's own payload
             self._close_sent = True
         return CloseReceived(code, reason, by_peer)
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (7.1.7): our close frame queued unless one went out, input ignored."""
         self._failure = (code, reason)
-        self._parts.clear()
+        self._parts = None
         self._decoder = None
         if not self._close_sent:
             self._close_sent = True
-            self._outbox.append(self._frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()))
+            self._queue(self._frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()))
+
+    def _queue(self, frame: bytes) -> None:
+        """Queue an automatic reply for :meth:`data_to_send`."""
+        if self._outbox is None:
+            self._outbox = [frame]
+        else:
+            self._outbox.append(frame)
