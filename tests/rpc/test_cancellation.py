@@ -97,6 +97,26 @@ async def test_one_task_keeps_every_deadline_and_a_shorter_one_is_not_held_up(ti
     assert not [name for name in task_names() if "call expiry" in name]  # ended with the session
 
 
+async def test_the_deadline_task_ends_when_no_call_waits_and_starts_again(tick: float) -> None:
+    """A CSMS that once called a station keeps no task per station for it."""
+
+    def keepers() -> int:
+        return len([name for name in task_names() if "call expiry" in name])
+
+    async with session_with_raw_peer(call_timeout=2 * tick) as (session, peer):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.call, "Heartbeat")
+            _, message_id, *_ = await peer.receive()
+            assert keepers() == 1
+            await peer.send([3, message_id, {}])
+        await anyio.sleep(3 * tick)  # past the answered call's deadline: nothing waits
+        assert keepers() == 0 and len(session._scopes) == 1  # the reader's
+        with pytest.raises(CallTimeout):
+            await session.call("Heartbeat", {})  # a task again, and the timeout still works
+        await anyio.sleep(3 * tick)
+        assert keepers() == 0 and len(session._scopes) == 1
+
+
 async def test_timeout_none_waits_until_answered(tick: float) -> None:
     async with session_with_raw_peer(call_timeout=tick) as (session, peer):
         result: list[Any] = []

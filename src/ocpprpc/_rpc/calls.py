@@ -264,6 +264,11 @@ class _Calls(_Backpressure):
         """Wake at the earliest deadline of our calls waiting for an answer, and fail the overdue ones."""
         while True:
             earliest = self._expiry_at = self._fail_overdue(anyio.current_time())
+            if earliest == math.inf:
+                # Nothing waits: end, and let the next call with a timeout start the task again
+                # (a CSMS that once called a station keeps no task per station for it).
+                self._expiry_wake = None
+                return
             wake = self._expiry_wake
             assert wake is not None
             if wake.is_set():

@@ -148,7 +148,10 @@ class _SessionBase:
                 if self._shutting_down:
                     return  # stopped before it started
                 self._scopes.append(scope)
-                await func()
+                try:
+                    await func()
+                finally:
+                    self._scopes.remove(scope)  # tasks that end and start again (call expiry) add none
         finally:
             self._tasks -= 1
             self._check_closed()
