@@ -168,7 +168,10 @@ class Connection:
         :meth:`error_for` builds for an unexpected handler exception.  Off by
         default: exception text can leak internals.  Stack traces never go out.
     :param finished_memory: how many finished call ids to remember for
-        telling late answers from unknown ones.
+        telling late answers from unknown ones (and, on 2.1, which action a
+        CALLRESULTERROR concerns).  A late answer follows its call within a few
+        calls (OCPP-J allows one in flight), so 32 serve; each id kept costs
+        ~100 bytes per connection for as long as it lives.
     """
 
     def __init__(
@@ -181,7 +184,7 @@ class Connection:
         max_outstanding_calls: int | None = None,
         max_bad_messages: int | None = None,
         detailed_errors: bool = False,
-        finished_memory: int = 256,
+        finished_memory: int = 32,
     ) -> None:
         self.role = role
         self.rules = rules_for(protocol)
