@@ -233,7 +233,7 @@ class Connection:
         self._rules = rules
         self._max_id = rules.max_message_id_length
         # Answered CALL ids are remembered only for a CALLRESULTERROR to name its action (2.1):
-        # without one, a CSMS would keep finished_memory ids of every station (~30 KB each).
+        # without one, a CSMS would keep finished_memory ids of every station for nothing.
         self._remember_answers = MessageType.CALL_RESULT_ERROR in rules.message_types
         if hasattr(self, "_codec"):
             self._choose_decoders()

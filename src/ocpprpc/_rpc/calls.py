@@ -247,7 +247,7 @@ class _Calls(_Backpressure):
         loop's clock, so a test's mock clock governs call timeouts too).
 
         One task per session keeps every deadline (:meth:`_expire_calls`), where a cancel scope
-        per call cost a timer handle and ~15% of a station's CPU per call.  Calls with the same
+        per call cost a timer handle and about a tenth of a station's CPU per call.  Calls with the same
         timeout expire in the order they were made, so a new one rarely wakes the task.
         """
         pending.expires = when

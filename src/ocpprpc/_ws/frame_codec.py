@@ -53,6 +53,7 @@ from .wsproto_codec import (
     PingReceived,
     PongReceived,
     ProtocolFailure,
+    cut_close_reason,
     max_fragments,
     too_many_fragments,
 )
@@ -83,19 +84,11 @@ def _c_mask() -> Callable[[_Bytes, _Bytes], bytes] | None:
 _apply_mask: Callable[[_Bytes, _Bytes], bytes] = _c_mask() or _xor_mask
 
 
-def _cut(reason: str) -> str:
-    """*reason* cut to what a close frame carries (123 bytes of UTF-8), at a character boundary."""
-    raw = reason.encode()
-    return reason if len(raw) <= _MAX_CLOSE_REASON else raw[:_MAX_CLOSE_REASON].decode(errors="ignore")
-
-
 # Opcodes (RFC 6455 5.2).
 _CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _KNOWN_OPCODES = frozenset({_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG})
 #: What permessage-deflate removes from the end of each compressed message (RFC 7692 7.2.1).
 _TAIL = b"\x00\x00\xff\xff"
-#: A close frame's payload is at most 125 bytes: 2 for the code, 123 for the reason.
-_MAX_CLOSE_REASON = 123
 #: The two header bytes of an unmasked final text frame of 0-125 bytes, by length.
 _TEXT_HEADS = [bytes((0x81, n)) for n in range(126)]
 
@@ -267,7 +260,7 @@ class FrameCodec:
         if code not in WIRE_CLOSE_CODES:
             code = 1000
         self._close_sent = True
-        return self._frame(_CLOSE, code.to_bytes(2, "big") + _cut(reason).encode())
+        return self._frame(_CLOSE, code.to_bytes(2, "big") + cut_close_reason(reason).encode())
 
     # -- receiving ----------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[CodecEvent]:
@@ -289,7 +282,7 @@ class FrameCodec:
             pos = self._parse(chunk, out)
         except _Failed as exc:
             self._buffer = None
-            reason = _cut(exc.reason)
+            reason = cut_close_reason(exc.reason)
             self._fail(exc.code, reason)
             out.append(ProtocolFailure(exc.code, reason))
             return out

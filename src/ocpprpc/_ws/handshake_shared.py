@@ -45,9 +45,9 @@ def resolve_ws_codec(name: str | None = None) -> ResolvedCodec:
     :raises ValueError: an unknown name.
     :raises ImportError: ``"websockets"`` asked for but not importable.
     """
-    if name is None or name == "auto":
-        return "ocpprpc"
-    if name == "ocpprpc":
+    if name is None:
+        name = DEFAULT_WS_CODEC
+    if name == "auto" or name == "ocpprpc":
         return "ocpprpc"
     if name == "wsproto":
         return "wsproto"

@@ -48,6 +48,7 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 from wsproto.extensions import Extension, PerMessageDeflate
 
+from .frame_codec import deflate_params
 from .wsproto_codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     WIRE_CLOSE_CODES,
@@ -56,6 +57,7 @@ from .wsproto_codec import (
     PingReceived,
     PongReceived,
     ProtocolFailure,
+    cut_close_reason,
     max_fragments,
     too_many_fragments,
 )
@@ -70,9 +72,6 @@ CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
 #: when the connection is made); quiet by default, like the rest of ocpprpc.
 log = logging.getLogger("ocpprpc.websocket.frames")
 
-# A close frame's payload is at most 125 bytes: 2 for the code, 123 for the reason.
-_MAX_CLOSE_REASON = 123
-
 
 def websockets_extensions(extensions: Sequence[Extension], *, client: bool) -> list[WsExtension]:
     """websockets' equivalents of the extensions wsproto negotiated during the handshake.
@@ -82,22 +81,20 @@ def websockets_extensions(extensions: Sequence[Extension], *, client: bool) -> l
     (``local_*`` is what we compress, ``remote_*`` what we inflate).  Extensions
     that were offered but not agreed are left out.
     """
-    out: list[WsExtension] = []
-    for ext in extensions:
-        if not ext.enabled():
-            continue
-        if not isinstance(ext, PerMessageDeflate):  # pragma: no cover - we only ever offer this one
-            raise ValueError(f"no websockets equivalent for the extension {ext.name!r}")
-        ours, theirs = ("client", "server") if client else ("server", "client")
-        out.append(
-            WsPerMessageDeflate(
-                remote_no_context_takeover=getattr(ext, f"{theirs}_no_context_takeover"),
-                local_no_context_takeover=getattr(ext, f"{ours}_no_context_takeover"),
-                remote_max_window_bits=getattr(ext, f"{theirs}_max_window_bits"),
-                local_max_window_bits=getattr(ext, f"{ours}_max_window_bits"),
-            )
+    unknown = [ext.name for ext in extensions if ext.enabled() and not isinstance(ext, PerMessageDeflate)]
+    if unknown:  # pragma: no cover - we only ever offer permessage-deflate
+        raise ValueError(f"no websockets equivalent for the extension {unknown[0]!r}")
+    params = deflate_params(extensions, client=client)  # the per-side -> per-direction mapping, once
+    if params is None:
+        return []
+    return [
+        WsPerMessageDeflate(
+            remote_no_context_takeover=params.remote_no_context_takeover,
+            local_no_context_takeover=params.local_no_context_takeover,
+            remote_max_window_bits=params.remote_max_window_bits,
+            local_max_window_bits=params.local_max_window_bits,
         )
-    return out
+    ]
 
 
 class _Protocol(Protocol):
@@ -208,10 +205,7 @@ class WebsocketsCodec:
             return b""
         if code not in WIRE_CLOSE_CODES:
             code = 1000
-        raw = reason.encode()
-        if len(raw) > _MAX_CLOSE_REASON:
-            reason = raw[:_MAX_CLOSE_REASON].decode(errors="ignore")
-        proto.send_close(code, reason)
+        proto.send_close(code, cut_close_reason(reason))
         return b"".join(proto.data_to_send())
 
     def receive_data(self, data: bytes) -> list[CodecEvent]:

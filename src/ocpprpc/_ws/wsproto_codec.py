@@ -50,6 +50,7 @@ from wsproto.frame_protocol import FrameDecoder, FrameProtocol
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_CLOSE_REASON",
     "CloseReceived",
     "CodecEvent",
     "PingReceived",
@@ -58,6 +59,7 @@ __all__ = [
     "WIRE_CLOSE_CODES",
     "WebSocketCodec",
     "WsprotoCodec",
+    "cut_close_reason",
     "deflate_extension",
     "max_fragments",
     "too_many_fragments",
@@ -68,6 +70,16 @@ __all__ = [
 WIRE_CLOSE_CODES = frozenset(
     {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 ) | frozenset(range(3000, 5000))
+
+#: A close frame's payload is at most 125 bytes: 2 for the code, 123 for the reason.
+MAX_CLOSE_REASON = 123
+
+
+def cut_close_reason(reason: str) -> str:
+    """*reason* cut to what a close frame carries (123 bytes of UTF-8), at a character boundary."""
+    raw = reason.encode()
+    return reason if len(raw) <= MAX_CLOSE_REASON else raw[:MAX_CLOSE_REASON].decode(errors="ignore")
+
 
 #: 64 KiB, the default of ocpp-ws-io.  The largest schema fields in OCPP 2.x
 #: (certificate chains, 10 000 characters) fit comfortably; a CSMS expecting
