@@ -148,6 +148,63 @@ async def test_concurrent_receivers_and_senders_are_refused() -> None:
         tg.cancel_scope.cancel()
 
 
+class CountingSocket(socket.socket):
+    """A real socket that counts its ``recv`` calls and the ones the kernel refused (EAGAIN)."""
+
+    calls = 0
+    refused = 0
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.calls += 1
+        try:
+            return super().recv(bufsize, flags)
+        except BlockingIOError:
+            self.refused += 1
+            raise
+
+
+@trio_only
+async def test_after_a_short_read_it_waits_before_the_next_recv() -> None:
+    """Request/response: the next message comes after our answer, so a recv() at once would fail."""
+    left, right = socket.socketpair()
+    counting = CountingSocket(fileno=right.detach())
+    server = RawSocketStream(counting)
+    client = RawSocketStream(left)
+
+    async def answer() -> None:
+        for _ in range(5):
+            await server.receive()  # short: less than max_bytes
+            await server.send(b"answer")  # then at once receive(), before the next call is sent
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer)
+            await anyio.wait_all_tasks_blocked()
+            for i in range(5):
+                await client.send(b"call %d" % i)
+                assert await client.receive() == b"answer"
+        # The first read found nothing (one EAGAIN); after each short read the stream waited.
+        assert (counting.calls, counting.refused) == (6, 1)
+        # A read that filled max_bytes leaves the next one trying at once: the rest is there.
+        await client.send(b"abcdef")
+        await anyio.wait_readable(counting)
+        assert await server.receive(3) == b"abc"
+        with anyio.fail_after(5):
+            assert await server.receive(3) == b"def"
+        assert (counting.calls, counting.refused) == (8, 1)
+        # After a short read the wait still ends for data that is already there, and for EOF.
+        await client.send(b"x")
+        await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            assert await server.receive() == b"x"
+        await client.send_eof()
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()
+    finally:
+        await client.aclose()
+        await server.aclose()
+
+
 # -- cancellation ---------------------------------------------------------------------
 
 
