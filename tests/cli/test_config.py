@@ -199,6 +199,16 @@ CASES: dict[str, tuple[str | bytes, tuple[str, ...], str]] = {
         (),
         "{cfg}: gc_threshold: must be from 0 to 10000000, got 100000000",
     ),
+    "gc-freeze-text": (
+        'gc_freeze = "yes"\n',
+        (),
+        "{cfg}: gc_freeze: expected true or false, got a string 'yes'",
+    ),
+    "gc-freeze-integer": (
+        "gc_freeze = 1\n",
+        (),
+        "{cfg}: gc_freeze: expected true or false, got an integer 1",
+    ),
     "wrong-type-array-item": (
         'protocols = ["ocpp1.6", 2]\n',
         (),

@@ -32,10 +32,11 @@ def add_tcp_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gc",
         default="default",
-        choices=["default", "freeze", "threshold", "off"],
+        choices=["default", "freeze", "threshold", "survivors", "off"],
         help="server only (issue 17, W5's tail): freeze = gc.freeze() at start and every 20 s "
-        "(settled connections leave the collector's view); threshold = gc.set_threshold(50000, 20, 100); "
-        "off = gc.disable() (to measure what the collector costs)",
+        "(settled connections leave the collector's view); threshold = ocpprpc.tune_gc() "
+        "(50000, 20, 100); survivors = ocpprpc.tune_gc(freeze_survivors=True) (what survives a "
+        "collection is frozen); off = gc.disable() (to measure what the collector costs)",
     )
     # The cost of seeing it (issue 15); the client takes and ignores them (variant args go to both).
     parser.add_argument("--metrics", type=int, default=0, help="1: the server runs with metrics=True")

@@ -84,8 +84,8 @@ async def main(args: argparse.Namespace) -> None:
         ws_codec=args.ws_codec,
         **server_layers(args),
     ):
-        if args.gc == "threshold":
-            gc.set_threshold(50_000, 20, 100)
+        if args.gc in ("threshold", "survivors"):
+            ocpprpc.tune_gc(freeze_survivors=args.gc == "survivors")
         if args.gc == "freeze":
             gc.freeze()
         if args.gc == "off":

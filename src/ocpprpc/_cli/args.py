@@ -219,6 +219,13 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "latency flat with thousands of stations); 0 leaves Python's defaults",
     )
     serve.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="freeze what survives each garbage collection (ocpprpc.tune_gc(freeze_survivors=True): "
+        "faster boots and no full passes with thousands of stations; a cycle among frozen objects "
+        "is never collected)",
+    )
+    serve.add_argument(
         "--cluster",
         metavar="URL",
         type=_redis_url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import hmac
 import logging
 import os
@@ -39,6 +40,14 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def tune_process_gc(args: argparse.Namespace) -> None:
+    """``--gc-threshold`` and ``--gc-freeze``: settings of the whole process, which this command owns."""
+    if args.gc_threshold:
+        tune_gc((args.gc_threshold, *CSMS_GC_THRESHOLDS[1:]), freeze_survivors=args.gc_freeze)
+    elif args.gc_freeze:
+        tune_gc(gc.get_threshold(), freeze_survivors=True)  # Python's thresholds, survivors frozen
+
+
 async def run_serve(args: argparse.Namespace) -> None:
     profile = args.security_profile
     password: bytes | None = args.secret
@@ -61,8 +70,7 @@ async def run_serve(args: argparse.Namespace) -> None:
                 return decision
         return Accept()
 
-    if args.gc_threshold:  # a setting of the whole process: this command owns it
-        tune_gc((args.gc_threshold, *CSMS_GC_THRESHOLDS[1:]))
+    tune_process_gc(args)
     routes = _routes(args.config)
     listeners = _listeners(args.config, routes)
     server = Server(

@@ -10,9 +10,20 @@ young collection sees them, so almost nothing is promoted and full passes become
 Measured (shared harness W5: 15,000 stations, strict, asyncio): latency p99 1,180 ms
 -> 5.9 ms, server CPU per call 275.5 -> 237.8 µs (bench/RESULTS.md).
 
+Thresholds only move a settled connection's visits around: each object it keeps is
+still seen once as young and once in the middle generation before it settles in the old
+one (~80 objects a connection; ~50-80 µs per booted station at 15,000 stations, bench/
+RESULTS.md).  ``freeze_survivors=True`` removes the second visit: after each collection
+the survivors are frozen (``gc.freeze()``), so the collector sees an object at most once
+and full passes find an empty old generation.  That is safe for what ocpprpc itself
+keeps, which is freed by reference counting and never by the collector (tests/csms/
+test_garbage.py proves it for calls, opened and closed connections); it is not free for
+an application whose own objects form a reference cycle *after* surviving a collection:
+such a cycle is never collected until ``gc.unfreeze()``, so it is an opt-in.
+
 It is a setting of the whole process, so the library never changes it by itself:
-``python -m ocpprpc serve`` applies it (``--gc-threshold``), an application that embeds
-a server calls :func:`tune_gc` once at start-up.
+``python -m ocpprpc serve`` applies it (``--gc-threshold``, ``--gc-freeze``), an
+application that embeds a server calls :func:`tune_gc` once at start-up.
 """
 
 from __future__ import annotations
@@ -25,11 +36,17 @@ __all__ = ["CSMS_GC_THRESHOLDS", "tune_gc"]
 CSMS_GC_THRESHOLDS: tuple[int, int, int] = (50_000, 20, 100)
 
 
-def tune_gc(thresholds: tuple[int, int, int] = CSMS_GC_THRESHOLDS) -> tuple[int, int, int]:
+def tune_gc(
+    thresholds: tuple[int, int, int] = CSMS_GC_THRESHOLDS, *, freeze_survivors: bool = False
+) -> tuple[int, int, int]:
     """Set the collector's thresholds for a CSMS process; return the previous ones.
 
     :param thresholds: for generations 0, 1 and 2 (``gc.set_threshold``); each a
         positive integer.
+    :param freeze_survivors: freeze what survives each collection (see the module
+        docstring: faster boots and no full passes, at the price of never collecting a
+        cycle that forms among frozen objects until ``gc.unfreeze()``); ``False``
+        removes the hook if an earlier call installed it.
     :raises ValueError: not three positive integers (nothing is changed).
     """
     values = tuple(thresholds)
@@ -37,4 +54,17 @@ def tune_gc(thresholds: tuple[int, int, int] = CSMS_GC_THRESHOLDS) -> tuple[int,
         raise ValueError(f"gc thresholds must be three positive integers, got {thresholds!r}")
     previous = gc.get_threshold()
     gc.set_threshold(*values)
+    installed = _freeze_after_collection in gc.callbacks
+    if freeze_survivors and not installed:
+        gc.callbacks.append(_freeze_after_collection)
+    elif installed and not freeze_survivors:
+        gc.callbacks.remove(_freeze_after_collection)
     return previous
+
+
+def _freeze_after_collection(phase: str, info: dict[str, int]) -> None:
+    # "stop": the collection is over and what it left is alive; move it out of the
+    # collector's view (gc.freeze() is O(1): it links the generations' lists onto the
+    # permanent one).
+    if phase == "stop":
+        gc.freeze()
