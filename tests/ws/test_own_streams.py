@@ -23,7 +23,7 @@ import trustme
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from ocpprpc._ws.tcp import serve_listener
+from ocpprpc._ws.tcp import send_within, serve_listener
 from ocpprpc._ws.tls import client_ssl_context, server_ssl_context
 
 from .own_streams import Kit, over_own_streams, read_all, receive_exactly, stream_pair
@@ -269,3 +269,38 @@ async def test_the_same_bytes_over_both_streams(kit: Kit[Any]) -> None:
                 yield client, server
 
     assert await transfer(lambda: stream_pair(kit)) == await transfer(anyio_pair) == b"".join(pattern)
+
+
+@over_own_streams
+async def test_send_within_writes_at_once_and_bounds_only_what_must_wait(kit: Kit[Any]) -> None:
+    """``send_within`` (the 101 response's write): no deadline when the stream takes it all now."""
+    async with stream_pair(kit) as (client, server):
+        # The peer reads: everything is taken at once, as the bytes arrive.
+        assert server.try_send(b"HTTP/1.1 101") == 12
+        await send_within(server, b" Switching Protocols", 0.5)
+        assert await receive_exactly(client, 32) == b"HTTP/1.1 101 Switching Protocols"
+        # The peer reads nothing: try_send takes what fits (asyncio: all of it, into the transport's
+        # buffer, which then pauses), the next send must wait and times out; nothing raises early.
+        # Fixed socket buffers: the kernel's autotuning would otherwise make room now and then.
+        server.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        client.extra(SocketAttribute.raw_socket).setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        big = os.urandom(4 * 1024 * 1024)
+        taken = server.try_send(big)
+        assert 65536 <= taken <= len(big)
+        chunk = bytes(65536)
+        for _ in range(100):  # the kernel may still take a last piece; asyncio's paused transport nothing
+            if server.try_send(chunk) == 0:
+                break
+        else:
+            pytest.fail("try_send never stopped taking bytes from a peer that reads nothing")
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await send_within(server, chunk, 0.3)
+        assert await receive_exactly(client, 65536) == big[:65536]
+        await anyio.aclose_forcefully(server)  # drop what the transport still holds
+    # A closed stream refuses at once, as send() does.
+    async with stream_pair(kit) as (client, server):
+        await server.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            server.try_send(b"x")
+        with pytest.raises(anyio.ClosedResourceError):
+            await send_within(server, b"x", 0.5)

@@ -239,6 +239,23 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
         if self._eof or self._lost:
             raise anyio.EndOfStream
 
+    def try_send(self, item: bytes) -> int:
+        """Hand *item* to the transport unless that means waiting; return the bytes taken (all or 0).
+
+        0 while the transport is paused (its buffer is full) or another task waits
+        for it to drain.  :func:`ocpprpc._ws.tcp.send_within` sends the rest.
+        """
+        if self._closed or self._eof_sent:
+            raise anyio.ClosedResourceError
+        transport = self._transport
+        if self._lost or transport.is_closing():
+            raise anyio.BrokenResourceError from self._error
+        if self._drain is not None or self._write_paused:
+            return 0
+        self._sent = True
+        transport.write(item)
+        return len(item)
+
     async def send(self, item: bytes) -> None:
         if self._ops < _FAIR_OPS and not self._sent:
             self._ops += 1

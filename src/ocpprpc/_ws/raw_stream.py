@@ -179,6 +179,23 @@ class RawSocketStream(anyio.abc.SocketStream):
         finally:
             self._sending = False
 
+    def try_send(self, item: bytes) -> int:
+        """Write what the kernel takes now, without waiting; return how many bytes that was.
+
+        0 while another task is sending.  :func:`ocpprpc._ws.tcp.send_within` sends the rest.
+        """
+        if self._closed or self._eof_sent:
+            raise anyio.ClosedResourceError
+        if self._sending:
+            return 0
+        self._sent = True
+        try:
+            return self._sock.send(item)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+
     async def _wait(self, wait: Callable[[socket.socket], Any]) -> None:
         """Wait for the socket; a close by another task ends the wait with ``ClosedResourceError``."""
         try:

@@ -48,6 +48,7 @@ from .http_plain import (
     parse_plain_request,
     response_bytes,
 )
+from .tcp import send_within
 from .upgrade_fast import FastUpgrade, accept_response, parse_upgrade
 from .websocket import DEFAULT_CLOSE_TIMEOUT, WebSocketStream
 from .wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE, deflate_extension
@@ -200,10 +201,7 @@ class StationRequest:
                 data = handshake.send(
                     AcceptConnection(subprotocol=chosen, extensions=self._extensions, extra_headers=extra)
                 )
-            with anyio.CancelScope(deadline=anyio.current_time() + self._timeout) as scope:
-                await self._stream.send(data)
-            if scope.cancelled_caught:
-                raise TimeoutError
+            await send_within(self._stream, data, self._timeout)
         except BaseException as exc:
             await anyio.aclose_forcefully(self._stream)
             if isinstance(exc, TimeoutError):

@@ -38,6 +38,7 @@ __all__ = [
     "connect_tcp",
     "create_tcp_listener",
     "resolve_tcp_stream",
+    "send_within",
     "serve_listener",
 ]
 
@@ -66,6 +67,30 @@ DEFAULT_TCP_STREAM: TcpStreamName = "auto"
 AUTO_ELSEWHERE: Literal["anyio", "socket"] = "socket"
 
 _NAMES = ("auto", "asyncio", "anyio", "socket")
+
+
+async def send_within(
+    stream: anyio.abc.ByteSendStream,
+    data: bytes,
+    timeout: float,  # noqa: ASYNC109 (the clock is read only if the stream cannot take it all now)
+) -> None:
+    """Send *data*; :class:`TimeoutError` if the peer has not taken it within *timeout* seconds.
+
+    ocpprpc's own streams write at once what the kernel (or asyncio's transport)
+    takes (``try_send``); only what is left needs a deadline, so a 101 response
+    to a station that reads costs no cancel scope and no timer (3% of a boot's
+    CPU on asyncio).
+    """
+    try_send: Callable[[bytes], int] | None = getattr(stream, "try_send", None)
+    if try_send is not None:
+        sent = try_send(data)
+        if sent == len(data):
+            return
+        data = data[sent:]
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+        await stream.send(data)
+    if scope.cancelled_caught:
+        raise TimeoutError
 
 
 def check_tcp_stream(name: str | None) -> None:
