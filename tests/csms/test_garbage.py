@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import pytest
 
 import ocpprpc
@@ -23,7 +24,7 @@ from ocpprpc import CallContext, Router
 from ocpprpc._engine.events import Call, CallResult
 from ocpprpc._ws.server_handshake import StationRequest
 
-from .helpers import eventually, ws_url
+from .helpers import eventually, raw_station, ws_url
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -120,3 +121,44 @@ async def test_a_connected_station_keeps_no_upgrade_request_alive(auth: bool) ->
         assert not [o for o in gc.get_objects() if isinstance(o, StationRequest)]
         if auth:
             assert server.clients["CP1"].data == {"seen": "CP1"}
+
+
+def cancel_scopes() -> int:
+    """anyio's cancel scopes alive in the process (the backend's class, on asyncio and on trio)."""
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if type(obj).__name__ == "CancelScope" and type(obj).__module__.startswith("anyio.")
+    )
+
+
+@pytest.mark.parametrize("on_connect", [False, True], ids=["plain", "on_connect"])
+async def test_an_idle_station_costs_the_server_two_cancel_scopes(on_connect: bool) -> None:
+    """Its connection task's and its session's task group's; the reader runs under the group's own.
+
+    With ``on_connect`` the reader keeps a scope of its own, since stopping the session must not
+    cancel the application's ``on_connect`` task (three).  Each scope is ~0.65 KB per idle station.
+    """
+
+    async def hello(session: ocpprpc.Session) -> None:
+        await anyio.sleep_forever()
+
+    async with (
+        ocpprpc.serve(
+            router=router(), protocols=["ocpp1.6"], on_connect=hello if on_connect else None
+        ) as server,
+        raw_station(server.port, "CP0") as warm,
+    ):
+        await warm.send_text('[2,"1","Heartbeat",{}]')
+        await warm.next_text()
+        gc.collect()
+        before = cancel_scopes()
+        async with raw_station(server.port, "CP1") as s1, raw_station(server.port, "CP2") as s2:
+            for station in (s1, s2):
+                await station.send_text('[2,"1","Heartbeat",{}]')
+                assert '"currentTime"' in await station.next_text()
+            await eventually(lambda: server.connection_count == 3)
+            gc.collect()
+            per_station = (cancel_scopes() - before) / 2
+    # on_connect's own task adds its anyio task handle's scope, and the reader its own.
+    assert per_station == (4 if on_connect else 2)

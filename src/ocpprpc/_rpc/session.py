@@ -331,10 +331,21 @@ class Session(_Reader):
         """
         await self._start()
         try:
+            self._tasks += 1
             if on_open is not None:
                 self._task_group.start_soon(self._on_open, on_open, name=f"ocpprpc on_open {self}")
-            self._tasks += 1
-            await self._scoped(self._reader)  # as _spawn() would, in this task
+                await self._scoped(self._reader)  # as _spawn() would, in this task
+            else:
+                # Every other task of the group is one that stopping cancels anyway, so the
+                # group's own scope stops the reader: one cancel scope less per idle connection.
+                scope = self._task_group.cancel_scope
+                self._scopes.append(scope)
+                try:
+                    await self._reader()
+                finally:
+                    self._scopes.remove(scope)
+                    self._tasks -= 1
+                    self._check_closed()
         except BaseException as exc:
             if not await self.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
