@@ -12,14 +12,15 @@ Measured (shared harness W5: 15,000 stations, strict, asyncio): latency p99 1,18
 
 Thresholds only move a settled connection's visits around: each object it keeps is
 still seen once as young and once in the middle generation before it settles in the old
-one (~80 objects a connection; ~50-80 µs per booted station at 15,000 stations, bench/
-RESULTS.md).  ``freeze_survivors=True`` removes the second visit: after each collection
-the survivors are frozen (``gc.freeze()``), so the collector sees an object at most once
-and full passes find an empty old generation.  That is safe for what ocpprpc itself
-keeps, which is freed by reference counting and never by the collector (tests/csms/
-test_garbage.py proves it for calls, opened and closed connections); it is not free for
-an application whose own objects form a reference cycle *after* surviving a collection:
-such a cycle is never collected until ``gc.unfreeze()``, so it is an opt-in.
+one (~70 objects a connection; at 15,000 stations the middle generation's passes cost
+15-20 µs per booted station, bench/RESULTS.md).  ``freeze_survivors=True`` removes the
+second visit: after each collection the survivors are frozen (``gc.freeze()``), so the
+collector sees an object at most once and full passes find an empty old generation.
+That is safe for what ocpprpc itself keeps, which is freed by reference counting and
+never by the collector (tests/csms/test_garbage.py proves it for calls, opened and
+closed connections); it is not free for an application whose own objects form a
+reference cycle *after* surviving a collection: such a cycle is never collected until
+``gc.unfreeze()``, so it is an opt-in.
 
 It is a setting of the whole process, so the library never changes it by itself:
 ``python -m ocpprpc serve`` applies it (``--gc-threshold``, ``--gc-freeze``), an
