@@ -275,6 +275,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_tracing.py")
     session.run("python", "bench/bench_flood.py")
     session.run("python", "bench/callgrind_layers.py")
+    session.run("python", "bench/callgrind_paths.py")
     session.run("python", "bench/bench_cluster.py")
     session.run("python", "bench/bench_idle.py")
     session.run(

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -31,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import anyio  # noqa: E402
+import callgrind  # noqa: E402  (bench/callgrind.py)
 
 import ocpprpc  # noqa: E402
 from ocpprpc._csms.guard import RateLimitedRouter  # noqa: E402
@@ -87,28 +85,7 @@ async def run(calls: int, layers: set[str]) -> None:
 
 
 def instructions(calls: int, layers: str) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--calls",
-                str(calls),
-                "--layers",
-                layers,
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-        with open(out) as f:
-            match = re.search(r"^summary: (\d+)", f.read(), re.M)
-        assert match is not None
-        return int(match.group(1))
+    return callgrind.instructions([sys.executable, __file__, "--calls", str(calls), "--layers", layers])
 
 
 def main() -> None:

@@ -26,17 +26,15 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import re
 import socket
-import subprocess
 import sys
-import tempfile
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import anyio  # noqa: E402
+import callgrind  # noqa: E402  (bench/callgrind.py)
 
 import ocpprpc  # noqa: E402
 
@@ -117,21 +115,7 @@ def stations(port: int, n: int) -> None:
 
 
 def instructions(path: str, backend: str, n: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        subprocess.run(
-            [
-                *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
-                *(sys.executable, __file__, "--run", path, backend, str(n)),
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-        with open(out) as f:
-            match = re.search(r"^summary: (\d+)", f.read(), re.M)
-        assert match is not None
-        return int(match.group(1))
+    return callgrind.instructions([sys.executable, __file__, "--run", path, backend, str(n)])
 
 
 def main() -> None:
