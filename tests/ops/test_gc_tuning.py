@@ -92,6 +92,15 @@ def _frozen_objects() -> list[object]:
         gc.freeze()
 
 
+@pytest.mark.parametrize("bad", ["no", 1, None, [True]])
+def test_freeze_survivors_must_be_a_bool_and_a_mistake_changes_nothing(bad: Any) -> None:
+    gc.set_threshold(700, 10, 10)
+    with pytest.raises(TypeError, match="freeze_survivors must be True or False"):
+        ocpprpc.tune_gc(freeze_survivors=bad)
+    assert gc.get_threshold() == (700, 10, 10)
+    assert _freeze_after_collection not in gc.callbacks
+
+
 def test_false_removes_the_hook() -> None:
     ocpprpc.tune_gc(freeze_survivors=True)
     ocpprpc.tune_gc(freeze_survivors=False)

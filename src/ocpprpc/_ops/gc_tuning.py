@@ -49,10 +49,14 @@ def tune_gc(
         cycle that forms among frozen objects until ``gc.unfreeze()``); ``False``
         removes the hook if an earlier call installed it.
     :raises ValueError: not three positive integers (nothing is changed).
+    :raises TypeError: *freeze_survivors* not a bool (nothing is changed): a string such as
+        ``"no"`` would otherwise count as true.
     """
     values = tuple(thresholds)
     if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
         raise ValueError(f"gc thresholds must be three positive integers, got {thresholds!r}")
+    if not isinstance(freeze_survivors, bool):
+        raise TypeError(f"freeze_survivors must be True or False, got {freeze_survivors!r}")
     previous = gc.get_threshold()
     gc.set_threshold(*values)
     installed = _freeze_after_collection in gc.callbacks
