@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import anyio
@@ -242,10 +242,7 @@ class _AdmissionFlow(_SecurityReports):
         )
         try:
             if previous is None:
-                if self.keepalive is None and self.on_connect is None:
-                    await session.run()  # _run()'s plain case inline: one coroutine frame less per station
-                else:
-                    await self._run(session)
+                await self._run(session)
             else:
                 log.info("station %r reconnected; closing its previous connection", identity)
                 self._emit(
@@ -401,14 +398,23 @@ class _AdmissionFlow(_SecurityReports):
         )
         return verdict.status, verdict.body
 
-    async def _run(self, session: Session) -> None:
-        """Run a registered session until it ends; this task is its reader (one task per idle station)."""
+    def _run(self, session: Session) -> Coroutine[Any, Any, None]:
+        """What runs a registered session until it ends; the awaiting task is its reader.
+
+        A plain function returning the coroutine to await, not a coroutine of its own: an
+        idle station's task then waits with one frame less (~240 bytes; bench_idle).
+        """
         on_open = None if self.on_connect is None else self._on_connect
         if self.keepalive is None:
+            return session.run(on_open)
+        return self._run_with_keepalive(session, on_open)
+
+    async def _run_with_keepalive(
+        self, session: Session, on_open: Callable[[Session], Coroutine[Any, Any, object]] | None
+    ) -> None:
+        assert self.keepalive is not None
+        async with _keepalive(session.stream, self.keepalive):
             await session.run(on_open)
-        else:
-            async with _keepalive(session.stream, self.keepalive):
-                await session.run(on_open)
 
     async def _on_connect(self, session: Session) -> None:
         assert self.on_connect is not None
