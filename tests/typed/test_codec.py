@@ -414,3 +414,56 @@ def test_a_copy_of_the_official_schemas_registers_as_a_vendor_protocol(tmp_path:
     types = register_protocol("copy1.6", tmp_path / "s", replace=True)
     assert set(types.actions) == set(v16.ACTIONS)
     assert types.namespace["UnitOfMeasure" if "UnitOfMeasure" in types.namespace else "SampledValueUnit"]
+
+
+# -- lookup tables shared between codecs ----------------------------------------------------
+
+
+def test_codecs_with_one_protocol_and_policy_share_their_lookup_tables() -> None:
+    """A CSMS makes a codec per station: what each action decodes with is looked up once for all."""
+    first, second = codec_for("ocpp1.6"), codec_for("ocpp1.6", ValidationPolicy.on())
+    assert first.decode("Heartbeat", REQ, b"{}") == v16.HeartbeatRequest()
+    assert second._requests is first._requests and "Heartbeat" in second._requests
+    # Other settings, other tables: each answers as its own policy says.
+    only_boot = codec_for("ocpp1.6", ValidationPolicy.for_actions("BootNotification"))
+    assert only_boot._requests is not first._requests
+    assert only_boot.decode("Heartbeat", REQ, b'{"x":1}') == {"x": 1}
+    with pytest.raises(PayloadError):
+        second.decode("Heartbeat", REQ, b'{"x":1}')
+    assert codec_for("ocpp2.0.1")._requests is not first._requests
+    # Handler opt-outs stay each codec's own.
+    first.policy.handler_opt_outs.add("Heartbeat")
+    assert first.decode("Heartbeat", REQ, b'{"x":1}') == {"x": 1}
+    with pytest.raises(PayloadError):
+        second.decode("Heartbeat", REQ, b'{"x":1}')
+
+
+def test_a_replaced_protocol_gets_fresh_lookup_tables(tmp_path: Path) -> None:
+    """After register_protocol(replace=True), new codecs validate against the new schemas."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "SetLampRequest.json").write_text(json.dumps(VENDOR_REQUEST))
+    (old / "SetLampResponse.json").write_text(json.dumps(VENDOR_RESPONSE))
+    loose = dict(VENDOR_REQUEST, required=["lampId"])
+    (new / "SetLampRequest.json").write_text(json.dumps(loose))
+    (new / "SetLampResponse.json").write_text(json.dumps(VENDOR_RESPONSE))
+    register_protocol("lamps1.0", old, replace=True)
+    before = codec_for("lamps1.0")
+    assert error(before, "SetLamp", REQ, b'{"lampId":3}').code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+    register_protocol("lamps1.0", new, replace=True)
+    after = codec_for("lamps1.0")
+    assert after._requests is not before._requests
+    assert after.decode("SetLamp", REQ, b'{"lampId":3}').lamp_id == 3
+    # A codec made before the replacement keeps the schemas it was made with.
+    assert error(before, "SetLamp", REQ, b'{"lampId":3}').code is ErrorCode.OCCURRENCE_CONSTRAINT_VIOLATION
+
+
+def test_a_codec_that_only_uses_shared_tables_still_caps_fractions() -> None:
+    """The cap on date-time digits holds for a codec that never loaded the types itself."""
+    codec_for("ocpp2.0.1").encode("Heartbeat", RES, {"currentTime": "2024-03-03T04:19:09Z"})
+    moment = datetime(2024, 3, 3, 4, 19, 9, 123456, tzinfo=UTC)
+    fresh = codec_for("ocpp2.0.1")
+    assert fresh.encode("Heartbeat", RES, v201.HeartbeatResponse(current_time=moment)) == (
+        b'{"currentTime":"2024-03-03T04:19:09.123Z"}'
+    )

@@ -161,12 +161,46 @@ class ValidationPolicy:
 
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 _any_decoder = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
 _REQUEST = PayloadKind.REQUEST
 _RESPONSE = PayloadKind.RESPONSE
 _INT_GOT_FLOAT = "Expected `int`, got `float`"
 _OPEN_BRACE = ord("{")
 #: A date-time with more than 3 fractional digits somewhere in the encoded payload.
 _PRECISE_DATETIME = re.compile(rb'"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d\.\d{4}')
+
+
+#: The decoders a policy calls for, per action, as (requests, responses): one pair per protocol
+#: (and registration of it) and policy settings, shared by every codec with those, so a CSMS
+#: looks each action up once rather than once per station, and an idle station's codec holds
+#: no tables of its own (bench_idle: ~0.6 KB per connection, more once it has called).
+_Lookups = tuple[
+    dict[str, Callable[[bytes | memoryview], Any] | None],
+    dict[str, Callable[[bytes | memoryview], Any] | None],
+]
+_shared_lookups: dict[tuple[object, ...], _Lookups] = {}
+
+
+def _lookups_for(protocol: str, policy: ValidationPolicy) -> _Lookups:
+    # A registered protocol may be replaced (register_protocol(replace=True)): its types
+    # object is part of the key, and the tables of the types it replaced are dropped.
+    registered = None if protocol in _BUILTIN else _protocols.get(protocol)  # built-ins: never replaced
+    key = (protocol, registered, policy.enabled, policy.protocols, policy.actions)
+    found = _shared_lookups.get(key)
+    if found is None:
+        if registered is not None:
+            for stale in [k for k in _shared_lookups if k[0] == protocol and k[1] is not registered]:
+                del _shared_lookups[stale]
+        found = _shared_lookups[key] = ({}, {})
+    return found
+
+
+def _fraction_digits(protocol: str) -> int | None:
+    """The cap on outgoing date-times' fractional digits of *protocol* (``None``: none, or unknown yet)."""
+    if protocol in _BUILTIN:
+        return _BUILTIN[protocol][1]
+    registered = _protocols.get(protocol)
+    return None if registered is None else registered.datetime_fraction_digits
 
 
 class SchemaCodec:
@@ -185,21 +219,35 @@ class SchemaCodec:
     msgspec's C decoder.
     """
 
+    # Slots: a CSMS has one codec per station.
+    __slots__ = (
+        "_digits",
+        "_in_requests",
+        "_in_responses",
+        "_opt_outs",
+        "_quirks",
+        "_requests",
+        "_responses",
+        "_types",
+        "plain",
+        "policy",
+        "protocol",
+    )
+
     def __init__(self, protocol: str, policy: ValidationPolicy | None = None) -> None:
         self.protocol = protocol
         self.policy = policy if policy is not None else ValidationPolicy.on()
         self._types: ProtocolTypes | None = None
-        self._encode = msgspec.json.Encoder().encode
         # action -> the validating decoder's decode method, or None when the policy does not
-        # validate it (the hot path is one dict lookup and one C call).
-        self._requests: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
-        self._responses: dict[str, Callable[[bytes | memoryview], Any] | None] = {}
+        # validate it (the hot path is one dict lookup and one C call); shared, see above.
+        self._requests, self._responses = _lookups_for(protocol, self.policy)
         self._opt_outs = self.policy.handler_opt_outs  # the same (mutable) set
         # What decode() uses: the same dicts, unless quirks repair what we receive.
         self._in_requests = self._requests
         self._in_responses = self._responses
         self._quirks: StationQuirks | None = None
-        self._digits: int | None = None
+        # Known without loading the types: a codec may only ever use the shared tables.
+        self._digits = _fraction_digits(protocol)
         #: No message of the protocol is ever validated: payloads are plain dicts
         #: (the engine then reads and writes them itself, see ``TRUSTED_CODECS``).
         self.plain = not self.policy.covers(protocol)
@@ -212,7 +260,7 @@ class SchemaCodec:
         """The protocol's typed messages (loaded now if they were not yet)."""
         if self._types is None:
             self._types = protocol_types(self.protocol)
-            self._digits = self._types.datetime_fraction_digits
+            self._digits = self._types.datetime_fraction_digits  # registered since __init__, maybe
         return self._types
 
     @property
@@ -321,7 +369,7 @@ class SchemaCodec:
 
     def encode(self, action: str, kind: PayloadKind, payload: Any, *, validate: bool = True) -> bytes:
         try:
-            out = self._encode(payload)
+            out = _encode(payload)
         except (TypeError, ValueError, msgspec.MsgspecError) as exc:
             raise PayloadError(
                 ErrorCode.FORMAT_VIOLATION, f"payload is not JSON-serialisable: {exc}"
@@ -348,7 +396,7 @@ class SchemaCodec:
         digits = self._digits
         if digits is not None and _PRECISE_DATETIME.search(out):
             builtins = msgspec.to_builtins(obj, builtin_types=(datetime,))
-            out = self._encode(_cap_fractions(builtins, digits))
+            out = _encode(_cap_fractions(builtins, digits))
         return out
 
     def _retry(
