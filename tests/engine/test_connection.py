@@ -480,7 +480,8 @@ def test_opt_out_is_remembered_with_the_default_codec(version: str, initiator: R
     responder = other(initiator)
     call = pair.conn[initiator].new_call("Heartbeat", {})
     pair.conn[responder].receive_message(pair.conn[initiator].send(call, validate=False))
-    assert call.message_id in pair.conn[initiator]._unvalidated
+    unvalidated = pair.conn[initiator]._unvalidated
+    assert unvalidated is not None and call.message_id in unvalidated
     events = pair.send(responder, CallResult(message_id=call.message_id, payload={"currentTime": "t"}))
     assert events == [
         CallResult(message_id=call.message_id, payload={"currentTime": "t"}, action="Heartbeat")

@@ -207,7 +207,8 @@ class Connection:
         self._events: list[Event] = []
         self._outstanding: dict[str, str] = {}
         # Ids of our outstanding CALLs sent with validate=False: their answer is not validated either.
-        self._unvalidated: set[str] = set()
+        # Made by the first such CALL (an empty set costs 216 bytes, and most connections make none).
+        self._unvalidated: set[str] | None = None
         self._inbound: dict[str, str] = {}
         # Bounded memories, oldest first: each id also queued in first-insertion order, so
         # forgetting the oldest is O(1) (a dict's next(iter()) skips deleted slots).
@@ -653,7 +654,7 @@ class Connection:
         self._closed = True
         for message_id, action in self._outstanding.items():
             self._remember(message_id, action)
-        self._unvalidated.clear()
+        self._unvalidated = None
         self._events.append(
             ConnectionClosed(
                 unanswered_calls=tuple(self._outstanding), unanswered_inbound=tuple(self._inbound)
@@ -760,6 +761,8 @@ class Connection:
             data = _encode((2, message_id, action, msgspec.Raw(out)))
         outstanding[message_id] = action
         if not validate:
+            if self._unvalidated is None:
+                self._unvalidated = set()
             self._unvalidated.add(message_id)
         return data
 
