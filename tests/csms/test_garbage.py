@@ -11,9 +11,11 @@ then collects with ``gc.DEBUG_SAVEALL`` and looks at what only cycles kept alive
 from __future__ import annotations
 
 import gc
+import types
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,6 +44,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 #: Modules whose objects in a cycle would be the connection's (the library and what it runs on).
+OCPPRPC_DIR = str(Path(ocpprpc.__file__).parent)
 OURS = ("ocpprpc", "asyncio", "anyio", "trio", "socket", "websockets", "wsproto", "h11", "msgspec")
 
 
@@ -162,3 +165,38 @@ async def test_an_idle_station_costs_the_server_two_cancel_scopes(on_connect: bo
             per_station = (cancel_scopes() - before) / 2
     # on_connect's own task adds its anyio task handle's scope, and the reader its own.
     assert per_station == (4 if on_connect else 2)
+
+
+def coroutines_of_ocpprpc() -> Counter[str]:
+    """The coroutines of ocpprpc's code alive in the process, by qualified name."""
+    return Counter(
+        obj.__qualname__
+        for obj in gc.get_objects()
+        if isinstance(obj, types.CoroutineType) and obj.cr_code.co_filename.startswith(OCPPRPC_DIR)
+    )
+
+
+async def test_an_idle_station_waits_without_its_admission_frame(anyio_backend: str) -> None:
+    """Admission returns the coroutine that serves the station: its frame (~300 bytes) is gone.
+
+    What stays per idle station is one coroutine per layer it waits through: the connection's
+    (counting it), the session's registration, run and reader, the WebSocket and the byte stream
+    (on trio the raw socket stream waits in a helper of its own).
+    """
+    async with (
+        ocpprpc.serve(router=router(), protocols=["ocpp1.6"]) as server,
+        raw_station(server.port, "CP0") as warm,
+    ):
+        await warm.send_text('[2,"1","Heartbeat",{}]')
+        await warm.next_text()
+        gc.collect()
+        before = coroutines_of_ocpprpc()
+        async with raw_station(server.port, "CP1") as s1, raw_station(server.port, "CP2") as s2:
+            for station in (s1, s2):
+                await station.send_text('[2,"1","Heartbeat",{}]')
+                assert '"currentTime"' in await station.next_text()
+            await eventually(lambda: server.connection_count == 3)
+            per_station = coroutines_of_ocpprpc() - before
+    assert all(count == 2 for count in per_station.values()), per_station
+    assert not [name for name in per_station if "_handle" in name and "_handle_at" not in name]
+    assert sum(per_station.values()) // 2 == (6 if anyio_backend == "asyncio" else 7), per_station

@@ -91,7 +91,14 @@ class _AdmissionFlow(_SecurityReports):
             self._handshake_failed(exc, peer)
         return None
 
-    async def _handle(self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint) -> None:
+    async def _admit_connection(
+        self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint
+    ) -> Coroutine[Any, Any, None] | None:
+        """Admit a station on *stream*: what serves it until it leaves (to await at once), or ``None``.
+
+        Returns the coroutine rather than awaiting it, so the admission's frame is gone
+        while the station is served (~300 bytes per idle connection; bench_idle).
+        """
         # One bound for the whole admission: TLS, the upgrade request, middleware and auth.
         deadline = anyio.current_time() + self.handshake_timeout
         request = await self._read_request(
@@ -103,25 +110,20 @@ class _AdmissionFlow(_SecurityReports):
             close_timeout=self.close_timeout,
         )
         if request is None:
-            return
+            return None
         identity = request.identity
         try:
             admitted = await self._admit(request, deadline, peer, endpoint)
         except HandshakeError as exc:
             log.info("station %r not admitted: %s", identity, exc)
             self._counters.reject("no_subprotocol" if request.subprotocol is None else "upgrade_failed")
-            return
+            return None
         except Exception:
             log.exception("station %r: unexpected error", identity)
-            return
+            return None
         # The session keeps what it needs of the request (data, params); the request itself, with
         # its headers and parsed head, would otherwise live as long as the connection (~1 KB).
-        del request
-        if admitted is not None:
-            try:
-                await self._serve(*admitted)
-            except Exception:
-                log.exception("station %r: unexpected error", identity)
+        return None if admitted is None else self._serve(*admitted)
 
     async def _admit(
         self, request: StationRequest, deadline: float, peer: str | None, endpoint: _Endpoint
@@ -258,6 +260,8 @@ class _AdmissionFlow(_SecurityReports):
                     # for the close timeout its close handshake may take.
                     evicting.start_soon(_evict, previous)
                     await self._run(session)
+        except Exception:
+            log.exception("station %r: unexpected error", identity)
         finally:
             if self._clients.get(identity) is session:
                 del self._clients[identity]

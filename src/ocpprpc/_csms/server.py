@@ -546,7 +546,9 @@ class Server(_Commanding, _SideDoor, _RouteTargets, _LiveChanges):
             return
         self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
-            await self._handle(stream, _peer_host(stream), endpoint)
+            serve = await self._admit_connection(stream, _peer_host(stream), endpoint)
+            if serve is not None:
+                await serve
         except Exception:
             # The backstop of "never raises": a bug reached by one station's input must cost
             # that station its connection, never the listener and every other station.
