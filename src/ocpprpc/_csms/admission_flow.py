@@ -93,11 +93,11 @@ class _AdmissionFlow(_SecurityReports):
 
     async def _admit_connection(
         self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint
-    ) -> Coroutine[Any, Any, None] | None:
-        """Admit a station on *stream*: what serves it until it leaves (to await at once), or ``None``.
+    ) -> tuple[Session, str | None, str | None] | None:
+        """Admit a station on *stream*: (session, peer, route) to serve at once, or ``None``.
 
-        Returns the coroutine rather than awaiting it, so the admission's frame is gone
-        while the station is served (~300 bytes per idle connection; bench_idle).
+        The connection's task serves the session itself (``Server._handle_at``), so no
+        frame of the admission stays while the station is served (bench_idle).
         """
         # One bound for the whole admission: TLS, the upgrade request, middleware and auth.
         deadline = anyio.current_time() + self.handshake_timeout
@@ -123,7 +123,7 @@ class _AdmissionFlow(_SecurityReports):
             return None
         # The session keeps what it needs of the request (data, params); the request itself, with
         # its headers and parsed head, would otherwise live as long as the connection (~1 KB).
-        return None if admitted is None else self._serve(*admitted)
+        return admitted
 
     async def _admit(
         self, request: StationRequest, deadline: float, peer: str | None, endpoint: _Endpoint
@@ -220,12 +220,15 @@ class _AdmissionFlow(_SecurityReports):
             return None
         return session, peer, route
 
-    async def _serve(self, session: Session, peer: str | None, route: str | None) -> None:
-        """Register an admitted session, run it until it ends, and report its end."""
-        # From _admit() into session.run() nothing yields to another task: taking the
-        # identity, registering the session and starting it are one step, so two connections
-        # for one identity never both count as "the" session (none is orphaned), and an
-        # evicted session has always started (a task group opens without a checkpoint).
+    def _register(self, session: Session, peer: str | None, route: str | None) -> Session | None:
+        """Make an admitted *session* the one of its identity; the session it replaces, if any.
+
+        The caller runs the session right after: from _admit() into session.run() nothing
+        yields to another task, so taking the identity, registering the session and starting
+        it are one step; two connections for one identity never both count as "the" session
+        (none is orphaned), and an evicted session has always started (a task group opens
+        without a checkpoint).
+        """
         identity = session.identity
         assert identity is not None
         previous = self._clients.get(identity)
@@ -233,7 +236,6 @@ class _AdmissionFlow(_SecurityReports):
         self._peers[session] = peer
         log.info("station %r connected (%s)", identity, session.protocol)
         self._counters.accepted += 1
-        started = anyio.current_time()
         self._emit(
             StationConnected,
             identity=identity,
@@ -242,45 +244,49 @@ class _AdmissionFlow(_SecurityReports):
             protocol=session.protocol,
             reason=f"connected speaking {session.protocol}",
         )
-        try:
-            if previous is None:
-                await self._run(session)
-            else:
-                log.info("station %r reconnected; closing its previous connection", identity)
-                self._emit(
-                    IdentityEvicted,
-                    identity=identity,
-                    peer=peer,
-                    route=route,
-                    previous_peer=self._peers.get(previous),
-                    reason="a new connection for the identity replaced the open one",
-                )
-                async with anyio.create_task_group() as evicting:
-                    # In the background: a dead old link must not hold up the new one
-                    # for the close timeout its close handshake may take.
-                    evicting.start_soon(_evict, previous)
-                    await self._run(session)
-        except Exception:
-            log.exception("station %r: unexpected error", identity)
-        finally:
-            if self._clients.get(identity) is session:
-                del self._clients[identity]
-            self._peers.pop(session, None)
-            self._counters.session_ended(session)
-            closed = session.close_reason
-            log.info("station %r disconnected: %s", identity, closed)
-            self._check_bad_message_flood(session, peer)
-            self._emit(
-                StationDisconnected,
-                identity=identity,
-                peer=peer,
-                route=route,
-                protocol=session.protocol,
-                code=None if closed is None else closed.code,
-                by_peer=None if closed is None else closed.by_peer,
-                duration=anyio.current_time() - started,
-                reason="session ended" if closed is None else f"closed {closed}",
-            )
+        return previous
+
+    async def _run_replacing(
+        self, session: Session, previous: Session, peer: str | None, route: str | None
+    ) -> None:
+        """Run *session* while the connection it replaced for its identity is closed."""
+        log.info("station %r reconnected; closing its previous connection", session.identity)
+        self._emit(
+            IdentityEvicted,
+            identity=session.identity,
+            peer=peer,
+            route=route,
+            previous_peer=self._peers.get(previous),
+            reason="a new connection for the identity replaced the open one",
+        )
+        async with anyio.create_task_group() as evicting:
+            # In the background: a dead old link must not hold up the new one
+            # for the close timeout its close handshake may take.
+            evicting.start_soon(_evict, previous)
+            await self._run(session)
+
+    def _unregister(self, session: Session, peer: str | None, route: str | None, started: float) -> None:
+        """The station's session ended: forget it and report its end."""
+        identity = session.identity
+        assert identity is not None
+        if self._clients.get(identity) is session:
+            del self._clients[identity]
+        self._peers.pop(session, None)
+        self._counters.session_ended(session)
+        closed = session.close_reason
+        log.info("station %r disconnected: %s", identity, closed)
+        self._check_bad_message_flood(session, peer)
+        self._emit(
+            StationDisconnected,
+            identity=identity,
+            peer=peer,
+            route=route,
+            protocol=session.protocol,
+            code=None if closed is None else closed.code,
+            by_peer=None if closed is None else closed.by_peer,
+            duration=anyio.current_time() - started,
+            reason="session ended" if closed is None else f"closed {closed}",
+        )
 
     async def _open_session(self, request: StationRequest, accept: Accept, target: _Target) -> Session | None:
         """Complete the upgrade and build the station's session (``None``: refused instead)."""

@@ -546,9 +546,22 @@ class Server(_Commanding, _SideDoor, _RouteTargets, _LiveChanges):
             return
         self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
-            serve = await self._admit_connection(stream, _peer_host(stream), endpoint)
-            if serve is not None:
-                await serve
+            admitted = await self._admit_connection(stream, _peer_host(stream), endpoint)
+            if admitted is not None:
+                # Served here rather than in a coroutine of its own: one frame less per idle
+                # station (~300 bytes; bench_idle).  No checkpoint from admission to run().
+                session, peer, route = admitted
+                started = anyio.current_time()
+                previous = self._register(session, peer, route)
+                try:
+                    if previous is None:
+                        await self._run(session)
+                    else:
+                        await self._run_replacing(session, previous, peer, route)
+                except Exception:
+                    log.exception("station %r: unexpected error", session.identity)
+                finally:
+                    self._unregister(session, peer, route, started)
         except Exception:
             # The backstop of "never raises": a bug reached by one station's input must cost
             # that station its connection, never the listener and every other station.
