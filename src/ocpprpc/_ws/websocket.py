@@ -198,6 +198,9 @@ class WebSocketStream(MessageStream):
         if max_buffered_inbound < 1:
             raise ValueError("max_buffered_inbound must be positive")
         self._stream = stream
+        # ocpprpc's own TCP streams can hand over what is buffered without a coroutine, and
+        # otherwise the event loop's wait to await (see receive()).
+        self._receives_now = hasattr(stream, "receive_now")
         self._codec = codec
         self._client = client
         self._subprotocol = subprotocol
@@ -308,9 +311,17 @@ class WebSocketStream(MessageStream):
                     await self._read_once()
                     continue
                 # _read_once()'s common case inline: an idle connection waits here with one
-                # coroutine frame less (~240 bytes), and each message makes one coroutine less.
+                # coroutine frame less (~240 bytes), and each message makes one coroutine less;
+                # over our own streams, it waits on the event loop's wait itself: one more less.
                 try:
-                    data = await self._stream.receive(_RECEIVE_SIZE)
+                    if self._receives_now:
+                        got = self._stream.receive_now(_RECEIVE_SIZE)  # type: ignore[attr-defined]
+                        while not isinstance(got, bytes):
+                            await got
+                            got = self._stream.receive_now(_RECEIVE_SIZE)  # type: ignore[attr-defined]
+                        data = got
+                    else:
+                        data = await self._stream.receive(_RECEIVE_SIZE)
                 except _READ_ENDS as exc:
                     await self._lost(_lost_reason(exc))
                     continue
