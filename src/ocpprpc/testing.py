@@ -71,22 +71,27 @@ async def session_pair(
     options = dict(engine_options or {})
     rules_name = protocol if isinstance(protocol, str) else protocol.protocol
     station_stream, csms_stream = memory_message_stream_pair(rules_name)
-    station = Session(
-        station_stream,
-        Connection(Role.CHARGING_STATION, protocol, codec=station_codec, **options),
-        router=station_router,
-        identity=identity,
-        raise_handler_errors=raise_handler_errors,
-        **session_options,
-    )
-    csms = Session(
-        csms_stream,
-        Connection(Role.CSMS, protocol, codec=csms_codec, **options),
-        router=csms_router,
-        identity=identity,
-        raise_handler_errors=raise_handler_errors,
-        **session_options,
-    )
+    try:
+        station = Session(
+            station_stream,
+            Connection(Role.CHARGING_STATION, protocol, codec=station_codec, **options),
+            router=station_router,
+            identity=identity,
+            raise_handler_errors=raise_handler_errors,
+            **session_options,
+        )
+        csms = Session(
+            csms_stream,
+            Connection(Role.CSMS, protocol, codec=csms_codec, **options),
+            router=csms_router,
+            identity=identity,
+            raise_handler_errors=raise_handler_errors,
+            **session_options,
+        )
+    except BaseException:  # bad options: nothing is left open
+        await station_stream.aclose()
+        await csms_stream.aclose()
+        raise
     # Leaving: the CSMS closes gracefully first, the station sees the peer close.
     async with station, csms:
         yield station, csms

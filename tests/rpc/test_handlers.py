@@ -340,3 +340,28 @@ def test_typed_registration_is_checked_by_mypy() -> None:
     router.add(BootRequest, wrong_request, protocol="b")  # type: ignore[call-overload]
     router.on(BootRequest, protocol="c")(wrong_response)  # type: ignore[arg-type]
     router.add("BootNotification", wrong_response, protocol="d")  # untyped keys accept any handler
+
+
+def test_unvalidated_actions_is_one_set_until_the_routes_change() -> None:
+    """Sessions share it (and their codecs consult it): made once per protocol, again after a change."""
+    router = Router()
+    router.add("DataTransfer", echo, validate=False)
+    first = router.unvalidated_actions("ocpp1.6")
+    assert router.unvalidated_actions("ocpp1.6") is first and first == {"DataTransfer"}
+    router.add("Reset", echo, validate=False)
+    assert router.unvalidated_actions("ocpp1.6") == {"DataTransfer", "Reset"}
+    router.remove("DataTransfer")
+    assert router.unvalidated_actions("ocpp1.6") == {"Reset"}
+    assert first == {"DataTransfer"}  # a set handed out before is never changed
+
+
+async def test_a_frozen_unvalidated_set_must_hold_the_routers_opt_outs() -> None:
+    """A session cannot add the router's opt-outs to an immutable set: it says so, up front."""
+    router = Router()
+    router.add("DataTransfer", echo, validate=False)
+    with pytest.raises(ValueError, match=r"lacks the router's opt-outs \['DataTransfer'\]"):
+        async with session_pair(csms_router=router, unvalidated_actions=frozenset()):
+            pass  # pragma: no cover - the session is refused before it runs
+    held = frozenset({"DataTransfer", "Reset"})
+    async with session_pair(csms_router=router, unvalidated_actions=held) as (_, csms):
+        assert csms.unvalidated_actions is held

@@ -315,6 +315,7 @@ class _AdmissionFlow(_SecurityReports):
                 max_bad_messages=self.max_bad_messages,
                 quirks=self.quirks,
                 identity=identity,
+                handler_opt_outs=target.session_router.unvalidated_actions(websocket.subprotocol),
             )
             session = Session(
                 websocket,

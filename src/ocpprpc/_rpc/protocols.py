@@ -11,6 +11,7 @@ the codec of a validating connection gets the quirks of the station it talks to.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from .._engine.codec import JsonObjectCodec, PayloadCodec
@@ -23,6 +24,10 @@ __all__ = ["ValidationArg", "check_protocols", "session_parts"]
 
 #: ``False`` (off), ``True`` (every message), or a :class:`ValidationPolicy`.
 ValidationArg = bool | ValidationPolicy
+
+
+#: The policies of ``validation=True`` and ``False`` when sessions share them (see session_parts()).
+_SHARED_POLICIES = {True: ValidationPolicy.on(), False: ValidationPolicy.off()}
 
 
 def _policy(validation: ValidationArg) -> ValidationPolicy:
@@ -63,23 +68,41 @@ def session_parts(
     max_bad_messages: int | None = None,
     quirks: QuirksArg = None,
     identity: str = "",
+    handler_opt_outs: frozenset[str] | None = None,
 ) -> tuple[Connection, dict[str, Any]]:
     """The engine for one connection, and the protocol-dependent :class:`Session` options.
 
     *quirks* (profiles, or a :class:`~ocpprpc.Quirks` shared by every connection so
     that it remembers stations) repair what *identity* sends before it is validated;
     without validation they have nothing to do.
+
+    *handler_opt_outs*: every action whose handler opted out of validation, known up
+    front (a server's router: ``Router.unvalidated_actions()``).  The session and its
+    codec then share it and the policy with every other session given the same,
+    rather than each getting a policy and a set of its own (~0.3 KB per connection).
     """
-    policy = _policy(validation)
     codec: PayloadCodec
     known: Collection[str]
+    unvalidated: AbstractSet[str]
+    if handler_opt_outs is None:
+        policy = _policy(validation)
+        opt_outs: AbstractSet[str] = policy.handler_opt_outs
+    else:
+        policy = (
+            validation if isinstance(validation, ValidationPolicy) else _SHARED_POLICIES[bool(validation)]
+        )
+        opt_outs = handler_opt_outs
     try:
-        schema_codec = codec_for(protocol, policy)
+        schema_codec = codec_for(protocol, policy, handler_opt_outs=opt_outs)
     except LookupError:
         # A vendor protocol without schemas: plain JSON objects, every action "unknown".
-        codec, known, unvalidated = JsonObjectCodec(), frozenset(), set[str]()
+        codec, known, unvalidated = (
+            JsonObjectCodec(),
+            frozenset(),
+            set[str]() if handler_opt_outs is None else opt_outs,
+        )
     else:
-        codec, known, unvalidated = schema_codec, schema_codec.known_actions, policy.handler_opt_outs
+        codec, known, unvalidated = schema_codec, schema_codec.known_actions, opt_outs
         registry = as_quirks(quirks)
         if registry is not None and not schema_codec.plain:
             schema_codec.use_quirks(registry.bind(identity, protocol))

@@ -80,6 +80,9 @@ class Router:
 
     _routes: dict[tuple[str | None, str], Route] = field(default_factory=dict, init=False, repr=False)
     _any: Route | None = field(default=None, init=False, repr=False)
+    # unvalidated_actions() per protocol, until the routes change: one frozenset that every
+    # session of the protocol shares (with its codec) instead of a set per session.
+    _opt_outs: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
     # -- registration ------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class Router:
         if slot in self._routes:
             raise ValueError(f"a handler is already registered for {_describe(slot)}")
         self._routes[slot] = Route(handler, validate, request_type)
+        self._opt_outs.clear()
 
     def on_any(self, *, validate: bool = True) -> Callable[[_H], _H]:
         """Decorator: register the catch-all handler, for actions nothing else handles.
@@ -163,6 +167,7 @@ class Router:
             del self._routes[slot]
         except KeyError:
             raise KeyError(f"no handler is registered for {_describe(slot)}") from None
+        self._opt_outs.clear()
 
     def remove_any(self) -> None:
         """Unregister the catch-all handler.
@@ -190,7 +195,14 @@ class Router:
 
         A payload codec consults this set to skip validating these actions' CALLs.
         A version-specific registration overrides a generic one for the same action.
+        The same set object is returned until a handler is added or removed.
         """
+        found = self._opt_outs.get(protocol)
+        if found is None:
+            found = self._opt_outs[protocol] = self._unvalidated_actions(protocol)
+        return found
+
+    def _unvalidated_actions(self, protocol: str) -> frozenset[str]:
         generic = {a for (p, a), r in self._routes.items() if p is None and not r.validate}
         for (p, a), r in self._routes.items():
             if p == protocol:

@@ -84,6 +84,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Container, Coroutine, Mapping, MutableSet, Sequence
+from collections.abc import Set as AbstractSet
 from types import TracebackType
 from typing import Any, Self
 
@@ -155,7 +156,8 @@ class Session(_Reader):
         ``NotImplemented``.  Default: none known.
     :param unvalidated_actions: a set the session fills with the actions whose
         handlers opted out of validation (``validate=False``), for the payload
-        codec to consult; a new set if omitted.
+        codec to consult; a new set if omitted.  An immutable set must hold them
+        all already (a server passes its router's, shared by its sessions).
     :param close_timeout: seconds allowed for the close handshake (and, by
         default, for a graceful close to drain).
     :param on_message: hook called with each message in and out (a readable
@@ -238,7 +240,7 @@ class Session(_Reader):
         max_queued_bytes: int | None = DEFAULT_MAX_QUEUED_BYTES,
         inbound_budget: InboundBudget | None = None,
         known_actions: Container[str] = frozenset(),
-        unvalidated_actions: MutableSet[str] | None = None,
+        unvalidated_actions: AbstractSet[str] | None = None,
         close_timeout: float = 5,
         on_message: MessageHook | None = None,
         raise_handler_errors: bool = False,
@@ -272,11 +274,19 @@ class Session(_Reader):
         #: ends (``None`` if it failed).  The CSMS's boot gate uses it to see
         #: TriggerMessage (:mod:`ocpprpc._csms.guard`).
         self.call_watch: CallWatch | None = None
-        self.unvalidated_actions: MutableSet[str] = (
+        self.unvalidated_actions: AbstractSet[str] = (
             unvalidated_actions if unvalidated_actions is not None else set()
         )
         if router is not None:
-            self.unvalidated_actions |= router.unvalidated_actions(connection.protocol)
+            opted_out = router.unvalidated_actions(connection.protocol)
+            if not opted_out <= self.unvalidated_actions:
+                if not isinstance(self.unvalidated_actions, MutableSet):
+                    # Adding to a copy would leave the codec's set without them: refuse.
+                    missing = sorted(opted_out - self.unvalidated_actions)
+                    raise ValueError(
+                        f"unvalidated_actions is immutable and lacks the router's opt-outs {missing}"
+                    )
+                self.unvalidated_actions |= opted_out
         if isinstance(max_concurrent_handlers, int) and max_concurrent_handlers < 1:
             raise ValueError("max_concurrent_handlers must be at least 1")
         self._max_handlers = max_concurrent_handlers

@@ -15,7 +15,8 @@ import contextvars
 import enum
 import logging
 import math
-from collections.abc import Awaitable, Callable, Container, MutableSet
+from collections.abc import Awaitable, Callable, Container
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import anyio
@@ -98,7 +99,7 @@ class _SessionBase:
     on_message: MessageHook | None
     raise_handler_errors: bool
     call_watch: CallWatch | None
-    unvalidated_actions: MutableSet[str]
+    unvalidated_actions: AbstractSet[str]
     inbound_budget: InboundBudget | None
 
     # -- state -------------------------------------------------------------------------------------

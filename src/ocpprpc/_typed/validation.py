@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterable
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
 
@@ -234,14 +235,21 @@ class SchemaCodec:
         "protocol",
     )
 
-    def __init__(self, protocol: str, policy: ValidationPolicy | None = None) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        policy: ValidationPolicy | None = None,
+        *,
+        handler_opt_outs: AbstractSet[str] | None = None,
+    ) -> None:
         self.protocol = protocol
         self.policy = policy if policy is not None else ValidationPolicy.on()
         self._types: ProtocolTypes | None = None
         # action -> the validating decoder's decode method, or None when the policy does not
         # validate it (the hot path is one dict lookup and one C call); shared, see above.
         self._requests, self._responses = _lookups_for(protocol, self.policy)
-        self._opt_outs = self.policy.handler_opt_outs  # the same (mutable) set
+        # The policy's (mutable) set itself, or the set given: a server's sessions share one.
+        self._opt_outs = self.policy.handler_opt_outs if handler_opt_outs is None else handler_opt_outs
         # What decode() uses: the same dicts, unless quirks repair what we receive.
         self._in_requests = self._requests
         self._in_responses = self._responses
@@ -470,12 +478,16 @@ def _cap_fractions(value: Any, digits: int) -> Any:
 TRUSTED_CODECS.add(SchemaCodec)
 
 
-def codec_for(protocol: str, policy: ValidationPolicy | None = None) -> SchemaCodec:
+def codec_for(
+    protocol: str, policy: ValidationPolicy | None = None, *, handler_opt_outs: AbstractSet[str] | None = None
+) -> SchemaCodec:
     """The validating codec for *protocol* (``"ocpp1.6"``, ``"ocpp2.0.1"``, ``"ocpp2.1"``, registered).
 
     *policy* defaults to :meth:`ValidationPolicy.on`.  Nothing is imported until a
-    message needs the types.
+    message needs the types.  *handler_opt_outs*, if given, is consulted instead of
+    the policy's :attr:`~ValidationPolicy.handler_opt_outs` (so that many codecs
+    can share one policy and one set).
     """
     if protocol not in _BUILTIN and protocol not in _protocols:
         raise LookupError(f"no schemas for protocol {protocol!r}; add them with register_protocol()")
-    return SchemaCodec(protocol, policy)
+    return SchemaCodec(protocol, policy, handler_opt_outs=handler_opt_outs)
