@@ -317,7 +317,7 @@ def test_unserialisable_result_payload_keeps_the_call_answerable(version: str, i
     with pytest.raises(OutboundPayloadError, match="not JSON-serialisable"):
         pair.conn[responder].send(CallResult(message_id=call.message_id, payload={"when": object()}))
     assert call.message_id in pair.conn[responder].inbound_calls
-    assert call.message_id not in pair.conn[responder]._answered
+    assert call.message_id not in (pair.conn[responder]._answered or {})
 
 
 def test_invalid_handler_response_keeps_the_call_answerable(version: str, initiator: Role) -> None:
@@ -547,8 +547,8 @@ def test_answered_ids_are_remembered_only_where_callresulterror_exists(version: 
         call = pair.conn[initiator].new_call("Heartbeat", {})
         pair.send(initiator, call)
         pair.send(responder, CallResult(message_id=call.message_id, payload={}))
-    assert len(pair.conn[responder]._answered) == (32 if version == "ocpp2.1" else 0)
-    assert len(pair.conn[initiator]._finished) == 32  # the default bound
+    assert len(pair.conn[responder]._answered or {}) == (32 if version == "ocpp2.1" else 0)
+    assert len(pair.conn[initiator]._finished or {}) == 32  # the default bound
     assert remembers_answers(pair, responder) is (version == "ocpp2.1")
 
 
@@ -563,8 +563,10 @@ def test_memories_of_answered_calls_are_bounded(version: str, initiator: Role) -
         ids.append(call.message_id)
     # The initiator remembers the last two answered CALLs, and has forgotten the first; the
     # responder remembers what it answered only where a CALLRESULTERROR may name it (2.1).
-    assert list(pair.conn[initiator]._finished) == ids[1:]
-    assert list(pair.conn[responder]._answered) == (ids[1:] if remembers_answers(pair, responder) else [])
+    assert list(pair.conn[initiator]._finished or {}) == ids[1:]
+    assert list(pair.conn[responder]._answered or {}) == (
+        ids[1:] if remembers_answers(pair, responder) else []
+    )
     late = pair.deliver(initiator, f'[3,"{ids[0]}",{{}}]') + pair.deliver(initiator, f'[3,"{ids[2]}",{{}}]')
     assert [e.late for e in late if isinstance(e, UnmatchedResponse)] == [False, True]
 
@@ -577,9 +579,11 @@ def test_a_reused_id_keeps_its_place_in_the_memories(version: str, initiator: Ro
         pair.send(initiator, Call(message_id=message_id, action="Heartbeat", payload={}))
         pair.send(responder, CallResult(message_id=message_id, payload={}))
         if message_id == "a" and remembers_answers(pair, responder):
-            assert list(pair.conn[initiator]._finished) == list(pair.conn[responder]._answered)
-    assert list(pair.conn[initiator]._finished) == ["b", "c"]
-    assert list(pair.conn[responder]._answered) == (["b", "c"] if remembers_answers(pair, responder) else [])
+            assert list(pair.conn[initiator]._finished or {}) == list(pair.conn[responder]._answered or {})
+    assert list(pair.conn[initiator]._finished or {}) == ["b", "c"]
+    assert list(pair.conn[responder]._answered or {}) == (
+        ["b", "c"] if remembers_answers(pair, responder) else []
+    )
     pair.conn[initiator].send(Call(message_id="b", action="Reset", payload={}))
     assert pair.conn[initiator].abandon_call("b")
-    assert pair.conn[initiator]._finished == {"b": "Reset", "c": "Heartbeat"}
+    assert (pair.conn[initiator]._finished or {}) == {"b": "Reset", "c": "Heartbeat"}
