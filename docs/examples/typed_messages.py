@@ -17,8 +17,10 @@ from ocpprpc import (
     Connection,
     InvalidResponse,
     OutboundPayloadError,
+    PayloadError,
     PayloadKind,
     Role,
+    Router,
     ValidationPolicy,
     codec_for,
     register_protocol,
@@ -102,3 +104,17 @@ codec = codec_for("acme1.0")
 lamp = codec.decode("SetLamp", PayloadKind.REQUEST, b'{"lampId":3,"on":true}')
 assert isinstance(lamp, SetLamp)
 print("vendor message typed as", type(lamp).__name__, lamp)
+
+# -- 4. Many codecs, one set of handler opt-outs (what a CSMS does per station) ---------------
+router = Router()
+router.add("DataTransfer", lambda request, ctx: {"status": "Accepted"}, validate=False)
+opted_out = router.unvalidated_actions("ocpp1.6")  # one frozenset until the routes change
+codecs = [codec_for("ocpp1.6", handler_opt_outs=opted_out) for _ in range(3)]
+unchecked = codecs[0].decode("DataTransfer", PayloadKind.REQUEST, b'{"vendorId":7}')
+assert unchecked == {"vendorId": 7}  # the handler opted out: not validated
+try:
+    codecs[1].decode("Heartbeat", PayloadKind.REQUEST, b'{"x":1}')
+except PayloadError as exc:  # everything else still is
+    print("still validated:", exc.code.value)
+assert router.unvalidated_actions("ocpp1.6") is opted_out
+print("opt-outs shared by", len(codecs), "codecs:", sorted(opted_out))
