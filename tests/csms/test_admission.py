@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 import ocpprpc
@@ -296,3 +297,20 @@ async def test_reconnecting_while_the_old_link_is_dead_does_not_stall_the_new_co
                 await admitted[0].closed.wait()
             assert admitted[0].close_reason is not None
             assert admitted[0].close_reason.code == 1008
+
+
+async def test_the_auth_callback_sees_the_stations_address() -> None:
+    """``request.remote_address`` is the station's end of the connection (read once per connection)."""
+    seen: list[Any] = []
+
+    async def auth(request: StationRequest) -> Accept:
+        seen.append(request.remote_address)
+        return Accept()
+
+    async with (
+        ocpprpc.serve(router=csms_router(), protocols=["ocpp1.6"], auth=auth) as server,
+        ocpprpc.connect(ws_url(server), "CP1", protocols=["ocpp1.6"]) as station,
+    ):
+        await station.call("DataTransfer", transfer())
+        local = station.stream.extra(anyio.abc.SocketAttribute.local_address)
+    assert seen == [local]

@@ -92,15 +92,16 @@ class _AdmissionFlow(_SecurityReports):
         return None
 
     async def _admit_connection(
-        self, stream: anyio.abc.ByteStream, peer: str | None, endpoint: _Endpoint
+        self, stream: anyio.abc.ByteStream, address: Any, endpoint: _Endpoint
     ) -> tuple[Session, str | None, str | None] | None:
-        """Admit a station on *stream*: (session, peer, route) to serve at once, or ``None``.
+        """Admit a station on *stream* from *address*: (session, peer, route) to serve now, or ``None``.
 
         The connection's task serves the session itself (``Server._handle_at``), so no
         frame of the admission stays while the station is served (bench_idle).
         """
         # One bound for the whole admission: TLS, the upgrade request, middleware and auth.
         deadline = anyio.current_time() + self.handshake_timeout
+        peer = _peer_host(address)
         request = await self._read_request(
             stream,
             peer,
@@ -108,6 +109,7 @@ class _AdmissionFlow(_SecurityReports):
             compression=self.compression,
             max_message_size=self.max_message_size,
             close_timeout=self.close_timeout,
+            peer_address=address,
         )
         if request is None:
             return None
@@ -438,9 +440,13 @@ class _AdmissionFlow(_SecurityReports):
             log.exception("on_connect failed for station %r", session.identity)
 
 
-def _peer_host(stream: anyio.abc.ByteStream) -> str | None:
-    """The peer's address as text (no port), or ``None`` when the stream does not know it."""
-    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+def _peer_address(stream: anyio.abc.ByteStream) -> Any:
+    """The stream's remote address (``None``: unknown); read once per connection (a system call on trio)."""
+    return stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+
+
+def _peer_host(address: Any) -> str | None:
+    """A remote address as text (no port), or ``None`` when it is unknown."""
     if isinstance(address, tuple) and address:
         return str(address[0])
     return None if address is None else str(address)

@@ -42,7 +42,7 @@ from .._ws.tcp import TcpStreamName, check_tcp_stream, create_tcp_listener, serv
 from .._ws.websocket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_SEND_TIMEOUT
 from .._ws.wsproto_codec import DEFAULT_MAX_MESSAGE_SIZE
 from .admission import AdmissionPolicy
-from .admission_flow import _peer_host
+from .admission_flow import _peer_address, _peer_host
 from .command_buffer import CommandBuffer
 from .commanding import _Commanding
 from .delivery import Delivery, LocalDelivery
@@ -540,13 +540,13 @@ class Server(_Commanding, _SideDoor, _RouteTargets, _LiveChanges):
     async def _handle_at(self, endpoint: _Endpoint, stream: anyio.abc.ByteStream) -> None:
         if self.max_connections is not None and self._connections >= self.max_connections:
             try:
-                await self._refuse_over_limit(stream, _peer_host(stream), endpoint)
+                await self._refuse_over_limit(stream, _peer_host(_peer_address(stream)), endpoint)
             finally:
                 await anyio.aclose_forcefully(stream)
             return
         self._connections += 1  # no checkpoint since the check: a burst cannot overshoot
         try:
-            admitted = await self._admit_connection(stream, _peer_host(stream), endpoint)
+            admitted = await self._admit_connection(stream, _peer_address(stream), endpoint)
             if admitted is not None:
                 # Served here rather than in a coroutine of its own: one frame less per idle
                 # station (~300 bytes; bench_idle).  No checkpoint from admission to run().

@@ -376,6 +376,7 @@ async def accept_websocket(
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ws_codec: WsCodecName | None = None,
     http: PlainHttpHandler | None = None,
+    peer_address: Any = None,
 ) -> StationRequest:
     """Read a station's upgrade request from ``stream`` and return it for judgement.
 
@@ -403,6 +404,8 @@ async def accept_websocket(
         would be answered 426, or a method other than GET) goes to it first;
         what it answers is sent and :class:`PlainHttpAnswered` raised, ``None``
         leaves the usual answer.
+    :param peer_address: the stream's remote address, if the caller read it already
+        (``None``: read it here; on trio each read is a ``getpeername()`` system call).
     """
     codec_name = resolve_ws_codec(ws_codec)
     handshake: H11Handshake | None = None
@@ -480,7 +483,9 @@ async def accept_websocket(
         password=password,
         client_certificate=certificate,
         client_certificate_der=certificate and stream.extra(TLSAttribute.peer_certificate_binary, None),
-        remote_address=stream.extra(SocketAttribute.remote_address, None),
+        remote_address=(
+            peer_address if peer_address is not None else stream.extra(SocketAttribute.remote_address, None)
+        ),
         _stream=stream,
         _handshake=handshake,
         _fast=fast,
