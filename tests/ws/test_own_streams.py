@@ -8,6 +8,7 @@ Each test runs twice: ``_aio_stream`` on asyncio and ``_raw_stream`` on trio
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import ssl
@@ -23,6 +24,8 @@ import trustme
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
+from ocpprpc._ws.errors import HandshakeError, HandshakeTimeout
+from ocpprpc._ws.server_handshake import accept_websocket
 from ocpprpc._ws.tcp import send_within, serve_listener
 from ocpprpc._ws.tls import client_ssl_context, server_ssl_context
 
@@ -304,3 +307,68 @@ async def test_send_within_writes_at_once_and_bounds_only_what_must_wait(kit: Ki
             server.try_send(b"x")
         with pytest.raises(anyio.ClosedResourceError):
             await send_within(server, b"x", 0.5)
+
+
+UPGRADE = (
+    b"GET /ocpp/CP1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+)
+
+
+@over_own_streams
+async def test_receive_now_hands_over_the_bytes_or_what_to_await(kit: Kit[Any]) -> None:
+    async with stream_pair(kit) as (client, server):
+        waiting = server.receive_now()
+        assert not isinstance(waiting, bytes)  # nothing came yet: the loop's wait
+        await client.send(b"hello")
+        await waiting
+        got = server.receive_now()
+        while not isinstance(got, bytes):  # the fairness checkpoint, or a wait once more
+            await got
+            got = server.receive_now()
+        assert got == b"hello"
+        await client.send_eof()
+        with pytest.raises(anyio.EndOfStream):
+            got = server.receive_now()
+            while not isinstance(got, bytes):
+                await got
+                got = server.receive_now()
+
+
+@over_own_streams
+async def test_a_request_that_has_arrived_is_read_without_a_deadline(
+    kit: Kit[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handshake reads a waiting request at once, with no cancel scope (and its timer).
+
+    Only a request still to come is read under the deadline (a zero one refuses it).
+    """
+    scopes: list[float] = []
+    real = anyio.CancelScope
+
+    def counted(*, deadline: float = math.inf, shield: bool = False) -> anyio.CancelScope:
+        if deadline != math.inf:  # a timer (the stream pair's own shielded scopes aside)
+            scopes.append(deadline)
+        return real(deadline=deadline, shield=shield)
+
+    monkeypatch.setattr(anyio, "CancelScope", counted)
+    async with stream_pair(kit) as (client, server):
+        await client.send(UPGRADE)
+        await anyio.sleep(0.1)  # on loopback it has arrived by now
+        request = await accept_websocket(server, protocols=["ocpp1.6"], handshake_timeout=0)
+        assert request.identity == "CP1" and request.subprotocol == "ocpp1.6"
+        assert scopes == []
+    async with stream_pair(kit) as (client, server):
+        with pytest.raises(HandshakeTimeout):
+            await accept_websocket(server, protocols=["ocpp1.6"], handshake_timeout=0)
+        assert len(scopes) == 1
+
+
+@over_own_streams
+async def test_a_connection_closed_before_its_request_is_refused_at_once(kit: Kit[Any]) -> None:
+    async with stream_pair(kit) as (client, server):
+        await client.send_eof()
+        await anyio.sleep(0.1)  # the server's end has seen the EOF
+        with pytest.raises(HandshakeError, match="closed before a complete request"):
+            await accept_websocket(server, protocols=["ocpp1.6"])

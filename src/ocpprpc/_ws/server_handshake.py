@@ -12,7 +12,7 @@ import binascii
 import logging
 import re
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import EllipsisType
@@ -364,6 +364,10 @@ def _basic_password(headers: list[tuple[bytes, bytes]], identity: str) -> bytes 
     return credentials[len(prefix) :]
 
 
+#: What a failed read of the upgrade request raises (a closed or broken connection).
+_READ_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, OSError)
+
+
 async def accept_websocket(
     stream: anyio.abc.ByteStream,
     *,
@@ -412,44 +416,68 @@ async def accept_websocket(
     request: Request | FastUpgrade | None = None
     head = bytearray()  # kept only for the side door: bounded by h11's 16 KiB head limit plus one read
     try:
-        # A bare scope, not fail_after(): its generator costs 2% of a connection's setup.
-        with anyio.CancelScope(deadline=anyio.current_time() + handshake_timeout) as scope:
-            if ssl_context is not None:
-                try:
-                    stream = await TLSStream.wrap(
-                        stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
-                    )
-                except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
-                    raise HandshakeError(f"TLS handshake failed: {exc!r}") from exc
-            while request is None:
-                try:
-                    data = await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-                    raise HandshakeError("connection closed before a complete request") from exc
-                if handshake is None:
-                    # The first read: a whole, well-formed upgrade request skips h11 (upgrade_fast).
-                    request = parse_upgrade(data)
-                    if request is not None:
-                        break
+        first: bytes | None = None
+        wait: Awaitable[object] | None = None
+        receive_now = getattr(stream, "receive_now", None) if ssl_context is None else None
+        if receive_now is not None:
+            # Most stations have sent their request by the time their task runs: over our own
+            # streams it is read and parsed at once, and the deadline's cancel scope (with its
+            # timer) is only made if something has to be waited for.
+            try:
+                got = receive_now()
+            except _READ_ERRORS as exc:
+                raise HandshakeError("connection closed before a complete request") from exc
+            if isinstance(got, bytes):
+                first = got
+                request = parse_upgrade(got)
+                if request is None:
                     handshake = H11Handshake(ConnectionType.SERVER)
-                if http is not None:
-                    head += data
-                try:
-                    handshake.receive_data(data)
-                    for event in handshake.events():
-                        if isinstance(event, Request):
-                            request = event
-                except RemoteProtocolError as exc:
-                    refusal = _refusal_for(exc)
-                    if http is not None and (refusal.status == 426 or str(exc) == _NOT_GET):
-                        await _side_door(stream, http, head)
-                    raise refusal from exc
-                except UnicodeError as exc:
-                    # wsproto decodes the Host header as IDNA and lets the error escape
-                    # (fuzzing found it: one such request ended the whole server).
-                    raise _Refused(400, "malformed HTTP request (a header value is not ASCII)") from exc
-        if scope.cancelled_caught:
-            raise TimeoutError
+            else:
+                wait = got  # awaited under the deadline below
+        if request is None:
+            # A bare scope, not fail_after(): its generator costs 2% of a connection's setup.
+            with anyio.CancelScope(deadline=anyio.current_time() + handshake_timeout) as scope:
+                if wait is not None:
+                    await wait
+                if ssl_context is not None:
+                    try:
+                        stream = await TLSStream.wrap(
+                            stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                        )
+                    except (ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
+                        raise HandshakeError(f"TLS handshake failed: {exc!r}") from exc
+                while request is None:
+                    if first is not None:
+                        data, first = first, None  # read above; not an upgrade_fast request: h11's turn
+                    else:
+                        try:
+                            data = await stream.receive()
+                        except _READ_ERRORS as exc:
+                            raise HandshakeError("connection closed before a complete request") from exc
+                    if handshake is None:
+                        # The first read: a whole, well-formed upgrade request skips h11 (upgrade_fast).
+                        request = parse_upgrade(data)
+                        if request is not None:
+                            break
+                        handshake = H11Handshake(ConnectionType.SERVER)
+                    if http is not None:
+                        head += data
+                    try:
+                        handshake.receive_data(data)
+                        for event in handshake.events():
+                            if isinstance(event, Request):
+                                request = event
+                    except RemoteProtocolError as exc:
+                        refusal = _refusal_for(exc)
+                        if http is not None and (refusal.status == 426 or str(exc) == _NOT_GET):
+                            await _side_door(stream, http, head)
+                        raise refusal from exc
+                    except UnicodeError as exc:
+                        # wsproto decodes the Host header as IDNA and lets the error escape
+                        # (fuzzing found it: one such request ended the whole server).
+                        raise _Refused(400, "malformed HTTP request (a header value is not ASCII)") from exc
+            if scope.cancelled_caught:
+                raise TimeoutError
         assert request is not None
         _check_websocket_key(request.extra_headers)
         identity = _identity_from_path(request.target.partition("?")[0], identity_check)
