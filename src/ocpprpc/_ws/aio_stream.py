@@ -57,7 +57,7 @@ import asyncio.selector_events
 import socket
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from ipaddress import ip_address
 from typing import Any, cast
 
@@ -66,7 +66,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from .socket_attributes import LazySocketAttributes
-from .tcp import DEFAULT_BACKLOG
+from .tcp import DEFAULT_BACKLOG, receive_by_asking
 
 __all__ = ["AsyncioSocketStream", "AsyncioTCPListener", "connect_tcp", "create_tcp_listener"]
 
@@ -188,12 +188,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream, asyncio.BufferedProtocol):
             lambda: self._transport.get_extra_info("peername"),
         )
 
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        got = self.receive_now(max_bytes)
-        while not isinstance(got, bytes):
-            await got
-            got = self.receive_now(max_bytes)
-        return got
+    def receive(self, max_bytes: int = 65536) -> Coroutine[Any, Any, bytes]:
+        return receive_by_asking(self.receive_now, max_bytes)  # no frame of this method's own
 
     def receive_now(self, max_bytes: int = 65536) -> bytes | Awaitable[object]:
         """What :meth:`receive` returns, if it can be had now; else what to await before asking again.

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -62,7 +62,7 @@ import anyio.streams.stapled
 from anyio.abc import SocketAttribute, SocketListener
 
 from .socket_attributes import LazySocketAttributes
-from .tcp import DEFAULT_BACKLOG
+from .tcp import DEFAULT_BACKLOG, receive_by_asking
 
 __all__ = ["RawSocketStream", "RawTCPListener", "connect_tcp", "create_tcp_listener"]
 
@@ -100,12 +100,8 @@ class RawSocketStream(anyio.abc.SocketStream):
             lambda: super(RawSocketStream, self).extra_attributes, self._sock.getpeername
         )
 
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        got = self.receive_now(max_bytes)
-        while not isinstance(got, bytes):
-            await got
-            got = self.receive_now(max_bytes)
-        return got
+    def receive(self, max_bytes: int = 65536) -> Coroutine[Any, Any, bytes]:
+        return receive_by_asking(self.receive_now, max_bytes)  # no frame of this method's own
 
     def receive_now(self, max_bytes: int = 65536) -> bytes | Awaitable[object]:
         """What :meth:`receive` returns, if it can be had now; else what to await before asking again.

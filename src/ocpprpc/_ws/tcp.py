@@ -37,6 +37,7 @@ __all__ = [
     "check_tcp_stream",
     "connect_tcp",
     "create_tcp_listener",
+    "receive_by_asking",
     "resolve_tcp_stream",
     "send_within",
     "serve_listener",
@@ -67,6 +68,15 @@ DEFAULT_TCP_STREAM: TcpStreamName = "auto"
 AUTO_ELSEWHERE: Literal["anyio", "socket"] = "socket"
 
 _NAMES = ("auto", "asyncio", "anyio", "socket")
+
+
+async def receive_by_asking(receive_now: Callable[[int], bytes | Awaitable[object]], max_bytes: int) -> bytes:
+    """``receive()`` of ocpprpc's own streams: ask ``receive_now()``, await what it answers, ask again."""
+    got = receive_now(max_bytes)
+    while not isinstance(got, bytes):
+        await got
+        got = receive_now(max_bytes)
+    return got
 
 
 async def send_within(
