@@ -64,6 +64,38 @@ def test_a_client_masks_every_frame_with_a_fresh_key() -> None:
     assert csms.send_text("same") == b"\x81\x04same"  # a server never masks
 
 
+def test_masking_keys_are_drawn_in_bulk_and_never_repeat_within_a_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One os.urandom() per 1,024 frames, not a system call per frame; every key its own."""
+    station, _ = pair()
+    draws = []
+    real = os.urandom
+
+    def counted(n: int) -> bytes:
+        draws.append(n)
+        return real(n)
+
+    frame_codec._mask_keys.clear()
+    monkeypatch.setattr(os, "urandom", counted)
+    keys = [station.send_text("x")[2:6] for _ in range(3 * frame_codec._MASK_KEYS_PER_DRAW)]
+    assert draws == [4 * frame_codec._MASK_KEYS_PER_DRAW] * 3
+    assert len(set(keys)) > len(keys) - 5  # 4-byte random keys: a collision or two is chance
+
+
+def test_a_forked_child_draws_keys_of_its_own() -> None:
+    frame_codec._masking_key()  # the parent holds a pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, b"%d" % len(frame_codec._mask_keys))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"0"
+    os.close(read)
+    os.close(write)
+
+
 def test_a_frame_that_trickles_in_byte_by_byte() -> None:
     """Each read appends to the one buffer; the message comes out whole, once, at the last byte."""
     station, csms = pair()

@@ -92,6 +92,23 @@ _TAIL = b"\x00\x00\xff\xff"
 #: The two header bytes of an unmasked final text frame of 0-125 bytes, by length.
 _TEXT_HEADS = [bytes((0x81, n)) for n in range(126)]
 
+#: A client frame's masking key comes from a strong source of entropy (RFC 6455 5.3): os.urandom,
+#: drawn 1,024 keys at a time instead of one getrandom() system call per frame (strace: one per
+#: call a station makes).  list.pop() is atomic, so threads never share a key; a forked child
+#: starts a pool of its own.
+_MASK_KEYS_PER_DRAW = 1024
+_mask_keys: list[bytes] = []
+os.register_at_fork(after_in_child=_mask_keys.clear)
+
+
+def _masking_key() -> bytes:
+    try:
+        return _mask_keys.pop()
+    except IndexError:
+        raw = os.urandom(4 * _MASK_KEYS_PER_DRAW)
+        _mask_keys.extend(raw[i : i + 4] for i in range(0, len(raw), 4))
+        return _mask_keys.pop()
+
 
 @dataclass(frozen=True, slots=True)
 class Deflate:
@@ -221,7 +238,7 @@ class FrameCodec:
                 head = bytes((first, 0xFE)) + n.to_bytes(2, "big")
             else:
                 head = bytes((first, 0xFF)) + n.to_bytes(8, "big")
-            mask = os.urandom(4)
+            mask = _masking_key()
             return head + mask + _apply_mask(payload, mask)
         if n < 126:
             head = _TEXT_HEADS[n] if first == 0x81 else bytes((first, n))
